@@ -1,0 +1,52 @@
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use lmc_core::{CompressOptions, compress};
+
+use super::{human, layout_of};
+use crate::io::{Input, Output};
+use crate::progress::Bar;
+
+pub fn run(
+    input: &Path,
+    output: Option<PathBuf>,
+    force: bool,
+    dtype: Option<&str>,
+    chunk_size: Option<usize>,
+    quiet: bool,
+) -> Result<()> {
+    let dest = output.unwrap_or_else(|| {
+        let mut s = input.as_os_str().to_owned();
+        s.push(".lmc");
+        PathBuf::from(s)
+    });
+    let bytes = Input::open(input)?;
+    let layout = layout_of(input, &bytes, dtype)?;
+    let mut out = Output::create(&dest, input, force)?;
+    let mut options = CompressOptions::default();
+    if let Some(c) = chunk_size {
+        options = options.chunk_size(c);
+    }
+    let start = Instant::now();
+    let summary = {
+        let bar = Bar::new(bytes.len() as u64, "compressing", quiet);
+        compress(&bytes, &layout, &options, &mut out, &mut bar.callback())
+            .with_context(|| format!("cannot compress {}", input.display()))?
+    };
+    out.commit()?;
+    let secs = start.elapsed().as_secs_f64();
+    if !quiet {
+        println!(
+            "{} -> {}: {} -> {} (ratio {:.3}) in {:.2} s ({:.0} MB/s)",
+            input.display(),
+            dest.display(),
+            human(summary.original_len),
+            human(summary.compressed_len),
+            summary.original_len as f64 / summary.compressed_len.max(1) as f64,
+            secs,
+            summary.original_len as f64 / 1e6 / secs.max(1e-9)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,46 @@
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use lmc_core::Container;
+
+use super::human;
+use crate::io::{Input, Output};
+use crate::progress::Bar;
+
+pub fn run(input: &Path, output: Option<PathBuf>, force: bool, quiet: bool) -> Result<()> {
+    let dest = match output {
+        Some(o) => o,
+        None => match input.to_str().and_then(|s| s.strip_suffix(".lmc")) {
+            Some(stem) if !stem.is_empty() => PathBuf::from(stem),
+            _ => bail!(
+                "cannot derive an output name from {} (it does not end in .lmc); give one with -o",
+                input.display()
+            ),
+        },
+    };
+    let bytes = Input::open(input)?;
+    let container = Container::open(&bytes).with_context(|| format!("{}", input.display()))?;
+    let mut out = Output::create(&dest, input, force)?;
+    let start = Instant::now();
+    {
+        let bar = Bar::new(container.header().original_len, "decompressing", quiet);
+        container
+            .decompress_to(out.writer(), &mut bar.callback())
+            .with_context(|| format!("{}", input.display()))?;
+    }
+    out.commit()?;
+    let secs = start.elapsed().as_secs_f64();
+    if !quiet {
+        let n = container.header().original_len;
+        println!(
+            "{} -> {}: {} restored and verified in {:.2} s ({:.0} MB/s)",
+            input.display(),
+            dest.display(),
+            human(n),
+            secs,
+            n as f64 / 1e6 / secs.max(1e-9)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,133 @@
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use lmc_core::{Container, SegmentKind};
+use serde_json::json;
+
+use super::human;
+use crate::io::Input;
+
+/// Stored size and codecs of one plane, over all chunks of a segment.
+#[derive(Default)]
+struct PlaneStats {
+    stored: u64,
+    codecs: BTreeMap<&'static str, usize>,
+}
+
+impl PlaneStats {
+    /// `huffman`, or `huffman+raw` when chunks differ (most used first).
+    fn codec_summary(&self) -> String {
+        let mut v: Vec<_> = self.codecs.iter().collect();
+        v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        v.iter().map(|(k, _)| **k).collect::<Vec<_>>().join("+")
+    }
+}
+
+pub fn run(input: &Path, as_json: bool) -> Result<()> {
+    let bytes = Input::open(input)?;
+    let c = Container::open(&bytes).with_context(|| format!("{}", input.display()))?;
+    let original = c.header().original_len;
+    let ratio = |o: u64, s: u64| if s == 0 { 0.0 } else { o as f64 / s as f64 };
+
+    let mut rows = Vec::new();
+    for seg in c.segments() {
+        let chunks = &c.chunks()[seg.first_chunk..seg.first_chunk + seg.chunk_count];
+        let width = seg.kind.width();
+        let mut planes: Vec<PlaneStats> = (0..width).map(|_| PlaneStats::default()).collect();
+        for ch in chunks {
+            for (k, p) in ch.planes.iter().enumerate() {
+                planes[k].stored += p.stored_len as u64;
+                *planes[k].codecs.entry(p.codec.name()).or_default() += 1;
+            }
+        }
+        let stored: u64 = planes.iter().map(|p| p.stored).sum();
+        rows.push((seg, stored, planes));
+    }
+
+    if as_json {
+        let segs: Vec<_> = rows
+            .iter()
+            .map(|(seg, stored, planes)| {
+                let plane_len = seg.len / seg.kind.width() as u64;
+                let planes: Vec<_> = planes
+                    .iter()
+                    .enumerate()
+                    .map(|(k, p)| {
+                        json!({"plane": k, "original_bytes": plane_len, "stored_bytes": p.stored,
+                               "ratio": ratio(plane_len, p.stored), "codecs": p.codecs})
+                    })
+                    .collect();
+                let mut o = json!({"offset": seg.offset, "original_bytes": seg.len, "stored_bytes": stored,
+                                   "ratio": ratio(seg.len, *stored), "chunks": seg.chunk_count, "planes": planes});
+                match &seg.kind {
+                    SegmentKind::Tensor { name, dtype, shape } => {
+                        o["kind"] = json!("tensor");
+                        o["name"] = json!(name);
+                        o["dtype"] = json!(dtype.name());
+                        o["shape"] = json!(shape);
+                    }
+                    SegmentKind::Bytes => o["kind"] = json!("bytes"),
+                }
+                o
+            })
+            .collect();
+        let doc = json!({
+            "file": input.display().to_string(),
+            "format_version": lmc_core::format::VERSION,
+            "original_bytes": original,
+            "compressed_bytes": c.len(),
+            "ratio": ratio(original, c.len()),
+            "chunks": c.chunks().len(),
+            "segments": segs,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+
+    println!(
+        "{}: lmc format v{}, {} -> {} (ratio {:.3}), {} segments, {} chunks",
+        input.display(),
+        lmc_core::format::VERSION,
+        human(original),
+        human(c.len()),
+        ratio(original, c.len()),
+        c.segments().len(),
+        c.chunks().len()
+    );
+    println!(
+        "{:<44} {:<7} {:<16} {:>10} {:>10} {:>6}  planes (ratio codec, plane 0 = most significant byte)",
+        "segment", "dtype", "shape", "original", "stored", "ratio"
+    );
+    for (seg, stored, planes) in &rows {
+        let (name, dtype, shape) = match &seg.kind {
+            SegmentKind::Tensor { name, dtype, shape } => {
+                (name.clone(), dtype.name().to_string(), format!("{shape:?}"))
+            }
+            SegmentKind::Bytes => (format!("(bytes at {})", seg.offset), "-".into(), "-".into()),
+        };
+        let plane_len = seg.len / seg.kind.width() as u64;
+        let plane_desc: Vec<String> = planes
+            .iter()
+            .enumerate()
+            .map(|(k, p)| {
+                format!(
+                    "{k}:{:.2} {}",
+                    ratio(plane_len, p.stored),
+                    p.codec_summary()
+                )
+            })
+            .collect();
+        println!(
+            "{:<44} {:<7} {:<16} {:>10} {:>10} {:>6.3}  {}",
+            name,
+            dtype,
+            shape,
+            human(seg.len),
+            human(*stored),
+            ratio(seg.len, *stored),
+            plane_desc.join(" | ")
+        );
+    }
+    Ok(())
+}

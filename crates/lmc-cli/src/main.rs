@@ -1,0 +1,163 @@
+//! `lmc`: lossless compression of LLM checkpoints.
+
+#![deny(unsafe_code)]
+
+mod commands;
+mod io;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "lmc", version, about = "Lossless compression of LLM checkpoints", long_about = None)]
+struct Cli {
+    /// Worker threads (default: all cores).
+    #[arg(long, short = 't', global = true)]
+    threads: Option<usize>,
+    /// No progress bar and no summary line.
+    #[arg(long, short = 'q', global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compress a checkpoint file (safetensors, or raw with --dtype) into IN.lmc.
+    Compress {
+        input: PathBuf,
+        /// Output file (default: the input's name with .lmc appended).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Overwrite the output if it exists.
+        #[arg(short, long)]
+        force: bool,
+        /// Treat the input as a flat little-endian array of this dtype
+        /// (BF16, F16, F32, F64, F8_E4M3, F8_E5M2, I8..I64, U8..U64, BOOL).
+        #[arg(long)]
+        dtype: Option<String>,
+        /// Original bytes per chunk, e.g. 1M, 256K (default 1M).
+        #[arg(long, value_parser = parse_size)]
+        chunk_size: Option<usize>,
+    },
+    /// Restore the original file from an .lmc container.
+    Decompress {
+        input: PathBuf,
+        /// Output file (default: the input's name without .lmc).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Overwrite the output if it exists.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Decode everything and check every checksum and the whole-file hash; write nothing.
+    Verify { input: PathBuf },
+    /// Show what a container holds: tensors, planes, codecs and ratios.
+    Info {
+        input: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure lmc against zstd -3 and memcpy on the same bytes, in memory.
+    Bench {
+        input: PathBuf,
+        /// Timed runs of each method; the median is reported.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Treat the input as a flat array of this dtype.
+        #[arg(long)]
+        dtype: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Parses sizes like `1048576`, `256K`, `4M`, `1G` (binary multiples).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                _ => return Err(format!("unknown size suffix {c:?} (use K, M or G)")),
+            };
+            (&s[..i], m)
+        }
+        _ => (s, 1),
+    };
+    num.parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{s:?} is not a positive size"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    progress::install_ctrlc();
+    if let Some(t) = cli.threads {
+        if t == 0 {
+            eprintln!("lmc: error: --threads must be at least 1");
+            return ExitCode::from(2);
+        }
+        if let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+        {
+            eprintln!("lmc: error: cannot start {t} threads: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let quiet = cli.quiet;
+    let result = match cli.command {
+        Command::Compress {
+            input,
+            output,
+            force,
+            dtype,
+            chunk_size,
+        } => commands::compress::run(&input, output, force, dtype.as_deref(), chunk_size, quiet),
+        Command::Decompress {
+            input,
+            output,
+            force,
+        } => commands::decompress::run(&input, output, force, quiet),
+        Command::Verify { input } => commands::verify::run(&input, quiet),
+        Command::Info { input, json } => commands::info::run(&input, json),
+        Command::Bench {
+            input,
+            runs,
+            dtype,
+            json,
+        } => commands::bench::run(&input, runs, dtype.as_deref(), json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lmc: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("256K"), Ok(256 << 10));
+        assert_eq!(parse_size("1m"), Ok(1 << 20));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("3X").is_err());
+        assert!(parse_size("M").is_err());
+    }
+}

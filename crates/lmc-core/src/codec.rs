@@ -1,0 +1,188 @@
+//! Plane codecs and the per-plane choice between them.
+//!
+//! Every plane of every chunk is coded independently with whichever codec
+//! gives the fewest bytes: stored raw, a single repeated byte, Huffman, or
+//! zstd. zstd is only tried where it can win: on generic byte segments (the
+//! safetensors JSON header) and on planes so skewed that Huffman spends
+//! under two bits a symbol (long zero runs, where a whole-bit code cannot go
+//! below one bit a byte and an LZ coder can).
+
+use crate::huffman;
+
+/// The codec of one plane, as stored in the chunk table (FORMAT.md, "Plane codecs").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum PlaneCodec {
+    /// The bytes as they are.
+    Raw = 0,
+    /// One byte, repeated for the whole plane.
+    Constant = 1,
+    /// A Huffman block (see [`crate::huffman`]).
+    Huffman = 2,
+    /// A zstd frame.
+    Zstd = 3,
+}
+
+impl PlaneCodec {
+    pub fn from_code(c: u8) -> Option<PlaneCodec> {
+        Some(match c {
+            0 => PlaneCodec::Raw,
+            1 => PlaneCodec::Constant,
+            2 => PlaneCodec::Huffman,
+            3 => PlaneCodec::Zstd,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PlaneCodec::Raw => "raw",
+            PlaneCodec::Constant => "constant",
+            PlaneCodec::Huffman => "huffman",
+            PlaneCodec::Zstd => "zstd",
+        }
+    }
+}
+
+/// What kind of bytes a plane holds; steers which codecs are tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaneKind {
+    /// A byte plane of a tensor.
+    Tensor,
+    /// Bytes with no known structure (headers, metadata, gaps).
+    Generic,
+}
+
+/// zstd level for generic bytes: small, text-like, worth a stronger level.
+const ZSTD_LEVEL_GENERIC: i32 = 9;
+/// zstd level for skewed tensor planes: speed matters there.
+const ZSTD_LEVEL_PLANE: i32 = 1;
+/// Huffman must save at least 1/64 of a plane to be worth its decode time.
+const MIN_GAIN_DIVISOR: usize = 64;
+
+/// Encodes `data` with the best codec, appends the result to `out`, and
+/// returns the codec chosen.
+pub fn encode_plane(data: &[u8], kind: PlaneKind, out: &mut Vec<u8>) -> PlaneCodec {
+    let n = data.len();
+    if n == 0 {
+        return PlaneCodec::Raw;
+    }
+    let hist = huffman::histogram(data);
+    if hist[data[0] as usize] as usize == n {
+        out.push(data[0]);
+        return PlaneCodec::Constant;
+    }
+    let start = out.len();
+    let mut best = (PlaneCodec::Raw, n);
+
+    let lengths = huffman::code_lengths(&hist, huffman::MAX_CODE_LEN);
+    let estimate = huffman::encoded_size(&hist, &lengths);
+    if estimate + n / MIN_GAIN_DIVISOR < n {
+        huffman::encode(data, &hist, out);
+        best = (PlaneCodec::Huffman, out.len() - start);
+    }
+
+    let try_zstd = match kind {
+        PlaneKind::Generic => true,
+        PlaneKind::Tensor => estimate < n / 4,
+    };
+    if try_zstd {
+        let level = match kind {
+            PlaneKind::Generic => ZSTD_LEVEL_GENERIC,
+            PlaneKind::Tensor => ZSTD_LEVEL_PLANE,
+        };
+        if let Ok(z) = zstd::bulk::compress(data, level) {
+            if z.len() < best.1 {
+                out.truncate(start);
+                out.extend_from_slice(&z);
+                best = (PlaneCodec::Zstd, z.len());
+            }
+        }
+    }
+
+    if best.0 == PlaneCodec::Raw {
+        out.truncate(start);
+        out.extend_from_slice(data);
+    }
+    best.0
+}
+
+/// Decodes a plane stored with `codec` into `out` (whose length is the
+/// plane's length). Malformed input gives an error, never a panic.
+pub fn decode_plane(codec: PlaneCodec, stored: &[u8], out: &mut [u8]) -> Result<(), String> {
+    match codec {
+        PlaneCodec::Raw => {
+            if stored.len() != out.len() {
+                return Err(format!(
+                    "raw plane holds {} bytes, {} expected",
+                    stored.len(),
+                    out.len()
+                ));
+            }
+            out.copy_from_slice(stored);
+        }
+        PlaneCodec::Constant => match stored {
+            [b] => out.fill(*b),
+            _ => {
+                return Err(format!(
+                    "constant plane holds {} bytes, 1 expected",
+                    stored.len()
+                ));
+            }
+        },
+        PlaneCodec::Huffman => huffman::decode(stored, out)?,
+        PlaneCodec::Zstd => {
+            let got =
+                zstd::bulk::decompress_to_buffer(stored, out).map_err(|e| format!("zstd: {e}"))?;
+            if got != out.len() {
+                return Err(format!(
+                    "zstd plane decodes to {got} bytes, {} expected",
+                    out.len()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(data: &[u8], kind: PlaneKind) -> (PlaneCodec, usize) {
+        let mut out = vec![7u8; 3];
+        let codec = encode_plane(data, kind, &mut out);
+        let mut back = vec![0u8; data.len()];
+        decode_plane(codec, &out[3..], &mut back).unwrap();
+        assert_eq!(back, data);
+        (codec, out.len() - 3)
+    }
+
+    #[test]
+    fn picks_the_right_codec() {
+        assert_eq!(round_trip(&[], PlaneKind::Tensor).0, PlaneCodec::Raw);
+        assert_eq!(
+            round_trip(&[0; 1000], PlaneKind::Tensor),
+            (PlaneCodec::Constant, 1)
+        );
+        let uniform: Vec<u8> = (0..=255).cycle().take(65536).collect::<Vec<u8>>();
+        // Uniform over all bytes, in a pattern zstd would find, but not tried on tensors.
+        assert_eq!(round_trip(&uniform, PlaneKind::Tensor).0, PlaneCodec::Raw);
+        assert_eq!(round_trip(&uniform, PlaneKind::Generic).0, PlaneCodec::Zstd);
+        let skewed: Vec<u8> = (0..65536u32)
+            .map(|i| (i.trailing_zeros() * 3) as u8)
+            .collect();
+        let (c, size) = round_trip(&skewed, PlaneKind::Tensor);
+        assert!(matches!(c, PlaneCodec::Huffman | PlaneCodec::Zstd), "{c:?}");
+        assert!(size < 65536 / 2);
+    }
+
+    #[test]
+    fn bad_stored_sizes_are_errors() {
+        let mut out = [0u8; 4];
+        assert!(decode_plane(PlaneCodec::Raw, &[1, 2, 3], &mut out).is_err());
+        assert!(decode_plane(PlaneCodec::Constant, &[], &mut out).is_err());
+        assert!(decode_plane(PlaneCodec::Zstd, &[1, 2, 3], &mut out).is_err());
+        assert!(decode_plane(PlaneCodec::Huffman, &[], &mut out).is_err());
+    }
+}

@@ -1,0 +1,203 @@
+//! Reading a container: open, inspect, decode chunks, tensors or the whole file.
+
+use std::io::Write;
+
+use rayon::prelude::*;
+use xxhash_rust::xxh3::{Xxh3, xxh3_64};
+
+use crate::codec::{PlaneCodec, decode_plane};
+use crate::compress::Progress;
+use crate::error::{Error, Region, Result};
+use crate::format::{ChunkEntry, HEADER_LEN, Header, Index, Segment, SegmentKind};
+use crate::planes;
+
+/// An opened container over its bytes (typically a memory map).
+///
+/// Opening checks the header and the index completely; chunk payloads are
+/// checked (checksum, then decode) as they are read.
+#[derive(Debug)]
+pub struct Container<'a> {
+    data: &'a [u8],
+    header: Header,
+    index: Index,
+}
+
+impl<'a> Container<'a> {
+    pub fn open(data: &'a [u8]) -> Result<Container<'a>> {
+        let header = Header::parse(data)?;
+        let index_start = HEADER_LEN as u64 + header.payload_len;
+        // Header::parse checked that the header, payload and index tile the file.
+        let index = Index::parse(&data[index_start as usize..], &header)?;
+        Ok(Container {
+            data,
+            header,
+            index,
+        })
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    pub fn segments(&self) -> &[Segment] {
+        &self.index.segments
+    }
+
+    pub fn chunks(&self) -> &[ChunkEntry] {
+        &self.index.chunks
+    }
+
+    /// Total size of the container in bytes.
+    pub fn len(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// The stored bytes of chunk `i`.
+    fn stored(&self, c: &ChunkEntry) -> &'a [u8] {
+        // Index::parse checked that chunks tile the payload.
+        &self.data[c.stored_offset as usize..(c.stored_offset + c.stored_len()) as usize]
+    }
+
+    /// Decodes chunk `i` into `out` (resized to the chunk's original length),
+    /// checking its checksum first.
+    pub fn decode_chunk(&self, i: usize, out: &mut Vec<u8>) -> Result<()> {
+        let c = &self.index.chunks[i];
+        let seg = &self.index.segments[c.segment];
+        let stored = self.stored(c);
+        let sum = xxh3_64(stored);
+        if sum != c.checksum {
+            return Err(Error::ChunkChecksum {
+                chunk: i,
+                segment: seg.describe(),
+                offset: c.stored_offset,
+                expected: c.checksum,
+                found: sum,
+            });
+        }
+        out.clear();
+        out.resize(c.raw_len as usize, 0);
+        let plane_err = |plane: usize, detail: String| Error::PlaneDecode {
+            chunk: i,
+            segment: seg.describe(),
+            plane,
+            detail,
+        };
+        let width = seg.kind.width();
+        if width == 1 {
+            let p = c.planes[0];
+            return decode_plane(p.codec, stored, out).map_err(|d| plane_err(0, d));
+        }
+        let plane_len = c.raw_len as usize / width;
+        // Raw planes are merged straight from the container; the others are
+        // decoded into scratch first.
+        let mut scratch = vec![
+            0u8;
+            plane_len
+                * c.planes
+                    .iter()
+                    .filter(|p| p.codec != PlaneCodec::Raw)
+                    .count()
+        ];
+        let mut views: Vec<&[u8]> = Vec::with_capacity(width);
+        let mut rest_stored = stored;
+        let mut rest_scratch = scratch.as_mut_slice();
+        let mut decoded: Vec<(usize, &mut [u8])> = Vec::new();
+        let mut raw: Vec<(usize, &[u8])> = Vec::new();
+        for (k, p) in c.planes.iter().enumerate() {
+            let (s, r) = rest_stored.split_at(p.stored_len as usize);
+            rest_stored = r;
+            if p.codec == PlaneCodec::Raw {
+                raw.push((k, s));
+            } else {
+                let (buf, r) = std::mem::take(&mut rest_scratch).split_at_mut(plane_len);
+                rest_scratch = r;
+                decode_plane(p.codec, s, buf).map_err(|d| plane_err(k, d))?;
+                decoded.push((k, buf));
+            }
+        }
+        let (mut di, mut ri) = (decoded.into_iter().peekable(), raw.into_iter().peekable());
+        for k in 0..width {
+            if di.peek().is_some_and(|(j, _)| *j == k) {
+                views.push(di.next().unwrap().1);
+            } else {
+                views.push(ri.next().expect("each plane is raw or decoded").1);
+            }
+        }
+        let SegmentKind::Tensor { dtype, .. } = &seg.kind else {
+            unreachable!("only tensors have more than one plane")
+        };
+        planes::merge(*dtype, &views, out);
+        Ok(())
+    }
+
+    /// Decodes every chunk in order, writing the original file to `out`,
+    /// and checks the whole-file hash. Chunks are decoded in parallel on the
+    /// current rayon pool, a few per thread at a time.
+    pub fn decompress_to(&self, out: &mut dyn Write, progress: Progress<'_>) -> Result<()> {
+        let n = self.index.chunks.len();
+        let batch = rayon::current_num_threads().max(1) * 4;
+        let mut hasher = Xxh3::new();
+        let mut done = 0u64;
+        let mut bufs: Vec<Vec<u8>> = Vec::new();
+        for start in (0..n).step_by(batch) {
+            let end = (start + batch).min(n);
+            bufs.resize_with(end - start, Vec::new);
+            bufs.par_iter_mut()
+                .zip(start..end)
+                .map(|(buf, i)| self.decode_chunk(i, buf))
+                .collect::<Result<()>>()?;
+            for b in &bufs {
+                hasher.update(b);
+                out.write_all(b)?;
+                done += b.len() as u64;
+            }
+            if !progress(done) {
+                return Err(Error::Cancelled);
+            }
+        }
+        let found = hasher.digest128();
+        if found != self.header.original_hash {
+            return Err(Error::FileHash {
+                expected: self.header.original_hash,
+                found,
+            });
+        }
+        if done != self.header.original_len {
+            return Err(Error::corrupt(
+                Region::File,
+                format!(
+                    "decoded {done} bytes, header says {}",
+                    self.header.original_len
+                ),
+            ));
+        }
+        out.flush()?;
+        Ok(())
+    }
+
+    /// Decodes everything and checks every checksum, writing nothing.
+    pub fn verify(&self, progress: Progress<'_>) -> Result<()> {
+        self.decompress_to(&mut std::io::sink(), progress)
+    }
+
+    /// Decodes one tensor's bytes without touching the other tensors' chunks.
+    pub fn read_tensor(&self, name: &str) -> Result<Vec<u8>> {
+        let seg = self
+            .index
+            .segments
+            .iter()
+            .find(|s| matches!(&s.kind, SegmentKind::Tensor { name: n, .. } if n == name))
+            .ok_or_else(|| Error::NoSuchTensor(name.to_string()))?;
+        let mut parts: Vec<Vec<u8>> = vec![Vec::new(); seg.chunk_count];
+        parts
+            .par_iter_mut()
+            .enumerate()
+            .map(|(k, buf)| self.decode_chunk(seg.first_chunk + k, buf))
+            .collect::<Result<()>>()?;
+        Ok(parts.concat())
+    }
+}

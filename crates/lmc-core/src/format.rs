@@ -1,0 +1,453 @@
+//! The container format, version 1: byte layout, serialisation, validation.
+//!
+//! FORMAT.md at the repository root is the normative description; the
+//! tables here mirror it. All integers are little-endian.
+//!
+//! ```text
+//! +--------------------+  offset 0
+//! | header (64 bytes)  |
+//! +--------------------+  64
+//! | payload            |  chunk payloads, in chunk order, back to back
+//! +--------------------+  64 + payload_len
+//! | index              |  segments, chunk table, index checksum
+//! +--------------------+  64 + payload_len + index_len = file length
+//! ```
+//!
+//! Header:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0  | 8  | magic `89 4C 4D 43 0D 0A 1A 0A` ("\x89LMC\r\n\x1a\n") |
+//! | 8  | 2  | format version (1) |
+//! | 10 | 2  | flags (0; readers reject others) |
+//! | 12 | 4  | reserved (0) |
+//! | 16 | 8  | original file length |
+//! | 24 | 16 | XXH3-128 of the original file |
+//! | 40 | 8  | payload length |
+//! | 48 | 8  | index length |
+//! | 56 | 8  | XXH3-64 of header bytes 0..56 |
+//!
+//! Every count and length read here is checked against the bytes actually
+//! present before anything is allocated for it.
+
+use crate::codec::PlaneCodec;
+use crate::dtype::Dtype;
+use crate::error::{Error, Region, Result};
+use xxhash_rust::xxh3::xxh3_64;
+
+pub const MAGIC: [u8; 8] = *b"\x89LMC\r\n\x1a\n";
+pub const VERSION: u16 = 1;
+pub const HEADER_LEN: usize = 64;
+/// Largest original size of one chunk. Bounds the memory a reader allocates.
+pub const MAX_CHUNK_LEN: u32 = 1 << 28;
+/// Largest tensor rank accepted.
+pub const MAX_RANK: usize = 64;
+
+/// The fixed header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub original_len: u64,
+    pub original_hash: u128,
+    pub payload_len: u64,
+    pub index_len: u64,
+}
+
+impl Header {
+    pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        b[0..8].copy_from_slice(&MAGIC);
+        b[8..10].copy_from_slice(&VERSION.to_le_bytes());
+        b[16..24].copy_from_slice(&self.original_len.to_le_bytes());
+        b[24..40].copy_from_slice(&self.original_hash.to_le_bytes());
+        b[40..48].copy_from_slice(&self.payload_len.to_le_bytes());
+        b[48..56].copy_from_slice(&self.index_len.to_le_bytes());
+        let sum = xxh3_64(&b[..56]);
+        b[56..64].copy_from_slice(&sum.to_le_bytes());
+        b
+    }
+
+    /// Parses and checks the header against the length of the whole file.
+    pub fn parse(file: &[u8]) -> Result<Header> {
+        let h = |d: String| Error::corrupt(Region::Header, d);
+        let b = file.get(..HEADER_LEN).ok_or_else(|| {
+            h(format!(
+                "file is {} bytes, shorter than the {HEADER_LEN}-byte header (truncated, or not an lmc file)",
+                file.len()
+            ))
+        })?;
+        if b[0..8] != MAGIC {
+            return Err(h("bad magic bytes: not an lmc container".into()));
+        }
+        let version = u16::from_le_bytes([b[8], b[9]]);
+        if version != VERSION {
+            return Err(Error::UnsupportedVersion {
+                found: version,
+                supported: VERSION,
+            });
+        }
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+        let stored_sum = u64_at(56);
+        let sum = xxh3_64(&b[..56]);
+        if stored_sum != sum {
+            return Err(h(format!(
+                "header checksum mismatch (stored {stored_sum:016x}, computed {sum:016x})"
+            )));
+        }
+        let flags = u16::from_le_bytes([b[10], b[11]]);
+        if flags != 0 || b[12..16] != [0; 4] {
+            return Err(h(format!(
+                "unknown flags {flags:#06x} or non-zero reserved bytes"
+            )));
+        }
+        let header = Header {
+            original_len: u64_at(16),
+            original_hash: u128::from_le_bytes(b[24..40].try_into().unwrap()),
+            payload_len: u64_at(40),
+            index_len: u64_at(48),
+        };
+        let expected = (HEADER_LEN as u64)
+            .checked_add(header.payload_len)
+            .and_then(|x| x.checked_add(header.index_len));
+        if expected != Some(file.len() as u64) {
+            return Err(Error::corrupt(
+                Region::File,
+                format!(
+                    "file is {} bytes but its header describes {} (header {HEADER_LEN} + payload {} + index {}): truncated or extended",
+                    file.len(),
+                    expected.map_or("more than 2^64".to_string(), |e| e.to_string()),
+                    header.payload_len,
+                    header.index_len
+                ),
+            ));
+        }
+        Ok(header)
+    }
+}
+
+/// What a segment of the original file holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SegmentKind {
+    /// Bytes with no tensor structure (file headers, metadata, padding).
+    Bytes,
+    /// The data of one tensor.
+    Tensor {
+        name: String,
+        dtype: Dtype,
+        shape: Vec<u64>,
+    },
+}
+
+impl SegmentKind {
+    /// Element width in bytes (1 for plain bytes); also the number of planes.
+    pub fn width(&self) -> usize {
+        match self {
+            SegmentKind::Bytes => 1,
+            SegmentKind::Tensor { dtype, .. } => dtype.width(),
+        }
+    }
+}
+
+/// A contiguous range of the original file. Segments tile the file in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub kind: SegmentKind,
+    /// Offset of the segment in the original file (derived, not stored).
+    pub offset: u64,
+    pub len: u64,
+    /// Index of the segment's first chunk (derived, not stored).
+    pub first_chunk: usize,
+    pub chunk_count: usize,
+}
+
+impl Segment {
+    /// A short description for error messages: `tensor "a.weight"` or `bytes at 0`.
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            SegmentKind::Bytes => format!("bytes at offset {}", self.offset),
+            SegmentKind::Tensor { name, .. } => format!("tensor {name:?}"),
+        }
+    }
+}
+
+/// One plane of one chunk in the chunk table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlaneEntry {
+    pub codec: PlaneCodec,
+    pub stored_len: u32,
+}
+
+/// One chunk in the chunk table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkEntry {
+    /// Bytes of the original file this chunk holds.
+    pub raw_len: u32,
+    /// XXH3-64 of the chunk's stored bytes.
+    pub checksum: u64,
+    pub planes: Vec<PlaneEntry>,
+    /// Offset of the chunk's stored bytes from the start of the container (derived).
+    pub stored_offset: u64,
+    /// Offset of the chunk's bytes in the original file (derived).
+    pub raw_offset: u64,
+    /// Index of the segment the chunk belongs to (derived).
+    pub segment: usize,
+}
+
+impl ChunkEntry {
+    pub fn stored_len(&self) -> u64 {
+        self.planes.iter().map(|p| p.stored_len as u64).sum()
+    }
+}
+
+/// The index: what the original file held and where its chunks are.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Index {
+    pub segments: Vec<Segment>,
+    pub chunks: Vec<ChunkEntry>,
+}
+
+const SEGMENT_MIN_LEN: usize = 1 + 8 + 4;
+const CHUNK_MIN_LEN: usize = 4 + 8 + 1;
+
+impl Index {
+    /// Serialises the index, checksum included.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&(self.segments.len() as u32).to_le_bytes());
+        for s in &self.segments {
+            match &s.kind {
+                SegmentKind::Bytes => b.push(0),
+                SegmentKind::Tensor { .. } => b.push(1),
+            }
+            b.extend_from_slice(&s.len.to_le_bytes());
+            b.extend_from_slice(&(s.chunk_count as u32).to_le_bytes());
+            if let SegmentKind::Tensor { name, dtype, shape } = &s.kind {
+                b.push(dtype.code());
+                b.extend_from_slice(&(name.len() as u16).to_le_bytes());
+                b.extend_from_slice(name.as_bytes());
+                b.push(shape.len() as u8);
+                for d in shape {
+                    b.extend_from_slice(&d.to_le_bytes());
+                }
+            }
+        }
+        b.extend_from_slice(&(self.chunks.len() as u32).to_le_bytes());
+        for c in &self.chunks {
+            b.extend_from_slice(&c.raw_len.to_le_bytes());
+            b.extend_from_slice(&c.checksum.to_le_bytes());
+            b.push(c.planes.len() as u8);
+            for p in &c.planes {
+                b.push(p.codec as u8);
+                b.extend_from_slice(&p.stored_len.to_le_bytes());
+            }
+        }
+        let sum = xxh3_64(&b);
+        b.extend_from_slice(&sum.to_le_bytes());
+        b
+    }
+
+    /// Parses and validates the index of a container whose header is `header`.
+    pub fn parse(bytes: &[u8], header: &Header) -> Result<Index> {
+        let bad = |d: String| Error::corrupt(Region::Index, d);
+        if bytes.len() < 8 {
+            return Err(bad(format!("index is {} bytes, too short", bytes.len())));
+        }
+        let (body, sum) = bytes.split_at(bytes.len() - 8);
+        let stored = u64::from_le_bytes(sum.try_into().unwrap());
+        let computed = xxh3_64(body);
+        if stored != computed {
+            return Err(bad(format!(
+                "index checksum mismatch (stored {stored:016x}, computed {computed:016x})"
+            )));
+        }
+        let mut r = Reader { b: body, pos: 0 };
+
+        let nseg = r.u32("segment count")? as usize;
+        if nseg > body.len() / SEGMENT_MIN_LEN {
+            return Err(bad(format!(
+                "segment count {nseg} cannot fit in a {}-byte index",
+                body.len()
+            )));
+        }
+        let mut segments = Vec::with_capacity(nseg);
+        let (mut offset, mut first_chunk) = (0u64, 0usize);
+        for i in 0..nseg {
+            let kind_code = r.u8("segment kind")?;
+            let len = r.u64("segment length")?;
+            let chunk_count = r.u32("segment chunk count")? as usize;
+            let kind = match kind_code {
+                0 => SegmentKind::Bytes,
+                1 => {
+                    let code = r.u8("dtype")?;
+                    let dtype = Dtype::from_code(code)
+                        .ok_or_else(|| bad(format!("segment {i}: unknown dtype code {code}")))?;
+                    let name_len = r.u16("name length")? as usize;
+                    let name = std::str::from_utf8(r.take(name_len, "tensor name")?)
+                        .map_err(|_| bad(format!("segment {i}: tensor name is not UTF-8")))?
+                        .to_string();
+                    let rank = r.u8("rank")? as usize;
+                    if rank > MAX_RANK {
+                        return Err(bad(format!(
+                            "tensor {name:?}: rank {rank} exceeds {MAX_RANK}"
+                        )));
+                    }
+                    let mut shape = Vec::with_capacity(rank);
+                    for _ in 0..rank {
+                        shape.push(r.u64("dimension")?);
+                    }
+                    let elems = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+                    let bytes = elems.and_then(|e| e.checked_mul(dtype.width() as u64));
+                    if bytes != Some(len) {
+                        return Err(bad(format!(
+                            "tensor {name:?}: shape {shape:?} of {dtype} does not match its length {len}"
+                        )));
+                    }
+                    SegmentKind::Tensor { name, dtype, shape }
+                }
+                k => return Err(bad(format!("segment {i}: unknown kind {k}"))),
+            };
+            let seg = Segment {
+                kind,
+                offset,
+                len,
+                first_chunk,
+                chunk_count,
+            };
+            offset = offset
+                .checked_add(len)
+                .ok_or_else(|| bad("segment lengths overflow".into()))?;
+            first_chunk = first_chunk
+                .checked_add(chunk_count)
+                .ok_or_else(|| bad("chunk counts overflow".into()))?;
+            segments.push(seg);
+        }
+        if offset != header.original_len {
+            return Err(bad(format!(
+                "segments cover {offset} bytes, the header says the original has {}",
+                header.original_len
+            )));
+        }
+
+        let nchunks = r.u32("chunk count")? as usize;
+        if nchunks != first_chunk {
+            return Err(bad(format!(
+                "chunk table has {nchunks} chunks, segments claim {first_chunk}"
+            )));
+        }
+        if nchunks > body.len() / CHUNK_MIN_LEN {
+            return Err(bad(format!(
+                "chunk count {nchunks} cannot fit in a {}-byte index",
+                body.len()
+            )));
+        }
+        let mut chunks = Vec::with_capacity(nchunks);
+        let mut stored_offset = HEADER_LEN as u64;
+        for (si, seg) in segments.iter().enumerate() {
+            let width = seg.kind.width();
+            let mut raw_offset = seg.offset;
+            for ci in seg.first_chunk..seg.first_chunk + seg.chunk_count {
+                let ctx = |d: String| bad(format!("chunk {ci} ({}): {d}", seg.describe()));
+                let raw_len = r.u32("chunk length")?;
+                let checksum = r.u64("chunk checksum")?;
+                let nplanes = r.u8("plane count")? as usize;
+                if raw_len == 0 || raw_len > MAX_CHUNK_LEN || raw_len as usize % width != 0 {
+                    return Err(ctx(format!(
+                        "length {raw_len} is zero, above {MAX_CHUNK_LEN} or not a multiple of the element width {width}"
+                    )));
+                }
+                if nplanes != width {
+                    return Err(ctx(format!("{nplanes} planes, {width} expected")));
+                }
+                let plane_len = raw_len / width as u32;
+                let mut planes = Vec::with_capacity(nplanes);
+                for p in 0..nplanes {
+                    let code = r.u8("plane codec")?;
+                    let codec = PlaneCodec::from_code(code)
+                        .ok_or_else(|| ctx(format!("plane {p}: unknown codec {code}")))?;
+                    let stored_len = r.u32("plane length")?;
+                    let ok = match codec {
+                        PlaneCodec::Raw => stored_len == plane_len,
+                        PlaneCodec::Constant => stored_len == 1,
+                        PlaneCodec::Huffman | PlaneCodec::Zstd => stored_len > 0,
+                    };
+                    if !ok {
+                        return Err(ctx(format!(
+                            "plane {p}: {} codec with stored length {stored_len} for {plane_len} bytes",
+                            codec.name()
+                        )));
+                    }
+                    planes.push(PlaneEntry { codec, stored_len });
+                }
+                let entry = ChunkEntry {
+                    raw_len,
+                    checksum,
+                    planes,
+                    stored_offset,
+                    raw_offset,
+                    segment: si,
+                };
+                stored_offset = stored_offset
+                    .checked_add(entry.stored_len())
+                    .ok_or_else(|| bad("chunk lengths overflow".into()))?;
+                raw_offset += raw_len as u64;
+                chunks.push(entry);
+            }
+            if raw_offset - seg.offset != seg.len {
+                return Err(bad(format!(
+                    "{}: chunks hold {} bytes, the segment has {}",
+                    seg.describe(),
+                    raw_offset - seg.offset,
+                    seg.len
+                )));
+            }
+        }
+        if stored_offset - HEADER_LEN as u64 != header.payload_len {
+            return Err(bad(format!(
+                "chunks store {} bytes, the header says the payload has {}",
+                stored_offset - HEADER_LEN as u64,
+                header.payload_len
+            )));
+        }
+        if r.pos != body.len() {
+            return Err(bad(format!(
+                "{} unexpected bytes at the end",
+                body.len() - r.pos
+            )));
+        }
+        Ok(Index { segments, chunks })
+    }
+}
+
+/// A bounds-checked little-endian reader over the index bytes.
+struct Reader<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
+        let s = self
+            .pos
+            .checked_add(n)
+            .and_then(|end| self.b.get(self.pos..end))
+            .ok_or_else(|| {
+                Error::corrupt(
+                    Region::Index,
+                    format!("truncated at byte {} while reading the {what}", self.pos),
+                )
+            })?;
+        self.pos += n;
+        Ok(s)
+    }
+    fn u8(&mut self, what: &str) -> Result<u8> {
+        Ok(self.take(1, what)?[0])
+    }
+    fn u16(&mut self, what: &str) -> Result<u16> {
+        Ok(u16::from_le_bytes(self.take(2, what)?.try_into().unwrap()))
+    }
+    fn u32(&mut self, what: &str) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().unwrap()))
+    }
+    fn u64(&mut self, what: &str) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().unwrap()))
+    }
+}

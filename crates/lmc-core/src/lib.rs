@@ -1,0 +1,44 @@
+//! lmc-core: lossless compression of LLM checkpoint tensors.
+//!
+//! The layers, bottom up:
+//! - [`huffman`]: our canonical, length-limited Huffman coder.
+//! - [`planes`]: byte grouping of tensor elements into planes.
+//! - [`codec`]: per-plane choice of raw, constant, Huffman or zstd.
+//! - [`format`]: the container's bytes (see FORMAT.md).
+//! - [`compress`] and [`container`]: the parallel pipeline, both directions.
+//!
+//! ```
+//! use lmc_core::{compress, CompressOptions, Container, Dtype, SegmentKind, SegmentSpec};
+//!
+//! let weights: Vec<u8> = (0..4096u32).flat_map(|i| ((i % 7) as f32).to_le_bytes()).collect();
+//! let layout = [SegmentSpec {
+//!     kind: SegmentKind::Tensor { name: "w".into(), dtype: Dtype::F32, shape: vec![4096] },
+//!     len: weights.len() as u64,
+//! }];
+//! let mut packed = std::io::Cursor::new(Vec::new());
+//! compress(&weights, &layout, &CompressOptions::default(), &mut packed, &mut |_| true)?;
+//!
+//! let packed = packed.into_inner();
+//! let container = Container::open(&packed)?;
+//! let mut restored = Vec::new();
+//! container.decompress_to(&mut restored, &mut |_| true)?;
+//! assert_eq!(restored, weights);
+//! # Ok::<(), lmc_core::Error>(())
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod codec;
+pub mod compress;
+pub mod container;
+pub mod dtype;
+pub mod error;
+pub mod format;
+pub mod huffman;
+pub mod planes;
+
+pub use compress::{CompressOptions, CompressSummary, DEFAULT_CHUNK_SIZE, SegmentSpec, compress};
+pub use container::Container;
+pub use dtype::Dtype;
+pub use error::{Error, Region, Result};
+pub use format::SegmentKind;

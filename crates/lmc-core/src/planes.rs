@@ -1,0 +1,215 @@
+//! Byte grouping: split elements into byte planes and merge them back.
+//!
+//! A tensor of `n` elements of width `w` becomes `w` planes of `n` bytes.
+//! Plane 0 holds the most significant byte of each element, so for floats it
+//! holds the exponent: the byte with almost all the redundancy (ZipNN,
+//! arXiv 2411.05239; DFloat11, arXiv 2504.11651). For floats the element is
+//! first rotated left by one bit, which moves the sign from the top bit to the
+//! bottom one: BF16 and F32 then have their whole 8-bit exponent in plane 0
+//! and the sign beside the low mantissa bits in the last plane.
+//!
+//! Both directions are pure bit permutations, so every bit pattern (NaN
+//! payloads, -0.0, denormals, infinities) survives unchanged.
+
+use crate::dtype::{Dtype, Grouping};
+
+/// Splits `input` (little-endian elements of `dtype`) into `dtype.width()`
+/// planes. `planes[i]` must have length `input.len() / width`.
+///
+/// # Panics
+/// If `input.len()` is not a multiple of the width or a plane has the wrong length:
+/// both are programming errors of the caller, checked here.
+pub fn split(dtype: Dtype, input: &[u8], planes: &mut [Vec<u8>]) {
+    let w = dtype.width();
+    assert_eq!(
+        input.len() % w,
+        0,
+        "input is not a whole number of elements"
+    );
+    assert_eq!(planes.len(), w);
+    let n = input.len() / w;
+    for p in planes.iter_mut() {
+        p.clear();
+        p.resize(n, 0);
+    }
+    let rotate = dtype.grouping() == Grouping::RotateSign;
+    match (w, rotate) {
+        (1, _) => planes[0].copy_from_slice(input),
+        (2, _) => {
+            let (p0, rest) = planes.split_at_mut(1);
+            let (p0, p1) = (&mut p0[0][..], &mut rest[0][..]);
+            for ((e, a), b) in input.chunks_exact(2).zip(p0.iter_mut()).zip(p1.iter_mut()) {
+                let mut v = u16::from_le_bytes([e[0], e[1]]);
+                if rotate {
+                    v = v.rotate_left(1);
+                }
+                *a = (v >> 8) as u8;
+                *b = v as u8;
+            }
+        }
+        (4, _) => {
+            let [p0, p1, p2, p3] = planes else {
+                unreachable!()
+            };
+            let it = input
+                .chunks_exact(4)
+                .zip(p0.iter_mut())
+                .zip(p1.iter_mut())
+                .zip(p2.iter_mut())
+                .zip(p3.iter_mut());
+            for ((((e, a), b), c), d) in it {
+                let mut v = u32::from_le_bytes([e[0], e[1], e[2], e[3]]);
+                if rotate {
+                    v = v.rotate_left(1);
+                }
+                let bytes = v.to_be_bytes();
+                *a = bytes[0];
+                *b = bytes[1];
+                *c = bytes[2];
+                *d = bytes[3];
+            }
+        }
+        _ => {
+            for (i, e) in input.chunks_exact(w).enumerate() {
+                let be = element_be(e, rotate);
+                for (k, p) in planes.iter_mut().enumerate() {
+                    p[i] = be[k];
+                }
+            }
+        }
+    }
+}
+
+/// Merges planes produced by [`split`] back into little-endian elements.
+/// `out.len()` must be `planes[0].len() * width`.
+pub fn merge(dtype: Dtype, planes: &[&[u8]], out: &mut [u8]) {
+    let w = dtype.width();
+    assert_eq!(planes.len(), w);
+    let n = out.len() / w;
+    assert_eq!(out.len() % w, 0);
+    assert!(planes.iter().all(|p| p.len() == n), "plane length mismatch");
+    let rotate = dtype.grouping() == Grouping::RotateSign;
+    match w {
+        1 => out.copy_from_slice(planes[0]),
+        2 => {
+            let (p0, p1) = (planes[0], planes[1]);
+            for ((o, a), b) in out.chunks_exact_mut(2).zip(p0).zip(p1) {
+                let mut v = ((*a as u16) << 8) | *b as u16;
+                if rotate {
+                    v = v.rotate_right(1);
+                }
+                o.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        4 => {
+            let it = out
+                .chunks_exact_mut(4)
+                .zip(planes[0])
+                .zip(planes[1])
+                .zip(planes[2])
+                .zip(planes[3]);
+            for ((((o, a), b), c), d) in it {
+                let mut v = u32::from_be_bytes([*a, *b, *c, *d]);
+                if rotate {
+                    v = v.rotate_right(1);
+                }
+                o.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        _ => {
+            for (i, o) in out.chunks_exact_mut(w).enumerate() {
+                let mut be = [0u8; 8];
+                for (k, p) in planes.iter().enumerate() {
+                    be[k] = p[i];
+                }
+                let v = u64::from_be_bytes(be);
+                let v = if rotate { v.rotate_right(1) } else { v };
+                o.copy_from_slice(&v.to_le_bytes()[..w]);
+            }
+        }
+    }
+}
+
+/// One element of width `e.len()` (at most 8), optionally rotated, as
+/// big-endian bytes in the first `e.len()` positions.
+fn element_be(e: &[u8], rotate: bool) -> [u8; 8] {
+    let mut le = [0u8; 8];
+    le[..e.len()].copy_from_slice(e);
+    let v = u64::from_le_bytes(le);
+    // Only width 8 reaches here with rotation (F64); widths below 8 are plain bytes.
+    let v = if rotate { v.rotate_left(1) } else { v };
+    let be = v.to_be_bytes();
+    let mut out = [0u8; 8];
+    out[..e.len()].copy_from_slice(&be[8 - e.len()..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(dtype: Dtype, input: &[u8]) -> Vec<Vec<u8>> {
+        let mut planes = vec![Vec::new(); dtype.width()];
+        split(dtype, input, &mut planes);
+        let refs: Vec<&[u8]> = planes.iter().map(|p| p.as_slice()).collect();
+        let mut out = vec![0xAA; input.len()];
+        merge(dtype, &refs, &mut out);
+        assert_eq!(out, input, "{dtype}");
+        planes
+    }
+
+    #[test]
+    fn bf16_exponent_fills_plane_zero() {
+        // 1.0 in bf16 is 0x3F80: sign 0, exponent 0x7F, mantissa 0.
+        // -1.0 is 0xBF80: same exponent, sign in the low bit of plane 1.
+        let input = [0x80, 0x3F, 0x80, 0xBF];
+        let planes = round_trip(Dtype::BF16, &input);
+        assert_eq!(planes[0], vec![0x7F, 0x7F]);
+        assert_eq!(planes[1], vec![0x00, 0x01]);
+    }
+
+    #[test]
+    fn f32_exponent_fills_plane_zero() {
+        let input = [1.0f32.to_le_bytes(), (-2.0f32).to_le_bytes()].concat();
+        let planes = round_trip(Dtype::F32, &input);
+        assert_eq!(planes[0], vec![0x7F, 0x80]);
+        assert_eq!(planes[3], vec![0x00, 0x01]);
+    }
+
+    #[test]
+    fn every_u16_pattern_survives() {
+        let input: Vec<u8> = (0..=u16::MAX).flat_map(|v| v.to_le_bytes()).collect();
+        for d in [Dtype::BF16, Dtype::F16, Dtype::I16, Dtype::U16] {
+            round_trip(d, &input);
+        }
+    }
+
+    #[test]
+    fn wide_types_survive_special_values() {
+        let f64s = [
+            0.0,
+            -0.0,
+            f64::NAN,
+            f64::INFINITY,
+            f64::MIN_POSITIVE / 2.0,
+            1e300,
+        ];
+        let mut input: Vec<u8> = f64s.iter().flat_map(|v| v.to_le_bytes()).collect();
+        input.extend_from_slice(&f64::from_bits(0x7FF8_DEAD_BEEF_0001).to_le_bytes());
+        for d in [Dtype::F64, Dtype::I64, Dtype::U64] {
+            round_trip(d, &input);
+        }
+        let f32s = [0.0f32, -0.0, f32::NAN, -f32::INFINITY, 1e-45];
+        let input: Vec<u8> = f32s.iter().flat_map(|v| v.to_le_bytes()).collect();
+        for d in [Dtype::F32, Dtype::I32, Dtype::U32] {
+            round_trip(d, &input);
+        }
+    }
+
+    #[test]
+    fn empty_input() {
+        for d in Dtype::ALL {
+            round_trip(d, &[]);
+        }
+    }
+}

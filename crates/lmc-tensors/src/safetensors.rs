@@ -1,0 +1,121 @@
+//! safetensors files (<https://github.com/huggingface/safetensors>).
+//!
+//! ```text
+//! | u64 LE: N | N bytes of JSON header | data section |
+//! ```
+//! The header and its length prefix become one byte segment kept exactly as
+//! written (spacing, key order, `__metadata__`); each tensor's data becomes
+//! a tensor segment, in data-offset order. The reference parser (the
+//! `safetensors` crate) checks the header: offsets that tile the data
+//! section with no holes or overlaps, sizes that match shapes, the 100 MB
+//! header cap, and a data section that ends exactly at the end of the file.
+
+use lmc_core::{Dtype, SegmentKind, SegmentSpec};
+use safetensors::SafeTensors;
+
+use crate::Error;
+
+/// Whether `bytes` start like a safetensors file: a plausible header length
+/// followed by `{`.
+pub fn looks_like(bytes: &[u8]) -> bool {
+    let Some(n) = bytes.get(..8) else {
+        return false;
+    };
+    let n = u64::from_le_bytes(n.try_into().unwrap());
+    n >= 2 && n <= bytes.len() as u64 - 8 && bytes.get(8) == Some(&b'{')
+}
+
+/// Maps a safetensors dtype to ours. Types we do not split into planes
+/// (sub-byte floats, complex, exotic FP8 variants) are stored as bytes.
+fn dtype(d: safetensors::Dtype) -> Option<Dtype> {
+    use safetensors::Dtype as S;
+    Some(match d {
+        S::BOOL => Dtype::Bool,
+        S::U8 => Dtype::U8,
+        S::I8 => Dtype::I8,
+        S::F8_E5M2 => Dtype::F8E5M2,
+        S::F8_E4M3 => Dtype::F8E4M3,
+        S::I16 => Dtype::I16,
+        S::U16 => Dtype::U16,
+        S::F16 => Dtype::F16,
+        S::BF16 => Dtype::BF16,
+        S::I32 => Dtype::I32,
+        S::U32 => Dtype::U32,
+        S::F32 => Dtype::F32,
+        S::F64 => Dtype::F64,
+        S::I64 => Dtype::I64,
+        S::U64 => Dtype::U64,
+        _ => return None,
+    })
+}
+
+/// The layout of a safetensors file.
+pub fn layout(bytes: &[u8]) -> Result<Vec<SegmentSpec>, Error> {
+    let (n, meta) =
+        SafeTensors::read_metadata(bytes).map_err(|e| Error::Safetensors(e.to_string()))?;
+    let mut layout = vec![SegmentSpec {
+        kind: SegmentKind::Bytes,
+        len: 8 + n as u64,
+    }];
+    let infos = meta.tensors();
+    for name in meta.offset_keys() {
+        let info = infos[&name];
+        let (start, end) = info.data_offsets;
+        let len = (end - start) as u64;
+        let kind = match dtype(info.dtype) {
+            Some(dtype) => SegmentKind::Tensor {
+                name,
+                dtype,
+                shape: info.shape.iter().map(|&d| d as u64).collect(),
+            },
+            None => SegmentKind::Bytes,
+        };
+        layout.push(SegmentSpec { kind, len });
+    }
+    Ok(layout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(header: &str, data: &[u8]) -> Vec<u8> {
+        let mut f = (header.len() as u64).to_le_bytes().to_vec();
+        f.extend_from_slice(header.as_bytes());
+        f.extend_from_slice(data);
+        f
+    }
+
+    #[test]
+    fn layout_follows_data_offsets() {
+        let h = r#"{"b":{"dtype":"BF16","shape":[2],"data_offsets":[4,8]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"__metadata__":{"x":"y"}}  "#;
+        let f = file(h, &[0; 8]);
+        assert!(looks_like(&f));
+        let l = layout(&f).unwrap();
+        assert_eq!(l.len(), 3);
+        assert_eq!(l[0].len, 8 + h.len() as u64);
+        assert!(
+            matches!(&l[1].kind, SegmentKind::Tensor { name, dtype: Dtype::F32, .. } if name == "a")
+        );
+        assert!(
+            matches!(&l[2].kind, SegmentKind::Tensor { name, dtype: Dtype::BF16, .. } if name == "b")
+        );
+    }
+
+    #[test]
+    fn bad_files_are_refused() {
+        assert!(layout(b"").is_err());
+        assert!(layout(&file("{", &[])).is_err());
+        // Data section longer than the tensors.
+        let h = r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
+        assert!(layout(&file(h, &[0; 5])).is_err());
+        // A hole between tensors.
+        let h = r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#;
+        assert!(layout(&file(h, &[0; 12])).is_err());
+        // Header length beyond the file.
+        let mut f = file(h, &[0; 12]);
+        f[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(!looks_like(&f));
+        assert!(layout(&f).is_err());
+    }
+}
