@@ -1,6 +1,7 @@
 //! The compression pipeline: cut segments into chunks, code the chunks in
 //! parallel, write them in order.
 
+use std::cell::RefCell;
 use std::io::{Seek, SeekFrom, Write};
 
 use rayon::prelude::*;
@@ -94,24 +95,33 @@ pub fn compress<W: Write + Seek>(
     let mut payload_len = 0u64;
     let batch = rayon::current_num_threads().max(1) * 4;
     let mut hashed = 0usize;
+    // Output buffers, reused from batch to batch.
+    let mut bufs: Vec<(Vec<u8>, Vec<PlaneEntry>)> = Vec::new();
     for group in jobs.chunks(batch) {
         let group_end = group.last().map_or(hashed, |j| j.end);
-        let (encoded, ()) = rayon::join(
+        bufs.resize_with(group.len(), Default::default);
+        rayon::join(
             || {
-                group
-                    .par_iter()
-                    .map(|j| encode_chunk(&segments[j.segment].kind, &input[j.start..j.end]))
-                    .collect::<Vec<_>>()
+                bufs.par_iter_mut()
+                    .zip(group)
+                    .for_each(|((bytes, planes), j)| {
+                        encode_chunk(
+                            &segments[j.segment].kind,
+                            &input[j.start..j.end],
+                            bytes,
+                            planes,
+                        )
+                    })
             },
             || hasher.update(&input[hashed..group_end]),
         );
         hashed = group_end;
-        for (job, (bytes, planes)) in group.iter().zip(encoded) {
-            out.write_all(&bytes)?;
+        for (job, (bytes, planes)) in group.iter().zip(&bufs) {
+            out.write_all(bytes)?;
             chunks.push(ChunkEntry {
                 raw_len: (job.end - job.start) as u32,
-                checksum: xxhash_rust::xxh3::xxh3_64(&bytes),
-                planes,
+                checksum: xxhash_rust::xxh3::xxh3_64(bytes),
+                planes: planes.clone(),
                 stored_offset: HEADER_LEN as u64 + payload_len,
                 raw_offset: job.start as u64,
                 segment: job.segment,
@@ -207,10 +217,16 @@ fn plan(len: usize, layout: &[SegmentSpec], chunk_size: usize) -> Result<(Vec<Se
     Ok((segments, jobs))
 }
 
-/// Codes one chunk: splits it into planes and codes each plane.
-fn encode_chunk(kind: &SegmentKind, data: &[u8]) -> (Vec<u8>, Vec<PlaneEntry>) {
-    let mut out = Vec::with_capacity(data.len() / 2);
-    let mut entries = Vec::new();
+thread_local! {
+    /// Per-thread plane buffers, reused from chunk to chunk.
+    static PLANES: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Codes one chunk into `out` (cleared first): splits it into planes and
+/// codes each plane, recording each plane's codec and size in `entries`.
+fn encode_chunk(kind: &SegmentKind, data: &[u8], out: &mut Vec<u8>, entries: &mut Vec<PlaneEntry>) {
+    out.clear();
+    entries.clear();
     let mut push = |plane: &[u8], pk: PlaneKind, out: &mut Vec<u8>| {
         let start = out.len();
         let codec = encode_plane(plane, pk, out);
@@ -220,17 +236,16 @@ fn encode_chunk(kind: &SegmentKind, data: &[u8]) -> (Vec<u8>, Vec<PlaneEntry>) {
         });
     };
     match kind {
-        SegmentKind::Bytes => push(data, PlaneKind::Generic, &mut out),
+        SegmentKind::Bytes => push(data, PlaneKind::Generic, out),
         SegmentKind::Tensor { dtype, .. } if dtype.width() == 1 => {
-            push(data, PlaneKind::Tensor, &mut out)
+            push(data, PlaneKind::Tensor, out)
         }
-        SegmentKind::Tensor { dtype, .. } => {
-            let mut planes = vec![Vec::new(); dtype.width()];
-            planes::split(*dtype, data, &mut planes);
-            for p in &planes {
-                push(p, PlaneKind::Tensor, &mut out);
+        SegmentKind::Tensor { dtype, .. } => PLANES.with_borrow_mut(|planes| {
+            planes.resize_with(dtype.width(), Vec::new);
+            planes::split(*dtype, data, planes);
+            for p in planes.iter() {
+                push(p, PlaneKind::Tensor, out);
             }
-        }
+        }),
     }
-    (out, entries)
 }

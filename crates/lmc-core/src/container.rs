@@ -11,6 +11,11 @@ use crate::error::{Error, Region, Result};
 use crate::format::{ChunkEntry, HEADER_LEN, Header, Index, Segment, SegmentKind};
 use crate::planes;
 
+thread_local! {
+    /// Per-thread buffers for decoded planes, reused from chunk to chunk.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// An opened container over its bytes (typically a memory map).
 ///
 /// Opening checks the header and the index completely; chunk payloads are
@@ -78,8 +83,10 @@ impl<'a> Container<'a> {
                 found: sum,
             });
         }
-        out.clear();
+        // Every byte is overwritten; a reused buffer of the same size is not
+        // cleared first.
         out.resize(c.raw_len as usize, 0);
+        out.truncate(c.raw_len as usize);
         let plane_err = |plane: usize, detail: String| Error::PlaneDecode {
             chunk: i,
             segment: seg.describe(),
@@ -91,47 +98,32 @@ impl<'a> Container<'a> {
             let p = c.planes[0];
             return decode_plane(p.codec, stored, out).map_err(|d| plane_err(0, d));
         }
-        let plane_len = c.raw_len as usize / width;
-        // Raw planes are merged straight from the container; the others are
-        // decoded into scratch first.
-        let mut scratch = vec![
-            0u8;
-            plane_len
-                * c.planes
-                    .iter()
-                    .filter(|p| p.codec != PlaneCodec::Raw)
-                    .count()
-        ];
-        let mut views: Vec<&[u8]> = Vec::with_capacity(width);
-        let mut rest_stored = stored;
-        let mut rest_scratch = scratch.as_mut_slice();
-        let mut decoded: Vec<(usize, &mut [u8])> = Vec::new();
-        let mut raw: Vec<(usize, &[u8])> = Vec::new();
-        for (k, p) in c.planes.iter().enumerate() {
-            let (s, r) = rest_stored.split_at(p.stored_len as usize);
-            rest_stored = r;
-            if p.codec == PlaneCodec::Raw {
-                raw.push((k, s));
-            } else {
-                let (buf, r) = std::mem::take(&mut rest_scratch).split_at_mut(plane_len);
-                rest_scratch = r;
-                decode_plane(p.codec, s, buf).map_err(|d| plane_err(k, d))?;
-                decoded.push((k, buf));
-            }
-        }
-        let (mut di, mut ri) = (decoded.into_iter().peekable(), raw.into_iter().peekable());
-        for k in 0..width {
-            if di.peek().is_some_and(|(j, _)| *j == k) {
-                views.push(di.next().unwrap().1);
-            } else {
-                views.push(ri.next().expect("each plane is raw or decoded").1);
-            }
-        }
         let SegmentKind::Tensor { dtype, .. } = &seg.kind else {
             unreachable!("only tensors have more than one plane")
         };
-        planes::merge(*dtype, &views, out);
-        Ok(())
+        let plane_len = c.raw_len as usize / width;
+        SCRATCH.with_borrow_mut(|scratch| {
+            // Raw planes are merged straight from the container; the others
+            // are decoded into per-thread scratch first.
+            scratch.resize(plane_len * width, 0);
+            let mut views: Vec<&[u8]> = Vec::with_capacity(width);
+            let mut rest_stored = stored;
+            let mut rest_scratch = scratch.as_mut_slice();
+            for (k, p) in c.planes.iter().enumerate() {
+                let (s, r) = rest_stored.split_at(p.stored_len as usize);
+                rest_stored = r;
+                let (buf, r) = std::mem::take(&mut rest_scratch).split_at_mut(plane_len);
+                rest_scratch = r;
+                if p.codec == PlaneCodec::Raw {
+                    views.push(s);
+                } else {
+                    decode_plane(p.codec, s, buf).map_err(|d| plane_err(k, d))?;
+                    views.push(buf);
+                }
+            }
+            planes::merge(*dtype, &views, out);
+            Ok(())
+        })
     }
 
     /// Decodes every chunk in order, writing the original file to `out`,

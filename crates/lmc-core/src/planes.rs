@@ -29,8 +29,10 @@ pub fn split(dtype: Dtype, input: &[u8], planes: &mut [Vec<u8>]) {
     assert_eq!(planes.len(), w);
     let n = input.len() / w;
     for p in planes.iter_mut() {
-        p.clear();
+        // Every byte is overwritten below; resizing a reused buffer to the
+        // same length costs nothing.
         p.resize(n, 0);
+        p.truncate(n);
     }
     let rotate = dtype.grouping() == Grouping::RotateSign;
     match (w, rotate) {

@@ -37,53 +37,102 @@ pub(crate) fn encode_with(symbols: &[u8], lengths: &[u8; 256], out: &mut Vec<u8>
     let q = symbols.len() / STREAMS;
     let sizes_at = out.len();
     out.extend_from_slice(&[0u8; 4 * (STREAMS - 1)]);
+
+    // Each stream gets a region of its worst-case size in scratch; the four
+    // writers run interleaved (independent dependency chains), then the
+    // streams are appended to `out` one after another.
+    let parts: [&[u8]; STREAMS] = [
+        &symbols[..q],
+        &symbols[q..2 * q],
+        &symbols[2 * q..3 * q],
+        &symbols[3 * q..],
+    ];
+    let bound = |n: usize| n * MAX_CODE_LEN as usize / 8 + 16;
+    let mut starts = [0usize; STREAMS];
+    let mut total = 0;
     for k in 0..STREAMS {
-        let part = if k + 1 < STREAMS {
-            &symbols[k * q..(k + 1) * q]
-        } else {
-            &symbols[k * q..]
-        };
-        let len = encode_stream(part, &codes, out);
-        if k + 1 < STREAMS {
-            let at = sizes_at + 4 * k;
-            out[at..at + 4].copy_from_slice(&(len as u32).to_le_bytes());
+        starts[k] = total;
+        total += bound(parts[k].len());
+    }
+    let lens = STREAMS_SCRATCH.with_borrow_mut(|scratch| {
+        if scratch.len() < total {
+            scratch.resize(total, 0);
         }
+        let region = &mut scratch[..total];
+        let mut w = starts.map(|s| StreamWriter {
+            pos: s,
+            acc: 0,
+            nbits: 0,
+        });
+
+        // Interleaved part: groups of 4 symbols from each stream.
+        let groups = q / 4;
+        for g in 0..groups {
+            let i = g * 4;
+            for (k, wk) in w.iter_mut().enumerate() {
+                let syms: &[u8; 4] = parts[k][i..i + 4].try_into().unwrap();
+                wk.put4(syms, &codes, region);
+            }
+        }
+        // The rest of each stream (stream 3 may be up to 3 symbols longer).
+        let mut lens = [0usize; STREAMS];
+        for (k, wk) in w.iter_mut().enumerate() {
+            let rest = &parts[k][groups * 4..];
+            let mut it = rest.chunks_exact(4);
+            for c in &mut it {
+                wk.put4(c.try_into().unwrap(), &codes, region);
+            }
+            for &s in it.remainder() {
+                let c = codes[s as usize];
+                wk.acc |= ((c & 0xFFFF) as u64) << wk.nbits;
+                wk.nbits += c >> 16;
+            }
+            lens[k] = wk.finish(region) - starts[k];
+        }
+        for k in 0..STREAMS {
+            out.extend_from_slice(&region[starts[k]..starts[k] + lens[k]]);
+        }
+        lens
+    });
+    for (k, &len) in lens.iter().enumerate().take(STREAMS - 1) {
+        let o = sizes_at + 4 * k;
+        out[o..o + 4].copy_from_slice(&(len as u32).to_le_bytes());
     }
 }
 
-/// Appends one bit stream; returns its length in bytes.
-fn encode_stream(symbols: &[u8], codes: &[u32; 256], out: &mut Vec<u8>) -> usize {
-    let start = out.len();
-    // Worst case MAX_CODE_LEN bits a symbol, plus 8 bytes of slack for the
-    // whole-word stores below.
-    out.resize(start + symbols.len() * MAX_CODE_LEN as usize / 8 + 16, 0);
-    let buf = &mut out[start..];
-    let mut pos = 0usize;
-    let mut acc = 0u64;
-    let mut nbits = 0u32;
-    let mut groups = symbols.chunks_exact(4);
-    for g in &mut groups {
-        // At most 7 + 4 * 11 = 51 bits pending: fits in the accumulator.
-        for &s in g {
+thread_local! {
+    /// Per-thread room for the four streams before they are appended.
+    static STREAMS_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A bit writer over a region of the output, least significant bit first.
+struct StreamWriter {
+    pos: usize,
+    acc: u64,
+    nbits: u32,
+}
+
+impl StreamWriter {
+    /// Appends four codes, then stores the whole bytes. At most
+    /// 7 + 4 * 11 = 51 bits are pending, so the accumulator never overflows.
+    #[inline(always)]
+    fn put4(&mut self, syms: &[u8; 4], codes: &[u32; 256], buf: &mut [u8]) {
+        for &s in syms {
             let c = codes[s as usize];
-            acc |= ((c & 0xFFFF) as u64) << nbits;
-            nbits += c >> 16;
+            self.acc |= ((c & 0xFFFF) as u64) << self.nbits;
+            self.nbits += c >> 16;
         }
-        buf[pos..pos + 8].copy_from_slice(&acc.to_le_bytes());
-        let whole = nbits >> 3;
-        pos += whole as usize;
-        acc >>= whole * 8;
-        nbits &= 7;
+        buf[self.pos..self.pos + 8].copy_from_slice(&self.acc.to_le_bytes());
+        let whole = self.nbits >> 3;
+        self.pos += whole as usize;
+        self.acc >>= whole * 8;
+        self.nbits &= 7;
     }
-    for &s in groups.remainder() {
-        let c = codes[s as usize];
-        acc |= ((c & 0xFFFF) as u64) << nbits;
-        nbits += c >> 16;
+
+    /// Writes the pending bits, zero-padded to a byte; returns the end position.
+    fn finish(&mut self, buf: &mut [u8]) -> usize {
+        buf[self.pos..self.pos + 8].copy_from_slice(&self.acc.to_le_bytes());
+        self.pos += self.nbits.div_ceil(8) as usize;
+        self.pos
     }
-    // Flush what is left (at most 7 + 3 * 11 bits), padding with zeros.
-    let tail = nbits.div_ceil(8) as usize;
-    buf[pos..pos + 8].copy_from_slice(&acc.to_le_bytes());
-    pos += tail;
-    out.truncate(start + pos);
-    pos
 }
