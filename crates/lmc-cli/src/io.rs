@@ -90,7 +90,15 @@ impl Output {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let tmp = tempfile::Builder::new()
+        let mut builder = tempfile::Builder::new();
+        // tempfile creates files readable by the owner only; an output file
+        // should get the usual mode for new files (0666 less the umask).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o666));
+        }
+        let tmp = builder
             .prefix(&format!(".{name}."))
             .suffix(".lmc-tmp")
             .tempfile_in(&dir)

@@ -4,10 +4,13 @@ use std::io::Cursor;
 use std::path::Path;
 use std::time::Instant;
 
+use std::fmt::Write as _;
+
 use anyhow::{Result, bail, ensure};
 use lmc_core::{CompressOptions, Container, compress};
 use serde_json::json;
 
+use super::emit;
 use super::layout_of;
 use crate::io::Input;
 
@@ -36,6 +39,7 @@ struct Row {
 }
 
 pub fn run(path: &Path, runs: usize, dtype: Option<&str>, as_json: bool) -> Result<()> {
+    let mut text = String::new();
     if runs == 0 {
         bail!("--runs must be at least 1");
     }
@@ -116,26 +120,32 @@ pub fn run(path: &Path, runs: usize, dtype: Option<&str>, as_json: bool) -> Resu
             .map(|r| json!({"method": r.method, "threads": r.threads, "ratio": r.ratio,
                             "compress_mb_per_s": r.compress_mbs, "decompress_mb_per_s": r.decompress_mbs}))
             .collect();
-        println!(
+        writeln!(
+            text,
             "{}",
             serde_json::to_string_pretty(
                 &json!({"file": path.display().to_string(), "bytes": data.len(), "runs": runs, "results": v})
             )?
-        );
+        )?;
     } else {
-        println!(
+        writeln!(
+            text,
             "{}: {} bytes, median of {runs} runs",
             path.display(),
             data.len()
-        );
-        println!("| method | threads | ratio | compress MB/s | decompress MB/s |");
-        println!("|---|---|---|---|---|");
+        )?;
+        writeln!(
+            text,
+            "| method | threads | ratio | compress MB/s | decompress MB/s |"
+        )?;
+        writeln!(text, "|---|---|---|---|---|")?;
         for r in rows {
-            println!(
+            writeln!(
+                text,
                 "| {} | {} | {:.3} | {:.0} | {:.0} |",
                 r.method, r.threads, r.ratio, r.compress_mbs, r.decompress_mbs
-            );
+            )?;
         }
     }
-    Ok(())
+    emit(&text)
 }

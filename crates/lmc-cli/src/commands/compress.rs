@@ -1,9 +1,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use std::fmt::Write as _;
+
 use anyhow::{Context, Result};
 use lmc_core::{CompressOptions, compress};
 
+use super::emit;
 use super::{human, layout_of};
 use crate::io::{Input, Output};
 use crate::progress::Bar;
@@ -16,6 +19,7 @@ pub fn run(
     chunk_size: Option<usize>,
     quiet: bool,
 ) -> Result<()> {
+    let mut text = String::new();
     let dest = output.unwrap_or_else(|| {
         let mut s = input.as_os_str().to_owned();
         s.push(".lmc");
@@ -37,7 +41,8 @@ pub fn run(
     out.commit()?;
     let secs = start.elapsed().as_secs_f64();
     if !quiet {
-        println!(
+        writeln!(
+            text,
             "{} -> {}: {} -> {} (ratio {:.3}) in {:.2} s ({:.0} MB/s)",
             input.display(),
             dest.display(),
@@ -46,7 +51,7 @@ pub fn run(
             summary.original_len as f64 / summary.compressed_len.max(1) as f64,
             secs,
             summary.original_len as f64 / 1e6 / secs.max(1e-9)
-        );
+        )?;
     }
-    Ok(())
+    emit(&text)
 }

@@ -1,14 +1,18 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use std::fmt::Write as _;
+
 use anyhow::{Context, Result, bail};
 use lmc_core::Container;
 
+use super::emit;
 use super::human;
 use crate::io::{Input, Output};
 use crate::progress::Bar;
 
 pub fn run(input: &Path, output: Option<PathBuf>, force: bool, quiet: bool) -> Result<()> {
+    let mut text = String::new();
     let dest = match output {
         Some(o) => o,
         None => match input.to_str().and_then(|s| s.strip_suffix(".lmc")) {
@@ -33,14 +37,15 @@ pub fn run(input: &Path, output: Option<PathBuf>, force: bool, quiet: bool) -> R
     let secs = start.elapsed().as_secs_f64();
     if !quiet {
         let n = container.header().original_len;
-        println!(
+        writeln!(
+            text,
             "{} -> {}: {} restored and verified in {:.2} s ({:.0} MB/s)",
             input.display(),
             dest.display(),
             human(n),
             secs,
             n as f64 / 1e6 / secs.max(1e-9)
-        );
+        )?;
     }
-    Ok(())
+    emit(&text)
 }

@@ -1,10 +1,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use std::fmt::Write as _;
+
 use anyhow::{Context, Result};
 use lmc_core::{Container, SegmentKind};
 use serde_json::json;
 
+use super::emit;
 use super::human;
 use crate::io::Input;
 
@@ -25,6 +28,7 @@ impl PlaneStats {
 }
 
 pub fn run(input: &Path, as_json: bool) -> Result<()> {
+    let mut text = String::new();
     let bytes = Input::open(input)?;
     let c = Container::open(&bytes).with_context(|| format!("{}", input.display()))?;
     let original = c.header().original_len;
@@ -81,11 +85,12 @@ pub fn run(input: &Path, as_json: bool) -> Result<()> {
             "chunks": c.chunks().len(),
             "segments": segs,
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
-        return Ok(());
+        writeln!(text, "{}", serde_json::to_string_pretty(&doc)?)?;
+        return emit(&text);
     }
 
-    println!(
+    writeln!(
+        text,
         "{}: lmc format v{}, {} -> {} (ratio {:.3}), {} segments, {} chunks",
         input.display(),
         lmc_core::format::VERSION,
@@ -94,11 +99,12 @@ pub fn run(input: &Path, as_json: bool) -> Result<()> {
         ratio(original, c.len()),
         c.segments().len(),
         c.chunks().len()
-    );
-    println!(
+    )?;
+    writeln!(
+        text,
         "{:<44} {:<7} {:<16} {:>10} {:>10} {:>6}  planes (ratio codec, plane 0 = most significant byte)",
         "segment", "dtype", "shape", "original", "stored", "ratio"
-    );
+    )?;
     for (seg, stored, planes) in &rows {
         let (name, dtype, shape) = match &seg.kind {
             SegmentKind::Tensor { name, dtype, shape } => {
@@ -118,7 +124,8 @@ pub fn run(input: &Path, as_json: bool) -> Result<()> {
                 )
             })
             .collect();
-        println!(
+        writeln!(
+            text,
             "{:<44} {:<7} {:<16} {:>10} {:>10} {:>6.3}  {}",
             name,
             dtype,
@@ -127,7 +134,7 @@ pub fn run(input: &Path, as_json: bool) -> Result<()> {
             human(*stored),
             ratio(seg.len, *stored),
             plane_desc.join(" | ")
-        );
+        )?;
     }
-    Ok(())
+    emit(&text)
 }

@@ -34,6 +34,17 @@ pub fn layout_of(path: &Path, bytes: &[u8], dtype: Option<&str>) -> Result<Vec<S
     lmc_tensors::safetensors::layout(bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
+/// Writes `text` to stdout. A closed pipe (`lmc info x | head`) ends the
+/// output quietly instead of failing.
+pub fn emit(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 /// `1234567` -> `"1.23 MB"`.
 pub fn human(bytes: u64) -> String {
     let b = bytes as f64;

@@ -1,14 +1,18 @@
 use std::path::Path;
 use std::time::Instant;
 
+use std::fmt::Write as _;
+
 use anyhow::{Context, Result};
 use lmc_core::Container;
 
+use super::emit;
 use super::human;
 use crate::io::Input;
 use crate::progress::Bar;
 
 pub fn run(input: &Path, quiet: bool) -> Result<()> {
+    let mut text = String::new();
     let bytes = Input::open(input)?;
     let container = Container::open(&bytes).with_context(|| format!("{}", input.display()))?;
     let start = Instant::now();
@@ -19,13 +23,14 @@ pub fn run(input: &Path, quiet: bool) -> Result<()> {
             .with_context(|| format!("{}", input.display()))?;
     }
     if !quiet {
-        println!(
+        writeln!(
+            text,
             "{}: OK ({} chunks, {} original, checked in {:.2} s)",
             input.display(),
             container.chunks().len(),
             human(container.header().original_len),
             start.elapsed().as_secs_f64()
-        );
+        )?;
     }
-    Ok(())
+    emit(&text)
 }

@@ -173,7 +173,7 @@ pub(crate) fn read_description(data: &[u8]) -> Result<([u8; 256], usize), String
     let mut lengths = [0u8; 256];
     for (i, &b) in packed.iter().enumerate() {
         lengths[2 * i] = b & 0x0F;
-        if 2 * i + 1 <= max_sym as usize {
+        if 2 * i < max_sym as usize {
             lengths[2 * i + 1] = b >> 4;
         } else if b >> 4 != 0 {
             return Err("Huffman table has a length beyond its max symbol".into());
@@ -250,10 +250,7 @@ mod tests {
         let l = code_lengths(&f, MAX_CODE_LEN);
         assert!(l.iter().all(|&x| x as u32 <= MAX_CODE_LEN));
         assert_eq!(kraft(&l, MAX_CODE_LEN), 1 << MAX_CODE_LEN);
-        assert_eq!(
-            l.iter().filter(|&&x| x as u32 == MAX_CODE_LEN).count() >= 2,
-            true
-        );
+        assert!(l.iter().filter(|&&x| x as u32 == MAX_CODE_LEN).count() >= 2);
         // More frequent symbols never get longer codes.
         for i in 0..39 {
             assert!(l[i] >= l[i + 1], "{i}: {} < {}", l[i], l[i + 1]);
