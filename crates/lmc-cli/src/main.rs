@@ -71,6 +71,9 @@ enum Command {
         /// Treat the input as a flat array of this dtype.
         #[arg(long)]
         dtype: Option<String>,
+        /// Original bytes per chunk for lmc, e.g. 256K (default 1M).
+        #[arg(long, value_parser = parse_size)]
+        chunk_size: Option<usize>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -135,8 +138,9 @@ fn main() -> ExitCode {
             input,
             runs,
             dtype,
+            chunk_size,
             json,
-        } => commands::bench::run(&input, runs, dtype.as_deref(), json),
+        } => commands::bench::run(&input, runs, dtype.as_deref(), chunk_size, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

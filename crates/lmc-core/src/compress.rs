@@ -41,6 +41,10 @@ impl CompressOptions {
         self.chunk_size = bytes;
         self
     }
+
+    pub fn get_chunk_size(&self) -> usize {
+        self.chunk_size
+    }
 }
 
 /// One piece of the input: its kind and length. A layout is a list of

@@ -37,6 +37,11 @@ pub mod format;
 pub mod huffman;
 pub mod planes;
 
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub use compress::{CompressOptions, CompressSummary, DEFAULT_CHUNK_SIZE, SegmentSpec, compress};
 pub use container::Container;
 pub use dtype::Dtype;

@@ -38,7 +38,13 @@ struct Row {
     decompress_mbs: f64,
 }
 
-pub fn run(path: &Path, runs: usize, dtype: Option<&str>, as_json: bool) -> Result<()> {
+pub fn run(
+    path: &Path,
+    runs: usize,
+    dtype: Option<&str>,
+    chunk_size: Option<usize>,
+    as_json: bool,
+) -> Result<()> {
     let mut text = String::new();
     if runs == 0 {
         bail!("--runs must be at least 1");
@@ -67,7 +73,10 @@ pub fn run(path: &Path, runs: usize, dtype: Option<&str>, as_json: bool) -> Resu
     drop(copy);
 
     // lmc.
-    let opts = CompressOptions::default();
+    let mut opts = CompressOptions::default();
+    if let Some(c) = chunk_size {
+        opts = opts.chunk_size(c);
+    }
     let mut packed = Cursor::new(Vec::with_capacity(data.len()));
     let tc = time(runs, || {
         packed.get_mut().clear();
@@ -124,15 +133,16 @@ pub fn run(path: &Path, runs: usize, dtype: Option<&str>, as_json: bool) -> Resu
             text,
             "{}",
             serde_json::to_string_pretty(
-                &json!({"file": path.display().to_string(), "bytes": data.len(), "runs": runs, "results": v})
+                &json!({"file": path.display().to_string(), "bytes": data.len(), "runs": runs, "chunk_size": opts.get_chunk_size(), "results": v})
             )?
         )?;
     } else {
         writeln!(
             text,
-            "{}: {} bytes, median of {runs} runs",
+            "{}: {} bytes, median of {runs} runs, lmc chunk size {}",
             path.display(),
-            data.len()
+            data.len(),
+            opts.get_chunk_size()
         )?;
         writeln!(
             text,

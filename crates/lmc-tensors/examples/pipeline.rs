@@ -1,0 +1,48 @@
+//! Runs only lmc's compress or decompress of a safetensors file in memory,
+//! repeatedly, for profiling (`perf record`). One thread unless RAYON_NUM_THREADS says otherwise.
+//!
+//! `cargo run --release -p lmc-tensors --example pipeline -- FILE compress|decompress [RUNS]`
+
+use std::io::Cursor;
+use std::time::Instant;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let data = std::fs::read(&args[1]).expect("read input");
+    let runs: usize = args.get(3).map_or(20, |r| r.parse().expect("runs"));
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        rayon_one_thread();
+    }
+    let layout = lmc_tensors::safetensors::layout(&data).expect("safetensors");
+    let opts = lmc_core::CompressOptions::default();
+    let mut packed = Cursor::new(Vec::new());
+    lmc_core::compress(&data, &layout, &opts, &mut packed, &mut |_| true).unwrap();
+    let packed = packed.into_inner();
+    let mut times = Vec::new();
+    let mut out = Vec::with_capacity(data.len());
+    for _ in 0..runs {
+        let t = Instant::now();
+        if args[2] == "compress" {
+            let mut c = Cursor::new(Vec::with_capacity(data.len()));
+            lmc_core::compress(&data, &layout, &opts, &mut c, &mut |_| true).unwrap();
+        } else {
+            out.clear();
+            let c = lmc_core::Container::open(&packed).unwrap();
+            c.decompress_to(&mut out, &mut |_| true).unwrap();
+        }
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "{}: median {:.0} MB/s, best {:.0} MB/s",
+        args[2],
+        data.len() as f64 / 1e6 / times[times.len() / 2],
+        data.len() as f64 / 1e6 / times[0]
+    );
+}
+
+fn rayon_one_thread() {
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build_global();
+}
