@@ -11,6 +11,9 @@ use crate::error::{Error, Region, Result};
 use crate::format::{ChunkEntry, HEADER_LEN, Header, Index, Segment, SegmentKind};
 use crate::planes;
 
+/// Most original bytes decoded at once by [`Container::decompress_to`].
+const BATCH_BYTES: u64 = 256 << 20;
+
 thread_local! {
     /// Per-thread buffers for decoded planes, reused from chunk to chunk.
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -70,7 +73,12 @@ impl<'a> Container<'a> {
     /// Decodes chunk `i` into `out` (resized to the chunk's original length),
     /// checking its checksum first.
     pub fn decode_chunk(&self, i: usize, out: &mut Vec<u8>) -> Result<()> {
-        let c = &self.index.chunks[i];
+        let c = self.index.chunks.get(i).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "chunk {i} does not exist (the container has {})",
+                self.index.chunks.len()
+            ))
+        })?;
         let seg = &self.index.segments[c.segment];
         let stored = self.stored(c);
         let sum = xxh3_64(stored);
@@ -135,8 +143,17 @@ impl<'a> Container<'a> {
         let mut hasher = Xxh3::new();
         let mut done = 0u64;
         let mut bufs: Vec<Vec<u8>> = Vec::new();
-        for start in (0..n).step_by(batch) {
-            let end = (start + batch).min(n);
+        let mut start = 0;
+        while start < n {
+            // A batch is a few chunks a thread, and at most BATCH_BYTES of
+            // output (plus one chunk): a hostile file of huge chunks cannot
+            // make the reader hold threads x 4 x 256 MiB at once.
+            let mut end = start;
+            let mut bytes = 0u64;
+            while end < n && end - start < batch && (end == start || bytes < BATCH_BYTES) {
+                bytes += self.index.chunks[end].raw_len as u64;
+                end += 1;
+            }
             bufs.resize_with(end - start, Vec::new);
             bufs.par_iter_mut()
                 .zip(start..end)
@@ -150,6 +167,7 @@ impl<'a> Container<'a> {
             if !progress(done) {
                 return Err(Error::Cancelled);
             }
+            start = end;
         }
         let found = hasher.digest128();
         if found != self.header.original_hash {

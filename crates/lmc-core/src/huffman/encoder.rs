@@ -65,15 +65,19 @@ pub(crate) fn encode_with(symbols: &[u8], lengths: &[u8; 256], out: &mut Vec<u8>
             nbits: 0,
         });
 
-        // Interleaved part: groups of 4 symbols from each stream.
+        // Interleaved part: groups of 4 symbols from each stream, coded two
+        // at a time through the pair table.
         let groups = q / 4;
-        for g in 0..groups {
-            let i = g * 4;
-            for (k, wk) in w.iter_mut().enumerate() {
-                let syms: &[u8; 4] = parts[k][i..i + 4].try_into().unwrap();
-                wk.put4(syms, &codes, region);
+        PAIRS.with_borrow_mut(|pairs| {
+            let pairs = fill_pair_table(pairs, &codes);
+            for g in 0..groups {
+                let i = g * 4;
+                for (k, wk) in w.iter_mut().enumerate() {
+                    let syms: &[u8; 4] = parts[k][i..i + 4].try_into().unwrap();
+                    wk.put_pairs(syms, pairs, region);
+                }
             }
-        }
+        });
         // The rest of each stream (stream 3 may be up to 3 symbols longer).
         let mut lens = [0usize; STREAMS];
         for (k, wk) in w.iter_mut().enumerate() {
@@ -100,7 +104,34 @@ pub(crate) fn encode_with(symbols: &[u8], lengths: &[u8; 256], out: &mut Vec<u8>
     }
 }
 
+/// Pair table entry: the two codes concatenated (first code in the low
+/// bits; at most 22 bits) and their total length above them.
+const PAIR_LEN_SHIFT: u32 = 27;
+const PAIR_CODE_MASK: u32 = (1 << PAIR_LEN_SHIFT) - 1;
+
+/// Fills the entries of `table` for every pair of coded symbols `(s1, s2)`,
+/// indexed by `s1 | s2 << 8`: one lookup codes two symbols. Only the pairs
+/// of symbols that occur are written, so the cost is (symbols used)^2, and
+/// the entries in use stay few enough for L1 cache.
+fn fill_pair_table<'t>(table: &'t mut Vec<u32>, codes: &[u32; 256]) -> &'t [u32; 1 << 16] {
+    table.resize(1 << 16, 0);
+    let used: Vec<(usize, u32, u32)> = codes
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| *c >> 16 != 0)
+        .map(|(s, c)| (s, c & 0xFFFF, c >> 16))
+        .collect();
+    for &(s2, c2, l2) in &used {
+        for &(s1, c1, l1) in &used {
+            table[s1 | s2 << 8] = (c1 | c2 << l1) | (l1 + l2) << PAIR_LEN_SHIFT;
+        }
+    }
+    table.as_slice().try_into().expect("length set above")
+}
+
 thread_local! {
+    /// Per-thread pair table (256 KiB), reused from block to block.
+    static PAIRS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Per-thread room for the four streams before they are appended.
     static STREAMS_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -122,6 +153,23 @@ impl StreamWriter {
             self.acc |= ((c & 0xFFFF) as u64) << self.nbits;
             self.nbits += c >> 16;
         }
+        buf[self.pos..self.pos + 8].copy_from_slice(&self.acc.to_le_bytes());
+        let whole = self.nbits >> 3;
+        self.pos += whole as usize;
+        self.acc >>= whole * 8;
+        self.nbits &= 7;
+    }
+
+    /// Appends four codes looked up as two pairs (see [`fill_pair_table`]).
+    /// At most 7 + 2 * 22 = 51 bits are pending.
+    #[inline(always)]
+    fn put_pairs(&mut self, syms: &[u8; 4], pairs: &[u32; 1 << 16], buf: &mut [u8]) {
+        let a = pairs[u16::from_le_bytes([syms[0], syms[1]]) as usize];
+        let b = pairs[u16::from_le_bytes([syms[2], syms[3]]) as usize];
+        self.acc |= ((a & PAIR_CODE_MASK) as u64) << self.nbits;
+        self.nbits += a >> PAIR_LEN_SHIFT;
+        self.acc |= ((b & PAIR_CODE_MASK) as u64) << self.nbits;
+        self.nbits += b >> PAIR_LEN_SHIFT;
         buf[self.pos..self.pos + 8].copy_from_slice(&self.acc.to_le_bytes());
         let whole = self.nbits >> 3;
         self.pos += whole as usize;

@@ -1,0 +1,236 @@
+//! The checks the fuzz targets run. They live in a library so that
+//! `crates/lmc-core/tests/fuzz_corpus.rs` can replay the corpus and the saved
+//! regressions through the very same code on stable, without cargo-fuzz (it
+//! includes this file as a module). Each check panics only on a real bug.
+
+use std::io::Cursor;
+
+use lmc_core::format::{HEADER_LEN, Header, Index};
+use lmc_core::huffman::{self, MAX_CODE_LEN};
+use lmc_core::{CompressOptions, Container, Dtype, SegmentKind, SegmentSpec, compress};
+use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
+
+/// The decode check only decodes containers whose original is at most this
+/// large. A reader may legitimately allocate a whole chunk (up to 256 MiB)
+/// from a one-byte constant plane; that is by design, and would only make
+/// the fuzzer slow and trip its memory limit.
+const MAX_DECODED: u64 = 8 << 20;
+
+/// Opens arbitrary bytes as a container and, if they open, decodes them
+/// every way there is. Then does the same after repairing the header, index
+/// and chunk checksums and the whole-file hash, so that mutated payloads
+/// reach the plane decoders instead of stopping at a checksum.
+pub fn decode(data: &[u8]) {
+    exercise(data, false);
+    if let Some((fixed, all_chunks_decode)) = repair(data) {
+        exercise(&fixed, all_chunks_decode);
+    }
+}
+
+/// `verify`, `read_tensor` of every tensor and `decompress_to` must agree
+/// with each other; with `must_verify`, they must succeed.
+fn exercise(data: &[u8], must_verify: bool) {
+    let Ok(c) = Container::open(data) else {
+        assert!(!must_verify, "a repaired container must open");
+        return;
+    };
+    if c.header().original_len > MAX_DECODED {
+        return;
+    }
+    let verified = c.verify(&mut |_| true);
+    if let (true, Err(e)) = (must_verify, &verified) {
+        panic!("repaired container whose chunks all decode fails verify: {e}");
+    }
+    let mut out = Vec::new();
+    let decompressed = c.decompress_to(&mut out, &mut |_| true);
+    assert_eq!(verified.is_ok(), decompressed.is_ok());
+    if decompressed.is_ok() {
+        assert_eq!(out.len() as u64, c.header().original_len);
+        assert_eq!(xxh3_128(&out), c.header().original_hash);
+    }
+    for seg in c.segments() {
+        if let SegmentKind::Tensor { name, .. } = &seg.kind {
+            let tensor = c.read_tensor(name);
+            // Names may repeat in a crafted index; the first one is read.
+            let first = c
+                .segments()
+                .iter()
+                .find(|s| matches!(&s.kind, SegmentKind::Tensor { name: n, .. } if n == name))
+                .unwrap();
+            if let (Ok(t), true) = (&tensor, decompressed.is_ok()) {
+                let range = first.offset as usize..(first.offset + first.len) as usize;
+                assert!(
+                    t[..] == out[range],
+                    "read_tensor disagrees with decompress_to"
+                );
+            }
+            if let Ok(t) = &tensor {
+                assert_eq!(t.len() as u64, first.len);
+            }
+        }
+    }
+}
+
+/// Rewrites `data` so that every checksum in it is right: the index length
+/// (from the payload length), the header checksum, the index checksum, each
+/// chunk's checksum, and the whole-file hash when every chunk decodes.
+/// Returns the bytes and whether every chunk decoded; `None` where the
+/// header's payload length does not even leave room for an index.
+fn repair(data: &[u8]) -> Option<(Vec<u8>, bool)> {
+    if data.len() < HEADER_LEN + 8 {
+        return None;
+    }
+    let mut f = data.to_vec();
+    let u64_at = |f: &[u8], o: usize| u64::from_le_bytes(f[o..o + 8].try_into().unwrap());
+    let index_start = usize::try_from(u64_at(&f, 40))
+        .ok()?
+        .checked_add(HEADER_LEN)?;
+    if index_start.checked_add(8)? > f.len() {
+        return None;
+    }
+    let index_len = (f.len() - index_start) as u64;
+    f[48..56].copy_from_slice(&index_len.to_le_bytes());
+    let fix_header = |f: &mut [u8]| {
+        let sum = xxh3_64(&f[..56]);
+        f[56..64].copy_from_slice(&sum.to_le_bytes());
+    };
+    let fix_index = |f: &mut [u8]| {
+        let end = f.len() - 8;
+        let sum = xxh3_64(&f[index_start..end]);
+        f[end..].copy_from_slice(&sum.to_le_bytes());
+    };
+    fix_header(&mut f);
+    fix_index(&mut f);
+
+    let (segments, chunks, original_len) = {
+        let Ok(c) = Container::open(&f) else {
+            return Some((f, false));
+        };
+        let index = Index {
+            segments: c.segments().to_vec(),
+            chunks: c.chunks().to_vec(),
+        };
+        // The index format is canonical: what parses serialises back to the same bytes.
+        assert!(
+            index.to_bytes() == f[index_start..],
+            "a parsed index does not serialise back to its bytes"
+        );
+        (index.segments, index.chunks, c.header().original_len)
+    };
+    let chunks = chunks
+        .into_iter()
+        .map(|mut ch| {
+            let start = ch.stored_offset as usize;
+            ch.checksum = xxh3_64(&f[start..start + ch.stored_len() as usize]);
+            ch
+        })
+        .collect();
+    let index = Index { segments, chunks }.to_bytes();
+    assert_eq!(index.len() as u64, index_len);
+    f[index_start..].copy_from_slice(&index);
+
+    if original_len > MAX_DECODED {
+        return Some((f, false));
+    }
+    let c = Container::open(&f).expect("a container that opened still opens");
+    let mut original = Vec::new();
+    let mut buf = Vec::new();
+    for i in 0..c.chunks().len() {
+        if c.decode_chunk(i, &mut buf).is_err() {
+            return Some((f, false));
+        }
+        assert_eq!(buf.len(), c.chunks()[i].raw_len as usize);
+        original.extend_from_slice(&buf);
+    }
+    assert_eq!(original.len() as u64, original_len);
+    let header = Header {
+        original_hash: xxh3_128(&original),
+        ..c.header().clone()
+    };
+    f[..HEADER_LEN].copy_from_slice(&header.to_bytes());
+    Some((f, true))
+}
+
+/// `huffman::decode` on arbitrary bytes, the output length taken from the
+/// first two bytes; then the same bytes, as symbols, must survive
+/// `huffman::encode` and `huffman::decode`.
+pub fn huffman(data: &[u8]) {
+    let Some((len, block)) = data.split_first_chunk::<2>() else {
+        return;
+    };
+    let n = (u16::from_le_bytes(*len) as usize).min(1 << 20);
+    let mut out = vec![0u8; n];
+    let _ = huffman::decode(block, &mut out);
+
+    let hist = huffman::histogram(block);
+    let mut encoded = Vec::new();
+    if let Some(lengths) = huffman::encode(block, &hist, &mut encoded) {
+        assert!(lengths.iter().all(|&l| l as u32 <= MAX_CODE_LEN));
+        assert!(encoded.len() <= huffman::encoded_size(&hist, &lengths));
+        let mut back = vec![0u8; block.len()];
+        huffman::decode(&encoded, &mut back).expect("a block we encoded decodes");
+        assert!(back == block, "Huffman round trip changed the bytes");
+    }
+}
+
+/// Chunk sizes picked by the high nibble of the first byte.
+const CHUNK_SIZES: [usize; 16] = [
+    1,
+    2,
+    3,
+    5,
+    7,
+    8,
+    16,
+    31,
+    64,
+    100,
+    255,
+    1024,
+    4095,
+    4096,
+    65536,
+    1 << 20,
+];
+
+/// Compress then decompress. The first byte picks the dtype (low nibble)
+/// and the chunk size (high nibble); the rest is one tensor of that dtype,
+/// followed by a plain-bytes segment with the bytes left over (fewer than
+/// one element).
+pub fn roundtrip(data: &[u8]) {
+    let Some((&sel, input)) = data.split_first() else {
+        return;
+    };
+    let dtype = Dtype::ALL[(sel & 0x0F) as usize % Dtype::ALL.len()];
+    let chunk_size = CHUNK_SIZES[(sel >> 4) as usize];
+    let n = input.len() / dtype.width();
+    let tensor_len = (n * dtype.width()) as u64;
+    let layout = [
+        SegmentSpec {
+            kind: SegmentKind::Tensor {
+                name: "t".into(),
+                dtype,
+                shape: vec![n as u64],
+            },
+            len: tensor_len,
+        },
+        SegmentSpec {
+            kind: SegmentKind::Bytes,
+            len: input.len() as u64 - tensor_len,
+        },
+    ];
+    let mut out = Cursor::new(Vec::new());
+    let options = CompressOptions::default().chunk_size(chunk_size);
+    compress(input, &layout, &options, &mut out, &mut |_| true).expect("compress");
+    let packed = out.into_inner();
+    let c = Container::open(&packed).expect("open");
+    let mut back = Vec::new();
+    c.decompress_to(&mut back, &mut |_| true)
+        .expect("decompress");
+    assert!(back == input, "round trip changed the bytes");
+    let t = c.read_tensor("t").expect("read_tensor");
+    assert!(
+        t[..] == input[..tensor_len as usize],
+        "read_tensor changed the bytes"
+    );
+}
