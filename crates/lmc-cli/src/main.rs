@@ -105,19 +105,26 @@ fn parse_size(s: &str) -> Result<usize, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     progress::install_ctrlc();
-    if let Some(t) = cli.threads {
-        if t == 0 {
-            eprintln!("lmc: error: --threads must be at least 1");
-            return ExitCode::from(2);
-        }
-        if let Err(e) = rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
-            .build_global()
-        {
-            eprintln!("lmc: error: cannot start {t} threads: {e}");
+    if cli.threads == Some(0) {
+        eprintln!("lmc: error: --threads must be at least 1");
+        return ExitCode::from(2);
+    }
+    // All work runs inside the pool, so the thread that hashes and writes is
+    // one of the pool's, not an extra one waking and sleeping beside it.
+    let pool = match rayon::ThreadPoolBuilder::new()
+        .num_threads(cli.threads.unwrap_or(0))
+        .build()
+    {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("lmc: error: cannot start the worker threads: {e}");
             return ExitCode::FAILURE;
         }
-    }
+    };
+    pool.install(|| run(cli))
+}
+
+fn run(cli: Cli) -> ExitCode {
     let quiet = cli.quiet;
     let result = match cli.command {
         Command::Compress {

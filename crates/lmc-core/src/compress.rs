@@ -76,9 +76,10 @@ struct Job {
 /// Compresses `input`, described by `layout`, into `out`.
 ///
 /// Chunks are coded in parallel on the current rayon pool, in batches of a
-/// few chunks a thread, and written in order, so memory stays bounded by
-/// the batch whatever the input size.
-pub fn compress<W: Write + Seek>(
+/// few chunks a thread, and written in order; while one batch is written
+/// (and the input hashed), the next is coded. Memory stays bounded by two
+/// batches whatever the input size.
+pub fn compress<W: Write + Seek + Send>(
     input: &[u8],
     layout: &[SegmentSpec],
     options: &CompressOptions,
@@ -98,45 +99,53 @@ pub fn compress<W: Write + Seek>(
     let mut chunks: Vec<ChunkEntry> = Vec::with_capacity(jobs.len());
     let mut payload_len = 0u64;
     let batch = rayon::current_num_threads().max(1) * 4;
-    let mut hashed = 0usize;
-    // Output buffers, reused from batch to batch.
-    let mut bufs: Vec<(Vec<u8>, Vec<PlaneEntry>)> = Vec::new();
-    for group in jobs.chunks(batch) {
-        let group_end = group.last().map_or(hashed, |j| j.end);
+    let groups: Vec<&[Job]> = jobs.chunks(batch).collect();
+    let encode_group = |group: &[Job], bufs: &mut Vec<EncodedChunk>| {
         bufs.resize_with(group.len(), Default::default);
-        rayon::join(
+        bufs.par_iter_mut().zip(group).for_each(|(buf, j)| {
+            encode_chunk(&segments[j.segment].kind, &input[j.start..j.end], buf)
+        });
+    };
+    // Output buffers of the batch being written and of the one being coded,
+    // reused from batch to batch.
+    let (mut cur, mut next) = (Vec::new(), Vec::new());
+    if let Some(first) = groups.first() {
+        encode_group(first, &mut cur);
+    }
+    for (g, group) in groups.iter().enumerate() {
+        let (start, end) = (group[0].start, group[group.len() - 1].end);
+        let ((), written) = rayon::join(
             || {
-                bufs.par_iter_mut()
-                    .zip(group)
-                    .for_each(|((bytes, planes), j)| {
-                        encode_chunk(
-                            &segments[j.segment].kind,
-                            &input[j.start..j.end],
-                            bytes,
-                            planes,
-                        )
-                    })
+                if let Some(following) = groups.get(g + 1) {
+                    encode_group(following, &mut next);
+                }
             },
-            || hasher.update(&input[hashed..group_end]),
+            || -> Result<()> {
+                hasher.update(&input[start..end]);
+                for (job, enc) in group.iter().zip(&cur) {
+                    out.write_all(&enc.bytes)?;
+                    chunks.push(ChunkEntry {
+                        raw_len: (job.end - job.start) as u32,
+                        checksum: enc.checksum,
+                        planes: enc.planes.clone(),
+                        stored_offset: HEADER_LEN as u64 + payload_len,
+                        raw_offset: job.start as u64,
+                        segment: job.segment,
+                    });
+                    payload_len += enc.bytes.len() as u64;
+                }
+                Ok(())
+            },
         );
-        hashed = group_end;
-        for (job, (bytes, planes)) in group.iter().zip(&bufs) {
-            out.write_all(bytes)?;
-            chunks.push(ChunkEntry {
-                raw_len: (job.end - job.start) as u32,
-                checksum: xxhash_rust::xxh3::xxh3_64(bytes),
-                planes: planes.clone(),
-                stored_offset: HEADER_LEN as u64 + payload_len,
-                raw_offset: job.start as u64,
-                segment: job.segment,
-            });
-            payload_len += bytes.len() as u64;
-        }
-        if !progress(group_end as u64) {
+        written?;
+        std::mem::swap(&mut cur, &mut next);
+        if !progress(end as u64) {
             return Err(Error::Cancelled);
         }
     }
-    hasher.update(&input[hashed..]);
+    // Jobs tile the input (only empty segments have none), so the batches
+    // hashed above covered all of it.
+    debug_assert_eq!(groups.last().map_or(0, |g| g[g.len() - 1].end), input.len());
 
     let index = Index { segments, chunks };
     let index_bytes = index.to_bytes();
@@ -226,9 +235,22 @@ thread_local! {
     static PLANES: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Codes one chunk into `out` (cleared first): splits it into planes and
-/// codes each plane, recording each plane's codec and size in `entries`.
-fn encode_chunk(kind: &SegmentKind, data: &[u8], out: &mut Vec<u8>, entries: &mut Vec<PlaneEntry>) {
+/// One coded chunk: its stored bytes, their checksum, and its planes.
+#[derive(Default)]
+struct EncodedChunk {
+    bytes: Vec<u8>,
+    checksum: u64,
+    planes: Vec<PlaneEntry>,
+}
+
+/// Codes one chunk into `enc` (its buffers reused): splits the chunk into
+/// planes, codes each plane, and checksums the result.
+fn encode_chunk(kind: &SegmentKind, data: &[u8], enc: &mut EncodedChunk) {
+    let EncodedChunk {
+        bytes: out,
+        checksum,
+        planes: entries,
+    } = enc;
     out.clear();
     entries.clear();
     let mut push = |plane: &[u8], pk: PlaneKind, out: &mut Vec<u8>| {
@@ -252,4 +274,5 @@ fn encode_chunk(kind: &SegmentKind, data: &[u8], out: &mut Vec<u8>, entries: &mu
             }
         }),
     }
+    *checksum = xxhash_rust::xxh3::xxh3_64(out);
 }

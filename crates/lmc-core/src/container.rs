@@ -136,38 +136,63 @@ impl<'a> Container<'a> {
 
     /// Decodes every chunk in order, writing the original file to `out`,
     /// and checks the whole-file hash. Chunks are decoded in parallel on the
-    /// current rayon pool, a few per thread at a time.
-    pub fn decompress_to(&self, out: &mut dyn Write, progress: Progress<'_>) -> Result<()> {
+    /// current rayon pool, a few per thread at a time; while one batch is
+    /// hashed and written, the next is decoded.
+    pub fn decompress_to(
+        &self,
+        out: &mut (dyn Write + Send),
+        progress: Progress<'_>,
+    ) -> Result<()> {
         let n = self.index.chunks.len();
-        let batch = rayon::current_num_threads().max(1) * 4;
-        let mut hasher = Xxh3::new();
-        let mut done = 0u64;
-        let mut bufs: Vec<Vec<u8>> = Vec::new();
+        let per_batch = rayon::current_num_threads().max(1) * 4;
+        // Batches: a few chunks a thread, and at most BATCH_BYTES of output
+        // (plus one chunk), so a hostile file of huge chunks cannot make the
+        // reader hold threads x 4 x 256 MiB at once.
+        let mut batches = Vec::new();
         let mut start = 0;
         while start < n {
-            // A batch is a few chunks a thread, and at most BATCH_BYTES of
-            // output (plus one chunk): a hostile file of huge chunks cannot
-            // make the reader hold threads x 4 x 256 MiB at once.
-            let mut end = start;
-            let mut bytes = 0u64;
-            while end < n && end - start < batch && (end == start || bytes < BATCH_BYTES) {
+            let (mut end, mut bytes) = (start, 0u64);
+            while end < n && end - start < per_batch && (end == start || bytes < BATCH_BYTES) {
                 bytes += self.index.chunks[end].raw_len as u64;
                 end += 1;
             }
-            bufs.resize_with(end - start, Vec::new);
+            batches.push(start..end);
+            start = end;
+        }
+        let decode_batch = |range: &std::ops::Range<usize>, bufs: &mut Vec<Vec<u8>>| {
+            bufs.resize_with(range.len(), Vec::new);
             bufs.par_iter_mut()
-                .zip(start..end)
+                .zip(range.clone())
                 .map(|(buf, i)| self.decode_chunk(i, buf))
-                .collect::<Result<()>>()?;
-            for b in &bufs {
-                hasher.update(b);
-                out.write_all(b)?;
-                done += b.len() as u64;
-            }
+                .collect::<Result<()>>()
+        };
+        let mut hasher = Xxh3::new();
+        let mut done = 0u64;
+        let (mut cur, mut next) = (Vec::new(), Vec::new());
+        if let Some(first) = batches.first() {
+            decode_batch(first, &mut cur)?;
+        }
+        for (b, range) in batches.iter().enumerate() {
+            let (decoded, written) = rayon::join(
+                || match batches.get(b + 1) {
+                    Some(following) => decode_batch(following, &mut next),
+                    None => Ok(()),
+                },
+                || -> Result<()> {
+                    for buf in &cur[..range.len()] {
+                        hasher.update(buf);
+                        out.write_all(buf)?;
+                        done += buf.len() as u64;
+                    }
+                    Ok(())
+                },
+            );
+            written?;
+            decoded?;
+            std::mem::swap(&mut cur, &mut next);
             if !progress(done) {
                 return Err(Error::Cancelled);
             }
-            start = end;
         }
         let found = hasher.digest128();
         if found != self.header.original_hash {

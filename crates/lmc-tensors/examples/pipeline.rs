@@ -7,12 +7,18 @@ use std::io::Cursor;
 use std::time::Instant;
 
 fn main() {
+    let threads = std::env::var("RAYON_NUM_THREADS").map_or(1, |t| t.parse().expect("threads"));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(run);
+}
+
+fn run() {
     let args: Vec<String> = std::env::args().collect();
     let data = std::fs::read(&args[1]).expect("read input");
     let runs: usize = args.get(3).map_or(20, |r| r.parse().expect("runs"));
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        rayon_one_thread();
-    }
     let layout = lmc_tensors::safetensors::layout(&data).expect("safetensors");
     let opts = lmc_core::CompressOptions::default();
     let mut packed = Cursor::new(Vec::new());
@@ -39,10 +45,4 @@ fn main() {
         data.len() as f64 / 1e6 / times[times.len() / 2],
         data.len() as f64 / 1e6 / times[0]
     );
-}
-
-fn rayon_one_thread() {
-    let _ = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build_global();
 }

@@ -92,28 +92,37 @@ impl BitReader<'_> {
     }
 }
 
-/// Two-symbol decode table: entry = `bits | count << 8 | sym1 << 16 |
-/// sym2 << 24` (the bit count lowest, so the shift that consumes the bits
-/// takes the entry as it is: one step less on the critical path). Where the next 11 bits hold two whole codes the entry emits
-/// both (count 2), else one. Exponent planes spend ~2.6 bits a symbol, so
-/// most lookups emit two symbols (the idea of huff0's "X2" decoder).
-struct PairTable([u32; TABLE_SIZE]);
+/// Multi-symbol decode table: each entry holds every whole code found in
+/// the next 11 bits, up to four: `bits | count << 8 | symbols << 32` (the
+/// symbols as four bytes, first symbol lowest). The bit count sits lowest
+/// so the shift that consumes the bits takes the entry as it is (one step
+/// less on the critical path). Exponent planes spend ~2.6 bits a symbol, so
+/// a lookup emits three or four symbols most of the time (huff0's "X2"
+/// decoder emits up to two).
+struct MultiTable([u64; TABLE_SIZE]);
 
-impl PairTable {
-    fn new(single: &Table) -> PairTable {
-        let mut t = [0u32; TABLE_SIZE];
+/// Most symbols one multi-table entry emits.
+const MULTI: usize = 4;
+
+impl MultiTable {
+    fn new(single: &Table) -> MultiTable {
+        let mut t = [0u64; TABLE_SIZE];
         for (i, e) in t.iter_mut().enumerate() {
-            let first = single.0[i];
-            let (s1, l1) = ((first >> 8) as u32, (first & 0xFF) as u32);
-            let second = single.0[i >> l1];
-            let (s2, l2) = ((second >> 8) as u32, (second & 0xFF) as u32);
-            *e = if l1 + l2 <= MAX_CODE_LEN {
-                (l1 + l2) | 2 << 8 | s1 << 16 | s2 << 24
-            } else {
-                l1 | 1 << 8 | s1 << 16
-            };
+            let (mut used, mut count, mut syms) = (0u32, 0u64, 0u64);
+            while count < MULTI as u64 {
+                let next = single.0[i >> used];
+                let len = (next & 0xFF) as u32;
+                if used + len > MAX_CODE_LEN {
+                    break;
+                }
+                syms |= ((next >> 8) as u64) << (8 * count);
+                used += len;
+                count += 1;
+            }
+            // The first code always fits: every code is at most 11 bits.
+            *e = used as u64 | count << 8 | syms << 32;
         }
-        PairTable(t)
+        MultiTable(t)
     }
 }
 
@@ -131,7 +140,7 @@ struct Fast<'a> {
 /// whole-word refill or of room for a burst. Arrays indexed by constants
 /// are unrolled and kept in registers by the compiler.
 #[inline(always)]
-fn fast_n<const N: usize>(pairs: &PairTable, out: &mut [u8], f: [&mut Fast; N]) {
+fn fast_n<const N: usize>(table: &MultiTable, out: &mut [u8], f: [&mut Fast; N]) {
     let data: [&[u8]; N] = std::array::from_fn(|k| f[k].data);
     let end: [usize; N] = std::array::from_fn(|k| f[k].end);
     let mut b: [u64; N] = std::array::from_fn(|k| f[k].buf);
@@ -140,7 +149,7 @@ fn fast_n<const N: usize>(pairs: &PairTable, out: &mut [u8], f: [&mut Fast; N]) 
     let mut o: [usize; N] = std::array::from_fn(|k| f[k].out);
     'outer: loop {
         for k in 0..N {
-            if i[k] + 8 > data[k].len() || o[k] + 2 * BURST > end[k] {
+            if i[k] + 8 > data[k].len() || o[k] + MULTI * BURST > end[k] {
                 break 'outer;
             }
         }
@@ -152,11 +161,11 @@ fn fast_n<const N: usize>(pairs: &PairTable, out: &mut [u8], f: [&mut Fast; N]) 
         }
         for _ in 0..BURST {
             for k in 0..N {
-                let e = pairs.0[(b[k] & TABLE_MASK) as usize];
-                out[o[k]..o[k] + 2].copy_from_slice(&((e >> 16) as u16).to_le_bytes());
+                let e = table.0[(b[k] & TABLE_MASK) as usize];
+                out[o[k]..o[k] + MULTI].copy_from_slice(&((e >> 32) as u32).to_le_bytes());
                 o[k] += ((e >> 8) & 0xFF) as usize;
                 b[k] >>= e & 63;
-                n[k] -= e & 0xFF;
+                n[k] -= (e & 0xFF) as u32;
             }
         }
     }
@@ -203,13 +212,15 @@ pub fn decode(block: &[u8], out: &mut [u8]) -> Result<(), String> {
     });
 
     // Fast loop: all streams at once, five lookups each per refill (5 x 11
-    // bits <= 56), each lookup emitting one or two symbols.
+    // bits <= 56), each lookup emitting one to four symbols.
     if n >= 64 {
-        let pairs = PairTable::new(&table);
+        let multi = MultiTable::new(&table);
         let [f0, f1, f2, f3] = &mut f;
-        // Measured on MiniLM's exponent plane: four streams 1.78 GB/s, two
-        // pairs of two 1.50 GB/s, one-symbol lookups 1.39 GB/s.
-        fast_n(&pairs, out, [f0, f1, f2, f3]);
+        // Measured on MiniLM's BF16 exponent plane (examples/kernels.rs):
+        // one symbol a lookup 1.39 GB/s; up to two, streams in pairs
+        // 1.50 GB/s; up to two, four streams 1.63-1.78 GB/s; up to four,
+        // four streams 2.79 GB/s.
+        fast_n(&multi, out, [f0, f1, f2, f3]);
     }
 
     // Tails, one stream and one symbol at a time, with bounds-checked refills.
