@@ -39,7 +39,7 @@ enum Command {
         /// (BF16, F16, F32, F64, F8_E4M3, F8_E5M2, I8..I64, U8..U64, BOOL).
         #[arg(long)]
         dtype: Option<String>,
-        /// Original bytes per chunk, e.g. 1M, 256K (default 1M).
+        /// Original bytes per chunk, e.g. 256K, 1M (default 256K).
         #[arg(long, value_parser = parse_size)]
         chunk_size: Option<usize>,
     },
@@ -71,7 +71,7 @@ enum Command {
         /// Treat the input as a flat array of this dtype.
         #[arg(long)]
         dtype: Option<String>,
-        /// Original bytes per chunk for lmc, e.g. 256K (default 1M).
+        /// Original bytes per chunk for lmc, e.g. 256K, 1M (default 256K).
         #[arg(long, value_parser = parse_size)]
         chunk_size: Option<usize>,
         /// Print JSON instead of a table.

@@ -14,11 +14,12 @@ use crate::format::{
 };
 use crate::planes;
 
-/// Default original bytes per chunk. Measured on MiniLM (docs/BENCHMARKS.md):
-/// ratio is flat from 256 KiB up, and 1 MiB keeps per-chunk overhead
-/// (tables, task dispatch) well under 1% while leaving dozens of chunks per
-/// large tensor for the threads to share.
-pub const DEFAULT_CHUNK_SIZE: usize = 1 << 20;
+/// Default original bytes per chunk: 256 KiB. Measured on MiniLM-L6
+/// (docs/BENCHMARKS.md, "Chunk size"): the ratio is best at 256 KiB (a code
+/// table per chunk follows local statistics; smaller chunks pay for more
+/// tables), speed is the same from 256 KiB to 16 MiB within the noise of
+/// the machine, and small chunks give the threads more pieces to share.
+pub const DEFAULT_CHUNK_SIZE: usize = 256 << 10;
 
 /// Options for [`compress`].
 #[derive(Debug, Clone)]
