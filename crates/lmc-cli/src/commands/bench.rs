@@ -139,7 +139,7 @@ pub fn run(
     } else {
         writeln!(
             text,
-            "{}: {} bytes, median of {runs} runs, lmc chunk size {}",
+            "{}: {} bytes, median of {runs} runs, lmc chunk size {}\n",
             path.display(),
             data.len(),
             opts.get_chunk_size()
