@@ -106,7 +106,9 @@ impl Output {
         Ok(Output {
             dest: dest.to_path_buf(),
             force,
-            tmp: BufWriter::with_capacity(1 << 20, tmp),
+            // Chunks (256 KiB by default) are larger than the buffer and go
+            // straight to the file; only small writes are gathered.
+            tmp: BufWriter::with_capacity(64 << 10, tmp),
         })
     }
 

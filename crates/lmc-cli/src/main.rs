@@ -62,26 +62,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Measure lmc against zstd -3 and memcpy on the same bytes, in memory.
-    Bench {
-        input: PathBuf,
-        /// Timed runs of each method; the median is reported.
-        #[arg(long, default_value_t = 5)]
-        runs: usize,
-        /// Treat the input as a flat array of this dtype.
-        #[arg(long)]
-        dtype: Option<String>,
-        /// Original bytes per chunk for lmc, e.g. 256K, 1M (default 256K).
-        #[arg(long, value_parser = parse_size)]
-        chunk_size: Option<usize>,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    /// Measure lmc beside general-purpose compressors on the same bytes, in memory.
+    Bench(commands::bench::BenchArgs),
+    /// Study a checkpoint or a series of them: entropy, zeros, change between
+    /// snapshots, exponents, ratio per codec; prints a table and writes plots.
+    Analyze(commands::analyze::AnalyzeArgs),
 }
 
 /// Parses sizes like `1048576`, `256K`, `4M`, `1G` (binary multiples).
-fn parse_size(s: &str) -> Result<usize, String> {
+pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
     let s = s.trim();
     let (num, mult) = match s.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {
@@ -141,13 +130,8 @@ fn run(cli: Cli) -> ExitCode {
         } => commands::decompress::run(&input, output, force, quiet),
         Command::Verify { input } => commands::verify::run(&input, quiet),
         Command::Info { input, json } => commands::info::run(&input, json),
-        Command::Bench {
-            input,
-            runs,
-            dtype,
-            chunk_size,
-            json,
-        } => commands::bench::run(&input, runs, dtype.as_deref(), chunk_size, json),
+        Command::Bench(args) => commands::bench::run(&args),
+        Command::Analyze(args) => commands::analyze::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

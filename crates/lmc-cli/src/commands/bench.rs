@@ -1,7 +1,7 @@
 //! In-memory benchmark: lmc beside zstd -3 and memcpy on the same bytes.
 
 use std::io::Cursor;
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use std::fmt::Write as _;
@@ -38,13 +38,32 @@ struct Row {
     decompress_mbs: f64,
 }
 
-pub fn run(
-    path: &Path,
+/// Arguments of `lmc bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    input: PathBuf,
+    /// Timed runs of each method; the median is reported.
+    #[arg(long, default_value_t = 5)]
     runs: usize,
-    dtype: Option<&str>,
+    /// Treat the input as a flat array of this dtype.
+    #[arg(long)]
+    dtype: Option<String>,
+    /// Original bytes per chunk for lmc, e.g. 256K, 1M (default 256K).
+    #[arg(long, value_parser = crate::parse_size)]
     chunk_size: Option<usize>,
-    as_json: bool,
-) -> Result<()> {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let (path, runs, dtype, chunk_size, as_json) = (
+        args.input.as_path(),
+        args.runs,
+        args.dtype.as_deref(),
+        args.chunk_size,
+        args.json,
+    );
     let mut text = String::new();
     if runs == 0 {
         bail!("--runs must be at least 1");

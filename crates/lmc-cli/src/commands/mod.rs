@@ -1,5 +1,6 @@
 //! One module a subcommand.
 
+pub mod analyze;
 pub mod bench;
 pub mod compress;
 pub mod decompress;
