@@ -6,6 +6,7 @@
 //! - [`codec`]: per-plane choice of raw, constant, Huffman or zstd.
 //! - [`format`]: the container's bytes (see FORMAT.md).
 //! - [`compress`] and [`container`]: the parallel pipeline, both directions.
+//! - [`stats`]: entropy and change measurements for `bench` and `analyze`.
 //!
 //! ```
 //! use lmc_core::{compress, CompressOptions, Container, Dtype, SegmentKind, SegmentSpec};
@@ -36,6 +37,7 @@ pub mod error;
 pub mod format;
 pub mod huffman;
 pub mod planes;
+pub mod stats;
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../../../README.md")]
