@@ -102,11 +102,13 @@ fn repair(data: &[u8]) -> Option<(Vec<u8>, bool)> {
     fix_header(&mut f);
     fix_index(&mut f);
 
-    let (segments, chunks, original_len) = {
+    let (index_parts, original_len) = {
         let Ok(c) = Container::open(&f) else {
             return Some((f, false));
         };
         let index = Index {
+            base: c.base_ref(),
+            removed: c.removed().to_vec(),
             segments: c.segments().to_vec(),
             chunks: c.chunks().to_vec(),
         };
@@ -115,8 +117,14 @@ fn repair(data: &[u8]) -> Option<(Vec<u8>, bool)> {
             index.to_bytes() == f[index_start..],
             "a parsed index does not serialise back to its bytes"
         );
-        (index.segments, index.chunks, c.header().original_len)
+        (index, c.header().original_len)
     };
+    let Index {
+        base,
+        removed,
+        segments,
+        chunks,
+    } = index_parts;
     let chunks = chunks
         .into_iter()
         .map(|mut ch| {
@@ -125,7 +133,13 @@ fn repair(data: &[u8]) -> Option<(Vec<u8>, bool)> {
             ch
         })
         .collect();
-    let index = Index { segments, chunks }.to_bytes();
+    let index = Index {
+        base,
+        removed,
+        segments,
+        chunks,
+    }
+    .to_bytes();
     assert_eq!(index.len() as u64, index_len);
     f[index_start..].copy_from_slice(&index);
 

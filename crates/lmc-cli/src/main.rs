@@ -42,6 +42,11 @@ enum Command {
         /// Original bytes per chunk, e.g. 256K, 1M (default 256K).
         #[arg(long, value_parser = parse_size)]
         chunk_size: Option<usize>,
+        /// Store a delta against this earlier checkpoint (e.g. the previous
+        /// snapshot): tensors with the same name, dtype and shape are coded
+        /// as their XOR with it. Decoding then needs the same base.
+        #[arg(long, value_name = "PREV")]
+        base: Option<PathBuf>,
     },
     /// Restore the original file from an .lmc container.
     Decompress {
@@ -52,9 +57,18 @@ enum Command {
         /// Overwrite the output if it exists.
         #[arg(short, long)]
         force: bool,
+        /// The base a delta container was compressed against (the original
+        /// file, or a full .lmc container of it).
+        #[arg(long, value_name = "PREV")]
+        base: Option<PathBuf>,
     },
     /// Decode everything and check every checksum and the whole-file hash; write nothing.
-    Verify { input: PathBuf },
+    Verify {
+        input: PathBuf,
+        /// The base of a delta container (the original file, or a full .lmc of it).
+        #[arg(long, value_name = "PREV")]
+        base: Option<PathBuf>,
+    },
     /// Show what a container holds: tensors, planes, codecs and ratios.
     Info {
         input: PathBuf,
@@ -122,13 +136,23 @@ fn run(cli: Cli) -> ExitCode {
             force,
             dtype,
             chunk_size,
-        } => commands::compress::run(&input, output, force, dtype.as_deref(), chunk_size, quiet),
+            base,
+        } => commands::compress::run(
+            &input,
+            output,
+            force,
+            dtype.as_deref(),
+            chunk_size,
+            base.as_deref(),
+            quiet,
+        ),
         Command::Decompress {
             input,
             output,
             force,
-        } => commands::decompress::run(&input, output, force, quiet),
-        Command::Verify { input } => commands::verify::run(&input, quiet),
+            base,
+        } => commands::decompress::run(&input, output, force, base.as_deref(), quiet),
+        Command::Verify { input, base } => commands::verify::run(&input, base.as_deref(), quiet),
         Command::Info { input, json } => commands::info::run(&input, json),
         Command::Bench(args) => commands::bench::run(&args),
         Command::Analyze(args) => commands::analyze::run(&args),

@@ -10,7 +10,8 @@ use xxhash_rust::xxh3::Xxh3;
 use crate::codec::{PlaneKind, encode_plane};
 use crate::error::{Error, Result};
 use crate::format::{
-    ChunkEntry, HEADER_LEN, Header, Index, MAX_CHUNK_LEN, PlaneEntry, Segment, SegmentKind,
+    BaseRef, ChunkEntry, HEADER_LEN, Header, Index, MAX_CHUNK_LEN, PlaneEntry, Segment,
+    SegmentKind, Transform,
 };
 use crate::planes;
 
@@ -68,8 +69,77 @@ pub struct CompressSummary {
 /// on: returning `false` cancels the work with [`Error::Cancelled`].
 pub type Progress<'a> = &'a mut dyn FnMut(u64) -> bool;
 
+/// The base a delta container is coded against: typically the previous
+/// snapshot of the same checkpoint.
+#[derive(Debug, Clone)]
+pub struct DeltaBase<'a> {
+    /// The base's original file.
+    pub bytes: &'a [u8],
+    /// For each segment of the new file's layout: where its counterpart
+    /// starts in `bytes` (same length), or `None` to store it whole.
+    pub offsets: Vec<Option<u64>>,
+    /// Names of the base's tensors that the new file lacks (recorded in the
+    /// container, informative).
+    pub removed: Vec<String>,
+}
+
+impl<'a> DeltaBase<'a> {
+    /// Pairs the tensors of `layout` with those of `base_layout` (the
+    /// layout of `bytes`) that have the same name, dtype and shape. Tensors
+    /// without such a counterpart are stored whole; base tensors without
+    /// one are listed as removed.
+    pub fn matching(
+        bytes: &'a [u8],
+        base_layout: &[SegmentSpec],
+        layout: &[SegmentSpec],
+    ) -> DeltaBase<'a> {
+        let mut by_name = std::collections::HashMap::new();
+        let mut off = 0u64;
+        for s in base_layout {
+            if let SegmentKind::Tensor { name, .. } = &s.kind {
+                by_name.insert(name.as_str(), (s, off));
+            }
+            off += s.len;
+        }
+        let mut used = std::collections::HashSet::new();
+        let offsets = layout
+            .iter()
+            .map(|s| match &s.kind {
+                SegmentKind::Tensor { name, .. } => {
+                    let found = by_name.get(name.as_str()).filter(|(b, _)| b.kind == s.kind);
+                    if by_name.contains_key(name.as_str()) {
+                        used.insert(name.as_str());
+                    }
+                    found.map(|&(_, o)| o).filter(|_| s.len > 0)
+                }
+                SegmentKind::Bytes => None,
+            })
+            .collect();
+        let removed = base_layout
+            .iter()
+            .filter_map(|s| match &s.kind {
+                SegmentKind::Tensor { name, .. } if !used.contains(name.as_str()) => {
+                    Some(name.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        DeltaBase {
+            bytes,
+            offsets,
+            removed,
+        }
+    }
+
+    /// How many segments are coded against the base.
+    pub fn matched(&self) -> usize {
+        self.offsets.iter().filter(|o| o.is_some()).count()
+    }
+}
+
 struct Job {
     segment: usize,
+    /// Byte range within the segment.
     start: usize,
     end: usize,
 }
@@ -87,13 +157,81 @@ pub fn compress<W: Write + Seek + Send>(
     out: &mut W,
     progress: Progress<'_>,
 ) -> Result<CompressSummary> {
+    let parts = tile(input, layout)?;
+    compress_parts(&parts, layout, None, options, out, progress)
+}
+
+/// Compresses `input` as a delta against `base` (a version 2 container):
+/// each tensor with a counterpart in the base is coded as its XOR with it.
+/// Decoding needs the same base (checked by length and hash).
+pub fn compress_delta<W: Write + Seek + Send>(
+    input: &[u8],
+    layout: &[SegmentSpec],
+    base: &DeltaBase<'_>,
+    options: &CompressOptions,
+    out: &mut W,
+    progress: Progress<'_>,
+) -> Result<CompressSummary> {
+    let parts = tile(input, layout)?;
+    compress_parts(&parts, layout, Some(base), options, out, progress)
+}
+
+/// Cuts `input` into one slice per segment of `layout`.
+fn tile<'a>(input: &'a [u8], layout: &[SegmentSpec]) -> Result<Vec<&'a [u8]>> {
+    let mut parts = Vec::with_capacity(layout.len());
+    let mut rest = input;
+    for (i, spec) in layout.iter().enumerate() {
+        let len = usize::try_from(spec.len)
+            .ok()
+            .filter(|&l| l <= rest.len())
+            .ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "segment {i} ({} bytes at offset {}) runs past the end of the {}-byte input",
+                    spec.len,
+                    input.len() - rest.len(),
+                    input.len()
+                ))
+            })?;
+        let (part, r) = rest.split_at(len);
+        parts.push(part);
+        rest = r;
+    }
+    if !rest.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "layout covers {} bytes of a {}-byte input",
+            input.len() - rest.len(),
+            input.len()
+        )));
+    }
+    Ok(parts)
+}
+
+/// The general form of [`compress`] and [`compress_delta`]: the original
+/// file is the concatenation of `parts`, one slice per segment of `layout`
+/// (so a file can be compressed from tensors in memory without assembling
+/// it first), optionally coded against `base`.
+pub fn compress_parts<W: Write + Seek + Send>(
+    parts: &[&[u8]],
+    layout: &[SegmentSpec],
+    base: Option<&DeltaBase<'_>>,
+    options: &CompressOptions,
+    out: &mut W,
+    progress: Progress<'_>,
+) -> Result<CompressSummary> {
     if options.chunk_size == 0 || options.chunk_size > MAX_CHUNK_LEN as usize {
         return Err(Error::InvalidInput(format!(
             "chunk size {} is outside 1..={MAX_CHUNK_LEN}",
             options.chunk_size
         )));
     }
-    let (segments, jobs) = plan(input.len(), layout, options.chunk_size)?;
+    let (segments, jobs) = plan(parts, layout, base, options.chunk_size)?;
+    let total_len: u64 = segments.iter().map(|s| s.len).sum();
+    // The base slice each job is coded against, if any.
+    let base_of = |j: &Job| -> Option<&[u8]> {
+        let (b, s) = (base?, &segments[j.segment]);
+        let off = s.base_offset? as usize;
+        Some(&b.bytes[off + j.start..off + j.end])
+    };
 
     out.write_all(&[0u8; HEADER_LEN])?;
     let mut hasher = Xxh3::new();
@@ -104,7 +242,8 @@ pub fn compress<W: Write + Seek + Send>(
     let encode_group = |group: &[Job], bufs: &mut Vec<EncodedChunk>| {
         bufs.resize_with(group.len(), Default::default);
         bufs.par_iter_mut().zip(group).for_each(|(buf, j)| {
-            encode_chunk(&segments[j.segment].kind, &input[j.start..j.end], buf)
+            let data = &parts[j.segment][j.start..j.end];
+            encode_chunk(&segments[j.segment].kind, data, base_of(j), buf)
         });
     };
     // Output buffers of the batch being written and of the one being coded,
@@ -113,8 +252,8 @@ pub fn compress<W: Write + Seek + Send>(
     if let Some(first) = groups.first() {
         encode_group(first, &mut cur);
     }
+    let mut done = 0u64;
     for (g, group) in groups.iter().enumerate() {
-        let (start, end) = (group[0].start, group[group.len() - 1].end);
         let ((), written) = rayon::join(
             || {
                 if let Some(following) = groups.get(g + 1) {
@@ -122,37 +261,56 @@ pub fn compress<W: Write + Seek + Send>(
                 }
             },
             || -> Result<()> {
-                hasher.update(&input[start..end]);
                 for (job, enc) in group.iter().zip(&cur) {
+                    hasher.update(&parts[job.segment][job.start..job.end]);
                     out.write_all(&enc.bytes)?;
                     chunks.push(ChunkEntry {
                         raw_len: (job.end - job.start) as u32,
+                        transform: enc.transform,
                         checksum: enc.checksum,
                         planes: enc.planes.clone(),
                         stored_offset: HEADER_LEN as u64 + payload_len,
-                        raw_offset: job.start as u64,
+                        raw_offset: segments[job.segment].offset + job.start as u64,
                         segment: job.segment,
                     });
                     payload_len += enc.bytes.len() as u64;
+                    done += (job.end - job.start) as u64;
                 }
                 Ok(())
             },
         );
         written?;
         std::mem::swap(&mut cur, &mut next);
-        if !progress(end as u64) {
+        if !progress(done) {
             return Err(Error::Cancelled);
         }
     }
-    // Jobs tile the input (only empty segments have none), so the batches
-    // hashed above covered all of it.
-    debug_assert_eq!(groups.last().map_or(0, |g| g[g.len() - 1].end), input.len());
+    // Jobs tile the segments (only empty segments have none), so the
+    // batches hashed above covered all of the input.
+    debug_assert_eq!(done, total_len);
 
-    let index = Index { segments, chunks };
+    let index = Index {
+        base: base.map(|b| BaseRef {
+            len: b.bytes.len() as u64,
+            hash: xxhash_rust::xxh3::xxh3_128(b.bytes),
+        }),
+        removed: base.map(|b| b.removed.clone()).unwrap_or_default(),
+        segments,
+        chunks,
+    };
+    for name in &index.removed {
+        if name.len() > u16::MAX as usize {
+            return Err(Error::InvalidInput(format!(
+                "removed tensor name of {} bytes is longer than 65535",
+                name.len()
+            )));
+        }
+    }
     let index_bytes = index.to_bytes();
     out.write_all(&index_bytes)?;
     let header = Header {
-        original_len: input.len() as u64,
+        version: index.version(),
+        original_len: total_len,
         original_hash: hasher.digest128(),
         payload_len,
         index_len: index_bytes.len() as u64,
@@ -162,27 +320,59 @@ pub fn compress<W: Write + Seek + Send>(
     out.seek(SeekFrom::End(0))?;
     out.flush()?;
     Ok(CompressSummary {
-        original_len: input.len() as u64,
+        original_len: total_len,
         compressed_len: HEADER_LEN as u64 + payload_len + index_bytes.len() as u64,
         chunks: index.chunks.len(),
     })
 }
 
-/// Checks that `layout` tiles `len` bytes and cuts it into chunk jobs.
-fn plan(len: usize, layout: &[SegmentSpec], chunk_size: usize) -> Result<(Vec<Segment>, Vec<Job>)> {
+/// Checks `parts` against `layout` (and `base`), and cuts the segments into chunk jobs.
+fn plan(
+    parts: &[&[u8]],
+    layout: &[SegmentSpec],
+    base: Option<&DeltaBase<'_>>,
+    chunk_size: usize,
+) -> Result<(Vec<Segment>, Vec<Job>)> {
+    if parts.len() != layout.len() {
+        return Err(Error::InvalidInput(format!(
+            "{} parts for a layout of {} segments",
+            parts.len(),
+            layout.len()
+        )));
+    }
+    if let Some(b) = base {
+        if b.offsets.len() != layout.len() {
+            return Err(Error::InvalidInput(format!(
+                "delta base has offsets for {} segments, the layout has {}",
+                b.offsets.len(),
+                layout.len()
+            )));
+        }
+    }
     let mut segments = Vec::with_capacity(layout.len());
     let mut jobs = Vec::new();
-    let mut offset = 0usize;
-    for (i, spec) in layout.iter().enumerate() {
-        let seg_len = usize::try_from(spec.len)
-            .ok()
-            .filter(|l| offset.checked_add(*l).is_some_and(|e| e <= len))
-            .ok_or_else(|| {
-                Error::InvalidInput(format!(
-                    "segment {i} ({} bytes at offset {offset}) runs past the end of the {len}-byte input",
+    let mut offset = 0u64;
+    for (i, (spec, part)) in layout.iter().zip(parts).enumerate() {
+        if part.len() as u64 != spec.len {
+            return Err(Error::InvalidInput(format!(
+                "segment {i} is described as {} bytes but {} were given",
+                spec.len,
+                part.len()
+            )));
+        }
+        let seg_len = part.len();
+        let base_offset = base.and_then(|b| b.offsets[i]);
+        if let Some(off) = base_offset {
+            let blen = base.map_or(0, |b| b.bytes.len() as u64);
+            if !matches!(spec.kind, SegmentKind::Tensor { .. })
+                || off.checked_add(spec.len).is_none_or(|e| e > blen)
+            {
+                return Err(Error::InvalidInput(format!(
+                    "segment {i}: base range {off}+{} is not a tensor inside the {blen}-byte base",
                     spec.len
-                ))
-            })?;
+                )));
+            }
+        }
         let width = spec.kind.width();
         if let SegmentKind::Tensor { name, dtype, shape } = &spec.kind {
             let elems = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
@@ -201,9 +391,9 @@ fn plan(len: usize, layout: &[SegmentSpec], chunk_size: usize) -> Result<(Vec<Se
         }
         let step = (chunk_size / width).max(1) * width;
         let first_chunk = jobs.len();
-        let mut start = offset;
-        while start < offset + seg_len {
-            let end = (start + step).min(offset + seg_len);
+        let mut start = 0;
+        while start < seg_len {
+            let end = (start + step).min(seg_len);
             jobs.push(Job {
                 segment: i,
                 start,
@@ -213,17 +403,13 @@ fn plan(len: usize, layout: &[SegmentSpec], chunk_size: usize) -> Result<(Vec<Se
         }
         segments.push(Segment {
             kind: spec.kind.clone(),
-            offset: offset as u64,
+            base_offset,
+            offset,
             len: spec.len,
             first_chunk,
             chunk_count: jobs.len() - first_chunk,
         });
-        offset += seg_len;
-    }
-    if offset != len {
-        return Err(Error::InvalidInput(format!(
-            "layout covers {offset} bytes of a {len}-byte input"
-        )));
+        offset += spec.len;
     }
     if segments.len() > u32::MAX as usize || jobs.len() > u32::MAX as usize {
         return Err(Error::InvalidInput("too many segments or chunks".into()));
@@ -234,23 +420,43 @@ fn plan(len: usize, layout: &[SegmentSpec], chunk_size: usize) -> Result<(Vec<Se
 thread_local! {
     /// Per-thread plane buffers, reused from chunk to chunk.
     static PLANES: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    /// Per-thread buffer for a chunk XORed with its base.
+    static DELTA: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// One coded chunk: its stored bytes, their checksum, and its planes.
 #[derive(Default)]
 struct EncodedChunk {
     bytes: Vec<u8>,
+    transform: Transform,
     checksum: u64,
     planes: Vec<PlaneEntry>,
 }
 
-/// Codes one chunk into `enc` (its buffers reused): splits the chunk into
-/// planes, codes each plane, and checksums the result.
-fn encode_chunk(kind: &SegmentKind, data: &[u8], enc: &mut EncodedChunk) {
+/// Codes one chunk into `enc` (its buffers reused): XORs it with `base`
+/// if given, splits it into planes, codes each plane, and checksums the
+/// result.
+fn encode_chunk(kind: &SegmentKind, data: &[u8], base: Option<&[u8]>, enc: &mut EncodedChunk) {
+    match base {
+        None => {
+            enc.transform = Transform::None;
+            encode_planes(kind, data, enc);
+        }
+        Some(base) => DELTA.with_borrow_mut(|x| {
+            x.clear();
+            x.extend(data.iter().zip(base).map(|(a, b)| a ^ b));
+            enc.transform = Transform::Xor;
+            encode_planes(kind, x, enc);
+        }),
+    }
+}
+
+fn encode_planes(kind: &SegmentKind, data: &[u8], enc: &mut EncodedChunk) {
     let EncodedChunk {
         bytes: out,
         checksum,
         planes: entries,
+        ..
     } = enc;
     out.clear();
     entries.clear();

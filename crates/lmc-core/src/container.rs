@@ -8,7 +8,9 @@ use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 use crate::codec::{PlaneCodec, decode_plane};
 use crate::compress::Progress;
 use crate::error::{Error, Region, Result};
-use crate::format::{ChunkEntry, HEADER_LEN, Header, Index, Segment, SegmentKind};
+use crate::format::{
+    BaseRef, ChunkEntry, HEADER_LEN, Header, Index, Segment, SegmentKind, Transform,
+};
 use crate::planes;
 
 /// Most original bytes decoded at once by [`Container::decompress_to`].
@@ -28,6 +30,8 @@ pub struct Container<'a> {
     data: &'a [u8],
     header: Header,
     index: Index,
+    /// The base's bytes, for a delta container once [`Container::with_base`] gave them.
+    base: Option<&'a [u8]>,
 }
 
 impl<'a> Container<'a> {
@@ -40,7 +44,49 @@ impl<'a> Container<'a> {
             data,
             header,
             index,
+            base: None,
         })
+    }
+
+    /// The base this container is a delta against (version 2), if any.
+    pub fn base_ref(&self) -> Option<BaseRef> {
+        self.index.base
+    }
+
+    /// Names of base tensors the file no longer has (delta containers).
+    pub fn removed(&self) -> &[String] {
+        &self.index.removed
+    }
+
+    /// Gives a delta container its base: the original file it was coded
+    /// against, checked by length and XXH3-128 before it is used.
+    pub fn with_base(mut self, base: &'a [u8]) -> Result<Container<'a>> {
+        let Some(want) = self.index.base else {
+            return Err(Error::Base(
+                "this container is not a delta: it needs no base".into(),
+            ));
+        };
+        if base.len() as u64 != want.len {
+            return Err(Error::Base(format!(
+                "wrong base: the container was coded against a {}-byte file, the base given has {} bytes",
+                want.len,
+                base.len()
+            )));
+        }
+        let found = xxhash_rust::xxh3::xxh3_128(base);
+        if found != want.hash {
+            return Err(Error::Base(format!(
+                "wrong base: the container was coded against a file with XXH3-128 {:032x}, the base given hashes to {found:032x}",
+                want.hash
+            )));
+        }
+        self.base = Some(base);
+        Ok(self)
+    }
+
+    /// Whether decoding needs a base that has not been given.
+    pub fn needs_base(&self) -> bool {
+        self.index.base.is_some() && self.base.is_none()
     }
 
     pub fn header(&self) -> &Header {
@@ -101,6 +147,39 @@ impl<'a> Container<'a> {
             plane,
             detail,
         };
+        let base = match c.transform {
+            Transform::None => None,
+            Transform::Xor => {
+                let (Some(base), Some(off)) = (self.base, seg.base_offset) else {
+                    return Err(Error::Base(format!(
+                        "chunk {i} ({}) is a delta against a base file of {} bytes that was not given",
+                        seg.describe(),
+                        self.index.base.map_or(0, |b| b.len)
+                    )));
+                };
+                // Index::parse checked that the segment's range lies in the base.
+                let start = (off + (c.raw_offset - seg.offset)) as usize;
+                Some(&base[start..start + c.raw_len as usize])
+            }
+        };
+        self.decode_planes(c, seg, stored, out, &plane_err)?;
+        if let Some(base) = base {
+            for (o, b) in out.iter_mut().zip(base) {
+                *o ^= b;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes the planes of chunk `c` and merges them into `out`.
+    fn decode_planes(
+        &self,
+        c: &ChunkEntry,
+        seg: &Segment,
+        stored: &[u8],
+        out: &mut [u8],
+        plane_err: &dyn Fn(usize, String) -> Error,
+    ) -> Result<()> {
         let width = seg.kind.width();
         if width == 1 {
             let p = c.planes[0];
@@ -143,6 +222,12 @@ impl<'a> Container<'a> {
         out: &mut (dyn Write + Send),
         progress: Progress<'_>,
     ) -> Result<()> {
+        if let (Some(b), None) = (self.index.base, self.base) {
+            return Err(Error::Base(format!(
+                "this is a delta container: decoding it needs its base, a {}-byte file with XXH3-128 {:032x}",
+                b.len, b.hash
+            )));
+        }
         let n = self.index.chunks.len();
         let per_batch = rayon::current_num_threads().max(1) * 4;
         // Batches: a few chunks a thread, and at most BATCH_BYTES of output

@@ -66,7 +66,7 @@ pub enum Error {
     FileHash { expected: u128, found: u128 },
 
     /// The container was written by a newer, incompatible version of lmc.
-    #[error("unsupported container version {found} (this lmc reads version {supported})")]
+    #[error("unsupported container version {found} (this lmc reads versions 1 to {supported})")]
     UnsupportedVersion { found: u16, supported: u16 },
 
     /// The input to the compressor is not what the caller described.
@@ -76,6 +76,10 @@ pub enum Error {
     /// A tensor name asked for is not in the container.
     #[error("no tensor named {0:?} in the container")]
     NoSuchTensor(String),
+
+    /// A delta container was decoded without its base, or with the wrong one.
+    #[error("{0}")]
+    Base(String),
 
     /// The operation was cancelled (for example by Ctrl-C).
     #[error("cancelled")]
@@ -98,7 +102,7 @@ impl From<Error> for std::io::Error {
     fn from(e: Error) -> Self {
         match e {
             Error::Io(io) => io,
-            Error::InvalidInput(_) | Error::NoSuchTensor(_) => {
+            Error::InvalidInput(_) | Error::NoSuchTensor(_) | Error::Base(_) => {
                 std::io::Error::new(std::io::ErrorKind::InvalidInput, e)
             }
             Error::Cancelled => std::io::Error::new(std::io::ErrorKind::Interrupted, e),

@@ -1,4 +1,8 @@
-//! The container format, version 1: byte layout, serialisation, validation.
+//! The container format, versions 1 and 2: byte layout, serialisation, validation.
+//!
+//! Version 2 adds delta containers: tensors coded against a *base*, the
+//! previous snapshot of the same checkpoint. Writers write version 1 for
+//! containers without a base, so that those stay readable by every reader.
 //!
 //! FORMAT.md at the repository root is the normative description; the
 //! tables here mirror it. All integers are little-endian.
@@ -18,7 +22,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0  | 8  | magic `89 4C 4D 43 0D 0A 1A 0A` ("\x89LMC\r\n\x1a\n") |
-//! | 8  | 2  | format version (1) |
+//! | 8  | 2  | format version (1, or 2 for a delta container) |
 //! | 10 | 2  | flags (0; readers reject others) |
 //! | 12 | 4  | reserved (0) |
 //! | 16 | 8  | original file length |
@@ -36,7 +40,12 @@ use crate::error::{Error, Region, Result};
 use xxhash_rust::xxh3::xxh3_64;
 
 pub const MAGIC: [u8; 8] = *b"\x89LMC\r\n\x1a\n";
-pub const VERSION: u16 = 1;
+/// The version of containers without a base.
+pub const VERSION_1: u16 = 1;
+/// The version of delta containers (a base reference in the index).
+pub const VERSION_2: u16 = 2;
+/// The newest version this crate reads and writes.
+pub const VERSION: u16 = VERSION_2;
 pub const HEADER_LEN: usize = 64;
 /// Largest original size of one chunk. Bounds the memory a reader allocates.
 pub const MAX_CHUNK_LEN: u32 = 1 << 28;
@@ -46,6 +55,8 @@ pub const MAX_RANK: usize = 64;
 /// The fixed header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
+    /// [`VERSION_1`] or [`VERSION_2`].
+    pub version: u16,
     pub original_len: u64,
     pub original_hash: u128,
     pub payload_len: u64,
@@ -56,7 +67,7 @@ impl Header {
     pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
         b[0..8].copy_from_slice(&MAGIC);
-        b[8..10].copy_from_slice(&VERSION.to_le_bytes());
+        b[8..10].copy_from_slice(&self.version.to_le_bytes());
         b[16..24].copy_from_slice(&self.original_len.to_le_bytes());
         b[24..40].copy_from_slice(&self.original_hash.to_le_bytes());
         b[40..48].copy_from_slice(&self.payload_len.to_le_bytes());
@@ -79,7 +90,7 @@ impl Header {
             return Err(h("bad magic bytes: not an lmc container".into()));
         }
         let version = u16::from_le_bytes([b[8], b[9]]);
-        if version != VERSION {
+        if version != VERSION_1 && version != VERSION_2 {
             return Err(Error::UnsupportedVersion {
                 found: version,
                 supported: VERSION,
@@ -100,6 +111,7 @@ impl Header {
             )));
         }
         let header = Header {
+            version,
             original_len: u64_at(16),
             original_hash: u128::from_le_bytes(b[24..40].try_into().unwrap()),
             payload_len: u64_at(40),
@@ -147,10 +159,52 @@ impl SegmentKind {
     }
 }
 
+/// A delta container's reference to its base: the original file whose
+/// bytes its delta tensors were coded against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BaseRef {
+    /// Length of the base file in bytes.
+    pub len: u64,
+    /// XXH3-128 of the base file.
+    pub hash: u128,
+}
+
+/// How the chunks of a delta tensor are coded against the base (FORMAT.md,
+/// "Transforms").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[repr(u8)]
+pub enum Transform {
+    /// The chunk's own bytes (every chunk outside delta tensors).
+    #[default]
+    None = 0,
+    /// The chunk's bytes XORed with the base's bytes at the same position.
+    Xor = 1,
+}
+
+impl Transform {
+    pub fn from_code(c: u8) -> Option<Transform> {
+        match c {
+            0 => Some(Transform::None),
+            1 => Some(Transform::Xor),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Transform::None => "none",
+            Transform::Xor => "xor",
+        }
+    }
+}
+
 /// A contiguous range of the original file. Segments tile the file in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
     pub kind: SegmentKind,
+    /// For a delta tensor: where its counterpart starts in the base file
+    /// (the counterpart has the same length). `None` for everything else.
+    pub base_offset: Option<u64>,
     /// Offset of the segment in the original file (derived, not stored).
     pub offset: u64,
     pub len: u64,
@@ -181,6 +235,8 @@ pub struct PlaneEntry {
 pub struct ChunkEntry {
     /// Bytes of the original file this chunk holds.
     pub raw_len: u32,
+    /// How the chunk is coded against the base (always `None` outside delta tensors).
+    pub transform: Transform,
     /// XXH3-64 of the chunk's stored bytes.
     pub checksum: u64,
     pub planes: Vec<PlaneEntry>,
@@ -201,6 +257,11 @@ impl ChunkEntry {
 /// The index: what the original file held and where its chunks are.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Index {
+    /// The base of a delta container (version 2); `None` in version 1.
+    pub base: Option<BaseRef>,
+    /// Names of the base's tensors that this file no longer has (delta
+    /// containers only; informative).
+    pub removed: Vec<String>,
     pub segments: Vec<Segment>,
     pub chunks: Vec<ChunkEntry>,
 }
@@ -209,14 +270,34 @@ const SEGMENT_MIN_LEN: usize = 1 + 8 + 4;
 const CHUNK_MIN_LEN: usize = 4 + 8 + 1;
 
 impl Index {
-    /// Serialises the index, checksum included.
+    /// The container version this index needs: 2 with a base, else 1.
+    pub fn version(&self) -> u16 {
+        if self.base.is_some() {
+            VERSION_2
+        } else {
+            VERSION_1
+        }
+    }
+
+    /// Serialises the index, checksum included, in the version that
+    /// [`Index::version`] names.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut b = Vec::new();
+        if let Some(base) = &self.base {
+            b.extend_from_slice(&base.len.to_le_bytes());
+            b.extend_from_slice(&base.hash.to_le_bytes());
+            b.extend_from_slice(&(self.removed.len() as u32).to_le_bytes());
+            for name in &self.removed {
+                b.extend_from_slice(&(name.len() as u16).to_le_bytes());
+                b.extend_from_slice(name.as_bytes());
+            }
+        }
         b.extend_from_slice(&(self.segments.len() as u32).to_le_bytes());
         for s in &self.segments {
-            match &s.kind {
-                SegmentKind::Bytes => b.push(0),
-                SegmentKind::Tensor { .. } => b.push(1),
+            match (&s.kind, s.base_offset) {
+                (SegmentKind::Bytes, _) => b.push(0),
+                (SegmentKind::Tensor { .. }, None) => b.push(1),
+                (SegmentKind::Tensor { .. }, Some(_)) => b.push(2),
             }
             b.extend_from_slice(&s.len.to_le_bytes());
             b.extend_from_slice(&(s.chunk_count as u32).to_le_bytes());
@@ -229,10 +310,16 @@ impl Index {
                     b.extend_from_slice(&d.to_le_bytes());
                 }
             }
+            if let Some(off) = s.base_offset {
+                b.extend_from_slice(&off.to_le_bytes());
+            }
         }
         b.extend_from_slice(&(self.chunks.len() as u32).to_le_bytes());
         for c in &self.chunks {
             b.extend_from_slice(&c.raw_len.to_le_bytes());
+            if self.segments[c.segment].base_offset.is_some() {
+                b.push(c.transform as u8);
+            }
             b.extend_from_slice(&c.checksum.to_le_bytes());
             b.push(c.planes.len() as u8);
             for p in &c.planes {
@@ -261,6 +348,27 @@ impl Index {
         }
         let mut r = Reader { b: body, pos: 0 };
 
+        let (mut base, mut removed) = (None, Vec::new());
+        if header.version >= VERSION_2 {
+            let len = r.u64("base length")?;
+            let hash = u128::from_le_bytes(r.take(16, "base hash")?.try_into().unwrap());
+            base = Some(BaseRef { len, hash });
+            let n = r.u32("removed tensor count")? as usize;
+            if n > body.len() / 2 {
+                return Err(bad(format!(
+                    "removed tensor count {n} cannot fit in a {}-byte index",
+                    body.len()
+                )));
+            }
+            removed.reserve(n);
+            for k in 0..n {
+                let len = r.u16("removed tensor name length")? as usize;
+                let name = std::str::from_utf8(r.take(len, "removed tensor name")?)
+                    .map_err(|_| bad(format!("removed tensor {k}: name is not UTF-8")))?;
+                removed.push(name.to_string());
+            }
+        }
+
         let nseg = r.u32("segment count")? as usize;
         if nseg > body.len() / SEGMENT_MIN_LEN {
             return Err(bad(format!(
@@ -276,7 +384,7 @@ impl Index {
             let chunk_count = r.u32("segment chunk count")? as usize;
             let kind = match kind_code {
                 0 => SegmentKind::Bytes,
-                1 => {
+                1 | 2 if kind_code == 1 || base.is_some() => {
                     let code = r.u8("dtype")?;
                     let dtype = Dtype::from_code(code)
                         .ok_or_else(|| bad(format!("segment {i}: unknown dtype code {code}")))?;
@@ -303,10 +411,29 @@ impl Index {
                     }
                     SegmentKind::Tensor { name, dtype, shape }
                 }
-                k => return Err(bad(format!("segment {i}: unknown kind {k}"))),
+                k => {
+                    return Err(bad(format!(
+                        "segment {i}: unknown kind {k} for a version {} container",
+                        header.version
+                    )));
+                }
+            };
+            let base_offset = match (kind_code, base) {
+                (2, Some(b)) => {
+                    let off = r.u64("base offset")?;
+                    if off.checked_add(len).is_none_or(|end| end > b.len) {
+                        return Err(bad(format!(
+                            "segment {i}: base range {off}+{len} runs past the {}-byte base",
+                            b.len
+                        )));
+                    }
+                    Some(off)
+                }
+                _ => None,
             };
             let seg = Segment {
                 kind,
+                base_offset,
                 offset,
                 len,
                 first_chunk,
@@ -347,6 +474,13 @@ impl Index {
             for ci in seg.first_chunk..seg.first_chunk + seg.chunk_count {
                 let ctx = |d: String| bad(format!("chunk {ci} ({}): {d}", seg.describe()));
                 let raw_len = r.u32("chunk length")?;
+                let transform = if seg.base_offset.is_some() {
+                    let code = r.u8("chunk transform")?;
+                    Transform::from_code(code)
+                        .ok_or_else(|| ctx(format!("unknown transform {code}")))?
+                } else {
+                    Transform::None
+                };
                 let checksum = r.u64("chunk checksum")?;
                 let nplanes = r.u8("plane count")? as usize;
                 if raw_len == 0 || raw_len > MAX_CHUNK_LEN || raw_len as usize % width != 0 {
@@ -379,6 +513,7 @@ impl Index {
                 }
                 let entry = ChunkEntry {
                     raw_len,
+                    transform,
                     checksum,
                     planes,
                     stored_offset,
@@ -413,7 +548,12 @@ impl Index {
                 body.len() - r.pos
             )));
         }
-        Ok(Index { segments, chunks })
+        Ok(Index {
+            base,
+            removed,
+            segments,
+            chunks,
+        })
     }
 }
 

@@ -44,7 +44,10 @@ pub mod stats;
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
-pub use compress::{CompressOptions, CompressSummary, DEFAULT_CHUNK_SIZE, SegmentSpec, compress};
+pub use compress::{
+    CompressOptions, CompressSummary, DEFAULT_CHUNK_SIZE, DeltaBase, SegmentSpec, compress,
+    compress_delta, compress_parts,
+};
 pub use container::Container;
 pub use dtype::Dtype;
 pub use error::{Error, Region, Result};

@@ -4,7 +4,7 @@ use std::time::Instant;
 use std::fmt::Write as _;
 
 use anyhow::{Context, Result};
-use lmc_core::{CompressOptions, compress};
+use lmc_core::{CompressOptions, DeltaBase, compress, compress_delta};
 
 use super::emit;
 use super::{human, layout_of};
@@ -17,6 +17,7 @@ pub fn run(
     force: bool,
     dtype: Option<&str>,
     chunk_size: Option<usize>,
+    base: Option<&Path>,
     quiet: bool,
 ) -> Result<()> {
     let mut text = String::new();
@@ -27,6 +28,40 @@ pub fn run(
     });
     let bytes = Input::open(input)?;
     let layout = layout_of(input, &bytes, dtype)?;
+    let base_bytes = match base {
+        Some(b) => {
+            let bb = Input::open(b)?;
+            let base_layout = layout_of(b, &bb, dtype)
+                .with_context(|| format!("base {} cannot be read", b.display()))?;
+            Some((bb, base_layout))
+        }
+        None => None,
+    };
+    let delta = base_bytes
+        .as_ref()
+        .map(|(bb, bl)| DeltaBase::matching(bb, bl, &layout));
+    if let (Some(b), Some(d)) = (base, &delta) {
+        if crate::io::same_file(&dest, b) {
+            anyhow::bail!("output {} is the base file", dest.display());
+        }
+        if !quiet {
+            let tensors = layout
+                .iter()
+                .filter(|s| matches!(s.kind, lmc_core::SegmentKind::Tensor { .. }))
+                .count();
+            eprintln!(
+                "delta against {}: {} of {} tensors coded against it{}",
+                b.display(),
+                d.matched(),
+                tensors,
+                if d.removed.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} removed since", d.removed.len())
+                }
+            );
+        }
+    }
     let mut out = Output::create(&dest, input, force)?;
     let mut options = CompressOptions::default();
     if let Some(c) = chunk_size {
@@ -35,8 +70,11 @@ pub fn run(
     let start = Instant::now();
     let summary = {
         let bar = Bar::new(bytes.len() as u64, "compressing", quiet);
-        compress(&bytes, &layout, &options, &mut out, &mut bar.callback())
-            .with_context(|| format!("cannot compress {}", input.display()))?
+        match &delta {
+            None => compress(&bytes, &layout, &options, &mut out, &mut bar.callback()),
+            Some(d) => compress_delta(&bytes, &layout, d, &options, &mut out, &mut bar.callback()),
+        }
+        .with_context(|| format!("cannot compress {}", input.display()))?
     };
     out.commit()?;
     let secs = start.elapsed().as_secs_f64();

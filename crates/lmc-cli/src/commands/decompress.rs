@@ -11,7 +11,13 @@ use super::human;
 use crate::io::{Input, Output};
 use crate::progress::Bar;
 
-pub fn run(input: &Path, output: Option<PathBuf>, force: bool, quiet: bool) -> Result<()> {
+pub fn run(
+    input: &Path,
+    output: Option<PathBuf>,
+    force: bool,
+    base: Option<&Path>,
+    quiet: bool,
+) -> Result<()> {
     let mut text = String::new();
     let dest = match output {
         Some(o) => o,
@@ -25,6 +31,16 @@ pub fn run(input: &Path, output: Option<PathBuf>, force: bool, quiet: bool) -> R
     };
     let bytes = Input::open(input)?;
     let container = Container::open(&bytes).with_context(|| format!("{}", input.display()))?;
+    let base_bytes = super::load_base(input, &container, base)?;
+    let container = match &base_bytes {
+        Some(b) => container
+            .with_base(b)
+            .with_context(|| format!("{}", input.display()))?,
+        None => container,
+    };
+    if base.is_some_and(|b| crate::io::same_file(&dest, b)) {
+        bail!("output {} is the base file", dest.display());
+    }
     let mut out = Output::create(&dest, input, force)?;
     let start = Instant::now();
     {

@@ -78,7 +78,9 @@ pub fn run(input: &Path, as_json: bool) -> Result<()> {
             .collect();
         let doc = json!({
             "file": input.display().to_string(),
-            "format_version": lmc_core::format::VERSION,
+            "format_version": c.header().version,
+            "base": c.base_ref().map(|b| json!({"bytes": b.len, "xxh3_128": format!("{:032x}", b.hash)})),
+            "removed_tensors": c.removed(),
             "original_bytes": original,
             "compressed_bytes": c.len(),
             "ratio": ratio(original, c.len()),
@@ -93,13 +95,30 @@ pub fn run(input: &Path, as_json: bool) -> Result<()> {
         text,
         "{}: lmc format v{}, {} -> {} (ratio {:.3}), {} segments, {} chunks",
         input.display(),
-        lmc_core::format::VERSION,
+        c.header().version,
         human(original),
         human(c.len()),
         ratio(original, c.len()),
         c.segments().len(),
         c.chunks().len()
     )?;
+    if let Some(b) = c.base_ref() {
+        writeln!(
+            text,
+            "delta against a base of {} (XXH3-128 {:032x}); {} tensors coded against it{}",
+            human(b.len),
+            b.hash,
+            c.segments()
+                .iter()
+                .filter(|s| s.base_offset.is_some())
+                .count(),
+            if c.removed().is_empty() {
+                String::new()
+            } else {
+                format!("; removed since the base: {}", c.removed().join(", "))
+            }
+        )?;
+    }
     writeln!(
         text,
         "{:<44} {:<7} {:<16} {:>10} {:>10} {:>6}  planes (ratio codec, plane 0 = most significant byte)",

@@ -9,8 +9,10 @@ pub mod verify;
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use lmc_core::{Dtype, SegmentSpec};
+
+use crate::io::Input;
 
 /// Works out the layout of an input: raw with `--dtype`, else safetensors.
 pub fn layout_of(path: &Path, bytes: &[u8], dtype: Option<&str>) -> Result<Vec<SegmentSpec>> {
@@ -33,6 +35,50 @@ pub fn layout_of(path: &Path, bytes: &[u8], dtype: Option<&str>) -> Result<Vec<S
         );
     }
     lmc_tensors::safetensors::layout(bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// The base bytes a container needs: `None` for a full container, the
+/// base file's bytes for a delta. The base may be given as the original
+/// file or as a full .lmc container of it (decoded into memory).
+pub fn load_base(
+    input: &Path,
+    container: &lmc_core::Container<'_>,
+    base: Option<&Path>,
+) -> Result<Option<Input>> {
+    let (Some(want), Some(path)) = (container.base_ref(), base) else {
+        if let Some(want) = container.base_ref() {
+            bail!(
+                "{} is a delta container: give its base with --base (a {}-byte file with XXH3-128 {:032x})",
+                input.display(),
+                want.len,
+                want.hash
+            );
+        }
+        if let Some(path) = base {
+            bail!(
+                "{} is not a delta container; --base {} is not needed",
+                input.display(),
+                path.display()
+            );
+        }
+        return Ok(None);
+    };
+    let bytes = Input::open(path)?;
+    if bytes.starts_with(&lmc_core::format::MAGIC) && bytes.len() as u64 != want.len {
+        let c = lmc_core::Container::open(&bytes)
+            .with_context(|| format!("base {}", path.display()))?;
+        if c.base_ref().is_some() {
+            bail!(
+                "base {} is itself a delta container; decompress it first and give the result",
+                path.display()
+            );
+        }
+        let mut v = Vec::with_capacity(c.header().original_len as usize);
+        c.decompress_to(&mut v, &mut |_| true)
+            .with_context(|| format!("base {}", path.display()))?;
+        return Ok(Some(Input::Owned(v)));
+    }
+    Ok(Some(bytes))
 }
 
 /// Writes `text` to stdout. A closed pipe (`lmc info x | head`) ends the

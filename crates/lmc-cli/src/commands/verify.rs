@@ -11,10 +11,17 @@ use super::human;
 use crate::io::Input;
 use crate::progress::Bar;
 
-pub fn run(input: &Path, quiet: bool) -> Result<()> {
+pub fn run(input: &Path, base: Option<&Path>, quiet: bool) -> Result<()> {
     let mut text = String::new();
     let bytes = Input::open(input)?;
     let container = Container::open(&bytes).with_context(|| format!("{}", input.display()))?;
+    let base_bytes = super::load_base(input, &container, base)?;
+    let container = match &base_bytes {
+        Some(b) => container
+            .with_base(b)
+            .with_context(|| format!("{}", input.display()))?,
+        None => container,
+    };
     let start = Instant::now();
     {
         let bar = Bar::new(container.header().original_len, "verifying", quiet);

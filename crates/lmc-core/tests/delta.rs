@@ -1,0 +1,306 @@
+//! Delta containers (format version 2): a file coded against a base must
+//! decode to the same bytes with that base, and refuse to decode without it
+//! or with any other.
+
+use std::io::Cursor;
+
+use lmc_core::format::{Transform, VERSION_1, VERSION_2};
+use lmc_core::{
+    CompressOptions, Container, DeltaBase, Dtype, Error, SegmentKind, SegmentSpec, compress,
+    compress_delta, compress_parts,
+};
+use proptest::prelude::*;
+
+fn tensor(name: &str, dtype: Dtype, shape: Vec<u64>) -> SegmentSpec {
+    let len = shape.iter().product::<u64>() * dtype.width() as u64;
+    SegmentSpec {
+        kind: SegmentKind::Tensor {
+            name: name.into(),
+            dtype,
+            shape,
+        },
+        len,
+    }
+}
+
+fn bytes_seg(len: u64) -> SegmentSpec {
+    SegmentSpec {
+        kind: SegmentKind::Bytes,
+        len,
+    }
+}
+
+/// A deterministic generator (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+fn pack_delta(input: &[u8], layout: &[SegmentSpec], base: &DeltaBase<'_>, chunk: usize) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    let opts = CompressOptions::default().chunk_size(chunk);
+    compress_delta(input, layout, base, &opts, &mut out, &mut |_| true)
+        .unwrap_or_else(|e| panic!("compress_delta failed: {e}"));
+    out.into_inner()
+}
+
+/// Decodes `packed` with `base` every way there is and checks the bytes.
+fn check_decodes(packed: &[u8], base: &[u8], input: &[u8]) {
+    let c = Container::open(packed).unwrap();
+    assert_eq!(c.header().version, VERSION_2);
+    assert!(c.needs_base());
+    let c = c
+        .with_base(base)
+        .unwrap_or_else(|e| panic!("with_base: {e}"));
+    let mut restored = Vec::new();
+    c.decompress_to(&mut restored, &mut |_| true)
+        .unwrap_or_else(|e| panic!("decompress_to: {e}"));
+    assert!(restored == input, "delta round trip changed the bytes");
+    c.verify(&mut |_| true).unwrap();
+    for seg in c.segments() {
+        if let SegmentKind::Tensor { name, .. } = &seg.kind {
+            let got = c.read_tensor(name).unwrap();
+            assert!(got == input[seg.offset as usize..(seg.offset + seg.len) as usize]);
+        }
+    }
+}
+
+/// A base checkpoint: a 40-byte header and three tensors.
+fn base_file(rng: &mut Rng) -> (Vec<u8>, Vec<SegmentSpec>) {
+    let layout = vec![
+        bytes_seg(40),
+        tensor("a", Dtype::BF16, vec![300, 7]),
+        tensor("b", Dtype::F32, vec![1000]),
+        tensor("c", Dtype::U8, vec![77]),
+    ];
+    let len: u64 = layout.iter().map(|s| s.len).sum();
+    (rng.bytes(len as usize), layout)
+}
+
+#[test]
+fn unchanged_tensors_cost_almost_nothing_and_round_trip() {
+    let mut rng = Rng(1);
+    let (base, layout) = base_file(&mut rng);
+    let d = DeltaBase::matching(&base, &layout, &layout);
+    assert_eq!(d.matched(), 3);
+    assert!(d.removed.is_empty());
+    let packed = pack_delta(&base, &layout, &d, 1024);
+    check_decodes(&packed, &base, &base);
+    // Random data alone would need about its own size; the XOR against an
+    // identical base is all zeros: a constant byte per plane.
+    let full_len = {
+        let mut out = Cursor::new(Vec::new());
+        compress(
+            &base,
+            &layout,
+            &CompressOptions::default(),
+            &mut out,
+            &mut |_| true,
+        )
+        .unwrap();
+        out.into_inner().len()
+    };
+    assert!(full_len > base.len(), "random bytes should not compress");
+    assert!(
+        packed.len() < 40 + 600,
+        "an identical file as a delta took {} bytes",
+        packed.len()
+    );
+    let c = Container::open(&packed).unwrap();
+    assert!(
+        c.chunks().iter().all(|ch| (ch.transform == Transform::Xor)
+            == (c.segments()[ch.segment].base_offset.is_some()))
+    );
+}
+
+#[test]
+fn changed_added_reshaped_and_removed_tensors() {
+    let mut rng = Rng(2);
+    let (base, base_layout) = base_file(&mut rng);
+    // New file: a longer header; "a" with a few elements changed; "b" reshaped
+    // (stored whole); "c" removed; "d" new.
+    let mut input = rng.bytes(52);
+    let a = &base[40..40 + 4200];
+    let mut a2 = a.to_vec();
+    for k in (0..a2.len()).step_by(97) {
+        a2[k] ^= 1;
+    }
+    input.extend_from_slice(&a2);
+    input.extend_from_slice(&base[4240..8240]);
+    input.extend_from_slice(&rng.bytes(64));
+    let layout = vec![
+        bytes_seg(52),
+        tensor("a", Dtype::BF16, vec![300, 7]),
+        tensor("b", Dtype::F32, vec![10, 100]),
+        tensor("d", Dtype::I16, vec![32]),
+    ];
+    let d = DeltaBase::matching(&base, &base_layout, &layout);
+    assert_eq!(d.offsets, vec![None, Some(40), None, None]);
+    assert_eq!(d.removed, vec!["c".to_string()]);
+    let packed = pack_delta(&input, &layout, &d, 512);
+    check_decodes(&packed, &base, &input);
+    let c = Container::open(&packed).unwrap();
+    assert_eq!(c.removed(), ["c".to_string()]);
+    assert_eq!(c.base_ref().unwrap().len, base.len() as u64);
+}
+
+#[test]
+fn missing_or_wrong_base_is_refused() {
+    let mut rng = Rng(3);
+    let (base, layout) = base_file(&mut rng);
+    let d = DeltaBase::matching(&base, &layout, &layout);
+    let packed = pack_delta(&base, &layout, &d, 4096);
+
+    let c = Container::open(&packed).unwrap();
+    let err = c.decompress_to(&mut Vec::new(), &mut |_| true).unwrap_err();
+    assert!(matches!(err, Error::Base(_)), "{err}");
+    assert!(err.to_string().contains("needs its base"), "{err}");
+    let err = c.read_tensor("a").unwrap_err();
+    assert!(matches!(err, Error::Base(_)), "{err}");
+
+    let mut other = base.clone();
+    other[100] ^= 0x40;
+    let err = Container::open(&packed)
+        .unwrap()
+        .with_base(&other)
+        .unwrap_err();
+    assert!(err.to_string().contains("wrong base"), "{err}");
+    let err = Container::open(&packed)
+        .unwrap()
+        .with_base(&base[1..])
+        .unwrap_err();
+    assert!(err.to_string().contains("wrong base"), "{err}");
+
+    // A full container needs no base and says so.
+    let mut out = Cursor::new(Vec::new());
+    compress(
+        &base,
+        &layout,
+        &CompressOptions::default(),
+        &mut out,
+        &mut |_| true,
+    )
+    .unwrap();
+    let full = out.into_inner();
+    let c = Container::open(&full).unwrap();
+    assert_eq!(c.header().version, VERSION_1);
+    assert!(!c.needs_base());
+    assert!(matches!(c.with_base(&base), Err(Error::Base(_))));
+}
+
+#[test]
+fn parts_give_the_same_container_as_one_buffer() {
+    let mut rng = Rng(4);
+    let (base, layout) = base_file(&mut rng);
+    let mut whole = Cursor::new(Vec::new());
+    let opts = CompressOptions::default().chunk_size(1000);
+    compress(&base, &layout, &opts, &mut whole, &mut |_| true).unwrap();
+    let mut parts = Vec::new();
+    let mut off = 0;
+    for s in &layout {
+        parts.push(&base[off..off + s.len as usize]);
+        off += s.len as usize;
+    }
+    let mut split = Cursor::new(Vec::new());
+    compress_parts(&parts, &layout, None, &opts, &mut split, &mut |_| true).unwrap();
+    assert!(whole.into_inner() == split.into_inner());
+
+    // Parts that disagree with the layout are refused.
+    parts[1] = &parts[1][1..];
+    let err = compress_parts(
+        &parts,
+        &layout,
+        None,
+        &opts,
+        &mut Cursor::new(Vec::new()),
+        &mut |_| true,
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+}
+
+#[test]
+fn base_offsets_outside_the_base_are_refused() {
+    let mut rng = Rng(5);
+    let (base, layout) = base_file(&mut rng);
+    let mut d = DeltaBase::matching(&base, &layout, &layout);
+    d.offsets[3] = Some(base.len() as u64 - 10); // "c" is 77 bytes long
+    let err = compress_delta(
+        &base,
+        &layout,
+        &d,
+        &CompressOptions::default(),
+        &mut Cursor::new(Vec::new()),
+        &mut |_| true,
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+    d.offsets[3] = None;
+    d.offsets[0] = Some(0); // bytes segments are never deltas
+    assert!(
+        compress_delta(
+            &base,
+            &layout,
+            &d,
+            &CompressOptions::default(),
+            &mut Cursor::new(Vec::new()),
+            &mut |_| true,
+        )
+        .is_err()
+    );
+}
+
+/// Float-like data: small perturbations of a base, the way consecutive
+/// training snapshots differ.
+fn drift(base: &[u8], dtype: Dtype, frac_changed: f64, seed: u64) -> Vec<u8> {
+    let mut rng = Rng(seed);
+    let w = dtype.width();
+    let mut out = base.to_vec();
+    for e in out.chunks_exact_mut(w) {
+        if (rng.next() % 10_000) as f64 / 10_000.0 < frac_changed {
+            e[0] ^= (rng.next() % 8) as u8 + 1; // low mantissa bits
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn drifted_snapshots_round_trip(
+        seed in any::<u64>(),
+        n in 0usize..5000,
+        frac in 0.0f64..1.0,
+        dtype in prop::sample::select(vec![Dtype::BF16, Dtype::F32, Dtype::F16, Dtype::F64, Dtype::U8, Dtype::I32]),
+        chunk in prop::sample::select(vec![1usize, 7, 256, 4096, 1 << 18]),
+        header_grows in any::<bool>(),
+    ) {
+        let mut rng = Rng(seed);
+        let w = dtype.width();
+        let head = 24usize;
+        let base_head = rng.bytes(head);
+        let base_t = rng.bytes(n * w);
+        let base: Vec<u8> = [base_head.clone(), base_t.clone()].concat();
+        let base_layout = vec![bytes_seg(head as u64), tensor("w", dtype, vec![n as u64])];
+        let new_head_len = if header_grows { head + 5 } else { head };
+        let new_head = rng.bytes(new_head_len);
+        let new_t = drift(&base_t, dtype, frac, seed ^ 1);
+        let input: Vec<u8> = [new_head, new_t].concat();
+        let layout = vec![bytes_seg(new_head_len as u64), tensor("w", dtype, vec![n as u64])];
+        let d = DeltaBase::matching(&base, &base_layout, &layout);
+        prop_assert_eq!(d.matched(), usize::from(n > 0));
+        let packed = pack_delta(&input, &layout, &d, chunk);
+        check_decodes(&packed, &base, &input);
+    }
+}
