@@ -78,6 +78,9 @@ enum Command {
     },
     /// Measure lmc beside general-purpose compressors on the same bytes, in memory.
     Bench(commands::bench::BenchArgs),
+    /// Keep a training run's checkpoints in a store, each a delta against the one before.
+    #[command(subcommand)]
+    Snapshot(commands::snapshot::SnapshotCommand),
     /// Study a checkpoint or a series of them: entropy, zeros, change between
     /// snapshots, exponents, ratio per codec; prints a table and writes plots.
     Analyze(commands::analyze::AnalyzeArgs),
@@ -156,6 +159,7 @@ fn run(cli: Cli) -> ExitCode {
         Command::Info { input, json } => commands::info::run(&input, json),
         Command::Bench(args) => commands::bench::run(&args),
         Command::Analyze(args) => commands::analyze::run(&args),
+        Command::Snapshot(cmd) => commands::snapshot::run(&cmd, quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,6 +7,11 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// Set by Ctrl-C; long operations check it between batches of chunks.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
+/// The flag Ctrl-C sets, for work that checks it itself.
+pub fn interrupted_flag() -> &'static AtomicBool {
+    &INTERRUPTED
+}
+
 pub fn install_ctrlc() {
     // If a handler cannot be installed, Ctrl-C kills the process: the
     // temporary output is then left behind, but never the destination.

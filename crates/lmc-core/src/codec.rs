@@ -122,12 +122,12 @@ pub fn encode_plane(data: &[u8], kind: PlaneKind, out: &mut Vec<u8>) -> PlaneCod
             PlaneKind::Generic => ZSTD_LEVEL_GENERIC,
             PlaneKind::Tensor => ZSTD_LEVEL_PLANE,
         };
-        if let Ok(z) = zstd::bulk::compress(data, level) {
-            if z.len() < best.1 {
-                out.truncate(start);
-                out.extend_from_slice(&z);
-                best = (PlaneCodec::Zstd, z.len());
-            }
+        if let Ok(z) = zstd::bulk::compress(data, level)
+            && z.len() < best.1
+        {
+            out.truncate(start);
+            out.extend_from_slice(&z);
+            best = (PlaneCodec::Zstd, z.len());
         }
     }
 

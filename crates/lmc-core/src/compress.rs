@@ -61,6 +61,8 @@ pub struct SegmentSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompressSummary {
     pub original_len: u64,
+    /// XXH3-128 of the original file (as recorded in the header).
+    pub original_hash: u128,
     pub compressed_len: u64,
     pub chunks: usize,
 }
@@ -321,6 +323,7 @@ pub fn compress_parts<W: Write + Seek + Send>(
     out.flush()?;
     Ok(CompressSummary {
         original_len: total_len,
+        original_hash: header.original_hash,
         compressed_len: HEADER_LEN as u64 + payload_len + index_bytes.len() as u64,
         chunks: index.chunks.len(),
     })
@@ -340,14 +343,14 @@ fn plan(
             layout.len()
         )));
     }
-    if let Some(b) = base {
-        if b.offsets.len() != layout.len() {
-            return Err(Error::InvalidInput(format!(
-                "delta base has offsets for {} segments, the layout has {}",
-                b.offsets.len(),
-                layout.len()
-            )));
-        }
+    if let Some(b) = base
+        && b.offsets.len() != layout.len()
+    {
+        return Err(Error::InvalidInput(format!(
+            "delta base has offsets for {} segments, the layout has {}",
+            b.offsets.len(),
+            layout.len()
+        )));
     }
     let mut segments = Vec::with_capacity(layout.len());
     let mut jobs = Vec::new();

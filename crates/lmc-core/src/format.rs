@@ -483,7 +483,10 @@ impl Index {
                 };
                 let checksum = r.u64("chunk checksum")?;
                 let nplanes = r.u8("plane count")? as usize;
-                if raw_len == 0 || raw_len > MAX_CHUNK_LEN || raw_len as usize % width != 0 {
+                if raw_len == 0
+                    || raw_len > MAX_CHUNK_LEN
+                    || !(raw_len as usize).is_multiple_of(width)
+                {
                     return Err(ctx(format!(
                         "length {raw_len} is zero, above {MAX_CHUNK_LEN} or not a multiple of the element width {width}"
                     )));

@@ -54,7 +54,7 @@ fn roundtrip(input: &[u8], layout: &[SegmentSpec], chunk_size: usize) -> Vec<u8>
         let step = (chunk_size / width).max(1) * width;
         assert_eq!(seg.chunk_count, (spec.len as usize).div_ceil(step));
         for c in &container.chunks()[seg.first_chunk..seg.first_chunk + seg.chunk_count] {
-            assert!(c.raw_len as usize <= step && c.raw_len as usize % width == 0);
+            assert!(c.raw_len as usize <= step && (c.raw_len as usize).is_multiple_of(width));
             assert_eq!(c.planes.len(), width);
         }
     }
@@ -529,7 +529,7 @@ fn two_symbol_planes() {
     let mut rng = Rng(2);
     for (a, b, p) in [(0u8, 1u8, 2), (0x7F, 0x80, 2), (3, 250, 50), (0, 255, 1000)] {
         let data: Vec<u8> = (0..100_000)
-            .map(|_| if rng.next() % p == 0 { b } else { a })
+            .map(|_| if rng.next().is_multiple_of(p) { b } else { a })
             .collect();
         // Direct to the Huffman coder: one bit a symbol.
         let hist = huffman::histogram(&data);

@@ -49,7 +49,7 @@ pub fn safetensors_f32_to_bf16(bytes: &[u8]) -> Result<Vec<u8>, Error> {
         );
     }
     let mut h = serde_json::to_string(&Value::Object(header)).expect("JSON of strings and numbers");
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(' ');
     }
     let mut out = (h.len() as u64).to_le_bytes().to_vec();

@@ -16,7 +16,7 @@ pub fn layout(len: u64, dtype: Dtype, name: &str) -> Vec<SegmentSpec> {
         },
         len: elems * w,
     }];
-    if len % w != 0 {
+    if !len.is_multiple_of(w) {
         l.push(SegmentSpec {
             kind: SegmentKind::Bytes,
             len: len % w,

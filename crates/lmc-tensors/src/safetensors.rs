@@ -75,6 +75,65 @@ pub fn layout(bytes: &[u8]) -> Result<Vec<SegmentSpec>, Error> {
     Ok(layout)
 }
 
+/// The `__metadata__` of a safetensors file (empty when it has none).
+pub fn metadata(bytes: &[u8]) -> Result<std::collections::HashMap<String, String>, Error> {
+    let (_, meta) =
+        SafeTensors::read_metadata(bytes).map_err(|e| Error::Safetensors(e.to_string()))?;
+    Ok(meta.metadata().clone().unwrap_or_default())
+}
+
+/// A tensor to write: name, dtype, shape (its bytes are given separately).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<u64>,
+}
+
+/// The start of a safetensors file holding `tensors` in the given order
+/// (data back to back, no gaps) and `metadata`: the 8-byte header length
+/// and the JSON header, padded with spaces to a multiple of 8 bytes as the
+/// reference writer does. Followed by the tensors' bytes in order, it is a
+/// complete file; [`layout`] of that file gives the header as one byte
+/// segment and the tensors in this order.
+pub fn header(
+    tensors: &[TensorInfo],
+    metadata: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<u8>, Error> {
+    use serde_json::{Map, Value, json};
+    let mut map = Map::new();
+    if !metadata.is_empty() {
+        map.insert("__metadata__".into(), json!(metadata));
+    }
+    let mut offset = 0u64;
+    for t in tensors {
+        if t.name == "__metadata__" || map.contains_key(&t.name) {
+            return Err(Error::Invalid(format!(
+                "tensor name {:?} is reserved or used twice",
+                t.name
+            )));
+        }
+        let len = t
+            .shape
+            .iter()
+            .try_fold(t.dtype.width() as u64, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| Error::Invalid(format!("tensor {:?}: shape overflows", t.name)))?;
+        map.insert(
+            t.name.clone(),
+            json!({"dtype": t.dtype.name(), "shape": t.shape, "data_offsets": [offset, offset + len]}),
+        );
+        offset += len;
+    }
+    let mut text = serde_json::to_string(&Value::Object(map))
+        .map_err(|e| Error::Invalid(format!("cannot write the header: {e}")))?;
+    while text.len() % 8 != 0 {
+        text.push(' ');
+    }
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +159,37 @@ mod tests {
         assert!(
             matches!(&l[2].kind, SegmentKind::Tensor { name, dtype: Dtype::BF16, .. } if name == "b")
         );
+    }
+
+    #[test]
+    fn written_headers_read_back() {
+        let tensors = vec![
+            TensorInfo {
+                name: "z.weight".into(),
+                dtype: Dtype::BF16,
+                shape: vec![2, 3],
+            },
+            TensorInfo {
+                name: "a.bias".into(),
+                dtype: Dtype::F32,
+                shape: vec![3],
+            },
+        ];
+        let meta = [("step".to_string(), "42".to_string())]
+            .into_iter()
+            .collect();
+        let mut f = header(&tensors, &meta).unwrap();
+        assert_eq!(f.len() % 8, 0);
+        let data: Vec<u8> = (0..24).collect();
+        f.extend_from_slice(&data);
+        let st = SafeTensors::deserialize(&f).unwrap();
+        assert_eq!(st.tensor("z.weight").unwrap().data(), &data[..12]);
+        assert_eq!(st.tensor("a.bias").unwrap().data(), &data[12..]);
+        assert_eq!(metadata(&f).unwrap()["step"], "42");
+        let l = layout(&f).unwrap();
+        assert!(matches!(&l[1].kind, SegmentKind::Tensor { name, .. } if name == "z.weight"));
+        let dup = vec![tensors[0].clone(), tensors[0].clone()];
+        assert!(header(&dup, &meta).is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod compress;
 pub mod decompress;
 pub mod info;
+pub mod snapshot;
 pub mod verify;
 
 use std::path::Path;

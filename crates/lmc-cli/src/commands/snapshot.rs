@@ -1,0 +1,273 @@
+//! `lmc snapshot`: a training run's checkpoints in a store, each a delta
+//! against the one before (see the lmc-store crate).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use lmc_store::{DEFAULT_KEYFRAME_EVERY, FileInput, Store};
+use serde_json::json;
+
+use super::{emit, human};
+use crate::io::Input;
+
+/// `lmc snapshot` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum SnapshotCommand {
+    /// Add a checkpoint (a file, or a directory of files) to a store,
+    /// creating the store if it does not exist.
+    Add {
+        store: PathBuf,
+        checkpoint: PathBuf,
+        /// Training step (default: `step` in the safetensors metadata, else
+        /// one past the last snapshot). Steps must increase.
+        #[arg(long)]
+        step: Option<u64>,
+        /// A full snapshot (keyframe) at least every K snapshots, bounding
+        /// the deltas a restore decodes to K-1 (default: the store's
+        /// setting; 8 for a new store).
+        #[arg(long, value_name = "K")]
+        keyframe_every: Option<u32>,
+    },
+    /// List the snapshots: step, size, ratio, parent, chain depth.
+    List {
+        store: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore the snapshot at STEP, byte-identical to what was added.
+    Restore {
+        store: PathBuf,
+        step: u64,
+        /// Output file or directory.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Replace the output if it exists.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Decode every snapshot and check every checksum, hash and chain.
+    Verify { store: PathBuf },
+    /// Remove snapshots, keeping the last N (and every M-th step); the
+    /// snapshots kept stay restorable.
+    Prune {
+        store: PathBuf,
+        /// Keep the newest N snapshots.
+        #[arg(long, value_name = "N")]
+        keep_last: usize,
+        /// Also keep snapshots whose step is a multiple of M.
+        #[arg(long, value_name = "M")]
+        keep_every: Option<u64>,
+    },
+}
+
+fn watch(store: &mut Store, quiet: bool) {
+    store.set_cancel_flag(crate::progress::interrupted_flag());
+    if !quiet {
+        store.set_observer(Box::new(|action, what| eprintln!("  {action} {what}")));
+    }
+}
+
+pub fn run(cmd: &SnapshotCommand, quiet: bool) -> Result<()> {
+    let mut text = String::new();
+    match cmd {
+        SnapshotCommand::Add {
+            store,
+            checkpoint,
+            step,
+            keyframe_every,
+        } => {
+            let mut s = match keyframe_every {
+                Some(k) => Store::open_or_create(store, *k)?,
+                None if store.join("manifest.json").exists() => Store::open_mut(store)?,
+                None => Store::create(store, DEFAULT_KEYFRAME_EVERY)?,
+            };
+            watch(&mut s, quiet);
+            let (kind, files) = lmc_store::checkpoint_files(checkpoint)?;
+            let maps = files
+                .iter()
+                .map(|f| Input::open(&f.source))
+                .collect::<Result<Vec<_>>>()?;
+            let inputs: Vec<FileInput<'_>> = files
+                .iter()
+                .zip(&maps)
+                .map(|(f, m)| FileInput::from_bytes(f.path.clone(), m, f.mode))
+                .collect();
+            let step = match step {
+                Some(s) => *s,
+                None => s.default_step(maps.iter().map(|m| &m[..])),
+            };
+            let start = Instant::now();
+            let snap = s.add(step, kind, &inputs).with_context(|| {
+                format!("cannot add {} to {}", checkpoint.display(), store.display())
+            })?;
+            if !quiet {
+                let secs = start.elapsed().as_secs_f64();
+                writeln!(
+                    text,
+                    "step {}: {} -> {} (ratio {:.3}), {} in {:.2} s ({:.0} MB/s)",
+                    snap.step,
+                    human(snap.original_len()),
+                    human(snap.stored_len()),
+                    snap.original_len() as f64 / snap.stored_len().max(1) as f64,
+                    match snap.parent {
+                        Some(p) => format!("delta against step {p}, chain depth {}", snap.depth),
+                        None => "keyframe".to_string(),
+                    },
+                    secs,
+                    snap.original_len() as f64 / 1e6 / secs.max(1e-9)
+                )?;
+            }
+        }
+        SnapshotCommand::List { store, json } => {
+            let s = Store::open(store)?;
+            let snaps = s.snapshots();
+            if *json {
+                let v: Vec<_> = snaps
+                    .iter()
+                    .map(|sn| {
+                        json!({"step": sn.step, "kind": sn.kind, "files": sn.files.len(),
+                               "original_bytes": sn.original_len(), "stored_bytes": sn.stored_len(),
+                               "ratio": sn.original_len() as f64 / sn.stored_len().max(1) as f64,
+                               "parent": sn.parent, "depth": sn.depth, "added": sn.added})
+                    })
+                    .collect();
+                writeln!(
+                    text,
+                    "{}",
+                    serde_json::to_string_pretty(&json!({
+                        "store": store.display().to_string(),
+                        "keyframe_every": s.manifest().keyframe_every,
+                        "snapshots": v,
+                    }))?
+                )?;
+            } else {
+                let (orig, stored) = snaps.iter().fold((0, 0), |(o, t), sn| {
+                    (o + sn.original_len(), t + sn.stored_len())
+                });
+                writeln!(
+                    text,
+                    "{}: {} snapshots, {} -> {} (ratio {:.3}), keyframe every {}",
+                    store.display(),
+                    snaps.len(),
+                    human(orig),
+                    human(stored),
+                    orig as f64 / stored.max(1) as f64,
+                    s.manifest().keyframe_every
+                )?;
+                writeln!(
+                    text,
+                    "{:>12} {:>5} {:>11} {:>11} {:>8} {:>12} {:>5}",
+                    "step", "files", "original", "stored", "ratio", "parent", "depth"
+                )?;
+                for sn in snaps {
+                    writeln!(
+                        text,
+                        "{:>12} {:>5} {:>11} {:>11} {:>8.3} {:>12} {:>5}",
+                        sn.step,
+                        sn.files.len(),
+                        human(sn.original_len()),
+                        human(sn.stored_len()),
+                        sn.original_len() as f64 / sn.stored_len().max(1) as f64,
+                        sn.parent.map_or("keyframe".to_string(), |p| p.to_string()),
+                        sn.depth
+                    )?;
+                }
+            }
+        }
+        SnapshotCommand::Restore {
+            store,
+            step,
+            output,
+            force,
+        } => {
+            let mut s = Store::open(store)?;
+            watch(&mut s, quiet);
+            let start = Instant::now();
+            s.restore_to(*step, output, *force)
+                .with_context(|| format!("cannot restore step {step} from {}", store.display()))?;
+            if !quiet {
+                let idx = s.manifest().find(*step).expect("restored");
+                let n = s.snapshots()[idx].original_len();
+                let secs = start.elapsed().as_secs_f64();
+                writeln!(
+                    text,
+                    "step {step} -> {}: {} restored and verified in {:.2} s ({:.0} MB/s, chain depth {})",
+                    output.display(),
+                    human(n),
+                    secs,
+                    n as f64 / 1e6 / secs.max(1e-9),
+                    s.snapshots()[idx].depth
+                )?;
+            }
+        }
+        SnapshotCommand::Verify { store } => {
+            let mut s = Store::open(store)?;
+            watch(&mut s, true);
+            let start = Instant::now();
+            let report = s
+                .verify(&mut |sn| {
+                    if !quiet {
+                        eprintln!("  step {}: OK", sn.step)
+                    }
+                })
+                .with_context(|| format!("{} failed verification", store.display()))?;
+            if !quiet {
+                writeln!(
+                    text,
+                    "{}: OK ({} snapshots, {} files, {} decoded and checked in {:.2} s)",
+                    store.display(),
+                    report.snapshots,
+                    report.files,
+                    human(report.bytes),
+                    start.elapsed().as_secs_f64()
+                )?;
+            }
+            if !report.unreferenced.is_empty() {
+                eprintln!(
+                    "note: {} objects are not part of any snapshot (left by an interrupted change; the next add or prune removes them): {}",
+                    report.unreferenced.len(),
+                    report.unreferenced.join(", ")
+                );
+            }
+        }
+        SnapshotCommand::Prune {
+            store,
+            keep_last,
+            keep_every,
+        } => {
+            if *keep_last == 0 {
+                bail!("--keep-last must be at least 1");
+            }
+            let mut s = Store::open_mut(store)?;
+            watch(&mut s, quiet);
+            let r = s.prune(*keep_last, *keep_every)?;
+            if !quiet {
+                writeln!(
+                    text,
+                    "{}: removed {} snapshots{}, re-encoded {}; {} -> {}",
+                    store.display(),
+                    r.removed.len(),
+                    if r.removed.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " (steps {})",
+                            r.removed
+                                .iter()
+                                .map(|s| s.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    },
+                    r.rebuilt.len(),
+                    human(r.stored_before),
+                    human(r.stored_after)
+                )?;
+            }
+        }
+    }
+    emit(&text)
+}

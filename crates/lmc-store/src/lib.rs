@@ -1,0 +1,1073 @@
+//! lmc-store: one training run's checkpoint snapshots in a directory, each
+//! stored as a delta against the one before, with a full keyframe every
+//! few snapshots so that a restore decodes a bounded chain.
+//!
+//! ```text
+//! STORE/
+//!   manifest.json     the list of snapshots (see [`manifest`]); replaced atomically
+//!   lock              held by a writer (exclusive) or readers (shared)
+//!   objects/          one lmc container per file per snapshot
+//!     000000000200-0000-g7.lmc
+//! ```
+//!
+//! A snapshot is a checkpoint file or a directory of files. Each file is
+//! compressed by lmc; when the previous snapshot has a file at the same
+//! path, tensors with the same name, dtype and shape are coded as their
+//! XOR with it (a version 2 container, checked against its base's hash).
+//!
+//! Crash safety: a change writes its new objects first (fsync), then
+//! commits by replacing the manifest atomically, then removes objects no
+//! longer listed. A crash before the commit leaves the old manifest and
+//! every object it lists; a crash after leaves the new one. Objects no
+//! manifest lists are removed by the next writer. One writer at a time:
+//! the lock refuses a second.
+//!
+//! ```
+//! # fn main() -> Result<(), lmc_store::Error> {
+//! use lmc_store::{Store, TensorInput};
+//! use lmc_core::Dtype;
+//! let dir = tempfile::tempdir().unwrap();
+//! let mut store = Store::create(dir.path().join("run"), 8)?;
+//! for step in [10u64, 20, 30] {
+//!     let w: Vec<u8> = (0..4096u32).flat_map(|i| ((i + step as u32) as f32).to_le_bytes()).collect();
+//!     let t = [TensorInput { name: "w".into(), dtype: Dtype::F32, shape: vec![4096], data: &w }];
+//!     store.add_tensors(step, "model.safetensors", &t, &Default::default())?;
+//! }
+//! let files = store.restore_files(20)?;
+//! assert_eq!(files[0].path, "model.safetensors");
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod fsutil;
+pub mod manifest;
+
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use lmc_core::{CompressOptions, Container, DeltaBase, Dtype, SegmentKind, SegmentSpec};
+use lmc_tensors::safetensors::TensorInfo;
+
+pub use fsutil::FAILPOINT_VAR;
+use fsutil::{Lock, failpoint, sync_dir, write_atomic};
+pub use manifest::{FileEntry, Kind, Manifest, Snapshot};
+use manifest::{check_relative_path, hex};
+
+/// Default: a keyframe every 8 snapshots, so a restore decodes at most 7 deltas.
+pub const DEFAULT_KEYFRAME_EVERY: u32 = 8;
+
+const MANIFEST: &str = "manifest.json";
+const OBJECTS: &str = "objects";
+
+/// What can go wrong with a store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{context}: {source}")]
+    Codec {
+        context: String,
+        source: lmc_core::Error,
+    },
+    /// The store's files contradict each other or are damaged.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    /// Another process holds the store.
+    #[error("{0}")]
+    Locked(String),
+    /// A request that cannot be carried out (a step out of order, a bad path).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no snapshot at step {0} in the store")]
+    NoSuchStep(u64),
+}
+
+impl Error {
+    fn io(path: &Path, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One file of a checkpoint to add: its path in the checkpoint and its
+/// bytes, as the pieces of `layout` (one slice per segment).
+#[derive(Debug, Clone)]
+pub struct FileInput<'a> {
+    pub path: String,
+    pub parts: Vec<&'a [u8]>,
+    pub layout: Vec<SegmentSpec>,
+    pub mode: Option<u32>,
+}
+
+impl<'a> FileInput<'a> {
+    /// A file given as its bytes: safetensors files are split into their
+    /// tensors, anything else is stored as plain bytes.
+    pub fn from_bytes(path: impl Into<String>, bytes: &'a [u8], mode: Option<u32>) -> Self {
+        let layout = layout_for(bytes);
+        let mut parts = Vec::with_capacity(layout.len());
+        let mut off = 0usize;
+        for s in &layout {
+            parts.push(&bytes[off..off + s.len as usize]);
+            off += s.len as usize;
+        }
+        FileInput {
+            path: path.into(),
+            parts,
+            layout,
+            mode,
+        }
+    }
+}
+
+/// A tensor held in memory, for [`Store::add_tensors`].
+#[derive(Debug, Clone)]
+pub struct TensorInput<'a> {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<u64>,
+    /// Little-endian element bytes.
+    pub data: &'a [u8],
+}
+
+/// A restored file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoredFile {
+    pub path: String,
+    pub bytes: Vec<u8>,
+    pub mode: Option<u32>,
+}
+
+/// What [`Store::verify`] checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub snapshots: usize,
+    pub files: usize,
+    /// Original bytes decoded and checked.
+    pub bytes: u64,
+    /// Files under `objects/` that no snapshot lists (left by an
+    /// interrupted change; the next writer removes them).
+    pub unreferenced: Vec<String>,
+}
+
+/// What [`Store::prune`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    pub removed: Vec<u64>,
+    /// Kept snapshots re-encoded because their parent was removed.
+    pub rebuilt: Vec<u64>,
+    pub stored_before: u64,
+    pub stored_after: u64,
+}
+
+/// The layout lmc uses for a file in a store: safetensors if it is one,
+/// otherwise one byte segment.
+pub fn layout_for(bytes: &[u8]) -> Vec<SegmentSpec> {
+    if lmc_tensors::safetensors::looks_like(bytes)
+        && let Ok(l) = lmc_tensors::safetensors::layout(bytes)
+    {
+        return l;
+    }
+    if bytes.is_empty() {
+        Vec::new()
+    } else {
+        vec![SegmentSpec {
+            kind: SegmentKind::Bytes,
+            len: bytes.len() as u64,
+        }]
+    }
+}
+
+/// Told what a long operation is doing: `("encoding", "step 200 model.safetensors")`.
+pub type Observer = Box<dyn Fn(&str, &str) + Send + Sync>;
+
+/// An open store.
+pub struct Store {
+    root: PathBuf,
+    manifest: Manifest,
+    writable: bool,
+    options: CompressOptions,
+    observer: Option<Observer>,
+    cancel: Option<&'static std::sync::atomic::AtomicBool>,
+    _lock: Lock,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("root", &self.root)
+            .field("snapshots", &self.manifest.snapshots.len())
+            .field("writable", &self.writable)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Creates a store in `root` (a new or empty directory) and opens it for writing.
+    pub fn create(root: impl AsRef<Path>, keyframe_every: u32) -> Result<Store> {
+        let root = root.as_ref();
+        if keyframe_every == 0 {
+            return Err(Error::Invalid("--keyframe-every must be at least 1".into()));
+        }
+        std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+        let lock = Lock::acquire(root, true)?;
+        let entries = std::fs::read_dir(root)
+            .map_err(|e| Error::io(root, e))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name() != "lock")
+            .count();
+        if entries > 0 {
+            return Err(Error::Invalid(format!(
+                "cannot create a store in {}: the directory is not empty",
+                root.display()
+            )));
+        }
+        let objects = root.join(OBJECTS);
+        std::fs::create_dir(&objects).map_err(|e| Error::io(&objects, e))?;
+        sync_dir(root)?;
+        let manifest = Manifest::new(keyframe_every);
+        write_atomic(root, MANIFEST, &manifest.to_json())?;
+        Ok(Store {
+            root: root.to_path_buf(),
+            manifest,
+            writable: true,
+            options: CompressOptions::default(),
+            observer: None,
+            cancel: None,
+            _lock: lock,
+        })
+    }
+
+    /// Opens an existing store for reading (list, restore, verify). Readers
+    /// share the lock; a writer at work makes this fail rather than wait.
+    pub fn open(root: impl AsRef<Path>) -> Result<Store> {
+        Self::open_with(root.as_ref(), false)
+    }
+
+    /// Opens an existing store for writing (add, prune), removing objects
+    /// left by an interrupted change.
+    pub fn open_mut(root: impl AsRef<Path>) -> Result<Store> {
+        let store = Self::open_with(root.as_ref(), true)?;
+        store.collect_garbage()?;
+        Ok(store)
+    }
+
+    /// Opens `root` for writing, creating the store if `root` does not hold one yet.
+    pub fn open_or_create(root: impl AsRef<Path>, keyframe_every: u32) -> Result<Store> {
+        let root = root.as_ref();
+        if root.join(MANIFEST).exists() {
+            let mut s = Self::open_mut(root)?;
+            s.manifest.keyframe_every = keyframe_every.max(1);
+            Ok(s)
+        } else {
+            Self::create(root, keyframe_every)
+        }
+    }
+
+    fn open_with(root: &Path, writable: bool) -> Result<Store> {
+        let manifest_path = root.join(MANIFEST);
+        if !manifest_path.is_file() {
+            return Err(Error::Invalid(format!(
+                "{} is not an lmc snapshot store (no {MANIFEST})",
+                root.display()
+            )));
+        }
+        let lock = Lock::acquire(root, writable)?;
+        let manifest = Manifest::load(&manifest_path)?;
+        Ok(Store {
+            root: root.to_path_buf(),
+            manifest,
+            writable,
+            options: CompressOptions::default(),
+            observer: None,
+            cancel: None,
+            _lock: lock,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn snapshots(&self) -> &[Snapshot] {
+        &self.manifest.snapshots
+    }
+
+    /// Calls `f(action, what)` as each file is encoded or decoded.
+    pub fn set_observer(&mut self, f: Observer) {
+        self.observer = Some(f);
+    }
+
+    /// Stops work in progress (with an error, nothing committed) once `flag` is set.
+    pub fn set_cancel_flag(&mut self, flag: &'static std::sync::atomic::AtomicBool) {
+        self.cancel = Some(flag);
+    }
+
+    fn tell(&self, action: &str, what: &str) {
+        if let Some(f) = &self.observer {
+            f(action, what);
+        }
+    }
+
+    fn go_on(&self) -> bool {
+        self.cancel
+            .is_none_or(|c| !c.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// Sets the chunk size used for new objects.
+    pub fn set_chunk_size(&mut self, bytes: usize) {
+        self.options = CompressOptions::default().chunk_size(bytes);
+    }
+
+    fn objects(&self) -> PathBuf {
+        self.root.join(OBJECTS)
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(Error::Invalid(
+                "the store was opened for reading only".into(),
+            ))
+        }
+    }
+
+    // -----------------------------------------------------------------
+    // Adding
+    // -----------------------------------------------------------------
+
+    /// Adds a checkpoint file or directory from disk. The step defaults to
+    /// the `step` in the (first) safetensors file's `__metadata__`, else
+    /// one past the last snapshot.
+    pub fn add_path(&mut self, path: &Path, step: Option<u64>) -> Result<&Snapshot> {
+        let (kind, listed) = checkpoint_files(path)?;
+        let owned = listed
+            .into_iter()
+            .map(|f| {
+                let bytes = std::fs::read(&f.source).map_err(|e| Error::io(&f.source, e))?;
+                Ok((f.path, bytes, f.mode))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let step = match step {
+            Some(s) => s,
+            None => self.default_step(owned.iter().map(|(_, b, _)| b.as_slice())),
+        };
+        let files: Vec<FileInput<'_>> = owned
+            .iter()
+            .map(|(p, b, m)| FileInput::from_bytes(p.clone(), b, *m))
+            .collect();
+        self.add(step, kind, &files)
+    }
+
+    /// The step of a checkpoint that did not say: its metadata's, else the next one.
+    pub fn default_step<'a>(&self, files: impl IntoIterator<Item = &'a [u8]>) -> u64 {
+        for b in files {
+            if lmc_tensors::safetensors::looks_like(b)
+                && let Some(s) = lmc_tensors::safetensors::metadata(b)
+                    .ok()
+                    .and_then(|m| m.get("step").and_then(|s| s.trim().parse().ok()))
+            {
+                return s;
+            }
+        }
+        self.manifest.snapshots.last().map_or(0, |s| s.step + 1)
+    }
+
+    /// Adds a snapshot made of tensors in memory, as one safetensors file
+    /// named `file_name`, without assembling the file first: what a training
+    /// loop calls instead of writing an uncompressed checkpoint.
+    pub fn add_tensors(
+        &mut self,
+        step: u64,
+        file_name: &str,
+        tensors: &[TensorInput<'_>],
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<&Snapshot> {
+        let infos: Vec<TensorInfo> = tensors
+            .iter()
+            .map(|t| TensorInfo {
+                name: t.name.clone(),
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+            })
+            .collect();
+        let header = lmc_tensors::safetensors::header(&infos, metadata)
+            .map_err(|e| Error::Invalid(format!("{file_name}: {e}")))?;
+        let mut parts: Vec<&[u8]> = vec![&header];
+        let mut layout = vec![SegmentSpec {
+            kind: SegmentKind::Bytes,
+            len: header.len() as u64,
+        }];
+        for (t, info) in tensors.iter().zip(infos) {
+            let want = info.shape.iter().product::<u64>() * info.dtype.width() as u64;
+            if t.data.len() as u64 != want {
+                return Err(Error::Invalid(format!(
+                    "tensor {:?}: {} bytes of data for shape {:?} of {} ({want} bytes)",
+                    t.name,
+                    t.data.len(),
+                    t.shape,
+                    t.dtype
+                )));
+            }
+            parts.push(t.data);
+            layout.push(SegmentSpec {
+                kind: SegmentKind::Tensor {
+                    name: info.name,
+                    dtype: info.dtype,
+                    shape: info.shape,
+                },
+                len: want,
+            });
+        }
+        let file = FileInput {
+            path: file_name.to_string(),
+            parts,
+            layout,
+            mode: None,
+        };
+        self.add(step, Kind::File, &[file])
+    }
+
+    /// Adds a snapshot at `step` made of `files`: a delta against the last
+    /// snapshot unless a keyframe is due. Commits atomically.
+    pub fn add(&mut self, step: u64, kind: Kind, files: &[FileInput<'_>]) -> Result<&Snapshot> {
+        self.check_writable()?;
+        if let Some(last) = self.manifest.snapshots.last()
+            && step <= last.step
+        {
+            return Err(Error::Invalid(format!(
+                "step {step} is not after the last snapshot's step {} (snapshots are added in training order)",
+                last.step
+            )));
+        }
+        if kind == Kind::File && files.len() != 1 {
+            return Err(Error::Invalid(
+                "a file snapshot holds exactly one file".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for f in files {
+            check_relative_path(&f.path).map_err(Error::Invalid)?;
+            if !seen.insert(f.path.as_str()) {
+                return Err(Error::Invalid(format!("path {:?} given twice", f.path)));
+            }
+        }
+        let k = self.manifest.keyframe_every;
+        let parent = self
+            .manifest
+            .snapshots
+            .last()
+            .filter(|p| p.depth + 1 < k)
+            .map(|p| p.step);
+        let base_files = match parent {
+            Some(p) => self.restore_files(p)?,
+            None => Vec::new(),
+        };
+        let generation = self.manifest.generation + 1;
+        let mut created = Cleanup::new(self.objects());
+        let mut entries = Vec::with_capacity(files.len());
+        for (i, f) in files.iter().enumerate() {
+            let base = base_files.iter().find(|b| b.path == f.path);
+            let name = format!("{step:012}-{i:04}-g{generation}.lmc");
+            let entry = self.write_object(f, base, &name, &mut created)?;
+            entries.push(entry);
+        }
+        failpoint("add:objects-written");
+        let is_delta = entries.iter().any(|e| e.base.is_some());
+        let depth = match (parent, is_delta) {
+            (Some(_), true) => self.manifest.snapshots.last().map_or(0, |p| p.depth + 1),
+            _ => 0,
+        };
+        let snapshot = Snapshot {
+            step,
+            kind,
+            parent: parent.filter(|_| is_delta),
+            depth,
+            added: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            files: entries,
+        };
+        let mut m = self.manifest.clone();
+        m.generation = generation;
+        m.snapshots.push(snapshot);
+        self.commit(m)?;
+        created.keep();
+        failpoint("add:committed");
+        Ok(self.manifest.snapshots.last().expect("just added"))
+    }
+
+    /// Compresses one file into `objects/name` (a delta against `base` if
+    /// any of its tensors match), durably, and describes it.
+    fn write_object(
+        &self,
+        f: &FileInput<'_>,
+        base: Option<&RestoredFile>,
+        name: &str,
+        created: &mut Cleanup,
+    ) -> Result<FileEntry> {
+        let base_layout = base.map(|b| layout_for(&b.bytes));
+        let delta = base
+            .zip(base_layout.as_ref())
+            .map(|(b, bl)| DeltaBase::matching(&b.bytes, bl, &f.layout))
+            .filter(|d| d.matched() > 0);
+        self.tell(
+            "encoding",
+            &format!(
+                "{name}: {}{}",
+                f.path,
+                delta.as_ref().map_or(String::new(), |d| format!(
+                    " (delta, {} tensors against the previous snapshot)",
+                    d.matched()
+                ))
+            ),
+        );
+        let objects = self.objects();
+        let tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(&objects)
+            .map_err(|e| Error::io(&objects, e))?;
+        let mut w = BufWriter::with_capacity(1 << 20, tmp);
+        let summary = lmc_core::compress_parts(
+            &f.parts,
+            &f.layout,
+            delta.as_ref(),
+            &self.options,
+            &mut w,
+            &mut |_| self.go_on(),
+        )
+        .map_err(|source| Error::Codec {
+            context: format!("cannot compress {}", f.path),
+            source,
+        })?;
+        let tmp = w
+            .into_inner()
+            .map_err(|e| Error::io(&objects, e.into_error()))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| Error::io(tmp.path(), e))?;
+        let dest = objects.join(name);
+        tmp.persist_noclobber(&dest)
+            .map_err(|e| Error::io(&dest, e.error))?;
+        created.push(name);
+        Ok(FileEntry {
+            path: f.path.clone(),
+            len: summary.original_len,
+            hash: hex(summary.original_hash),
+            object: name.to_string(),
+            stored: summary.compressed_len,
+            base: delta
+                .and(base)
+                .map(|b| hex(xxhash_rust::xxh3::xxh3_128(&b.bytes))),
+            mode: f.mode,
+        })
+    }
+
+    /// Makes the objects written so far durable and `m` the manifest.
+    fn commit(&mut self, m: Manifest) -> Result<()> {
+        sync_dir(&self.objects())?;
+        failpoint("commit:objects-synced");
+        write_atomic(&self.root, MANIFEST, &m.to_json())?;
+        self.manifest = m;
+        self.collect_garbage()
+    }
+
+    /// Removes what no snapshot lists: objects of interrupted or superseded
+    /// changes, and temporary files.
+    fn collect_garbage(&self) -> Result<()> {
+        let keep: std::collections::HashSet<&str> = self
+            .manifest
+            .snapshots
+            .iter()
+            .flat_map(|s| s.files.iter().map(|f| f.object.as_str()))
+            .collect();
+        let objects = self.objects();
+        let mut removed = false;
+        for e in std::fs::read_dir(&objects).map_err(|e| Error::io(&objects, e))? {
+            let e = e.map_err(|e| Error::io(&objects, e))?;
+            let name = e.file_name();
+            if !name.to_str().is_some_and(|n| keep.contains(n)) {
+                std::fs::remove_file(e.path()).map_err(|err| Error::io(&e.path(), err))?;
+                removed = true;
+                failpoint("gc:removed-one");
+            }
+        }
+        for e in std::fs::read_dir(&self.root).map_err(|e| Error::io(&self.root, e))? {
+            let e = e.map_err(|e| Error::io(&self.root, e))?;
+            if e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(".tmp-"))
+            {
+                std::fs::remove_file(e.path()).map_err(|err| Error::io(&e.path(), err))?;
+            }
+        }
+        if removed {
+            sync_dir(&objects)?;
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------
+    // Restoring
+    // -----------------------------------------------------------------
+
+    /// Decodes one file of snapshot `idx`, given its base's bytes if it is a delta.
+    fn decode(&self, entry: &FileEntry, base: Option<&[u8]>) -> Result<Vec<u8>> {
+        let path = self.objects().join(&entry.object);
+        self.tell("decoding", &format!("{}: {}", entry.object, entry.path));
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        if bytes.len() as u64 != entry.stored {
+            return Err(Error::Corrupt(format!(
+                "{}: {} bytes, the manifest says {}",
+                path.display(),
+                bytes.len(),
+                entry.stored
+            )));
+        }
+        let ctx = |source| Error::Codec {
+            context: format!("{} ({})", path.display(), entry.path),
+            source,
+        };
+        let c = Container::open(&bytes).map_err(ctx)?;
+        if hex(c.header().original_hash) != entry.hash {
+            return Err(Error::Corrupt(format!(
+                "{}: holds a file with hash {:032x}, the manifest says {}",
+                path.display(),
+                c.header().original_hash,
+                entry.hash
+            )));
+        }
+        let c = match (base, entry.base.is_some()) {
+            (Some(b), true) => c.with_base(b).map_err(ctx)?,
+            (None, false) => c,
+            _ => {
+                return Err(Error::Corrupt(format!(
+                    "{}: the manifest and the object disagree on whether it is a delta",
+                    path.display()
+                )));
+            }
+        };
+        let mut out = Vec::with_capacity(entry.len as usize);
+        c.decompress_to(&mut out, &mut |_| self.go_on())
+            .map_err(ctx)?;
+        Ok(out)
+    }
+
+    /// Decodes file `path` of snapshot `idx`: its keyframe, then each delta
+    /// of its chain in turn.
+    fn restore_file(&self, idx: usize, path: &str) -> Result<RestoredFile> {
+        let snaps = &self.manifest.snapshots;
+        // Walk back to the keyframe of this file's chain. The manifest's
+        // checks guarantee each delta's base is the same path one snapshot up.
+        let mut chain = Vec::new();
+        let mut i = idx;
+        loop {
+            let e = snaps[i]
+                .files
+                .iter()
+                .find(|f| f.path == path)
+                .ok_or_else(|| {
+                    Error::Corrupt(format!("step {}: no file {path:?}", snaps[i].step))
+                })?;
+            chain.push(e);
+            if e.base.is_none() {
+                break;
+            }
+            i -= 1;
+        }
+        let mut cur: Option<Vec<u8>> = None;
+        for e in chain.iter().rev() {
+            cur = Some(self.decode(e, cur.as_deref())?);
+        }
+        let entry = chain[0];
+        Ok(RestoredFile {
+            path: entry.path.clone(),
+            bytes: cur.expect("a chain has at least one link"),
+            mode: entry.mode,
+        })
+    }
+
+    /// Every file of the snapshot at `step`, decoded and checked.
+    pub fn restore_files(&self, step: u64) -> Result<Vec<RestoredFile>> {
+        let idx = self.manifest.find(step).ok_or(Error::NoSuchStep(step))?;
+        self.manifest.snapshots[idx]
+            .files
+            .iter()
+            .map(|f| self.restore_file(idx, &f.path))
+            .collect()
+    }
+
+    /// Restores the snapshot at `step` to `out`: the file, or the directory
+    /// of files, byte-identical to what was added. Written under a temporary
+    /// name and renamed, so a failure leaves nothing at `out`; an existing
+    /// `out` is replaced only with `force`.
+    pub fn restore_to(&self, step: u64, out: &Path, force: bool) -> Result<()> {
+        let idx = self.manifest.find(step).ok_or(Error::NoSuchStep(step))?;
+        let kind = self.manifest.snapshots[idx].kind;
+        if out.exists() && !force {
+            return Err(Error::Invalid(format!(
+                "{} already exists (use --force to replace it)",
+                out.display()
+            )));
+        }
+        if out.starts_with(&self.root) {
+            return Err(Error::Invalid(format!(
+                "{} is inside the store; restore somewhere else",
+                out.display()
+            )));
+        }
+        let files = self.restore_files(step)?;
+        let parent = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        match kind {
+            Kind::File => {
+                let f = &files[0];
+                let mut tmp = tempfile::Builder::new()
+                    .prefix(".lmc-restore-")
+                    .tempfile_in(&parent)
+                    .map_err(|e| Error::io(&parent, e))?;
+                tmp.write_all(&f.bytes)
+                    .and_then(|()| tmp.as_file().sync_all())
+                    .map_err(|e| Error::io(out, e))?;
+                set_mode(tmp.path(), f.mode)?;
+                if out.is_dir() {
+                    return Err(Error::Invalid(format!(
+                        "{} is a directory; the snapshot is a file",
+                        out.display()
+                    )));
+                }
+                tmp.persist(out).map_err(|e| Error::io(out, e.error))?;
+            }
+            Kind::Dir => {
+                let tmp = tempfile::Builder::new()
+                    .prefix(".lmc-restore-")
+                    .tempdir_in(&parent)
+                    .map_err(|e| Error::io(&parent, e))?;
+                for f in &files {
+                    // Manifest paths were checked: relative, no `..`.
+                    let dest = tmp.path().join(&f.path);
+                    if let Some(d) = dest.parent() {
+                        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+                    }
+                    std::fs::write(&dest, &f.bytes).map_err(|e| Error::io(&dest, e))?;
+                    set_mode(&dest, f.mode)?;
+                }
+                if out.exists() {
+                    if !out.is_dir() {
+                        return Err(Error::Invalid(format!(
+                            "{} is a file; the snapshot is a directory",
+                            out.display()
+                        )));
+                    }
+                    let old = tempfile::Builder::new()
+                        .prefix(".lmc-old-")
+                        .tempdir_in(&parent)
+                        .map_err(|e| Error::io(&parent, e))?;
+                    let aside = old.path().join("old");
+                    std::fs::rename(out, &aside).map_err(|e| Error::io(out, e))?;
+                    let kept = tmp.keep();
+                    std::fs::rename(&kept, out).map_err(|e| Error::io(out, e))?;
+                    drop(old);
+                } else {
+                    let kept = tmp.keep();
+                    std::fs::rename(&kept, out).map_err(|e| Error::io(out, e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------
+    // Checking and pruning
+    // -----------------------------------------------------------------
+
+    /// Decodes every snapshot (each chain once, in order) and checks every
+    /// checksum and hash; reports objects no snapshot lists.
+    pub fn verify(&self, progress: &mut dyn FnMut(&Snapshot)) -> Result<VerifyReport> {
+        let mut report = VerifyReport::default();
+        let mut prev: Vec<RestoredFile> = Vec::new();
+        for s in &self.manifest.snapshots {
+            let mut cur = Vec::with_capacity(s.files.len());
+            for f in &s.files {
+                let base = match &f.base {
+                    Some(_) => Some(
+                        prev.iter()
+                            .find(|p| p.path == f.path)
+                            .map(|p| p.bytes.as_slice())
+                            .ok_or_else(|| {
+                                Error::Corrupt(format!(
+                                    "step {}: {:?} has no base in the parent",
+                                    s.step, f.path
+                                ))
+                            })?,
+                    ),
+                    None => None,
+                };
+                let bytes = self.decode(f, base)?;
+                report.bytes += bytes.len() as u64;
+                report.files += 1;
+                cur.push(RestoredFile {
+                    path: f.path.clone(),
+                    bytes,
+                    mode: f.mode,
+                });
+            }
+            report.snapshots += 1;
+            progress(s);
+            prev = cur;
+        }
+        let listed: std::collections::HashSet<&str> = self
+            .manifest
+            .snapshots
+            .iter()
+            .flat_map(|s| s.files.iter().map(|f| f.object.as_str()))
+            .collect();
+        let objects = self.objects();
+        for e in std::fs::read_dir(&objects).map_err(|e| Error::io(&objects, e))? {
+            let e = e.map_err(|e| Error::io(&objects, e))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !listed.contains(name.as_str()) {
+                report.unreferenced.push(name);
+            }
+        }
+        report.unreferenced.sort();
+        Ok(report)
+    }
+
+    /// Removes snapshots, keeping the last `keep_last` and, with
+    /// `keep_every`, those whose step is a multiple of it. A kept snapshot
+    /// whose parent goes is re-encoded against the kept snapshot before it
+    /// (or as a keyframe), so every chain stays whole. Commits atomically.
+    pub fn prune(&mut self, keep_last: usize, keep_every: Option<u64>) -> Result<PruneReport> {
+        self.check_writable()?;
+        if keep_last == 0 {
+            return Err(Error::Invalid("--keep-last must be at least 1".into()));
+        }
+        if keep_every == Some(0) {
+            return Err(Error::Invalid("--keep-every must be at least 1".into()));
+        }
+        let snaps = &self.manifest.snapshots;
+        let n = snaps.len();
+        let keep: Vec<bool> = snaps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| i + keep_last >= n || keep_every.is_some_and(|m| s.step % m == 0))
+            .collect();
+        let mut report = PruneReport {
+            stored_before: snaps.iter().map(Snapshot::stored_len).sum(),
+            ..Default::default()
+        };
+        let generation = self.manifest.generation + 1;
+        let mut created = Cleanup::new(self.objects());
+        let mut new_snaps: Vec<Snapshot> = Vec::new();
+        let mut last_kept: Option<usize> = None;
+        for (i, s) in snaps.iter().enumerate() {
+            if !keep[i] {
+                report.removed.push(s.step);
+                continue;
+            }
+            let parent_kept = s.parent.is_some() && i > 0 && keep[i - 1];
+            if s.parent.is_none() || parent_kept {
+                let mut s2 = s.clone();
+                s2.depth = match (parent_kept, new_snaps.last()) {
+                    (true, Some(p)) => p.depth + 1,
+                    _ => 0,
+                };
+                new_snaps.push(s2);
+            } else {
+                // The parent goes: re-encode against the kept snapshot before
+                // (restored through the old chains, still on disk), or whole.
+                let base_idx = last_kept.filter(|_| {
+                    new_snaps
+                        .last()
+                        .is_some_and(|p| p.depth + 1 < self.manifest.keyframe_every)
+                });
+                let files = self.restore_files(s.step)?;
+                let base_files = match base_idx {
+                    Some(b) => self.restore_files(snaps[b].step)?,
+                    None => Vec::new(),
+                };
+                let mut entries = Vec::with_capacity(files.len());
+                for (fi, f) in files.iter().enumerate() {
+                    let input = FileInput::from_bytes(f.path.clone(), &f.bytes, f.mode);
+                    let base = base_files.iter().find(|b| b.path == f.path);
+                    let name = format!("{:012}-{fi:04}-g{generation}.lmc", s.step);
+                    entries.push(self.write_object(&input, base, &name, &mut created)?);
+                }
+                let is_delta = entries.iter().any(|e| e.base.is_some());
+                new_snaps.push(Snapshot {
+                    step: s.step,
+                    kind: s.kind,
+                    parent: base_idx.filter(|_| is_delta).map(|b| snaps[b].step),
+                    depth: match (is_delta, new_snaps.last()) {
+                        (true, Some(p)) => p.depth + 1,
+                        _ => 0,
+                    },
+                    added: s.added,
+                    files: entries,
+                });
+                report.rebuilt.push(s.step);
+            }
+            last_kept = Some(i);
+        }
+        failpoint("prune:objects-written");
+        report.stored_after = new_snaps.iter().map(Snapshot::stored_len).sum();
+        let mut m = self.manifest.clone();
+        m.generation = generation;
+        m.snapshots = new_snaps;
+        self.commit(m)?;
+        created.keep();
+        Ok(report)
+    }
+}
+
+/// Objects written by a change that has not committed yet: removed if the
+/// change fails, kept once it commits.
+struct Cleanup {
+    dir: PathBuf,
+    names: Vec<String>,
+}
+
+impl Cleanup {
+    fn new(dir: PathBuf) -> Cleanup {
+        Cleanup {
+            dir,
+            names: Vec::new(),
+        }
+    }
+    fn push(&mut self, name: &str) {
+        self.names.push(name.to_string());
+    }
+    fn keep(mut self) {
+        self.names.clear();
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = std::fs::remove_file(self.dir.join(n));
+        }
+    }
+}
+
+/// A file of a checkpoint on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointFile {
+    /// Path in the checkpoint, `/`-separated (a single file: its name).
+    pub path: String,
+    /// Where it is on disk.
+    pub source: PathBuf,
+    pub mode: Option<u32>,
+}
+
+/// The files of a checkpoint on disk: a single file, or every regular file
+/// under a directory (sorted by path). Symbolic links and special files in
+/// a directory are refused.
+pub fn checkpoint_files(path: &Path) -> Result<(Kind, Vec<CheckpointFile>)> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.is_dir() {
+        let mut out = Vec::new();
+        collect_dir(path, path, &mut out)?;
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        if out.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{}: the directory holds no files",
+                path.display()
+            )));
+        }
+        Ok((Kind::Dir, out))
+    } else if meta.is_file() {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Error::Invalid(format!("{}: file name is not UTF-8", path.display())))?
+            .to_string();
+        Ok((
+            Kind::File,
+            vec![CheckpointFile {
+                path: name,
+                source: path.to_path_buf(),
+                mode: mode_of(&meta),
+            }],
+        ))
+    } else {
+        Err(Error::Invalid(format!(
+            "{}: not a regular file or directory",
+            path.display()
+        )))
+    }
+}
+
+/// Lists every regular file under `dir` (recursively) into `out`, with
+/// paths relative to `root`.
+fn collect_dir(root: &Path, dir: &Path, out: &mut Vec<CheckpointFile>) -> Result<()> {
+    for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let e = e.map_err(|e| Error::io(dir, e))?;
+        let path = e.path();
+        let ft = e.file_type().map_err(|err| Error::io(&path, err))?;
+        if ft.is_dir() {
+            collect_dir(root, &path, out)?;
+        } else if ft.is_file() {
+            let rel = path
+                .strip_prefix(root)
+                .ok()
+                .and_then(|r| r.to_str())
+                .ok_or_else(|| Error::Invalid(format!("{}: path is not UTF-8", path.display())))?
+                .replace(std::path::MAIN_SEPARATOR, "/");
+            let meta = e.metadata().map_err(|err| Error::io(&path, err))?;
+            out.push(CheckpointFile {
+                path: rel,
+                source: path,
+                mode: mode_of(&meta),
+            });
+        } else {
+            return Err(Error::Invalid(format!(
+                "{}: symbolic links and special files are not supported in a checkpoint directory",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn mode_of(meta: &std::fs::Metadata) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    Some(meta.permissions().mode() & 0o7777)
+}
+
+#[cfg(not(unix))]
+fn mode_of(_meta: &std::fs::Metadata) -> Option<u32> {
+    None
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: Option<u32>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    // Files added from memory have no mode: they get the usual rw-r--r--.
+    let m = mode.unwrap_or(0o644);
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(m))
+        .map_err(|e| Error::io(path, e))
+}
+
+#[cfg(not(unix))]
+fn set_mode(_path: &Path, _mode: Option<u32>) -> Result<()> {
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! The manifest: the store's one source of truth, `STORE/manifest.json`.
+//!
+//! It lists every snapshot, its files, the object holding each file, and
+//! the base each delta was coded against (by content hash). A snapshot
+//! exists exactly when the manifest lists it: objects not listed are
+//! leftovers of an interrupted write and are removed by the next writer.
+//! The manifest is replaced atomically (temporary file, fsync, rename), so
+//! a reader sees either the old list or the new one, never a mix.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+pub const FORMAT: &str = "lmc-store";
+pub const VERSION: u32 = 1;
+
+/// The whole manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Always `"lmc-store"`.
+    pub format: String,
+    /// Always 1 for this layout.
+    pub version: u32,
+    /// Incremented by every committed change; new objects carry it in their
+    /// names, so a retried change never overwrites an object in use.
+    pub generation: u64,
+    /// A full snapshot (a keyframe) at least every this many snapshots.
+    pub keyframe_every: u32,
+    /// Snapshots in increasing step order.
+    pub snapshots: Vec<Snapshot>,
+}
+
+/// Whether a snapshot was one file or a directory of files.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    File,
+    Dir,
+}
+
+/// One snapshot: a checkpoint at a training step.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    pub step: u64,
+    pub kind: Kind,
+    /// The step of the snapshot this one is a delta against: always the
+    /// snapshot just before it in the list, or none for a keyframe.
+    pub parent: Option<u64>,
+    /// Deltas to decode before this one is restored: 0 for a keyframe.
+    pub depth: u32,
+    /// Seconds since the Unix epoch when it was added.
+    pub added: u64,
+    pub files: Vec<FileEntry>,
+}
+
+/// One file of a snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FileEntry {
+    /// Path relative to the checkpoint (for a single file: its name).
+    pub path: String,
+    /// Original length in bytes.
+    pub len: u64,
+    /// XXH3-128 of the original bytes, 32 hex digits.
+    pub hash: String,
+    /// The object's file name under `objects/`.
+    pub object: String,
+    /// Length of the object in bytes.
+    pub stored: u64,
+    /// For a delta: the hash of its base, the same path in the parent.
+    pub base: Option<String>,
+    /// Unix permission bits, restored with the file.
+    pub mode: Option<u32>,
+}
+
+impl Snapshot {
+    pub fn original_len(&self) -> u64 {
+        self.files.iter().map(|f| f.len).sum()
+    }
+
+    pub fn stored_len(&self) -> u64 {
+        self.files.iter().map(|f| f.stored).sum()
+    }
+}
+
+pub fn hex(hash: u128) -> String {
+    format!("{hash:032x}")
+}
+
+impl Manifest {
+    pub fn new(keyframe_every: u32) -> Manifest {
+        Manifest {
+            format: FORMAT.into(),
+            version: VERSION,
+            generation: 0,
+            keyframe_every,
+            snapshots: Vec::new(),
+        }
+    }
+
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Manifest> {
+        let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let m: Manifest = serde_json::from_slice(&text).map_err(|e| {
+            Error::Corrupt(format!("{}: not a valid manifest: {e}", path.display()))
+        })?;
+        m.check()
+            .map_err(|d| Error::Corrupt(format!("{}: {d}", path.display())))?;
+        Ok(m)
+    }
+
+    /// The rules every manifest obeys; a manifest that breaks one was not
+    /// written by lmc, and nothing is done with it.
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.format != FORMAT || self.version != VERSION {
+            return Err(format!(
+                "format {:?} version {}, expected {FORMAT:?} version {VERSION}",
+                self.format, self.version
+            ));
+        }
+        if self.keyframe_every == 0 {
+            return Err("keyframe_every is 0".into());
+        }
+        let mut prev: Option<&Snapshot> = None;
+        for s in &self.snapshots {
+            if let Some(p) = prev
+                && s.step <= p.step
+            {
+                return Err(format!("step {} follows step {}", s.step, p.step));
+            }
+            match (s.parent, prev) {
+                (None, _) if s.depth == 0 => {}
+                (Some(ps), Some(p)) if ps == p.step && s.depth == p.depth + 1 => {}
+                _ => {
+                    return Err(format!(
+                        "step {}: parent {:?} and depth {} do not follow the snapshot before it",
+                        s.step, s.parent, s.depth
+                    ));
+                }
+            }
+            if s.kind == Kind::File && s.files.len() != 1 {
+                return Err(format!(
+                    "step {}: a file snapshot with {} files",
+                    s.step,
+                    s.files.len()
+                ));
+            }
+            let mut paths = std::collections::HashSet::new();
+            for f in &s.files {
+                check_relative_path(&f.path).map_err(|e| format!("step {}: {e}", s.step))?;
+                if !paths.insert(f.path.as_str()) {
+                    return Err(format!("step {}: path {:?} listed twice", s.step, f.path));
+                }
+                if f.object.is_empty()
+                    || f.object.contains(['/', '\\'])
+                    || f.object.starts_with('.')
+                {
+                    return Err(format!("step {}: bad object name {:?}", s.step, f.object));
+                }
+                if f.hash.len() != 32 || u128::from_str_radix(&f.hash, 16).is_err() {
+                    return Err(format!("step {}: bad hash {:?}", s.step, f.hash));
+                }
+                if let Some(b) = &f.base {
+                    let parent_file =
+                        prev.and_then(|p| p.files.iter().find(|pf| pf.path == f.path));
+                    if s.parent.is_none() || parent_file.map(|pf| &pf.hash) != Some(b) {
+                        return Err(format!(
+                            "step {}: {:?} is a delta against {b}, which the parent does not hold",
+                            s.step, f.path
+                        ));
+                    }
+                }
+            }
+            prev = Some(s);
+        }
+        Ok(())
+    }
+
+    /// Index of the snapshot at `step`.
+    pub fn find(&self, step: u64) -> Option<usize> {
+        self.snapshots.binary_search_by_key(&step, |s| s.step).ok()
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("a manifest always serialises");
+        v.push(b'\n');
+        v
+    }
+}
+
+/// A path inside a checkpoint: relative, `/`-separated, no `.`, `..` or
+/// empty components. Paths from a manifest are checked before any file is
+/// written under them, so a hostile manifest cannot write outside the output.
+pub fn check_relative_path(p: &str) -> std::result::Result<(), String> {
+    let ok = !p.is_empty()
+        && !p.starts_with('/')
+        && !p.contains('\\')
+        && !p.contains('\0')
+        && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..");
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("path {p:?} is not a plain relative path"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths() {
+        for good in ["a", "a/b.safetensors", "x/y/z"] {
+            assert!(check_relative_path(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a//b",
+            "./a",
+            "a\\b",
+            "a/",
+        ] {
+            assert!(check_relative_path(bad).is_err(), "{bad}");
+        }
+    }
+}

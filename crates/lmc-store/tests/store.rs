@@ -1,0 +1,405 @@
+//! The snapshot store through its library API: every snapshot restores
+//! byte-exactly, chains stay bounded, pruning keeps chains whole, and bad
+//! stores or requests give clear errors.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use lmc_core::Dtype;
+use lmc_store::{Error, FileInput, Kind, Store, TensorInput};
+
+/// SplitMix64.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn normal_f32(&mut self) -> f32 {
+        let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        let v = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        ((-2.0 * (u + 1e-12).ln()).sqrt() * (std::f64::consts::TAU * v).cos() * 0.02) as f32
+    }
+}
+
+/// A toy training run: weights that drift a little each step. (Unit-test
+/// data only; ratios are measured on real snapshot series elsewhere.)
+struct Run {
+    w: Vec<f32>,
+    rng: Rng,
+}
+
+impl Run {
+    fn new(n: usize, seed: u64) -> Run {
+        let mut rng = Rng(seed);
+        let w = (0..n).map(|_| rng.normal_f32()).collect();
+        Run { w, rng }
+    }
+    fn step(&mut self) {
+        for x in self.w.iter_mut() {
+            if self.rng.next().is_multiple_of(4) {
+                *x += self.rng.normal_f32() * 1e-3;
+            }
+        }
+    }
+    fn f32_bytes(&self) -> Vec<u8> {
+        self.w.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+    fn bf16_bytes(&self) -> Vec<u8> {
+        self.w
+            .iter()
+            .flat_map(|x| ((x.to_bits() >> 16) as u16).to_le_bytes())
+            .collect()
+    }
+    /// A safetensors file with both, and the step in the metadata.
+    fn file(&self, step: u64) -> Vec<u8> {
+        let f = self.f32_bytes();
+        let b = self.bf16_bytes();
+        let n = self.w.len() as u64;
+        let t = [("master.w", Dtype::F32, &f), ("model.w", Dtype::BF16, &b)];
+        let infos: Vec<_> = t
+            .iter()
+            .map(|(name, d, _)| lmc_tensors::safetensors::TensorInfo {
+                name: name.to_string(),
+                dtype: *d,
+                shape: vec![n],
+            })
+            .collect();
+        let meta = [("step".to_string(), step.to_string())]
+            .into_iter()
+            .collect();
+        let mut out = lmc_tensors::safetensors::header(&infos, &meta).unwrap();
+        for (_, _, d) in t {
+            out.extend_from_slice(d);
+        }
+        out
+    }
+}
+
+fn add_file(store: &mut Store, step: u64, bytes: &[u8]) {
+    let f = FileInput::from_bytes("model.safetensors", bytes, Some(0o640));
+    store.add(step, Kind::File, &[f]).unwrap();
+}
+
+#[test]
+fn a_series_restores_byte_exactly_with_bounded_chains() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::create(dir.path().join("s"), 4).unwrap();
+    let mut run = Run::new(20_000, 1);
+    let mut originals = Vec::new();
+    for k in 0..10u64 {
+        let step = 100 * (k + 1);
+        let bytes = run.file(step);
+        add_file(&mut store, step, &bytes);
+        originals.push((step, bytes));
+        run.step();
+    }
+    let snaps = store.snapshots();
+    assert_eq!(snaps.len(), 10);
+    let depths: Vec<u32> = snaps.iter().map(|s| s.depth).collect();
+    assert_eq!(depths, [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]);
+    for (i, s) in snaps.iter().enumerate() {
+        assert_eq!(s.parent, (s.depth > 0).then(|| snaps[i - 1].step));
+    }
+    // Deltas are much smaller than keyframes on drifting weights.
+    assert!(snaps[1].stored_len() * 2 < snaps[0].stored_len());
+    drop(store);
+
+    let store = Store::open(dir.path().join("s")).unwrap();
+    for (step, bytes) in &originals {
+        let files = store.restore_files(*step).unwrap();
+        assert_eq!(files.len(), 1);
+        assert!(files[0].bytes == *bytes, "step {step} differs");
+        assert_eq!(files[0].mode, Some(0o640));
+    }
+    let r = store.verify(&mut |_| {}).unwrap();
+    assert_eq!((r.snapshots, r.files), (10, 10));
+    assert!(r.unreferenced.is_empty());
+
+    // restore_to writes the file with its mode.
+    let out = dir.path().join("restored.safetensors");
+    store.restore_to(700, &out, false).unwrap();
+    assert!(fs::read(&out).unwrap() == originals[6].1);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
+    }
+    let err = store.restore_to(700, &out, false).unwrap_err();
+    assert!(err.to_string().contains("already exists"), "{err}");
+    store.restore_to(800, &out, true).unwrap();
+    assert!(fs::read(&out).unwrap() == originals[7].1);
+    assert!(matches!(
+        store.restore_files(750),
+        Err(Error::NoSuchStep(750))
+    ));
+}
+
+#[test]
+fn tensors_from_memory_round_trip_as_safetensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::create(dir.path().join("s"), 8).unwrap();
+    let mut run = Run::new(5000, 2);
+    let mut kept = Vec::new();
+    for step in [1u64, 2, 3] {
+        let f = run.f32_bytes();
+        let b = run.bf16_bytes();
+        let t = [
+            TensorInput {
+                name: "w".into(),
+                dtype: Dtype::F32,
+                shape: vec![50, 100],
+                data: &f,
+            },
+            TensorInput {
+                name: "w16".into(),
+                dtype: Dtype::BF16,
+                shape: vec![5000],
+                data: &b,
+            },
+        ];
+        let meta: BTreeMap<String, String> = [("step".to_string(), step.to_string())]
+            .into_iter()
+            .collect();
+        let snap = store
+            .add_tensors(step, "ckpt.safetensors", &t, &meta)
+            .unwrap();
+        assert_eq!(snap.depth as u64, step - 1);
+        kept.push((f, b));
+        run.step();
+    }
+    for (i, (f, b)) in kept.iter().enumerate() {
+        let files = store.restore_files(i as u64 + 1).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&files[0].bytes).unwrap();
+        assert!(st.tensor("w").unwrap().data() == &f[..]);
+        assert!(st.tensor("w16").unwrap().data() == &b[..]);
+        assert_eq!(st.tensor("w").unwrap().shape(), [50, 100]);
+    }
+    let bad = [TensorInput {
+        name: "x".into(),
+        dtype: Dtype::F32,
+        shape: vec![3],
+        data: &[0u8; 8],
+    }];
+    let err = store
+        .add_tensors(9, "c.safetensors", &bad, &BTreeMap::new())
+        .unwrap_err();
+    assert!(err.to_string().contains("tensor \"x\""), "{err}");
+}
+
+fn write_dir(root: &Path, files: &[(&str, Vec<u8>)]) {
+    for (p, b) in files {
+        let path = root.join(p);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, b).unwrap();
+    }
+}
+
+fn read_dir_all(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v = Vec::new();
+    fn walk(root: &Path, d: &Path, v: &mut Vec<(String, Vec<u8>)>) {
+        for e in fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, v);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_str().unwrap().to_string();
+                v.push((rel, fs::read(&p).unwrap()));
+            }
+        }
+    }
+    walk(root, root, &mut v);
+    v.sort();
+    v
+}
+
+#[test]
+fn directory_snapshots_restore_whole_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::create(dir.path().join("s"), 8).unwrap();
+    let mut run = Run::new(3000, 3);
+    let mut expect = Vec::new();
+    for step in [10u64, 20, 30] {
+        let ck = dir.path().join(format!("ck{step}"));
+        let mut files = vec![
+            ("model.safetensors", run.file(step)),
+            ("config.json", b"{\"hidden\": 384}\n".to_vec()),
+            ("optim/state.safetensors", Run::new(100, step).file(step)),
+        ];
+        if step == 20 {
+            files.push(("notes/empty.txt", Vec::new()));
+        }
+        write_dir(&ck, &files);
+        let snap = store.add_path(&ck, None).unwrap();
+        assert_eq!(snap.step, step, "the step comes from the metadata");
+        assert_eq!(snap.kind, Kind::Dir);
+        expect.push((step, read_dir_all(&ck)));
+        run.step();
+    }
+    // model.safetensors of step 20 is a delta; config.json too (same path).
+    let s20 = &store.snapshots()[1];
+    assert!(
+        s20.files
+            .iter()
+            .find(|f| f.path == "model.safetensors")
+            .unwrap()
+            .base
+            .is_some()
+    );
+    for (step, files) in &expect {
+        let out = dir.path().join(format!("out{step}"));
+        store.restore_to(*step, &out, false).unwrap();
+        assert_eq!(read_dir_all(&out), *files, "step {step}");
+    }
+    // Replacing an existing directory needs --force, then replaces it whole.
+    let out = dir.path().join("out10");
+    assert!(store.restore_to(20, &out, false).is_err());
+    store.restore_to(20, &out, true).unwrap();
+    assert_eq!(read_dir_all(&out), expect[1].1);
+    // Restoring into the store is refused.
+    assert!(
+        store
+            .restore_to(20, &dir.path().join("s/x"), false)
+            .is_err()
+    );
+}
+
+#[test]
+fn prune_keeps_chains_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("s");
+    let mut store = Store::create(&root, 5).unwrap();
+    let mut run = Run::new(8000, 4);
+    let mut originals = Vec::new();
+    for k in 1..=12u64 {
+        let step = 10 * k;
+        let bytes = run.file(step);
+        add_file(&mut store, step, &bytes);
+        originals.push((step, bytes));
+        run.step();
+    }
+    let r = store.prune(3, Some(40)).unwrap();
+    assert_eq!(r.removed, [10, 20, 30, 50, 60, 70, 90]);
+    let steps: Vec<u64> = store.snapshots().iter().map(|s| s.step).collect();
+    assert_eq!(steps, [40, 80, 100, 110, 120]);
+    assert!(!r.rebuilt.is_empty());
+    assert!(r.stored_after < r.stored_before);
+    for s in store.snapshots() {
+        assert!(s.depth < 5);
+    }
+    drop(store);
+    let store = Store::open(&root).unwrap();
+    let rep = store.verify(&mut |_| {}).unwrap();
+    assert_eq!(rep.snapshots, 5);
+    assert!(rep.unreferenced.is_empty(), "{:?}", rep.unreferenced);
+    for (step, bytes) in &originals {
+        match store.restore_files(*step) {
+            Ok(f) => assert!(steps.contains(step) && f[0].bytes == *bytes, "step {step}"),
+            Err(Error::NoSuchStep(s)) => assert!(!steps.contains(&s)),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // Only objects of kept snapshots remain.
+    let objects = fs::read_dir(root.join("objects")).unwrap().count();
+    assert_eq!(objects, 5);
+}
+
+#[test]
+fn requests_out_of_order_and_second_writers_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("s");
+    let mut store = Store::create(&root, 8).unwrap();
+    let run = Run::new(100, 5);
+    add_file(&mut store, 5, &run.file(5));
+    let f = run.file(5);
+    let input = FileInput::from_bytes("model.safetensors", &f, None);
+    let err = store.add(5, Kind::File, std::slice::from_ref(&input)).unwrap_err();
+    assert!(
+        err.to_string().contains("not after the last snapshot"),
+        "{err}"
+    );
+    let bad = FileInput {
+        path: "../escape".into(),
+        ..input.clone()
+    };
+    assert!(store.add(6, Kind::Dir, &[bad]).is_err());
+
+    // A second writer, and a reader, are refused while this writer lives.
+    let err = Store::open_mut(&root).unwrap_err();
+    assert!(matches!(err, Error::Locked(_)), "{err}");
+    assert!(matches!(Store::open(&root), Err(Error::Locked(_))));
+    drop(store);
+    let r1 = Store::open(&root).unwrap();
+    let r2 = Store::open(&root).unwrap();
+    assert!(matches!(Store::open_mut(&root), Err(Error::Locked(_))));
+    drop((r1, r2));
+
+    // Creating over a non-empty directory, or opening a non-store, fails clearly.
+    let err = Store::create(&root, 8).unwrap_err();
+    assert!(err.to_string().contains("not empty"), "{err}");
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(
+        err.to_string().contains("not an lmc snapshot store"),
+        "{err}"
+    );
+}
+
+#[test]
+fn damaged_stores_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("s");
+    let mut store = Store::create(&root, 8).unwrap();
+    let mut run = Run::new(4000, 6);
+    for step in [1u64, 2, 3] {
+        add_file(&mut store, step, &run.file(step));
+        run.step();
+    }
+    let objs: Vec<String> = store
+        .snapshots()
+        .iter()
+        .map(|s| s.files[0].object.clone())
+        .collect();
+    drop(store);
+
+    // A flipped byte in the middle delta's object: verify names the object.
+    let p = root.join("objects").join(&objs[1]);
+    let mut b = fs::read(&p).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0x55;
+    fs::write(&p, &b).unwrap();
+    let store = Store::open(&root).unwrap();
+    let err = store.verify(&mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains(&objs[1]), "{err}");
+    // Step 1 is still fine; steps 2 and 3 (whose chain includes it) are not.
+    assert!(store.restore_files(1).is_ok());
+    assert!(store.restore_files(3).is_err());
+    drop(store);
+
+    // A missing object.
+    fs::remove_file(&p).unwrap();
+    let err = Store::open(&root).unwrap().restore_files(2).unwrap_err();
+    assert!(err.to_string().contains(&objs[1]), "{err}");
+
+    // A manifest that tries to write outside the output is refused on open.
+    let m = fs::read_to_string(root.join("manifest.json")).unwrap();
+    fs::write(
+        root.join("manifest.json"),
+        m.replace("\"model.safetensors\"", "\"../../evil\""),
+    )
+    .unwrap();
+    let err = Store::open(&root).unwrap_err();
+    assert!(
+        err.to_string().contains("not a plain relative path"),
+        "{err}"
+    );
+    fs::write(root.join("manifest.json"), "{not json").unwrap();
+    let err = Store::open(&root).unwrap_err();
+    assert!(err.to_string().contains("manifest.json"), "{err}");
+}
