@@ -53,7 +53,7 @@ use lmc_tensors::safetensors::TensorInfo;
 pub use fsutil::FAILPOINT_VAR;
 use fsutil::{Lock, failpoint, sync_dir, write_atomic};
 pub use manifest::{FileEntry, Kind, Manifest, Snapshot};
-use manifest::{check_relative_path, hex};
+use manifest::{check_relative_path, counterpart, hex};
 
 /// Default: a keyframe every 8 snapshots, so a restore decodes at most 7 deltas.
 pub const DEFAULT_KEYFRAME_EVERY: u32 = 8;
@@ -477,11 +477,12 @@ impl Store {
             Some(p) => self.restore_files(p)?,
             None => Vec::new(),
         };
+        let parent_kind = self.manifest.snapshots.last().map_or(Kind::Dir, |p| p.kind);
         let generation = self.manifest.generation + 1;
         let mut created = Cleanup::new(self.objects());
         let mut entries = Vec::with_capacity(files.len());
         for (i, f) in files.iter().enumerate() {
-            let base = base_files.iter().find(|b| b.path == f.path);
+            let base = counterpart(&base_files, |b| &b.path, parent_kind, kind, &f.path);
             let name = format!("{step:012}-{i:04}-g{generation}.lmc");
             let entry = self.write_object(f, base, &name, &mut created)?;
             entries.push(entry);
@@ -673,20 +674,22 @@ impl Store {
         let snaps = &self.manifest.snapshots;
         // Walk back to the keyframe of this file's chain. The manifest's
         // checks guarantee each delta's base is the same path one snapshot up.
-        let mut chain = Vec::new();
         let mut i = idx;
-        loop {
-            let e = snaps[i]
-                .files
-                .iter()
-                .find(|f| f.path == path)
-                .ok_or_else(|| {
-                    Error::Corrupt(format!("step {}: no file {path:?}", snaps[i].step))
-                })?;
+        let mut e = snaps[i]
+            .files
+            .iter()
+            .find(|f| f.path == path)
+            .ok_or_else(|| Error::Corrupt(format!("step {}: no file {path:?}", snaps[i].step)))?;
+        let mut chain = vec![e];
+        while e.base.is_some() {
+            let (s, p) = (&snaps[i], &snaps[i - 1]);
+            e = counterpart(&p.files, |f| &f.path, p.kind, s.kind, &e.path).ok_or_else(|| {
+                Error::Corrupt(format!(
+                    "step {}: {:?} has no base in the parent",
+                    s.step, e.path
+                ))
+            })?;
             chain.push(e);
-            if e.base.is_none() {
-                break;
-            }
             i -= 1;
         }
         let mut cur: Option<Vec<u8>> = None;
@@ -802,13 +805,13 @@ impl Store {
     pub fn verify(&self, progress: &mut dyn FnMut(&Snapshot)) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         let mut prev: Vec<RestoredFile> = Vec::new();
+        let mut prev_kind = Kind::Dir;
         for s in &self.manifest.snapshots {
             let mut cur = Vec::with_capacity(s.files.len());
             for f in &s.files {
                 let base = match &f.base {
                     Some(_) => Some(
-                        prev.iter()
-                            .find(|p| p.path == f.path)
+                        counterpart(&prev, |p| &p.path, prev_kind, s.kind, &f.path)
                             .map(|p| p.bytes.as_slice())
                             .ok_or_else(|| {
                                 Error::Corrupt(format!(
@@ -831,6 +834,7 @@ impl Store {
             report.snapshots += 1;
             progress(s);
             prev = cur;
+            prev_kind = s.kind;
         }
         let listed: std::collections::HashSet<&str> = self
             .manifest
@@ -903,10 +907,11 @@ impl Store {
                     Some(b) => self.restore_files(snaps[b].step)?,
                     None => Vec::new(),
                 };
+                let base_kind = base_idx.map_or(Kind::Dir, |b| snaps[b].kind);
                 let mut entries = Vec::with_capacity(files.len());
                 for (fi, f) in files.iter().enumerate() {
                     let input = FileInput::from_bytes(f.path.clone(), &f.bytes, f.mode);
-                    let base = base_files.iter().find(|b| b.path == f.path);
+                    let base = counterpart(&base_files, |b| &b.path, base_kind, s.kind, &f.path);
                     let name = format!("{:012}-{fi:04}-g{generation}.lmc", s.step);
                     entries.push(self.write_object(&input, base, &name, &mut created)?);
                 }

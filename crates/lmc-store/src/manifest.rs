@@ -87,6 +87,23 @@ impl Snapshot {
     }
 }
 
+/// The file among `parent_files` (of a snapshot of kind `parent_kind`)
+/// that the file at `path` of a snapshot of kind `kind` is coded against:
+/// the one at the same path, or, when both snapshots are single files, the
+/// parent's file whatever its name (checkpoints are often named by step).
+pub fn counterpart<'a, T>(
+    parent_files: &'a [T],
+    path_of: impl Fn(&T) -> &str,
+    parent_kind: Kind,
+    kind: Kind,
+    path: &str,
+) -> Option<&'a T> {
+    if parent_kind == Kind::File && kind == Kind::File {
+        return parent_files.first();
+    }
+    parent_files.iter().find(|f| path_of(f) == path)
+}
+
 pub fn hex(hash: u128) -> String {
     format!("{hash:032x}")
 }
@@ -165,8 +182,8 @@ impl Manifest {
                     return Err(format!("step {}: bad hash {:?}", s.step, f.hash));
                 }
                 if let Some(b) = &f.base {
-                    let parent_file =
-                        prev.and_then(|p| p.files.iter().find(|pf| pf.path == f.path));
+                    let parent_file = prev
+                        .and_then(|p| counterpart(&p.files, |x| &x.path, p.kind, s.kind, &f.path));
                     if s.parent.is_none() || parent_file.map(|pf| &pf.hash) != Some(b) {
                         return Err(format!(
                             "step {}: {:?} is a delta against {b}, which the parent does not hold",

@@ -320,7 +320,9 @@ fn requests_out_of_order_and_second_writers_are_refused() {
     add_file(&mut store, 5, &run.file(5));
     let f = run.file(5);
     let input = FileInput::from_bytes("model.safetensors", &f, None);
-    let err = store.add(5, Kind::File, std::slice::from_ref(&input)).unwrap_err();
+    let err = store
+        .add(5, Kind::File, std::slice::from_ref(&input))
+        .unwrap_err();
     assert!(
         err.to_string().contains("not after the last snapshot"),
         "{err}"
