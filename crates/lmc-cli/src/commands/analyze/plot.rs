@@ -128,8 +128,23 @@ fn ratio_axis(values: impl Iterator<Item = f64>, from_zero: bool) -> YAxis {
     }
 }
 
+/// Colours that stay apart on white (matplotlib's "tab10"), cycled.
+const COLORS: [(u8, u8, u8); 10] = [
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+];
+
 fn color(i: usize) -> RGBAColor {
-    Palette99::pick(i).to_rgba()
+    let (r, g, b) = COLORS[i % COLORS.len()];
+    RGBColor(r, g, b).to_rgba()
 }
 
 /// Splits off the legend column and draws `names` into it.
