@@ -14,6 +14,7 @@ use std::io::{self, Write};
 use lmc_core::codec::{PlaneKind, encode_plane};
 use lmc_core::stats::{Histogram, xor_into};
 use lmc_core::{DEFAULT_CHUNK_SIZE, Dtype, SegmentKind, planes};
+use rayon::prelude::*;
 
 /// zstd level of the baselines (the everyday default).
 pub const ZSTD_LEVEL: i32 = 3;
@@ -222,13 +223,75 @@ fn zero_elements(data: &[u8], width: usize) -> u64 {
         .count() as u64
 }
 
-/// Reusable per-block buffers.
-#[derive(Default)]
-struct Scratch {
+/// What the chunk-by-chunk pass gathers; partial sums over some chunks,
+/// merged at the end. Holds its scratch buffers too.
+struct ChunkTotals {
+    hists: Vec<Histogram>,
+    lmc: Vec<u64>,
+    xor_hists: Vec<Histogram>,
+    xor_lmc: Vec<u64>,
+    unchanged: u64,
+    zeros: u64,
+    exponents: Option<Exponents>,
     planes: Vec<Vec<u8>>,
     xor: Vec<u8>,
-    xor_planes: Vec<Vec<u8>>,
     coded: Vec<u8>,
+}
+
+impl ChunkTotals {
+    fn new(dtype: Option<Dtype>, width: usize) -> ChunkTotals {
+        ChunkTotals {
+            hists: vec![Histogram::default(); width],
+            lmc: vec![0; width],
+            xor_hists: vec![Histogram::default(); width],
+            xor_lmc: vec![0; width],
+            unchanged: 0,
+            zeros: 0,
+            exponents: dtype.and_then(Exponents::new),
+            planes: Vec::new(),
+            xor: Vec::new(),
+            coded: Vec::new(),
+        }
+    }
+
+    fn merge(mut self, other: ChunkTotals) -> ChunkTotals {
+        let sum = |a: &mut Vec<u64>, b: &[u64]| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        for (a, b) in self.hists.iter_mut().zip(&other.hists) {
+            a.merge(b);
+        }
+        for (a, b) in self.xor_hists.iter_mut().zip(&other.xor_hists) {
+            a.merge(b);
+        }
+        sum(&mut self.lmc, &other.lmc);
+        sum(&mut self.xor_lmc, &other.xor_lmc);
+        self.unchanged += other.unchanged;
+        self.zeros += other.zeros;
+        if let (Some(a), Some(b)) = (self.exponents.as_mut(), other.exponents.as_ref()) {
+            a.merge(b);
+        }
+        self
+    }
+
+    /// Histograms and lmc sizes of the planes of one chunk (of the tensor,
+    /// or of its XOR delta).
+    fn code_planes(
+        dtype: Option<Dtype>,
+        kind: PlaneKind,
+        chunk: &[u8],
+        buf: &mut Vec<Vec<u8>>,
+        coded: &mut Vec<u8>,
+        hists: &mut [Histogram],
+        lmc: &mut [u64],
+    ) {
+        with_planes(dtype, chunk, buf, |planes| {
+            for (k, p) in planes.iter().enumerate() {
+                hists[k].add(p);
+                coded.clear();
+                encode_plane(p, kind, coded);
+                lmc[k] += coded.len() as u64;
+            }
+        });
+    }
 }
 
 /// Splits `block` into planes (or takes it whole for one-byte elements and
@@ -250,9 +313,47 @@ fn with_planes<R>(
     }
 }
 
+/// Size of zstd -3 on `data`, streamed.
+fn zstd_size(data: &[u8]) -> io::Result<u64> {
+    let mut z = zstd_counter(data.len() as u64)?;
+    for block in data.chunks(1 << 20) {
+        z.write_all(block)?;
+    }
+    Ok(z.finish()?.0)
+}
+
+/// Size of zstd -3 on each byte plane of `data` on its own, summed; the
+/// planes are cut from the data block by block and fed to one stream each.
+fn zstd_planes_size(dtype: Dtype, data: &[u8]) -> io::Result<u64> {
+    let width = dtype.width();
+    let mut streams = (0..width)
+        .map(|_| zstd_counter((data.len() / width) as u64))
+        .collect::<io::Result<Vec<_>>>()?;
+    let mut buf = Vec::new();
+    let step = (DEFAULT_CHUNK_SIZE / width).max(1) * width;
+    for block in data.chunks(step) {
+        with_planes(Some(dtype), block, &mut buf, |planes| {
+            streams
+                .iter_mut()
+                .zip(planes)
+                .try_for_each(|(z, p)| z.write_all(p))
+        })?;
+    }
+    let mut total = 0;
+    for z in streams {
+        total += z.finish()?.0;
+    }
+    Ok(total)
+}
+
 /// Measures one segment. `data` is its bytes; `previous` the bytes of the
 /// matching tensor of the previous snapshot (same dtype and shape, so the
 /// same length), `first` whether there is no previous snapshot at all.
+///
+/// Three parts run side by side on the rayon pool, so that one huge tensor
+/// (an embedding) is not measured by a single thread: lmc's chunks in
+/// parallel (histograms, lmc sizes, zeros, exponents, the XOR delta), and
+/// the two zstd streams.
 ///
 /// The caller guarantees that a tensor's length is a multiple of its width
 /// (checked against its shape when the layout was read).
@@ -274,70 +375,65 @@ pub fn measure(
     let previous = previous.filter(|p| p.len() == data.len());
     let n_elems = (data.len() / width) as u64;
 
-    let mut hists = vec![Histogram::default(); width];
-    let mut lmc = vec![0u64; width];
-    let mut xor_hists = vec![Histogram::default(); width];
-    let mut xor_lmc = vec![0u64; width];
-    let mut unchanged = 0u64;
-    let mut zeros = 0u64;
-    let mut exponents = dtype.and_then(Exponents::new);
-    let mut zstd_raw = zstd_counter(data.len() as u64)?;
-    let mut zstd_planes = if width > 1 {
-        (0..width)
-            .map(|_| zstd_counter(n_elems))
-            .collect::<io::Result<Vec<_>>>()?
-    } else {
-        Vec::new()
-    };
-    let mut s = Scratch::default();
-
-    // The blocks are lmc's chunks of this segment.
+    // The chunks are lmc's chunks of this segment.
     let step = (DEFAULT_CHUNK_SIZE / width).max(1) * width;
-    for (b, block) in data.chunks(step).enumerate() {
-        zstd_raw.write_all(block)?;
-        zeros += zero_elements(block, width);
-        if let (Some(e), Some(d)) = (exponents.as_mut(), dtype) {
-            e.add(d, block);
-        }
-        let coded = &mut s.coded;
-        with_planes(dtype, block, &mut s.planes, |planes| -> io::Result<()> {
-            for (k, p) in planes.iter().enumerate() {
-                hists[k].add(p);
-                coded.clear();
-                encode_plane(p, plane_kind, coded);
-                lmc[k] += coded.len() as u64;
-                if let Some(z) = zstd_planes.get_mut(k) {
-                    z.write_all(p)?;
-                }
-            }
-            Ok(())
-        })?;
-        if let Some(prev) = previous {
-            let start = b * step;
-            xor_into(block, &prev[start..start + block.len()], &mut s.xor);
-            unchanged += zero_elements(&s.xor, width);
-            let coded = &mut s.coded;
-            with_planes(dtype, &s.xor, &mut s.xor_planes, |planes| {
-                for (k, p) in planes.iter().enumerate() {
-                    xor_hists[k].add(p);
-                    coded.clear();
-                    encode_plane(p, plane_kind, coded);
-                    xor_lmc[k] += coded.len() as u64;
-                }
-            });
-        }
-    }
-
-    let zstd_raw = zstd_raw.finish()?.0;
-    let zstd_grouped = if width > 1 {
-        let mut total = 0;
-        for z in zstd_planes {
-            total += z.finish()?.0;
-        }
-        total
-    } else {
-        zstd_raw
+    let by_chunk = || {
+        data.par_chunks(step)
+            .enumerate()
+            .fold(
+                || ChunkTotals::new(dtype, width),
+                |mut t, (b, chunk)| {
+                    t.zeros += zero_elements(chunk, width);
+                    if let (Some(e), Some(d)) = (t.exponents.as_mut(), dtype) {
+                        e.add(d, chunk);
+                    }
+                    let ChunkTotals {
+                        hists,
+                        lmc,
+                        xor_hists,
+                        xor_lmc,
+                        unchanged,
+                        planes,
+                        xor,
+                        coded,
+                        ..
+                    } = &mut t;
+                    ChunkTotals::code_planes(dtype, plane_kind, chunk, planes, coded, hists, lmc);
+                    if let Some(prev) = previous {
+                        let start = b * step;
+                        xor_into(chunk, &prev[start..start + chunk.len()], xor);
+                        *unchanged += zero_elements(xor, width);
+                        ChunkTotals::code_planes(
+                            dtype, plane_kind, xor, planes, coded, xor_hists, xor_lmc,
+                        );
+                    }
+                    t
+                },
+            )
+            .reduce(|| ChunkTotals::new(dtype, width), ChunkTotals::merge)
     };
+    let (t, (zstd_raw, zstd_grouped)) = rayon::join(by_chunk, || {
+        rayon::join(
+            || zstd_size(data),
+            || match dtype {
+                Some(d) if width > 1 => zstd_planes_size(d, data).map(Some),
+                _ => Ok(None),
+            },
+        )
+    });
+    let zstd_raw = zstd_raw?;
+    let zstd_grouped = zstd_grouped?.unwrap_or(zstd_raw);
+    let ChunkTotals {
+        hists,
+        lmc,
+        xor_hists,
+        xor_lmc,
+        unchanged,
+        zeros,
+        exponents,
+        ..
+    } = t;
+
     let planes = hists
         .iter()
         .zip(&lmc)

@@ -147,24 +147,36 @@ fn color(i: usize) -> RGBAColor {
     RGBColor(r, g, b).to_rgba()
 }
 
-/// Splits off the legend column and draws `names` into it.
+/// Splits off the legend column and draws `names` into it (a name may
+/// have further lines after a `\n`, drawn smaller below it).
 fn legend<'a>(
     root: &DrawingArea<SVGBackend<'a>, Shift>,
     names: &[String],
 ) -> Result<DrawingArea<SVGBackend<'a>, Shift>> {
     let (chart, side) = root.split_horizontally(SIZE.0 - LEGEND_WIDTH);
-    let top = 70;
+    let mut y = 70;
     for (i, name) in names.iter().enumerate() {
-        let y = top + 22 * i as i32;
         let c = color(i);
         side.draw(&PathElement::new(vec![(8, y), (36, y)], c.stroke_width(3)))
             .map_err(drawing)?;
+        let mut lines = name.lines();
+        let first = lines.next().unwrap_or_default().to_string();
         side.draw(&Text::new(
-            name.clone(),
+            first,
             (44, y - 7),
             ("sans-serif", 15).into_font(),
         ))
         .map_err(drawing)?;
+        for more in lines {
+            y += 16;
+            side.draw(&Text::new(
+                more.to_string(),
+                (44, y - 6),
+                ("sans-serif", 13).into_font(),
+            ))
+            .map_err(drawing)?;
+        }
+        y += 22;
     }
     Ok(chart)
 }
@@ -476,10 +488,10 @@ fn exponent_svg(f: &FileReport) -> Result<String> {
             }
         };
         if e.counts[0] > 0 {
-            let _ = write!(name, ", zero/subnormal {}", special(e.counts[0]));
+            let _ = write!(name, "\nzero or subnormal: {}", special(e.counts[0]));
         }
         if e.counts[top_field] > 0 {
-            let _ = write!(name, ", inf/NaN {}", special(e.counts[top_field]));
+            let _ = write!(name, "\ninfinite or NaN: {}", special(e.counts[top_field]));
         }
         let points = match (used.first(), used.last()) {
             (Some(&lo), Some(&hi)) => (lo..=hi)

@@ -588,18 +588,27 @@ fn shorten(name: &str, max: usize) -> String {
     format!("{head}…{tail}")
 }
 
-/// The `(dtype, plane)` pairs present in any file of the series, in order.
+/// Dtypes under this share of a file's bytes in every file are left out of
+/// the series table and the entropy plot (a 4 kB `position_ids` buffer
+/// would add eight I64 columns); the JSON and per-file tables keep them.
+const MIN_SHARE: f64 = 0.01;
+
+/// The `(dtype, plane)` pairs of the series table and entropy plot: those of
+/// every dtype that makes up at least [`MIN_SHARE`] of some file, in order.
 pub fn dtype_planes(files: &[FileReport]) -> Vec<(&'static str, usize)> {
-    let mut widths: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut widths: BTreeMap<&'static str, (usize, f64)> = BTreeMap::new();
     for f in files {
         for (name, (_, t)) in &f.dtypes {
             let w = widths.entry(name).or_default();
-            *w = (*w).max(t.planes.len());
+            w.0 = w.0.max(t.planes.len());
+            w.1 = w.1.max(frac(t.bytes, f.bytes));
         }
     }
+    let big = widths.values().any(|w| w.1 >= MIN_SHARE);
     widths
         .into_iter()
-        .flat_map(|(d, w)| (0..w).map(move |k| (d, k)))
+        .filter(|(_, w)| !big || w.1 >= MIN_SHARE)
+        .flat_map(|(d, w)| (0..w.0).map(move |k| (d, k)))
         .collect()
 }
 
@@ -609,7 +618,8 @@ pub fn series_table(files: &[FileReport]) -> String {
     let cols = dtype_planes(files);
     let _ = writeln!(
         t,
-        "series of {} files (entropy: bits/byte of each dtype's plane, weighted by bytes):",
+        "series of {} files (entropy: bits/byte of each dtype's plane, weighted by bytes; \
+         dtypes under 1% of the bytes left out):",
         files.len()
     );
     let mut head = format!(
