@@ -51,6 +51,10 @@ pub enum PlaneKind {
     Tensor,
     /// Bytes with no known structure (headers, metadata, gaps).
     Generic,
+    /// A byte plane of a tensor in which a sample showed repeated byte
+    /// strings that an LZ coder finds and an order-0 coder cannot (see
+    /// [`lz_planes`]): zstd is always tried.
+    TensorLz,
 }
 
 /// zstd level for generic bytes: small, text-like, worth a stronger level.
@@ -87,6 +91,42 @@ fn clearly_incompressible(data: &[u8]) -> bool {
     huffman::encoded_size(&hist, &lengths) + m / 256 >= m
 }
 
+/// Sample blocks [`lz_planes`] takes from a tensor, and their size in elements.
+const LZ_SAMPLES: usize = 4;
+const LZ_SAMPLE_ELEMS: usize = 16 << 10;
+/// zstd must beat Huffman (or raw storage) on the sample by this fraction.
+const LZ_MIN_GAIN: f64 = 0.04;
+
+/// Which byte planes of a tensor (`data`, elements of `dtype`) are worth
+/// trying zstd on in every chunk: bit *k* set for plane *k*. Order-0 coding
+/// cannot see repeated byte strings; some tensors have them (in Adam moments
+/// of embeddings, rows that got the same kind of gradient). Judged once per
+/// tensor on a few evenly spaced samples, so tensors without such structure
+/// pay nothing in their chunks.
+pub fn lz_planes(dtype: crate::Dtype, data: &[u8]) -> u64 {
+    let w = dtype.width();
+    let n = data.len() / w;
+    if w == 0 || w > 64 || n < LZ_SAMPLES * LZ_SAMPLE_ELEMS {
+        return 0;
+    }
+    let mut planes: Vec<Vec<u8>> = vec![Vec::new(); w];
+    let (mut lz, mut best) = (vec![0usize; w], vec![0usize; w]);
+    for s in 0..LZ_SAMPLES {
+        let start = (n / LZ_SAMPLES) * s + (n / LZ_SAMPLES - LZ_SAMPLE_ELEMS) / 2;
+        let block = &data[start * w..(start + LZ_SAMPLE_ELEMS) * w];
+        crate::planes::split(dtype, block, &mut planes);
+        for (k, p) in planes.iter().enumerate() {
+            let hist = huffman::histogram(p);
+            let lengths = huffman::code_lengths(&hist, huffman::MAX_CODE_LEN);
+            best[k] += huffman::encoded_size(&hist, &lengths).min(p.len());
+            lz[k] += zstd::bulk::compress(p, ZSTD_LEVEL_PLANE).map_or(usize::MAX / 8, |z| z.len());
+        }
+    }
+    (0..w)
+        .filter(|&k| (lz[k] as f64) < best[k] as f64 * (1.0 - LZ_MIN_GAIN))
+        .fold(0, |m, k| m | 1 << k)
+}
+
 /// Encodes `data` with the best codec, appends the result to `out`, and
 /// returns the codec chosen.
 pub fn encode_plane(data: &[u8], kind: PlaneKind, out: &mut Vec<u8>) -> PlaneCodec {
@@ -94,7 +134,7 @@ pub fn encode_plane(data: &[u8], kind: PlaneKind, out: &mut Vec<u8>) -> PlaneCod
     if n == 0 {
         return PlaneCodec::Raw;
     }
-    if n >= SAMPLE_MIN_PLANE && clearly_incompressible(data) {
+    if n >= SAMPLE_MIN_PLANE && kind != PlaneKind::TensorLz && clearly_incompressible(data) {
         out.extend_from_slice(data);
         return PlaneCodec::Raw;
     }
@@ -114,13 +154,13 @@ pub fn encode_plane(data: &[u8], kind: PlaneKind, out: &mut Vec<u8>) -> PlaneCod
     }
 
     let try_zstd = match kind {
-        PlaneKind::Generic => true,
+        PlaneKind::Generic | PlaneKind::TensorLz => true,
         PlaneKind::Tensor => estimate < n / 4,
     };
     if try_zstd {
         let level = match kind {
             PlaneKind::Generic => ZSTD_LEVEL_GENERIC,
-            PlaneKind::Tensor => ZSTD_LEVEL_PLANE,
+            PlaneKind::Tensor | PlaneKind::TensorLz => ZSTD_LEVEL_PLANE,
         };
         if let Ok(z) = zstd::bulk::compress(data, level)
             && z.len() < best.1
@@ -187,6 +227,42 @@ mod tests {
         decode_plane(codec, &out[3..], &mut back).unwrap();
         assert_eq!(back, data);
         (codec, out.len() - 3)
+    }
+
+    /// xorshift bytes: no structure an order-0 or LZ coder can use.
+    fn noise(n: usize, mut x: u64) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lz_planes_finds_repeated_strings_only() {
+        let n = 4 * 16 * 1024 * 4; // elements
+        // F32 elements whose low three bytes repeat a 1000-element pattern
+        // (random order-0, but LZ-friendly), exponent bytes random.
+        let pattern = noise(4000, 1);
+        let expo = noise(n, 2);
+        let mut data = Vec::with_capacity(n * 4);
+        for i in 0..n {
+            let p = &pattern[(i % 1000) * 4..(i % 1000) * 4 + 3];
+            data.extend_from_slice(&[p[0], p[1], p[2], expo[i]]);
+        }
+        let m = lz_planes(crate::Dtype::F32, &data);
+        // Plane 0 holds the top byte (with rotation, mostly expo): not LZ.
+        assert_eq!(m & 1, 0, "{m:#b}");
+        assert_eq!(m & 0b1110, 0b1110, "{m:#b}");
+        assert_eq!(lz_planes(crate::Dtype::F32, &noise(n * 4, 3)), 0);
+        // Too small to judge.
+        assert_eq!(lz_planes(crate::Dtype::F32, &data[..4096]), 0);
+        // The hinted kind round trips and picks zstd on such a plane.
+        let plane: Vec<u8> = pattern.iter().copied().cycle().take(65536).collect();
+        assert_eq!(round_trip(&plane, PlaneKind::TensorLz).0, PlaneCodec::Zstd);
     }
 
     #[test]

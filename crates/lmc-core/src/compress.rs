@@ -7,7 +7,7 @@ use std::io::{Seek, SeekFrom, Write};
 use rayon::prelude::*;
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::codec::{PlaneKind, encode_plane};
+use crate::codec::{PlaneKind, encode_plane, lz_planes};
 use crate::error::{Error, Result};
 use crate::format::{
     BaseRef, ChunkEntry, HEADER_LEN, Header, Index, MAX_CHUNK_LEN, PlaneEntry, Segment,
@@ -227,6 +227,17 @@ pub fn compress_parts<W: Write + Seek + Send>(
         )));
     }
     let (segments, jobs) = plan(parts, layout, base, options.chunk_size)?;
+    // Planes that get zstd tried in every chunk, judged once per tensor.
+    // Delta tensors are not judged: their XOR planes are mostly zero runs,
+    // for which zstd is tried anyway.
+    let lz: Vec<u64> = segments
+        .par_iter()
+        .zip(parts.par_iter())
+        .map(|(s, p)| match &s.kind {
+            SegmentKind::Tensor { dtype, .. } if s.base_offset.is_none() => lz_planes(*dtype, p),
+            _ => 0,
+        })
+        .collect();
     let total_len: u64 = segments.iter().map(|s| s.len).sum();
     // The base slice each job is coded against, if any.
     let base_of = |j: &Job| -> Option<&[u8]> {
@@ -245,7 +256,13 @@ pub fn compress_parts<W: Write + Seek + Send>(
         bufs.resize_with(group.len(), Default::default);
         bufs.par_iter_mut().zip(group).for_each(|(buf, j)| {
             let data = &parts[j.segment][j.start..j.end];
-            encode_chunk(&segments[j.segment].kind, data, base_of(j), buf)
+            encode_chunk(
+                &segments[j.segment].kind,
+                data,
+                base_of(j),
+                lz[j.segment],
+                buf,
+            )
         });
     };
     // Output buffers of the batch being written and of the one being coded,
@@ -439,22 +456,29 @@ struct EncodedChunk {
 /// Codes one chunk into `enc` (its buffers reused): XORs it with `base`
 /// if given, splits it into planes, codes each plane, and checksums the
 /// result.
-fn encode_chunk(kind: &SegmentKind, data: &[u8], base: Option<&[u8]>, enc: &mut EncodedChunk) {
+fn encode_chunk(
+    kind: &SegmentKind,
+    data: &[u8],
+    base: Option<&[u8]>,
+    lz: u64,
+    enc: &mut EncodedChunk,
+) {
     match base {
         None => {
             enc.transform = Transform::None;
-            encode_planes(kind, data, enc);
+            encode_planes(kind, data, lz, enc);
         }
         Some(base) => DELTA.with_borrow_mut(|x| {
             x.clear();
             x.extend(data.iter().zip(base).map(|(a, b)| a ^ b));
             enc.transform = Transform::Xor;
-            encode_planes(kind, x, enc);
+            encode_planes(kind, x, lz, enc);
         }),
     }
 }
 
-fn encode_planes(kind: &SegmentKind, data: &[u8], enc: &mut EncodedChunk) {
+/// `lz`: bit *k* set if plane *k* is to have zstd tried (see [`lz_planes`]).
+fn encode_planes(kind: &SegmentKind, data: &[u8], lz: u64, enc: &mut EncodedChunk) {
     let EncodedChunk {
         bytes: out,
         checksum,
@@ -463,6 +487,13 @@ fn encode_planes(kind: &SegmentKind, data: &[u8], enc: &mut EncodedChunk) {
     } = enc;
     out.clear();
     entries.clear();
+    let kind_of = |k: usize| {
+        if lz >> k & 1 == 1 {
+            PlaneKind::TensorLz
+        } else {
+            PlaneKind::Tensor
+        }
+    };
     let mut push = |plane: &[u8], pk: PlaneKind, out: &mut Vec<u8>| {
         let start = out.len();
         let codec = encode_plane(plane, pk, out);
@@ -473,14 +504,12 @@ fn encode_planes(kind: &SegmentKind, data: &[u8], enc: &mut EncodedChunk) {
     };
     match kind {
         SegmentKind::Bytes => push(data, PlaneKind::Generic, out),
-        SegmentKind::Tensor { dtype, .. } if dtype.width() == 1 => {
-            push(data, PlaneKind::Tensor, out)
-        }
+        SegmentKind::Tensor { dtype, .. } if dtype.width() == 1 => push(data, kind_of(0), out),
         SegmentKind::Tensor { dtype, .. } => PLANES.with_borrow_mut(|planes| {
             planes.resize_with(dtype.width(), Vec::new);
             planes::split(*dtype, data, planes);
-            for p in planes.iter() {
-                push(p, PlaneKind::Tensor, out);
+            for (k, p) in planes.iter().enumerate() {
+                push(p, kind_of(k), out);
             }
         }),
     }
