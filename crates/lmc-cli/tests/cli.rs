@@ -668,14 +668,20 @@ fn corrupt_header() {
     );
     // A newer version (with a valid checksum): refused as such.
     let mut c = small_lmc();
-    c[8] = 2;
+    c[8] = 3;
     let sum = xxh3_64(&c[..56]);
     c[56..64].copy_from_slice(&sum.to_le_bytes());
     refused(
         &c,
-        &["c.lmc: unsupported container version 2 (this lmc reads version 1)"],
+        &["c.lmc: unsupported container version 3 (this lmc reads versions 1 to 2)"],
         true,
     );
+    // A v1 file claiming to be v2 (a delta): its index does not parse as one.
+    let mut c = small_lmc();
+    c[8] = 2;
+    let sum = xxh3_64(&c[..56]);
+    c[56..64].copy_from_slice(&sum.to_le_bytes());
+    refused(&c, &["c.lmc: corrupt index: "], true);
     // Unknown flags (with a valid checksum).
     let mut c = small_lmc();
     c[10] = 1;
