@@ -43,7 +43,7 @@ fn safetensors(tensors: &[T]) -> (Vec<u8>, usize) {
         off += t.data.len();
     }
     let mut header = format!("{{{}}}", entries.join(","));
-    while header.len() % 8 != 0 {
+    while !header.len().is_multiple_of(8) {
         header.push(' ');
     }
     let mut f = (header.len() as u64).to_le_bytes().to_vec();
@@ -162,7 +162,7 @@ const VALUES: [(u16, usize); 4] = [
 /// `n` BF16 elements (a multiple of 8) distributed exactly as [`VALUES`],
 /// in a scattered order so that no codec finds it trivial.
 fn skewed_bf16(n: usize) -> Vec<u16> {
-    assert_eq!(n % 8, 0);
+    assert!(n.is_multiple_of(8));
     let mut v: Vec<u16> = VALUES
         .iter()
         .flat_map(|&(x, w)| std::iter::repeat_n(x, n / 8 * w))

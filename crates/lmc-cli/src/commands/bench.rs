@@ -404,7 +404,7 @@ fn ranges(layout: &[SegmentSpec]) -> impl Iterator<Item = (&SegmentSpec, Range<u
 fn grouped_dtype(spec: &SegmentSpec) -> Option<Dtype> {
     match &spec.kind {
         SegmentKind::Tensor { dtype, .. }
-            if dtype.width() > 1 && spec.len % dtype.width() as u64 == 0 =>
+            if dtype.width() > 1 && spec.len.is_multiple_of(dtype.width() as u64) =>
         {
             Some(*dtype)
         }
@@ -775,6 +775,15 @@ fn notes(e: &Entropy) -> String {
     )
 }
 
+/// MB/s for the table: whole numbers, one decimal below 10 (xz, bzip2).
+fn speed(mbs: f64) -> String {
+    if mbs < 10.0 {
+        format!("{mbs:.1}")
+    } else {
+        format!("{mbs:.0}")
+    }
+}
+
 fn ratio(len: u64, stored: f64) -> f64 {
     len as f64 / stored
 }
@@ -826,12 +835,12 @@ impl Report {
             };
             let _ = writeln!(
                 t,
-                "| {} | {} | {runs} | {:.3} | {:.0} | {:.0} |",
+                "| {} | {} | {runs} | {:.3} | {} | {} |",
                 r.label,
                 r.threads,
                 ratio(self.len, r.stored as f64),
-                self.mbs(r.compress),
-                self.mbs(r.decompress)
+                speed(self.mbs(r.compress)),
+                speed(self.mbs(r.decompress))
             );
         }
         let e = &self.entropy;
