@@ -6,14 +6,26 @@
 //! padding) as byte segments. Compressing that layout and decompressing it
 //! gives back the file byte for byte.
 //!
-//! Formats: [`safetensors`], and [`raw`] (a flat array of one dtype).
+//! Formats: [`safetensors`]; PyTorch checkpoints ([`torch`], zip and
+//! legacy, with the [`pickle`] reader and the [`zip`] reader); NumPy
+//! [`npy`] and `.npz` archives; and [`raw`] (a flat array of one dtype).
+//! [`detect`] tells them apart by their contents. [`tree`] is lmc's own
+//! stream of a whole directory.
 
 #![forbid(unsafe_code)]
 
 pub mod convert;
+mod detect;
+pub mod npy;
+pub mod pickle;
 pub mod raw;
 pub mod safetensors;
+pub mod torch;
+pub mod tree;
+pub mod zip;
 
+pub use detect::{Detected, Format, detect, prefix_names};
+use lmc_core::SegmentKind;
 pub use lmc_core::SegmentSpec;
 
 /// A file that is not what it was taken for.
@@ -22,6 +34,99 @@ pub use lmc_core::SegmentSpec;
 pub enum Error {
     #[error("not a valid safetensors file: {0}")]
     Safetensors(String),
+    #[error("not a valid zip archive: {0}")]
+    Zip(String),
+    #[error("not a valid PyTorch checkpoint: {0}")]
+    Torch(String),
+    #[error("not a valid .npy file: {0}")]
+    Npy(String),
+    #[error("not a valid lmc directory stream: {0}")]
+    Tree(String),
     #[error("{0}")]
     Invalid(String),
+}
+
+/// A part of a file with a known kind (usually a tensor), at `offset`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Region {
+    pub offset: u64,
+    pub len: u64,
+    pub kind: SegmentKind,
+}
+
+/// The layout of a file of `file_len` bytes in which `regions` are known:
+/// the regions in offset order, and byte segments for the bytes between
+/// them. Regions must lie inside the file and must not overlap.
+pub fn tile(file_len: u64, mut regions: Vec<Region>) -> Result<Vec<SegmentSpec>, Error> {
+    regions.sort_by_key(|r| (r.offset, r.len));
+    let mut out = Vec::with_capacity(regions.len() * 2 + 1);
+    let mut at = 0u64;
+    for r in regions {
+        let end = r
+            .offset
+            .checked_add(r.len)
+            .filter(|&e| e <= file_len)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{} bytes at offset {} run past the end of the {file_len}-byte file",
+                    r.len, r.offset
+                ))
+            })?;
+        if r.offset < at {
+            return Err(Error::Invalid(format!(
+                "two parts of the file overlap at offset {}",
+                r.offset
+            )));
+        }
+        if r.offset > at {
+            out.push(SegmentSpec {
+                kind: SegmentKind::Bytes,
+                len: r.offset - at,
+            });
+        }
+        out.push(SegmentSpec {
+            kind: r.kind,
+            len: r.len,
+        });
+        at = end;
+    }
+    if at < file_len {
+        out.push(SegmentSpec {
+            kind: SegmentKind::Bytes,
+            len: file_len - at,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lmc_core::Dtype;
+
+    fn t(offset: u64, len: u64) -> Region {
+        Region {
+            offset,
+            len,
+            kind: SegmentKind::Tensor {
+                name: format!("t{offset}"),
+                dtype: Dtype::U8,
+                shape: vec![len],
+            },
+        }
+    }
+
+    #[test]
+    fn tiling() {
+        let l = tile(10, vec![t(6, 2), t(2, 4)]).unwrap();
+        let lens: Vec<_> = l
+            .iter()
+            .map(|s| (s.kind == SegmentKind::Bytes, s.len))
+            .collect();
+        assert_eq!(lens, [(true, 2), (false, 4), (false, 2), (true, 2)]);
+        assert_eq!(tile(0, vec![]).unwrap(), vec![]);
+        assert!(tile(10, vec![t(2, 4), t(5, 2)]).is_err());
+        assert!(tile(10, vec![t(8, 4)]).is_err());
+        assert!(tile(10, vec![t(u64::MAX, 4)]).is_err());
+    }
 }

@@ -1,0 +1,443 @@
+//! PyTorch checkpoints written by `torch.save`.
+//!
+//! Since PyTorch 1.6 a checkpoint is a zip archive (the stored, never
+//! compressed, members of a folder named after the file):
+//!
+//! ```text
+//! archive/data.pkl          the pickled object: dicts, lists, tensors
+//! archive/data/0 ...        one member per storage, its raw little-endian bytes
+//! archive/byteorder, archive/version, archive/.data/serialization_id, ...
+//! ```
+//!
+//! A tensor in the pickle is a call `_rebuild_tensor_v2(storage, offset,
+//! size, stride, ...)` whose storage is a persistent id
+//! `('storage', torch.FloatStorage, '0', 'cpu', numel)`: the storage's type,
+//! its key (the member `data/0`) and its element count. Each storage
+//! becomes one tensor segment of shape `[numel]` and the storage's dtype,
+//! named after the first tensor that uses it (`model.fc.weight`,
+//! `optimizer.state.0.exp_avg`); views that share a storage share its
+//! segment. Everything else (zip headers, the pickle, small members, the
+//! central directory, alignment padding) becomes byte segments.
+//!
+//! The legacy format (before 1.6, or `_use_new_zipfile_serialization=False`)
+//! is a sequence of pickles (a magic number, the protocol version, system
+//! info, the object, the list of storage keys) followed by each storage in
+//! key order as a little-endian `i64` element count and the storage's bytes.
+//!
+//! The pickle is read by [`crate::pickle`], which never imports or calls
+//! anything. Callables the pickle would call on `torch.load` that are not
+//! among the ones PyTorch's own `weights_only` loader allows are reported
+//! (a checkpoint can hold code; lmc stores it as bytes like the rest).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use lmc_core::{Dtype, SegmentKind};
+
+use crate::pickle::{self, Obj, Pickle, Value};
+use crate::zip::Entry;
+use crate::{Error, Region};
+
+/// The dtype of a torch storage type name (`FloatStorage`), and how many of
+/// it make one element (complex numbers are pairs). `None`: stored as bytes.
+pub fn storage_dtype(name: &str) -> Option<(Dtype, u64)> {
+    Some(match name {
+        "DoubleStorage" => (Dtype::F64, 1),
+        "FloatStorage" => (Dtype::F32, 1),
+        "HalfStorage" => (Dtype::F16, 1),
+        "BFloat16Storage" => (Dtype::BF16, 1),
+        "LongStorage" => (Dtype::I64, 1),
+        "IntStorage" => (Dtype::I32, 1),
+        "ShortStorage" => (Dtype::I16, 1),
+        "CharStorage" => (Dtype::I8, 1),
+        "ByteStorage" => (Dtype::U8, 1),
+        "BoolStorage" => (Dtype::Bool, 1),
+        "ComplexFloatStorage" => (Dtype::F32, 2),
+        "ComplexDoubleStorage" => (Dtype::F64, 2),
+        _ => return None,
+    })
+}
+
+/// The dtype of a `torch.<name>` dtype object (as `_rebuild_tensor_v3`
+/// gives for dtypes without a legacy storage type).
+fn torch_dtype(name: &str) -> Option<Dtype> {
+    Some(match name {
+        "uint16" => Dtype::U16,
+        "uint32" => Dtype::U32,
+        "uint64" => Dtype::U64,
+        "float8_e4m3fn" => Dtype::F8E4M3,
+        "float8_e5m2" => Dtype::F8E5M2,
+        _ => return None,
+    })
+}
+
+/// Callables that `torch.load(weights_only=True)` accepts and that plain
+/// state dicts use. Anything else a pickle calls is reported.
+const KNOWN_CALLS: &[(&str, &str)] = &[
+    ("collections", "OrderedDict"),
+    ("collections", "Counter"),
+    ("torch._utils", "_rebuild_tensor"),
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_tensor_v3"),
+    ("torch._utils", "_rebuild_parameter"),
+    ("torch._utils", "_rebuild_parameter_with_state"),
+    ("torch._utils", "_rebuild_qtensor"),
+    ("torch._utils", "_rebuild_sparse_tensor"),
+    ("torch._utils", "_rebuild_meta_tensor_no_storage"),
+    ("torch._utils", "_rebuild_wrapper_subclass"),
+    ("torch._utils", "_rebuild_device_tensor_from_numpy"),
+    ("torch._tensor", "_rebuild_from_type_v2"),
+    ("torch.nn.parameter", "Parameter"),
+    ("torch", "Size"),
+    ("torch", "device"),
+    ("torch", "Tensor"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("builtins", "bytearray"),
+    ("builtins", "slice"),
+    ("builtins", "complex"),
+    ("__builtin__", "set"),
+    ("_codecs", "encode"),
+];
+
+/// One storage a pickle refers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Storage {
+    pub key: String,
+    /// The storage type's name (`FloatStorage`, `UntypedStorage`).
+    pub type_name: String,
+    /// Elements (bytes for an untyped storage).
+    pub numel: u64,
+    /// The dtype lmc groups it as, if any, and how many of it one element is.
+    pub dtype: Option<(Dtype, u64)>,
+    /// The first path that uses it, or `data/KEY` if none was found.
+    pub name: String,
+}
+
+/// What lmc found in a checkpoint's pickle.
+#[derive(Debug, Clone, Default)]
+pub struct PickleSummary {
+    /// Storages by key, in the order the pickle first named them.
+    pub storages: Vec<Storage>,
+    /// `module.name` of callables outside [`KNOWN_CALLS`].
+    pub foreign_calls: BTreeSet<String>,
+    /// Why reading stopped early, if it did.
+    pub stopped: Option<String>,
+    /// Offset after the pickle's STOP.
+    pub end: Option<usize>,
+}
+
+/// Reads the pickle at `start` and collects its storages.
+pub fn summarize(bytes: &[u8], start: usize) -> PickleSummary {
+    let p = pickle::read(bytes, start);
+    let mut by_key: HashMap<String, usize> = HashMap::new();
+    let mut storages: Vec<Storage> = Vec::new();
+    for &pid in &p.persistent_ids {
+        let Some(s) = storage_of(&p, pid) else {
+            continue;
+        };
+        if !by_key.contains_key(&s.key) {
+            by_key.insert(s.key.clone(), storages.len());
+            storages.push(s);
+        }
+    }
+    // Names and dtype hints from the structure.
+    let mut named: Vec<Option<String>> = vec![None; storages.len()];
+    p.walk(|path, v| {
+        let Some(obj) = p.obj(v) else { return };
+        match obj {
+            Obj::Persistent(pid) => {
+                if let Some(key) = storage_key(&p, *pid)
+                    && let Some(&i) = by_key.get(key)
+                    && named[i].is_none()
+                {
+                    named[i] = Some(if path.is_empty() {
+                        "(root)".to_string()
+                    } else {
+                        path.to_string()
+                    });
+                }
+            }
+            Obj::Call { func, args, .. }
+                if p.global(*func) == Some(("torch._utils", "_rebuild_tensor_v3")) =>
+            {
+                // Untyped storages take the dtype of the tensor that uses them.
+                let Some(a) = p.tuple(*args) else { return };
+                let key = a.first().and_then(|s| match p.obj(*s) {
+                    Some(Obj::Persistent(pid)) => storage_key(&p, *pid),
+                    _ => None,
+                });
+                let dtype = a.get(6).and_then(|d| match p.global(*d) {
+                    Some(("torch", n)) => torch_dtype(n),
+                    _ => None,
+                });
+                if let (Some(k), Some(d)) = (key, dtype)
+                    && let Some(&i) = by_key.get(k)
+                {
+                    let s = &mut storages[i];
+                    if s.dtype.is_none() && s.type_name == "UntypedStorage" {
+                        let w = d.width() as u64;
+                        if s.numel.is_multiple_of(w) {
+                            s.dtype = Some((d, 1));
+                            s.numel /= w;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    });
+    let mut used = BTreeSet::new();
+    for (s, n) in storages.iter_mut().zip(named) {
+        let mut name = n.unwrap_or_else(|| format!("data/{}", s.key));
+        if !used.insert(name.clone()) {
+            name = format!("{name}#{}", s.key);
+            used.insert(name.clone());
+        }
+        s.name = name;
+    }
+    let foreign_calls = p
+        .calls
+        .iter()
+        .filter_map(|&f| match p.global(f) {
+            Some((m, n)) if KNOWN_CALLS.contains(&(m, n)) => None,
+            Some((m, n)) => Some(format!("{m}.{n}")),
+            None => Some("a callable built inside the pickle".to_string()),
+        })
+        .collect();
+    PickleSummary {
+        storages,
+        foreign_calls,
+        stopped: p.stopped.clone(),
+        end: p.end,
+    }
+}
+
+/// The key of a `('storage', type, key, location, numel)` persistent id.
+fn storage_key(p: &Pickle, pid: Value) -> Option<&str> {
+    let t = p.tuple(pid)?;
+    (p.string(*t.first()?)? == "storage").then_some(())?;
+    p.string(*t.get(2)?)
+}
+
+fn storage_of(p: &Pickle, pid: Value) -> Option<Storage> {
+    let t = p.tuple(pid)?;
+    let key = storage_key(p, pid)?.to_string();
+    let (_, type_name) = p.global(*t.get(1)?)?;
+    let type_name = type_name.to_string();
+    let Value::Int(numel) = *t.get(4)? else {
+        return None;
+    };
+    let numel = u64::try_from(numel).ok()?;
+    Some(Storage {
+        dtype: storage_dtype(&type_name),
+        key,
+        type_name,
+        numel,
+        name: String::new(),
+    })
+}
+
+/// Whether a zip archive's members look like a torch checkpoint: a
+/// `FOLDER/data.pkl` member. Returns the folder.
+pub fn torch_folder(entries: &[Entry]) -> Option<&str> {
+    entries
+        .iter()
+        .filter_map(|e| e.name.strip_suffix("/data.pkl"))
+        .find(|f| !f.contains('/'))
+}
+
+/// The regions of a torch zip checkpoint's storages.
+pub fn zip_regions(
+    bytes: &[u8],
+    entries: &[Entry],
+    folder: &str,
+) -> Result<(Vec<Region>, PickleSummary, Vec<String>), Error> {
+    let mut notes = Vec::new();
+    let by_name: BTreeMap<&str, &Entry> = entries.iter().map(|e| (e.name.as_str(), e)).collect();
+    let pkl = by_name[format!("{folder}/data.pkl").as_str()];
+    if !pkl.is_stored() {
+        notes.push(format!(
+            "{} is compressed in the archive; its storages are stored as bytes",
+            pkl.name
+        ));
+        return Ok((Vec::new(), PickleSummary::default(), notes));
+    }
+    let big_endian = by_name
+        .get(format!("{folder}/byteorder").as_str())
+        .is_some_and(|e| e.is_stored() && e.data(bytes) == b"big");
+    let summary = summarize(pkl.data(bytes), 0);
+    if let Some(why) = &summary.stopped {
+        notes.push(format!(
+            "{}: {why}; storages named after that point are stored as bytes",
+            pkl.name
+        ));
+    }
+    let mut regions = Vec::new();
+    for s in &summary.storages {
+        let Some(e) = by_name.get(format!("{folder}/data/{}", s.key).as_str()) else {
+            continue;
+        };
+        let Some((dtype, per)) = s.dtype.filter(|_| !big_endian && e.is_stored()) else {
+            continue;
+        };
+        let expect = s
+            .numel
+            .checked_mul(per)
+            .and_then(|n| n.checked_mul(dtype.width() as u64));
+        if expect != Some(e.len) {
+            notes.push(format!(
+                "storage {} ({}, {} elements) has {} bytes in the archive; stored as bytes",
+                s.key, s.type_name, s.numel, e.len
+            ));
+            continue;
+        }
+        regions.push(Region {
+            offset: e.data_offset,
+            kind: SegmentKind::Tensor {
+                name: s.name.clone(),
+                dtype,
+                shape: if per > 1 {
+                    vec![s.numel, per]
+                } else {
+                    vec![s.numel]
+                },
+            },
+            len: e.len,
+        });
+    }
+    Ok((regions, summary, notes))
+}
+
+/// The first bytes of a legacy (non-zip) torch file: pickle protocol 2 and
+/// the magic number 0x1950a86a20f9469cfc6c as a LONG1.
+pub const LEGACY_MAGIC: &[u8] = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19";
+
+pub fn looks_like_legacy(bytes: &[u8]) -> bool {
+    bytes.starts_with(LEGACY_MAGIC)
+}
+
+/// The regions of a legacy torch file's storages.
+pub fn legacy_regions(bytes: &[u8]) -> Result<(Vec<Region>, PickleSummary, Vec<String>), Error> {
+    let mut notes = Vec::new();
+    let mut at = 0;
+    // Magic number, protocol version, system info.
+    let mut little_endian = true;
+    for what in ["magic number", "protocol version", "system info"] {
+        let p = pickle::read(bytes, at);
+        if what == "system info" {
+            little_endian = sys_info_little_endian(&p);
+        }
+        at = p.end.ok_or_else(|| {
+            Error::Torch(format!(
+                "legacy file: the {what} pickle cannot be read: {}",
+                p.stopped.unwrap_or_default()
+            ))
+        })?;
+    }
+    let summary = summarize(bytes, at);
+    let Some(end) = summary.end else {
+        notes.push(format!(
+            "legacy file: the object pickle at offset {at}: {}; its storages are stored as bytes",
+            summary.stopped.clone().unwrap_or_default()
+        ));
+        return Ok((Vec::new(), summary, notes));
+    };
+    // The storage keys, in the order their data follows.
+    let keys = pickle::read(bytes, end);
+    let (Some(root), Some(mut at)) = (keys.root, keys.end) else {
+        return Err(Error::Torch(format!(
+            "legacy file: the list of storage keys at offset {end} cannot be read: {}",
+            keys.stopped.unwrap_or_default()
+        )));
+    };
+    let Some(Obj::List(list)) = keys.obj(root) else {
+        return Err(Error::Torch(format!(
+            "legacy file: no list of storage keys at offset {end}"
+        )));
+    };
+    let by_key: HashMap<&str, &Storage> = summary
+        .storages
+        .iter()
+        .map(|s| (s.key.as_str(), s))
+        .collect();
+    let mut regions = Vec::new();
+    for k in list {
+        let key = keys.string(*k).unwrap_or("?");
+        let s = by_key.get(key).ok_or_else(|| {
+            Error::Torch(format!(
+                "legacy file: storage {key:?} is listed but no tensor uses it"
+            ))
+        })?;
+        // Element size: from the storage type; unknown types make the rest bytes.
+        let Some((dtype, per)) = s.dtype.filter(|_| little_endian) else {
+            notes.push(format!(
+                "legacy file: storage {key} has type {}; it and the storages after it are stored as bytes",
+                s.type_name
+            ));
+            break;
+        };
+        let count = bytes
+            .get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+            .ok_or_else(|| {
+                Error::Torch(format!(
+                    "legacy file: truncated at offset {at}, before storage {key}"
+                ))
+            })?;
+        if count != s.numel {
+            return Err(Error::Torch(format!(
+                "legacy file: storage {key} has {count} elements at offset {at}, the pickle says {}",
+                s.numel
+            )));
+        }
+        let len = count
+            .checked_mul(per * dtype.width() as u64)
+            .filter(|&l| l <= (bytes.len() - at - 8) as u64)
+            .ok_or_else(|| {
+                Error::Torch(format!(
+                    "legacy file: storage {key} ({count} elements of {}) runs past the end of the {}-byte file (truncated?)",
+                    s.type_name,
+                    bytes.len()
+                ))
+            })?;
+        regions.push(Region {
+            offset: at as u64 + 8,
+            kind: SegmentKind::Tensor {
+                name: s.name.clone(),
+                dtype,
+                shape: if per > 1 {
+                    vec![count, per]
+                } else {
+                    vec![count]
+                },
+            },
+            len,
+        });
+        at += 8 + len as usize;
+    }
+    Ok((regions, summary, notes))
+}
+
+/// Whether the system-info pickle says little-endian (it does unless it
+/// says otherwise).
+fn sys_info_little_endian(p: &Pickle) -> bool {
+    let Some(Obj::Dict(items)) = p.root.and_then(|r| p.obj(r)) else {
+        return true;
+    };
+    !items
+        .iter()
+        .any(|(k, v)| p.string(*k) == Some("little_endian") && *v == Value::Bool(false))
+}
+
+/// Notes about a checkpoint's pickle for the user.
+pub fn notes(summary: &PickleSummary) -> Vec<String> {
+    if summary.foreign_calls.is_empty() {
+        return Vec::new();
+    }
+    let calls: Vec<&str> = summary.foreign_calls.iter().map(|s| s.as_str()).collect();
+    vec![format!(
+        "its pickle would call {} when loaded by torch.load (lmc never runs it and \
+         restores it byte for byte; torch.load(weights_only=True) refuses such files)",
+        calls.join(", ")
+    )]
+}
