@@ -33,10 +33,7 @@ impl Input {
             .metadata()
             .with_context(|| format!("cannot stat {}", path.display()))?;
         if meta.is_dir() {
-            bail!(
-                "{} is a directory (directories are not supported yet)",
-                path.display()
-            );
+            bail!("{} is a directory", path.display());
         }
         if meta.is_file() && meta.len() > 0 {
             // SAFETY: the map is read-only and lives as long as `Input`. The

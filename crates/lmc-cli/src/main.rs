@@ -26,7 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Compress a checkpoint file (safetensors, or raw with --dtype) into IN.lmc.
+    /// Compress a checkpoint (safetensors, PyTorch .pt/.bin, NumPy .npy/.npz,
+    /// raw with --dtype) or a whole directory into IN.lmc.
     Compress {
         input: PathBuf,
         /// Output file (default: the input's name with .lmc appended).
@@ -48,7 +49,7 @@ enum Command {
         #[arg(long, value_name = "PREV")]
         base: Option<PathBuf>,
     },
-    /// Restore the original file from an .lmc container.
+    /// Restore the original file or directory from an .lmc container.
     Decompress {
         input: PathBuf,
         /// Output file (default: the input's name without .lmc).

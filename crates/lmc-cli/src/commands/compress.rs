@@ -3,11 +3,11 @@ use std::time::Instant;
 
 use std::fmt::Write as _;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use lmc_core::{CompressOptions, DeltaBase, compress, compress_delta};
 
 use super::emit;
-use super::{human, layout_of};
+use super::{detect_file, human, layout_of};
 use crate::io::{Input, Output};
 use crate::progress::Bar;
 
@@ -22,12 +22,34 @@ pub fn run(
 ) -> Result<()> {
     let mut text = String::new();
     let dest = output.unwrap_or_else(|| {
-        let mut s = input.as_os_str().to_owned();
+        // `ckpt/` -> `ckpt.lmc`, not `ckpt/.lmc`.
+        let mut s = input.components().as_path().as_os_str().to_owned();
         s.push(".lmc");
         PathBuf::from(s)
     });
+    if input.is_dir() {
+        if dtype.is_some() {
+            bail!(
+                "--dtype applies to a single file, not to the directory {}",
+                input.display()
+            );
+        }
+        if base.is_some() {
+            bail!(
+                "--base is for single files; {} is a directory (a snapshot store, `lmc snapshot`, keeps directories as deltas)",
+                input.display()
+            );
+        }
+        return super::dir::compress(input, &dest, force, chunk_size, quiet);
+    }
     let bytes = Input::open(input)?;
-    let layout = layout_of(input, &bytes, dtype)?;
+    let found = detect_file(input, &bytes, dtype)?;
+    if !quiet {
+        for n in &found.notes {
+            eprintln!("lmc: note: {}: {n}", input.display());
+        }
+    }
+    let layout = found.layout;
     let base_bytes = match base {
         Some(b) => {
             let bb = Input::open(b)?;

@@ -31,6 +31,16 @@ pub fn run(
     };
     let bytes = Input::open(input)?;
     let container = Container::open(&bytes).with_context(|| format!("{}", input.display()))?;
+    if super::dir::is_tree(&container) {
+        if let Some(b) = base {
+            bail!(
+                "{} holds a directory, which is never a delta; --base {} is not needed",
+                input.display(),
+                b.display()
+            );
+        }
+        return super::dir::restore(input, &container, &dest, force, quiet);
+    }
     let base_bytes = super::load_base(input, &container, base)?;
     let container = match &base_bytes {
         Some(b) => container

@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 
 use anyhow::{Context, Result};
 use lmc_core::{Container, SegmentKind};
+use lmc_tensors::Format;
+use lmc_tensors::tree::Kind;
 use serde_json::json;
 
 use super::emit;
@@ -49,7 +51,45 @@ pub fn run(input: &Path, as_json: bool) -> Result<()> {
         rows.push((seg, stored, planes));
     }
 
+    // A directory: its entries, each with the segments it spans.
+    let tree = if super::dir::is_tree(&c) {
+        let (_, entries) =
+            super::dir::entries(&c).with_context(|| format!("{}", input.display()))?;
+        let files: Vec<_> = entries
+            .into_iter()
+            .map(|f| {
+                let (mut stored, mut tensors) = (0u64, 0usize);
+                for (seg, s, _) in &rows {
+                    if seg.offset >= f.start && seg.offset < f.end {
+                        stored += s;
+                        tensors += matches!(seg.kind, SegmentKind::Tensor { .. }) as usize;
+                    }
+                }
+                (f, stored, tensors)
+            })
+            .collect();
+        Some(files)
+    } else {
+        None
+    };
+    let kind_name = |e: &lmc_tensors::tree::Entry| match e.kind {
+        Kind::File => Format::from_code(e.format).map_or("?", |f| f.name()),
+        Kind::Dir => "directory",
+        Kind::Symlink => "link",
+    };
+
     if as_json {
+        let files = tree.as_ref().map(|files| {
+            files
+                .iter()
+                .map(|(f, stored, tensors)| {
+                    json!({"path": f.entry.path, "kind": kind_name(&f.entry),
+                           "mode": format!("{:o}", f.entry.mode),
+                           "original_bytes": f.entry.len, "stored_bytes": stored,
+                           "ratio": ratio(f.entry.len, *stored), "tensors": tensors})
+                })
+                .collect::<Vec<_>>()
+        });
         let segs: Vec<_> = rows
             .iter()
             .map(|(seg, stored, planes)| {
@@ -85,6 +125,7 @@ pub fn run(input: &Path, as_json: bool) -> Result<()> {
             "compressed_bytes": c.len(),
             "ratio": ratio(original, c.len()),
             "chunks": c.chunks().len(),
+            "files": files,
             "segments": segs,
         });
         writeln!(text, "{}", serde_json::to_string_pretty(&doc)?)?;
@@ -118,6 +159,35 @@ pub fn run(input: &Path, as_json: bool) -> Result<()> {
                 format!("; removed since the base: {}", c.removed().join(", "))
             }
         )?;
+    }
+    if let Some(files) = &tree {
+        let n = files
+            .iter()
+            .filter(|f| f.0.entry.kind == Kind::File)
+            .count();
+        writeln!(text, "a directory of {n} files")?;
+        writeln!(
+            text,
+            "{:<44} {:<14} {:>10} {:>10} {:>6} {:>8}",
+            "path", "format", "original", "stored", "ratio", "tensors"
+        )?;
+        for (f, stored, tensors) in files {
+            let path = match f.entry.kind {
+                Kind::Dir => format!("{}/", f.entry.path),
+                _ => f.entry.path.clone(),
+            };
+            writeln!(
+                text,
+                "{:<44} {:<14} {:>10} {:>10} {:>6.3} {:>8}",
+                path,
+                kind_name(&f.entry),
+                human(f.entry.len),
+                human(*stored),
+                ratio(f.entry.len, *stored),
+                tensors
+            )?;
+        }
+        writeln!(text)?;
     }
     writeln!(
         text,

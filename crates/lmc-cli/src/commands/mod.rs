@@ -4,6 +4,7 @@ pub mod analyze;
 pub mod bench;
 pub mod compress;
 pub mod decompress;
+pub mod dir;
 pub mod info;
 pub mod snapshot;
 pub mod verify;
@@ -12,30 +13,52 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use lmc_core::{Dtype, SegmentSpec};
+use lmc_tensors::{Detected, Format};
 
 use crate::io::Input;
 
-/// Works out the layout of an input: raw with `--dtype`, else safetensors.
+/// Works out the layout of an input: raw with `--dtype`, else whatever
+/// [`lmc_tensors::detect`] recognises (safetensors, PyTorch, NumPy).
 pub fn layout_of(path: &Path, bytes: &[u8], dtype: Option<&str>) -> Result<Vec<SegmentSpec>> {
+    Ok(detect_file(path, bytes, dtype)?.layout)
+}
+
+/// [`layout_of`] with the format found and notes for the user. A file in
+/// no format lmc knows is an error (without `--dtype`): compressing it would
+/// work, but as plain bytes, which is rarely what was meant.
+pub fn detect_file(path: &Path, bytes: &[u8], dtype: Option<&str>) -> Result<Detected> {
     if let Some(d) = dtype {
         let Some(d) = Dtype::from_name(d) else {
             bail!(
                 "unknown dtype {d:?} (expected one of BF16, F16, F32, F64, F8_E4M3, F8_E5M2, I8, I16, I32, I64, U8, U16, U32, U64, BOOL)"
             );
         };
-        return Ok(lmc_tensors::raw::layout(bytes.len() as u64, d, "data"));
+        return Ok(Detected {
+            format: Format::Unknown,
+            layout: lmc_tensors::raw::layout(bytes.len() as u64, d, "data"),
+            notes: Vec::new(),
+        });
     }
     if bytes.starts_with(&lmc_core::format::MAGIC) {
         bail!("{} is already an lmc container", path.display());
     }
-    if !lmc_tensors::safetensors::looks_like(bytes) {
+    if lmc_tensors::tree::looks_like(bytes) {
         bail!(
-            "{} is not a safetensors file (it does not start with a header length and '{{'); \
-             other checkpoint formats are not supported yet; for a flat array of numbers use --dtype",
+            "{} is an lmc directory stream (what `lmc decompress` restores a directory from); \
+             compress the directory instead",
             path.display()
         );
     }
-    lmc_tensors::safetensors::layout(bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    let found =
+        lmc_tensors::detect(bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if found.format == Format::Unknown {
+        bail!(
+            "{} is not a safetensors file, a PyTorch checkpoint or a NumPy array \
+             (it starts like none of them); for a flat array of numbers use --dtype",
+            path.display()
+        );
+    }
+    Ok(found)
 }
 
 /// The base bytes a container needs: `None` for a full container, the

@@ -25,9 +25,15 @@ pub fn run(input: &Path, base: Option<&Path>, quiet: bool) -> Result<()> {
     let start = Instant::now();
     {
         let bar = Bar::new(container.header().original_len, "verifying", quiet);
-        container
-            .verify(&mut bar.callback())
-            .with_context(|| format!("{}", input.display()))?;
+        // A directory's stream is also checked entry by entry, as a restore would.
+        if super::dir::is_tree(&container) {
+            super::dir::check(&container, &mut bar.callback())
+                .with_context(|| format!("{}", input.display()))?;
+        } else {
+            container
+                .verify(&mut bar.callback())
+                .with_context(|| format!("{}", input.display()))?;
+        }
     }
     if !quiet {
         writeln!(
