@@ -169,13 +169,12 @@ pub struct PruneReport {
     pub stored_after: u64,
 }
 
-/// The layout lmc uses for a file in a store: safetensors if it is one,
-/// otherwise one byte segment.
+/// The layout lmc uses for a file in a store: whatever
+/// [`lmc_tensors::detect`] recognises (safetensors, PyTorch, NumPy),
+/// otherwise (or if the file is damaged) one byte segment.
 pub fn layout_for(bytes: &[u8]) -> Vec<SegmentSpec> {
-    if lmc_tensors::safetensors::looks_like(bytes)
-        && let Ok(l) = lmc_tensors::safetensors::layout(bytes)
-    {
-        return l;
+    if let Ok(found) = lmc_tensors::detect(bytes) {
+        return found.layout;
     }
     if bytes.is_empty() {
         Vec::new()
