@@ -378,6 +378,73 @@ pub(crate) mod tests {
         assert!(entries(&write(&[])).unwrap().is_empty());
     }
 
+    /// A zip64 archive (what PyTorch writes for checkpoints over 4 GiB):
+    /// sizes and offsets in the central directory's zip64 extra field, the
+    /// directory found through the zip64 end record and its locator.
+    #[test]
+    fn reads_zip64() {
+        let data = b"0123456789abcdef";
+        let name = b"archive/data/0";
+        let mut z = Vec::new();
+        z.extend_from_slice(&LOCAL_SIG.to_le_bytes());
+        z.extend_from_slice(&[45, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        z.extend_from_slice(&u32::MAX.to_le_bytes());
+        z.extend_from_slice(&u32::MAX.to_le_bytes());
+        z.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        z.extend_from_slice(&20u16.to_le_bytes());
+        z.extend_from_slice(name);
+        z.extend_from_slice(&[1, 0, 16, 0]);
+        z.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        z.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        z.extend_from_slice(data);
+        let cd = z.len() as u64;
+        z.extend_from_slice(&CENTRAL_SIG.to_le_bytes());
+        z.extend_from_slice(&[45, 0, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        z.extend_from_slice(&u32::MAX.to_le_bytes());
+        z.extend_from_slice(&u32::MAX.to_le_bytes());
+        z.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        z.extend_from_slice(&28u16.to_le_bytes());
+        z.extend_from_slice(&[0; 10]);
+        z.extend_from_slice(&u32::MAX.to_le_bytes());
+        z.extend_from_slice(name);
+        z.extend_from_slice(&[1, 0, 24, 0]);
+        z.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        z.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        z.extend_from_slice(&0u64.to_le_bytes());
+        let cd_len = z.len() as u64 - cd;
+        let eocd64 = z.len() as u64;
+        z.extend_from_slice(&ZIP64_EOCD_SIG.to_le_bytes());
+        z.extend_from_slice(&44u64.to_le_bytes());
+        z.extend_from_slice(&[45, 0, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        z.extend_from_slice(&1u64.to_le_bytes());
+        z.extend_from_slice(&1u64.to_le_bytes());
+        z.extend_from_slice(&cd_len.to_le_bytes());
+        z.extend_from_slice(&cd.to_le_bytes());
+        z.extend_from_slice(&ZIP64_LOCATOR_SIG.to_le_bytes());
+        z.extend_from_slice(&0u32.to_le_bytes());
+        z.extend_from_slice(&eocd64.to_le_bytes());
+        z.extend_from_slice(&1u32.to_le_bytes());
+        z.extend_from_slice(&EOCD_SIG.to_le_bytes());
+        z.extend_from_slice(&[0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        z.extend_from_slice(&u32::MAX.to_le_bytes());
+        z.extend_from_slice(&u32::MAX.to_le_bytes());
+        z.extend_from_slice(&0u16.to_le_bytes());
+        let e = entries(&z).unwrap();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].data(&z), data);
+        assert!(e[0].is_stored());
+        // The locator pointing past itself.
+        let mut bad = z.clone();
+        let loc = bad.len() - EOCD_LEN - ZIP64_LOCATOR_LEN;
+        bad[loc + 8..loc + 16].copy_from_slice(&(loc as u64 + 100).to_le_bytes());
+        assert!(
+            entries(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("zip64 end record offset")
+        );
+    }
+
     #[test]
     fn refuses_hostile_archives() {
         for name in ["../evil", "a/../../b", "/etc/passwd", "a\\b", ""] {
