@@ -312,6 +312,22 @@ fn fp32_torch_file_ratio_matches_safetensors() {
     assert!((pt / st - 1.0).abs() < 0.01, "{pt} vs {st}");
 }
 
+#[test]
+fn torch_dtypes_without_legacy_storage_types_round_trip() {
+    let info = round_trip(&fixture("new_dtypes.pt"));
+    let want = [
+        ("u16", "U16"),
+        ("f8", "F8_E4M3"),
+        ("u32", "U32"),
+        ("cf", "F32"),
+    ];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(tensor_names(&info), want);
+}
+
 /// A pickle that calls `os.system` when unpickled. lmc never unpickles: it
 /// compresses the file like any other and says what the pickle would call.
 #[test]

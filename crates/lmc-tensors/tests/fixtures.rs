@@ -139,3 +139,23 @@ fn truncated_fixtures_are_refused() {
         }
     }
 }
+
+/// uint16, uint32 and float8 tensors are saved as untyped storages (their
+/// dtype is an argument of `_rebuild_tensor_v3`); complex as pairs.
+#[test]
+fn torch_dtypes_without_legacy_storage_types() {
+    let b = fixture("new_dtypes.pt");
+    let (format, t, notes) = tensors(&b);
+    assert_eq!(format, Format::Torch);
+    assert!(notes.is_empty(), "{notes:?}");
+    let got: Vec<(&str, Dtype, &[u64])> = t.iter().map(|x| (x.0.as_str(), x.1, &x.2[..])).collect();
+    assert_eq!(
+        got,
+        [
+            ("u16", Dtype::U16, &[1000][..]),
+            ("f8", Dtype::F8E4M3, &[1000]),
+            ("u32", Dtype::U32, &[10]),
+            ("cf", Dtype::F32, &[8, 2]),
+        ]
+    );
+}

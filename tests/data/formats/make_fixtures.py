@@ -139,6 +139,18 @@ np.save(os.path.join(hf, "training", "rng_state.npy"), rng.integers(0, 1 << 32, 
 with open(os.path.join(hf, "README.md"), "w") as f:
     f.write("# tiny\nA test checkpoint written by make_fixtures.py.\n")
 
+# Dtypes without a legacy storage type: saved as untyped storages with the
+# dtype in _rebuild_tensor_v3's arguments; complex numbers.
+torch.save(
+    {
+        "u16": torch.arange(1000).to(torch.uint16),
+        "f8": torch.randn(1000).to(torch.float8_e4m3fn),
+        "u32": torch.arange(10).to(torch.uint32),
+        "cf": torch.randn(8, dtype=torch.complex64),
+    },
+    os.path.join(HERE, "new_dtypes.pt"),
+)
+
 for root, _, files in sorted(os.walk(HERE)):
     for fn in sorted(files):
         p = os.path.join(root, fn)
