@@ -7,7 +7,7 @@
 //! under two bits a symbol (long zero runs, where a whole-bit code cannot go
 //! below one bit a byte and an LZ coder can).
 
-use crate::huffman;
+use crate::{huffman, rans};
 
 /// The codec of one plane, as stored in the chunk table (FORMAT.md, "Plane codecs").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -21,6 +21,9 @@ pub enum PlaneCodec {
     Huffman = 2,
     /// A zstd frame.
     Zstd = 3,
+    /// An rANS block (see [`crate::rans`]); only in containers whose header
+    /// has the [`crate::format::FLAG_RANS`] flag.
+    Rans = 4,
 }
 
 impl PlaneCodec {
@@ -30,6 +33,7 @@ impl PlaneCodec {
             1 => PlaneCodec::Constant,
             2 => PlaneCodec::Huffman,
             3 => PlaneCodec::Zstd,
+            4 => PlaneCodec::Rans,
             _ => return None,
         })
     }
@@ -40,6 +44,7 @@ impl PlaneCodec {
             PlaneCodec::Constant => "constant",
             PlaneCodec::Huffman => "huffman",
             PlaneCodec::Zstd => "zstd",
+            PlaneCodec::Rans => "rans",
         }
     }
 }
@@ -63,6 +68,10 @@ const ZSTD_LEVEL_GENERIC: i32 = 9;
 const ZSTD_LEVEL_PLANE: i32 = 1;
 /// Huffman must save at least 1/64 of a plane to be worth its decode time.
 const MIN_GAIN_DIVISOR: usize = 64;
+/// rANS decodes slower than Huffman: it is used only where it saves at
+/// least this fraction of what Huffman (or raw storage) would take: on
+/// skewed planes, where whole-bit codes waste the most.
+const RANS_MIN_GAIN: f64 = 0.03;
 
 /// Planes at least this long are first judged on a sample.
 const SAMPLE_MIN_PLANE: usize = 256 << 10;
@@ -152,6 +161,13 @@ pub fn encode_plane(data: &[u8], kind: PlaneKind, out: &mut Vec<u8>) -> PlaneCod
         huffman::encode(data, &hist, out);
         best = (PlaneCodec::Huffman, out.len() - start);
     }
+    if let Some(r) = rans::estimated_size(&hist)
+        && (r as f64) < best.1 as f64 * (1.0 - RANS_MIN_GAIN)
+    {
+        out.truncate(start);
+        rans::encode(data, &hist, out);
+        best = (PlaneCodec::Rans, out.len() - start);
+    }
 
     let try_zstd = match kind {
         PlaneKind::Generic | PlaneKind::TensorLz => true,
@@ -202,6 +218,7 @@ pub fn decode_plane(codec: PlaneCodec, stored: &[u8], out: &mut [u8]) -> Result<
             }
         },
         PlaneCodec::Huffman => huffman::decode(stored, out)?,
+        PlaneCodec::Rans => rans::decode(stored, out)?,
         PlaneCodec::Zstd => {
             let got =
                 zstd::bulk::decompress_to_buffer(stored, out).map_err(|e| format!("zstd: {e}"))?;

@@ -327,8 +327,18 @@ pub fn compress_parts<W: Write + Seek + Send>(
     }
     let index_bytes = index.to_bytes();
     out.write_all(&index_bytes)?;
+    let uses_rans = index.chunks.iter().any(|c| {
+        c.planes
+            .iter()
+            .any(|p| p.codec == crate::codec::PlaneCodec::Rans)
+    });
     let header = Header {
         version: index.version(),
+        flags: if uses_rans {
+            crate::format::FLAG_RANS
+        } else {
+            0
+        },
         original_len: total_len,
         original_hash: hasher.digest128(),
         payload_len,

@@ -23,7 +23,7 @@
 //! |---|---|---|
 //! | 0  | 8  | magic `89 4C 4D 43 0D 0A 1A 0A` ("\x89LMC\r\n\x1a\n") |
 //! | 8  | 2  | format version (1, or 2 for a delta container) |
-//! | 10 | 2  | flags (0; readers reject others) |
+//! | 10 | 2  | flags: bit 0 [`FLAG_RANS`]; readers reject others |
 //! | 12 | 4  | reserved (0) |
 //! | 16 | 8  | original file length |
 //! | 24 | 16 | XXH3-128 of the original file |
@@ -47,6 +47,10 @@ pub const VERSION_2: u16 = 2;
 /// The newest version this crate reads and writes.
 pub const VERSION: u16 = VERSION_2;
 pub const HEADER_LEN: usize = 64;
+/// Header flag: planes may use the rANS codec ([`PlaneCodec::Rans`]).
+/// Readers that do not know it reject the file, as they must.
+pub const FLAG_RANS: u16 = 1;
+
 /// Largest original size of one chunk. Bounds the memory a reader allocates.
 pub const MAX_CHUNK_LEN: u32 = 1 << 28;
 /// Largest tensor rank accepted.
@@ -57,6 +61,8 @@ pub const MAX_RANK: usize = 64;
 pub struct Header {
     /// [`VERSION_1`] or [`VERSION_2`].
     pub version: u16,
+    /// Feature flags ([`FLAG_RANS`]).
+    pub flags: u16,
     pub original_len: u64,
     pub original_hash: u128,
     pub payload_len: u64,
@@ -68,6 +74,7 @@ impl Header {
         let mut b = [0u8; HEADER_LEN];
         b[0..8].copy_from_slice(&MAGIC);
         b[8..10].copy_from_slice(&self.version.to_le_bytes());
+        b[10..12].copy_from_slice(&self.flags.to_le_bytes());
         b[16..24].copy_from_slice(&self.original_len.to_le_bytes());
         b[24..40].copy_from_slice(&self.original_hash.to_le_bytes());
         b[40..48].copy_from_slice(&self.payload_len.to_le_bytes());
@@ -105,13 +112,14 @@ impl Header {
             )));
         }
         let flags = u16::from_le_bytes([b[10], b[11]]);
-        if flags != 0 || b[12..16] != [0; 4] {
+        if flags & !FLAG_RANS != 0 || b[12..16] != [0; 4] {
             return Err(h(format!(
                 "unknown flags {flags:#06x} or non-zero reserved bytes"
             )));
         }
         let header = Header {
             version,
+            flags,
             original_len: u64_at(16),
             original_hash: u128::from_le_bytes(b[24..40].try_into().unwrap()),
             payload_len: u64_at(40),
@@ -504,7 +512,12 @@ impl Index {
                     let ok = match codec {
                         PlaneCodec::Raw => stored_len == plane_len,
                         PlaneCodec::Constant => stored_len == 1,
-                        PlaneCodec::Huffman | PlaneCodec::Zstd => stored_len > 0,
+                        PlaneCodec::Rans if header.flags & FLAG_RANS == 0 => {
+                            return Err(ctx(format!(
+                                "plane {p}: rans codec in a container without the rans flag"
+                            )));
+                        }
+                        PlaneCodec::Huffman | PlaneCodec::Zstd | PlaneCodec::Rans => stored_len > 0,
                     };
                     if !ok {
                         return Err(ctx(format!(

@@ -3,7 +3,8 @@
 //! The layers, bottom up:
 //! - [`huffman`]: our canonical, length-limited Huffman coder.
 //! - [`planes`]: byte grouping of tensor elements into planes.
-//! - [`codec`]: per-plane choice of raw, constant, Huffman or zstd.
+//! - [`rans`]: our rANS coder, for skewed planes where Huffman's whole bits lose.
+//! - [`codec`]: per-plane choice of raw, constant, Huffman, rANS or zstd.
 //! - [`format`]: the container's bytes (see FORMAT.md).
 //! - [`compress`] and [`container`]: the parallel pipeline, both directions.
 //! - [`stats`]: entropy and change measurements for `bench` and `analyze`.
@@ -37,6 +38,7 @@ pub mod error;
 pub mod format;
 pub mod huffman;
 pub mod planes;
+pub mod rans;
 pub mod stats;
 
 /// The README's examples, compiled and run as doctests.

@@ -304,3 +304,47 @@ proptest! {
         check_decodes(&packed, &base, &input);
     }
 }
+
+#[test]
+fn rans_planes_need_the_header_flag() {
+    use lmc_core::codec::PlaneCodec;
+    use lmc_core::format::{FLAG_RANS, HEADER_LEN, Header};
+    use xxhash_rust::xxh3::xxh3_64;
+    // A sparse plane (95% zeros): rANS wins over Huffman's one bit a symbol.
+    let mut rng = Rng(9);
+    let data: Vec<u8> = (0..200_000)
+        .map(|_| {
+            if rng.next().is_multiple_of(20) {
+                rng.next() as u8
+            } else {
+                0
+            }
+        })
+        .collect();
+    let layout = [tensor("x", Dtype::U8, vec![data.len() as u64])];
+    let mut out = Cursor::new(Vec::new());
+    compress(
+        &data,
+        &layout,
+        &CompressOptions::default(),
+        &mut out,
+        &mut |_| true,
+    )
+    .unwrap();
+    let mut packed = out.into_inner();
+    let c = Container::open(&packed).unwrap();
+    assert_eq!(c.header().flags, FLAG_RANS);
+    assert!(c.chunks()[0].planes[0].codec == PlaneCodec::Rans);
+    let mut back = Vec::new();
+    c.decompress_to(&mut back, &mut |_| true).unwrap();
+    assert!(back == data);
+    // The same file with the flag cleared (checksum fixed) is refused.
+    let h = Header {
+        flags: 0,
+        ..c.header().clone()
+    };
+    packed[..HEADER_LEN].copy_from_slice(&h.to_bytes());
+    assert_eq!(xxh3_64(&packed[..56]).to_le_bytes(), packed[56..64]);
+    let err = Container::open(&packed).unwrap_err();
+    assert!(err.to_string().contains("without the rans flag"), "{err}");
+}

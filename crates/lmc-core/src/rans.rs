@@ -1,0 +1,295 @@
+//! Order-0 range asymmetric numeral systems (rANS) for byte planes where
+//! Huffman's whole-bit code lengths lose: very skewed planes, such as the
+//! planes of an XOR delta between consecutive snapshots, where one symbol
+//! (zero) has most of the probability and Huffman cannot spend less than one
+//! bit on it.
+//!
+//! Duda, J. "Asymmetric numeral systems: entropy coding combining speed of
+//! Huffman coding with compression rate of arithmetic coding."
+//! arXiv:1311.2540, 2013. Four states are interleaved over one byte stream
+//! (symbol *i* uses state *i* mod 4) so decoding overlaps four independent
+//! dependency chains; states are 32-bit with byte-wise renormalisation.
+//!
+//! Block layout (normative text in FORMAT.md, "rANS block"):
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 1 | `max_symbol` |
+//! | 1 or 2 each | frequency of symbols 0..=max_symbol: `f < 128` as one byte, else `0x80 | f >> 8`, `f & 0xFF` |
+//! | 4 x 4 | the decoder's initial states (u32 LE) |
+//! | rest | the byte stream |
+//!
+//! Frequencies sum to [`TOTAL`] = 4096. Decoding symbol *i* with state
+//! `x = states[i % 4]`: `slot = x % 4096`, `s` the symbol whose cumulative
+//! range holds `slot`, `x = f[s] * (x / 4096) + slot - cum[s]`, then while
+//! `x < 2^23` shift in the next stream byte: `x = x << 8 | byte`. A valid
+//! block ends with every state back at 2^23 and the stream consumed.
+
+/// log2 of the frequency total.
+pub const SCALE_BITS: u32 = 12;
+/// The frequencies of a block sum to this.
+pub const TOTAL: u32 = 1 << SCALE_BITS;
+/// Lower bound of a normalised state.
+const LOW: u32 = 1 << 23;
+const STATES: usize = 4;
+
+/// Scales a histogram to frequencies summing to [`TOTAL`], every present
+/// symbol at least 1. `None` if no symbol is present.
+pub fn normalize(hist: &[u32; 256]) -> Option<[u32; 256]> {
+    let n: u64 = hist.iter().map(|&c| u64::from(c)).sum();
+    if n == 0 {
+        return None;
+    }
+    let mut f = [0u32; 256];
+    for (fs, &c) in f.iter_mut().zip(hist) {
+        if c > 0 {
+            *fs = ((u64::from(c) * u64::from(TOTAL) + n / 2) / n).max(1) as u32;
+        }
+    }
+    // Fix the total by moving the largest frequencies (rounding errors are
+    // at most one per symbol, so this takes at most 256 steps).
+    let mut sum: u32 = f.iter().sum();
+    while sum != TOTAL {
+        let (i, _) = f
+            .iter()
+            .enumerate()
+            .filter(|&(_, &x)| sum < TOTAL || x > 1)
+            .max_by_key(|&(i, &x)| (x, std::cmp::Reverse(i)))
+            .expect("some symbol can move: at most 256 symbols of at least 1 each");
+        if sum < TOTAL {
+            f[i] += 1;
+            sum += 1;
+        } else {
+            f[i] -= 1;
+            sum -= 1;
+        }
+    }
+    Some(f)
+}
+
+fn table_len(freq: &[u32; 256]) -> usize {
+    let max = freq.iter().rposition(|&f| f > 0).unwrap_or(0);
+    1 + freq[..=max]
+        .iter()
+        .map(|&f| if f < 128 { 1 } else { 2 })
+        .sum::<usize>()
+}
+
+/// Bytes a block of the symbols counted in `hist` would take, frequencies
+/// scaled as [`encode`] scales them (within a few bytes).
+pub fn estimated_size(hist: &[u32; 256]) -> Option<usize> {
+    let freq = normalize(hist)?;
+    let bits: f64 = hist
+        .iter()
+        .zip(&freq)
+        .filter(|(c, _)| **c > 0)
+        .map(|(&c, &f)| f64::from(c) * (f64::from(SCALE_BITS) - f64::from(f).log2()))
+        .sum();
+    Some((bits / 8.0).ceil() as usize + table_len(&freq) + 4 * STATES + STATES)
+}
+
+/// Appends a block coding `symbols` (whose histogram is `hist`) to `out`.
+pub fn encode(symbols: &[u8], hist: &[u32; 256], out: &mut Vec<u8>) {
+    let freq = normalize(hist).expect("encode needs at least one symbol");
+    let mut cum = [0u32; 256];
+    let mut acc = 0;
+    for (c, f) in cum.iter_mut().zip(&freq) {
+        *c = acc;
+        acc += f;
+    }
+    let max = freq.iter().rposition(|&f| f > 0).unwrap_or(0);
+    out.push(max as u8);
+    for &f in &freq[..=max] {
+        if f < 128 {
+            out.push(f as u8);
+        } else {
+            out.push(0x80 | (f >> 8) as u8);
+            out.push(f as u8);
+        }
+    }
+    let states_at = out.len();
+    out.extend_from_slice(&[0u8; 4 * STATES]);
+    let stream_at = out.len();
+    let mut x = [LOW; STATES];
+    for (i, &s) in symbols.iter().enumerate().rev() {
+        let j = i % STATES;
+        let f = freq[s as usize];
+        let x_max = ((LOW >> SCALE_BITS) << 8) * f;
+        while x[j] >= x_max {
+            out.push(x[j] as u8);
+            x[j] >>= 8;
+        }
+        x[j] = ((x[j] / f) << SCALE_BITS) + x[j] % f + cum[s as usize];
+    }
+    out[stream_at..].reverse();
+    for (j, s) in x.iter().enumerate() {
+        out[states_at + 4 * j..states_at + 4 * j + 4].copy_from_slice(&s.to_le_bytes());
+    }
+}
+
+/// Decodes a block into `out` (its length is the symbol count). Malformed
+/// blocks give an error, never a panic or a wrong result that passes.
+pub fn decode(block: &[u8], out: &mut [u8]) -> Result<(), String> {
+    let mut pos = 0usize;
+    let mut byte = |what: &str| -> Result<u8, String> {
+        let b = *block
+            .get(pos)
+            .ok_or_else(|| format!("rANS block truncated in its {what}"))?;
+        pos += 1;
+        Ok(b)
+    };
+    let max = byte("header")? as usize;
+    let mut freq = [0u32; 256];
+    for f in freq.iter_mut().take(max + 1) {
+        let b = byte("frequency table")?;
+        *f = if b < 0x80 {
+            u32::from(b)
+        } else {
+            u32::from(b & 0x7F) << 8 | u32::from(byte("frequency table")?)
+        };
+    }
+    let total: u32 = freq.iter().sum();
+    if total != TOTAL {
+        return Err(format!("rANS frequencies sum to {total}, not {TOTAL}"));
+    }
+    let mut sym = vec![0u8; TOTAL as usize];
+    let mut cum = [0u32; 256];
+    let mut acc = 0u32;
+    for (s, &f) in freq.iter().enumerate() {
+        cum[s] = acc;
+        sym[acc as usize..(acc + f) as usize].fill(s as u8);
+        acc += f;
+    }
+    let mut x = [0u32; STATES];
+    for (j, xj) in x.iter_mut().enumerate() {
+        let b = block
+            .get(pos..pos + 4)
+            .ok_or("rANS block truncated in its states")?;
+        *xj = u32::from_le_bytes(b.try_into().unwrap());
+        pos += 4;
+        if !(LOW..LOW << 8).contains(xj) {
+            return Err(format!("rANS state {j} is {xj:#x}, outside [2^23, 2^31)"));
+        }
+    }
+    let stream = &block[pos..];
+    let mut p = 0usize;
+    for (i, o) in out.iter_mut().enumerate() {
+        let j = i % STATES;
+        let slot = x[j] & (TOTAL - 1);
+        let s = sym[slot as usize];
+        x[j] = freq[s as usize] * (x[j] >> SCALE_BITS) + slot - cum[s as usize];
+        while x[j] < LOW {
+            let b = *stream
+                .get(p)
+                .ok_or_else(|| format!("rANS stream ends before symbol {i}"))?;
+            x[j] = x[j] << 8 | u32::from(b);
+            p += 1;
+        }
+        *o = s;
+    }
+    if x != [LOW; STATES] || p != stream.len() {
+        return Err(format!(
+            "rANS block does not end cleanly (states {x:x?}, {} stream bytes left)",
+            stream.len() - p
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::huffman::histogram;
+
+    fn round_trip(data: &[u8]) -> usize {
+        let hist = histogram(data);
+        let mut out = vec![9u8; 2];
+        encode(data, &hist, &mut out);
+        let mut back = vec![0u8; data.len()];
+        decode(&out[2..], &mut back).unwrap();
+        assert_eq!(back, data);
+        let est = estimated_size(&hist).unwrap();
+        let got = out.len() - 2;
+        assert!(
+            got <= est + 8 && est <= got + 8,
+            "estimate {est}, got {got}"
+        );
+        got
+    }
+
+    fn skewed(n: usize, zero_per_mille: u64, mut x: u64) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if x % 1000 < zero_per_mille {
+                    0
+                } else {
+                    (x >> 32) as u8
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn round_trips_and_beats_whole_bits_on_skew() {
+        for n in [1, 2, 3, 4, 5, 17, 1000, 65536] {
+            round_trip(&skewed(n, 900, n as u64));
+        }
+        round_trip(&(0..=255u8).cycle().take(10_000).collect::<Vec<_>>());
+        round_trip(&[7u8; 100]);
+        // 95% zeros: about 0.29 + 0.05 * 8 = 0.69 bits a symbol; Huffman needs >= 1.
+        let d = skewed(65536, 950, 1);
+        let size = round_trip(&d);
+        assert!(size < 65536 * 8 / 10 / 8, "{size}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_round_trip(data in proptest::collection::vec(
+            proptest::prop_oneof![9 => proptest::strategy::Just(0u8), 1 => proptest::num::u8::ANY], 1..3000)) {
+            round_trip(&data);
+        }
+
+        #[test]
+        fn arbitrary_blocks_never_panic(block in proptest::collection::vec(proptest::num::u8::ANY, 0..600), n in 0usize..2000) {
+            let mut out = vec![0u8; n];
+            let _ = decode(&block, &mut out);
+        }
+    }
+
+    #[test]
+    fn normalisation_keeps_every_symbol() {
+        let mut h = [1u32; 256];
+        h[0] = 1_000_000;
+        let f = normalize(&h).unwrap();
+        assert_eq!(f.iter().sum::<u32>(), TOTAL);
+        assert!(f.iter().all(|&x| x >= 1));
+        assert_eq!(normalize(&[0; 256]), None);
+    }
+
+    #[test]
+    fn malformed_blocks_are_errors() {
+        let d = skewed(5000, 800, 3);
+        let mut enc = Vec::new();
+        encode(&d, &histogram(&d), &mut enc);
+        let mut out = vec![0u8; d.len()];
+        for cut in [0, 1, 5, enc.len() / 2, enc.len() - 1] {
+            assert!(decode(&enc[..cut], &mut out).is_err(), "cut at {cut}");
+        }
+        let mut longer = enc.clone();
+        longer.push(0);
+        assert!(decode(&longer, &mut out).is_err());
+        // Wrong symbol count.
+        assert!(decode(&enc, &mut vec![0u8; d.len() + 1]).is_err());
+        // Every single-byte corruption is either an error or, never, a wrong result that passes.
+        for at in (0..enc.len()).step_by(7) {
+            let mut bad = enc.clone();
+            bad[at] ^= 0x21;
+            if decode(&bad, &mut out).is_ok() {
+                assert_ne!(out, d, "corruption at {at} decoded to the original");
+            }
+        }
+    }
+}
