@@ -1,0 +1,326 @@
+"""lmc: lossless compression of LLM checkpoints.
+
+Tensors are compressed with lmc's byte-grouped Huffman coder and checked
+byte for byte on the way back. Files written here are the ``lmc`` command
+line tool's files: ``save_file`` writes the ``.lmc`` container of a
+safetensors file (``lmc decompress`` gives that safetensors file back), and
+``load_file`` reads what ``lmc compress`` wrote.
+
+- ``save_file`` / ``load_file``: dicts of NumPy arrays or torch tensors
+  (bfloat16 and float8 included; NumPy gets them from ``ml_dtypes``).
+- ``compress_file`` / ``decompress_file`` / ``verify``: files on disk, as the CLI.
+- ``SnapshotStore``: a training run's checkpoints, each stored as a delta
+  against the previous one (the store of ``lmc snapshot``).
+- ``lmc.torch``: a ``StorageWriter`` and ``StorageReader`` for PyTorch
+  Distributed Checkpoint (``torch.distributed.checkpoint``).
+
+The GIL is released while lmc compresses, decompresses or does file I/O,
+and lmc codes chunks on all cores. Every failure inside lmc is raised as
+``LmcError`` with lmc's message; arguments of the wrong type raise
+``TypeError`` and bad argument values ``ValueError``, as usual in Python.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+from . import _lmc
+from ._convert import (
+    build as _build,
+    check_metadata as _check_metadata,
+    framework_of as _framework_of,
+    resolve_framework as _resolve_framework,
+    to_args as _to_args,
+)
+from ._lmc import LmcError
+
+__version__: str = _lmc.__version__
+
+__all__ = [
+    "LmcError",
+    "SnapshotStore",
+    "compress_file",
+    "decompress_file",
+    "load_file",
+    "load_metadata",
+    "save_file",
+    "verify",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def _path(p: PathLike) -> str:
+    return os.fspath(p)
+
+
+def _opt_path(p: Optional[PathLike]) -> Optional[str]:
+    return None if p is None else os.fspath(p)
+
+
+def _with_format(tensors: Mapping[str, Any], metadata: Optional[Mapping[str, str]]) -> Dict[str, str]:
+    meta = _check_metadata(metadata)
+    # The Hugging Face convention: "format": "pt" marks torch tensors, so
+    # load_file and restore give back the kind of tensors that was saved.
+    fmt = _framework_of(tensors)
+    if fmt is not None and "format" not in meta:
+        meta["format"] = fmt
+    return meta
+
+
+def save_file(
+    tensors: Mapping[str, Any],
+    path: PathLike,
+    metadata: Optional[Mapping[str, str]] = None,
+    *,
+    chunk_size: Optional[int] = None,
+    sync: bool = False,
+) -> Dict[str, Any]:
+    """Compress a dict of tensors into the ``.lmc`` file ``path``.
+
+    The file is the lmc container of the safetensors file holding
+    ``tensors`` in the given order and ``metadata`` as its ``__metadata__``
+    (``lmc decompress`` restores that safetensors file). ``"format": "pt"``
+    (torch tensors) or ``"np"`` (NumPy arrays) is added to the metadata
+    unless it has a ``"format"`` already.
+
+    Args:
+        tensors: names to NumPy arrays or torch tensors (any device; they are
+            copied to the CPU). Supported dtypes: bool, (u)int8/16/32/64,
+            float16/32/64, bfloat16, float8_e4m3fn and float8_e5m2.
+        path: the file to write. It appears complete or not at all: it is
+            written under a temporary name and renamed.
+        metadata: str-to-str pairs stored in the safetensors header.
+        chunk_size: original bytes per chunk (default 256 KiB).
+        sync: flush the file to disk (fsync) before renaming it into place.
+
+    Returns:
+        ``{"original_len", "compressed_len", "chunks", "original_hash"}``.
+
+    Raises:
+        LmcError: an unsupported dtype, or the file cannot be written.
+    """
+    args = _to_args(tensors)
+    meta = _with_format(tensors, metadata)
+    return _lmc.save_tensors(_path(path), args, meta, chunk_size, sync)
+
+
+def load_file(
+    path: PathLike,
+    *,
+    framework: Optional[str] = None,
+    base: Optional[PathLike] = None,
+) -> Dict[str, Any]:
+    """Read the tensors of a ``.lmc`` file.
+
+    Decodes the whole file, checking every chunk checksum and the whole-file
+    hash. The arrays share one buffer (no copy per tensor); they are
+    writable.
+
+    Args:
+        path: a ``.lmc`` file from ``save_file`` or ``lmc compress`` (of a
+            safetensors file, or of a raw array: then one tensor, ``"data"``).
+        framework: ``"numpy"`` or ``"torch"``. By default, torch tensors if
+            the file's metadata says ``"format": "pt"``, else NumPy arrays.
+        base: for a delta container (``lmc compress --base``), its base: the
+            original file or a full ``.lmc`` of it.
+
+    Returns:
+        Names to arrays, in the file's order.
+
+    Raises:
+        LmcError: a missing, damaged or foreign file, or a wrong base.
+    """
+    meta, table, buf = _lmc.load(_path(path), _opt_path(base))
+    return _build(table, buf, _resolve_framework(framework, meta))
+
+
+def load_metadata(path: PathLike) -> Dict[str, str]:
+    """The ``__metadata__`` of the safetensors file in a ``.lmc`` file.
+
+    Decodes only the chunks of the file's header.
+    """
+    return _lmc.read_metadata(_path(path))
+
+
+def compress_file(
+    src: PathLike,
+    dst: Optional[PathLike] = None,
+    *,
+    base: Optional[PathLike] = None,
+    dtype: Optional[str] = None,
+    chunk_size: Optional[int] = None,
+    sync: bool = False,
+) -> Dict[str, Any]:
+    """Compress a file as ``lmc compress`` does.
+
+    Args:
+        src: a safetensors file, or with ``dtype`` a raw little-endian array.
+        dst: the ``.lmc`` file to write (default: ``src`` + ``".lmc"``);
+            replaced if it exists, atomically.
+        base: compress as a delta against this file (the previous checkpoint,
+            or a full ``.lmc`` of it); decoding will need it.
+        dtype: the element type of a raw array (``"BF16"``, ``"F32"``...).
+        chunk_size: original bytes per chunk (default 256 KiB).
+        sync: flush the file to disk before renaming it into place.
+
+    Returns:
+        ``{"original_len", "compressed_len", "chunks", "original_hash"}``.
+    """
+    dst = os.fspath(src) + ".lmc" if dst is None else dst
+    return _lmc.compress_file(_path(src), _path(dst), dtype, _opt_path(base), chunk_size, sync)
+
+
+def decompress_file(
+    src: PathLike,
+    dst: Optional[PathLike] = None,
+    *,
+    base: Optional[PathLike] = None,
+    sync: bool = False,
+) -> int:
+    """Decompress a ``.lmc`` file as ``lmc decompress`` does.
+
+    Args:
+        src: the ``.lmc`` file.
+        dst: the file to write (default: ``src`` without ``".lmc"``);
+            replaced if it exists, atomically, and only once every checksum
+            and the whole-file hash have matched.
+        base: the base of a delta container.
+        sync: flush the file to disk before renaming it into place.
+
+    Returns:
+        The number of bytes written.
+    """
+    if dst is None:
+        s = os.fspath(src)
+        if not s.endswith(".lmc"):
+            raise ValueError(f"{s} does not end in .lmc: give dst")
+        dst = s[: -len(".lmc")]
+    return _lmc.decompress_file(_path(src), _path(dst), _opt_path(base), sync)
+
+
+def verify(path: PathLike, *, base: Optional[PathLike] = None) -> Dict[str, Any]:
+    """Decode a ``.lmc`` file completely and check every checksum and the
+    whole-file hash, writing nothing (``lmc verify``).
+
+    Returns:
+        ``{"version", "original_len", "compressed_len", "original_hash",
+        "tensors", "chunks", "delta"}``.
+
+    Raises:
+        LmcError: the file is damaged (the message names the chunk and
+            offset), or the base is missing or wrong.
+    """
+    return _lmc.verify(_path(path), _opt_path(base))
+
+
+class SnapshotStore:
+    """A training run's checkpoints in one directory, each a delta against
+    the one before, with a full keyframe every few snapshots.
+
+    It is the store of ``lmc snapshot`` (``lmc snapshot list/restore/verify``
+    work on it). Adding is crash-safe: a snapshot exists once its manifest
+    is committed, and an interrupted ``add`` leaves the store as it was. The
+    store is opened for each call and locked meanwhile (a writer
+    excludes everyone else; readers share), so several processes may use
+    one store in turn.
+
+    Example::
+
+        store = lmc.SnapshotStore("run.lmcstore")
+        for step in range(0, 1000, 100):
+            train(...)
+            store.add(model.state_dict(), step)
+        weights = store.restore(500)      # torch tensors, as saved
+    """
+
+    def __init__(
+        self,
+        path: PathLike,
+        *,
+        keyframe_every: Optional[int] = None,
+        chunk_size: Optional[int] = None,
+    ) -> None:
+        """
+        Args:
+            path: the store's directory; created by the first ``add``.
+            keyframe_every: a full snapshot at least every this many (default
+                8 for a new store; an existing store keeps its own unless
+                this is given).
+            chunk_size: original bytes per chunk for new snapshots.
+        """
+        self.path = os.fspath(path)
+        self.keyframe_every = keyframe_every
+        self.chunk_size = chunk_size
+
+    def __repr__(self) -> str:
+        return f"SnapshotStore({self.path!r})"
+
+    def add(
+        self,
+        state_dict: Mapping[str, Any],
+        step: int,
+        *,
+        metadata: Optional[Mapping[str, str]] = None,
+        file_name: str = "model.safetensors",
+    ) -> Dict[str, Any]:
+        """Add a flat dict of tensors (``model.state_dict()``) as the snapshot
+        at ``step``, which must be after the last snapshot's.
+
+        Stored as one safetensors file named ``file_name``, as a delta against
+        the previous snapshot (tensors with the same name, dtype and shape
+        are XORed with it) unless a keyframe is due.
+
+        Returns:
+            The snapshot as ``list()`` describes it.
+        """
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"step must be a non-negative int, not {step!r}")
+        args = _to_args(state_dict)
+        meta = _with_format(state_dict, metadata)
+        return _lmc.store_add(
+            self.path,
+            step,
+            file_name,
+            args,
+            meta,
+            self.keyframe_every,
+            self.chunk_size,
+        )
+
+    def restore(self, step: Optional[int] = None, *, framework: Optional[str] = None) -> Dict[str, Any]:
+        """The tensors of the snapshot at ``step`` (default: the last one),
+        decoded through its chain of deltas and checked against its hash.
+
+        Args:
+            framework: ``"numpy"`` or ``"torch"``; by default, what was added.
+        """
+        _, meta, table, buf = _lmc.store_restore(self.path, step)
+        return _build(table, buf, _resolve_framework(framework, meta))
+
+    def restore_to(self, step: int, out: PathLike, *, overwrite: bool = False) -> None:
+        """Write the snapshot at ``step`` to ``out`` as the original file (or
+        directory), byte for byte (``lmc snapshot restore``)."""
+        _lmc.store_restore_to(self.path, step, _path(out), overwrite)
+
+    def list(self) -> List[Dict[str, Any]]:
+        """The snapshots, oldest first: ``{"step", "kind", "parent", "depth",
+        "added", "original_len", "stored_len", "files"}`` each."""
+        return _lmc.store_list(self.path)
+
+    def steps(self) -> List[int]:
+        """The steps of the snapshots, oldest first."""
+        return [s["step"] for s in self.list()]
+
+    def verify(self) -> Dict[str, Any]:
+        """Decode every snapshot and check every hash: ``{"snapshots",
+        "files", "bytes", "unreferenced"}``."""
+        return _lmc.store_verify(self.path)
+
+    def prune(self, keep_last: int, keep_every: Optional[int] = None) -> Dict[str, Any]:
+        """Remove old snapshots, keeping the last ``keep_last`` and those whose
+        step is a multiple of ``keep_every``; kept deltas whose parent goes
+        are re-encoded, so every chain stays whole. Returns ``{"removed",
+        "rebuilt", "stored_before", "stored_after"}``."""
+        return _lmc.store_prune(self.path, keep_last, keep_every)

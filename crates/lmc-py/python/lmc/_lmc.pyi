@@ -1,0 +1,54 @@
+"""Type stubs of the native module (crates/lmc-py/src/lib.rs).
+
+Tensors go in as ``(name, dtype, shape, data)``: a safetensors dtype name
+(``"BF16"``, ``"F32"``...), the shape, and the little-endian C-order bytes.
+Files come back as ``(metadata, table, buffer)``: the safetensors
+``__metadata__``, ``(name, dtype, shape, start, end)`` for each tensor, and
+one ``bytearray`` holding the whole decoded file.
+"""
+
+from typing import Dict, List, Optional, Tuple
+
+__version__: str
+
+class LmcError(Exception):
+    """Every failure inside lmc, with lmc's message."""
+
+TensorArg = Tuple[str, str, List[int], bytes]
+Span = Tuple[str, str, List[int], int, int]
+Loaded = Tuple[Dict[str, str], List[Span], bytearray]
+
+def save_tensors(
+    path: str,
+    tensors: List[TensorArg],
+    metadata: Optional[Dict[str, str]] = None,
+    chunk_size: Optional[int] = None,
+    sync: bool = False,
+) -> Dict[str, object]: ...
+def load(path: str, base: Optional[str] = None) -> Loaded: ...
+def read_metadata(path: str) -> Dict[str, str]: ...
+def read_tensors(path: str, names: List[str]) -> List[bytearray]: ...
+def compress_file(
+    src: str,
+    dst: str,
+    dtype: Optional[str] = None,
+    base: Optional[str] = None,
+    chunk_size: Optional[int] = None,
+    sync: bool = False,
+) -> Dict[str, object]: ...
+def decompress_file(src: str, dst: str, base: Optional[str] = None, sync: bool = False) -> int: ...
+def verify(path: str, base: Optional[str] = None) -> Dict[str, object]: ...
+def store_add(
+    root: str,
+    step: int,
+    file_name: str,
+    tensors: List[TensorArg],
+    metadata: Optional[Dict[str, str]] = None,
+    keyframe_every: Optional[int] = None,
+    chunk_size: Optional[int] = None,
+) -> Dict[str, object]: ...
+def store_list(root: str) -> List[Dict[str, object]]: ...
+def store_restore(root: str, step: Optional[int] = None) -> Tuple[int, Dict[str, str], List[Span], bytearray]: ...
+def store_restore_to(root: str, step: int, out: str, overwrite: bool = False) -> None: ...
+def store_verify(root: str) -> Dict[str, object]: ...
+def store_prune(root: str, keep_last: int, keep_every: Optional[int] = None) -> Dict[str, object]: ...

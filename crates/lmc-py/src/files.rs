@@ -1,0 +1,290 @@
+//! Single files, as the CLI's `compress`, `decompress` and `verify`, and
+//! tensors in memory to and from `.lmc` files.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use lmc_core::{Container, DeltaBase, SegmentKind, SegmentSpec};
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyDict};
+use rayon::prelude::*;
+
+use crate::io::{
+    SliceWriter, base_bytes, options, read_file, summary_dict, write_atomically, write_container,
+};
+use crate::tensors::{Loaded, TensorArg, describe, dtype_named, loaded, plan_file};
+use crate::{err, fail};
+
+/// Compresses tensors held in memory into the `.lmc` container of a
+/// safetensors file (what `lmc compress` makes of that file).
+#[pyfunction]
+#[pyo3(signature = (path, tensors, metadata=None, chunk_size=None, sync=false))]
+pub(crate) fn save_tensors<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    tensors: Vec<TensorArg<'py>>,
+    metadata: Option<BTreeMap<String, String>>,
+    chunk_size: Option<usize>,
+    sync: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let metadata = metadata.unwrap_or_default();
+    let plan = plan_file(&tensors, &metadata)?;
+    let parts = plan.parts();
+    let options = options(chunk_size);
+    let summary = py
+        .detach(|| write_container(&path, &parts, &plan.layout, None, &options, sync))
+        .map_err(fail)?;
+    summary_dict(py, &summary)
+}
+
+/// Decodes a whole `.lmc` file (checking every checksum and the whole-file
+/// hash) into one `bytearray`, and says where each tensor lies in it.
+#[pyfunction]
+#[pyo3(signature = (path, base=None))]
+pub(crate) fn load<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    base: Option<PathBuf>,
+) -> PyResult<Loaded<'py>> {
+    let bytes = read_file(&path)?;
+    let ctx = |e: lmc_core::Error| err(path.display(), e);
+    let c = Container::open(&bytes).map_err(ctx)?;
+    let base = base_bytes(&c, &path, base.as_deref())?;
+    let c = match &base {
+        Some(b) => c.with_base(b).map_err(ctx)?,
+        None => c,
+    };
+    let len = usize::try_from(c.header().original_len)
+        .map_err(|_| fail(format!("{}: too large for this machine", path.display())))?;
+    let mut described = None;
+    let out = PyByteArray::new_with(py, len, |buf| {
+        py.detach(|| -> Result<(), String> {
+            let mut w = SliceWriter { buf, pos: 0 };
+            c.decompress_to(&mut w, &mut |_| true)
+                .map_err(|e| e.to_string())?;
+            described = Some(describe(w.buf, c.segments())?);
+            Ok(())
+        })
+        .map_err(|e| err(path.display(), e))
+    })?;
+    let (meta, spans) = described.expect("set on success");
+    Ok(loaded(meta, spans, out))
+}
+
+/// The `__metadata__` of the safetensors file in a `.lmc` container,
+/// decoding only the chunks of its header.
+#[pyfunction]
+pub(crate) fn read_metadata(path: PathBuf) -> PyResult<BTreeMap<String, String>> {
+    let bytes = read_file(&path)?;
+    let ctx = |e: lmc_core::Error| err(path.display(), e);
+    let c = Container::open(&bytes).map_err(ctx)?;
+    let Some(first) = c
+        .segments()
+        .first()
+        .filter(|s| s.kind == SegmentKind::Bytes)
+    else {
+        return Ok(BTreeMap::new());
+    };
+    let mut header = Vec::with_capacity(first.len as usize);
+    let mut chunk = Vec::new();
+    for i in first.first_chunk..first.first_chunk + first.chunk_count {
+        c.decode_chunk(i, &mut chunk).map_err(ctx)?;
+        header.extend_from_slice(&chunk);
+    }
+    let not_st = || {
+        fail(format!(
+            "{}: does not hold a safetensors file",
+            path.display()
+        ))
+    };
+    let n = header
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+        .ok_or_else(not_st)?;
+    let json = header.get(8..8usize.saturating_add(n)).ok_or_else(not_st)?;
+    let value: serde_json::Value = serde_json::from_slice(json)
+        .map_err(|e| err(format!("{}: safetensors header", path.display()), e))?;
+    let mut out = BTreeMap::new();
+    if let Some(meta) = value.get("__metadata__").and_then(|m| m.as_object()) {
+        for (k, v) in meta {
+            if let Some(v) = v.as_str() {
+                out.insert(k.clone(), v.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes only the named tensors of a (full) `.lmc` file, in parallel; each
+/// chunk's checksum is checked. Returns one `bytearray` per name.
+#[pyfunction]
+pub(crate) fn read_tensors<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    names: Vec<String>,
+) -> PyResult<Vec<Bound<'py, PyByteArray>>> {
+    let bytes = read_file(&path)?;
+    let decoded: Vec<Vec<u8>> = py
+        .detach(|| -> Result<_, lmc_core::Error> {
+            let c = Container::open(&bytes)?;
+            names.par_iter().map(|n| c.read_tensor(n)).collect()
+        })
+        .map_err(|e| err(path.display(), e))?;
+    Ok(decoded.iter().map(|v| PyByteArray::new(py, v)).collect())
+}
+
+/// The layout of an input file, as the CLI chooses it (`lmc compress`):
+/// a raw array of `dtype`, else whatever format lmc recognises
+/// (safetensors, PyTorch, NumPy); a file in none of them is refused.
+pub(crate) fn layout_of(
+    path: &Path,
+    bytes: &[u8],
+    dtype: Option<&str>,
+) -> PyResult<Vec<SegmentSpec>> {
+    if let Some(d) = dtype {
+        let d = dtype_named(d, "data")?;
+        return Ok(lmc_tensors::raw::layout(bytes.len() as u64, d, "data"));
+    }
+    if bytes.starts_with(&lmc_core::format::MAGIC) {
+        return Err(fail(format!(
+            "{} is already an lmc container",
+            path.display()
+        )));
+    }
+    if lmc_tensors::tree::looks_like(bytes) {
+        return Err(fail(format!(
+            "{} is an lmc directory stream (what `lmc decompress` restores a directory from); \
+             compress the directory instead",
+            path.display()
+        )));
+    }
+    let found = lmc_tensors::detect(bytes).map_err(|e| err(path.display(), e))?;
+    if found.format == lmc_tensors::Format::Unknown {
+        return Err(fail(format!(
+            "{} is not a safetensors file, a PyTorch checkpoint or a NumPy array \
+             (it starts like none of them); for a flat array of numbers give dtype=",
+            path.display()
+        )));
+    }
+    Ok(found.layout)
+}
+
+/// Cuts `bytes` into one slice per segment of `layout`.
+pub(crate) fn tile<'a>(bytes: &'a [u8], layout: &[SegmentSpec]) -> Vec<&'a [u8]> {
+    let mut parts = Vec::with_capacity(layout.len());
+    let mut off = 0usize;
+    for s in layout {
+        parts.push(&bytes[off..off + s.len as usize]);
+        off += s.len as usize;
+    }
+    parts
+}
+
+/// `lmc compress SRC -o DST [--dtype D] [--base B] [--chunk-size N]`.
+#[pyfunction]
+#[pyo3(signature = (src, dst, dtype=None, base=None, chunk_size=None, sync=false))]
+pub(crate) fn compress_file<'py>(
+    py: Python<'py>,
+    src: PathBuf,
+    dst: PathBuf,
+    dtype: Option<String>,
+    base: Option<PathBuf>,
+    chunk_size: Option<usize>,
+    sync: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let bytes = read_file(&src)?;
+    let layout = layout_of(&src, &bytes, dtype.as_deref())?;
+    let base = match &base {
+        Some(b) => {
+            let mut bb = read_file(b)?;
+            if bb.starts_with(&lmc_core::format::MAGIC) {
+                let c =
+                    Container::open(&bb).map_err(|e| err(format!("base {}", b.display()), e))?;
+                let mut v = Vec::with_capacity(c.header().original_len as usize);
+                c.decompress_to(&mut v, &mut |_| true)
+                    .map_err(|e| err(format!("base {}", b.display()), e))?;
+                bb = v;
+            }
+            let bl = layout_of(b, &bb, dtype.as_deref())?;
+            Some((bb, bl))
+        }
+        None => None,
+    };
+    let delta = base
+        .as_ref()
+        .map(|(bb, bl)| DeltaBase::matching(bb, bl, &layout));
+    let options = options(chunk_size);
+    let summary = py
+        .detach(|| {
+            let parts = tile(&bytes, &layout);
+            write_container(&dst, &parts, &layout, delta.as_ref(), &options, sync)
+        })
+        .map_err(fail)?;
+    summary_dict(py, &summary)
+}
+
+/// `lmc decompress SRC -o DST [--base B]`.
+#[pyfunction]
+#[pyo3(signature = (src, dst, base=None, sync=false))]
+pub(crate) fn decompress_file(
+    py: Python<'_>,
+    src: PathBuf,
+    dst: PathBuf,
+    base: Option<PathBuf>,
+    sync: bool,
+) -> PyResult<u64> {
+    let bytes = read_file(&src)?;
+    let ctx = |e: lmc_core::Error| err(src.display(), e);
+    let c = Container::open(&bytes).map_err(ctx)?;
+    let base = base_bytes(&c, &src, base.as_deref())?;
+    let c = match &base {
+        Some(b) => c.with_base(b).map_err(ctx)?,
+        None => c,
+    };
+    py.detach(|| {
+        write_atomically(&dst, sync, |w| {
+            c.decompress_to(w, &mut |_| true)
+                .map_err(|e| format!("{}: {e}", src.display()))
+        })
+    })
+    .map_err(fail)?;
+    Ok(c.header().original_len)
+}
+
+/// `lmc verify PATH [--base B]`: decodes everything, checks every checksum
+/// and the whole-file hash, writes nothing.
+#[pyfunction]
+#[pyo3(signature = (path, base=None))]
+pub(crate) fn verify<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    base: Option<PathBuf>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let bytes = read_file(&path)?;
+    let ctx = |e: lmc_core::Error| err(path.display(), e);
+    let c = Container::open(&bytes).map_err(ctx)?;
+    let base = base_bytes(&c, &path, base.as_deref())?;
+    let c = match &base {
+        Some(b) => c.with_base(b).map_err(ctx)?,
+        None => c,
+    };
+    py.detach(|| c.verify(&mut |_| true)).map_err(ctx)?;
+    let d = PyDict::new(py);
+    d.set_item("version", c.header().version)?;
+    d.set_item("original_len", c.header().original_len)?;
+    d.set_item("compressed_len", bytes.len())?;
+    d.set_item(
+        "original_hash",
+        format!("{:032x}", c.header().original_hash),
+    )?;
+    d.set_item(
+        "tensors",
+        c.segments()
+            .iter()
+            .filter(|s| matches!(s.kind, SegmentKind::Tensor { .. }))
+            .count(),
+    )?;
+    d.set_item("chunks", c.chunks().len())?;
+    d.set_item("delta", c.base_ref().is_some())?;
+    Ok(d)
+}

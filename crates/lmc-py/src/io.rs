@@ -1,0 +1,169 @@
+//! Files: atomic writes, reading inputs and delta bases, decoding into a
+//! Python buffer.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use lmc_core::{CompressOptions, CompressSummary, Container, DeltaBase, SegmentSpec};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::{err, fail};
+
+pub(crate) fn options(chunk_size: Option<usize>) -> CompressOptions {
+    match chunk_size {
+        Some(c) => CompressOptions::default().chunk_size(c),
+        None => CompressOptions::default(),
+    }
+}
+
+/// The folder a file is written in (for its temporary twin).
+pub(crate) fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Writes `dest` through a temporary file in the same folder that is renamed
+/// into place once complete (and, with `sync`, on disk): a reader, or a
+/// crash, never sees half a file under `dest`.
+pub(crate) fn write_atomically<T>(
+    dest: &Path,
+    sync: bool,
+    fill: impl FnOnce(&mut BufWriter<tempfile::NamedTempFile>) -> Result<T, String>,
+) -> Result<T, String> {
+    let dir = parent_dir(dest);
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut builder = tempfile::Builder::new();
+    // tempfile makes files readable by the owner only; an output file gets
+    // the usual mode for new files (0666 less the umask), as from the CLI.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let tmp = builder
+        .prefix(&format!(".{name}."))
+        .suffix(".lmc-tmp")
+        .tempfile_in(&dir)
+        .map_err(|e| format!("cannot create a temporary file in {}: {e}", dir.display()))?;
+    let mut w = BufWriter::with_capacity(1 << 20, tmp);
+    let value = fill(&mut w)?;
+    let tmp = w
+        .into_inner()
+        .map_err(|e| format!("cannot write {}: {}", dest.display(), e.error()))?;
+    if sync {
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| format!("cannot sync {}: {e}", dest.display()))?;
+    }
+    tmp.persist(dest)
+        .map_err(|e| format!("cannot write {}: {}", dest.display(), e.error))?;
+    if sync {
+        // The rename itself is durable once the folder is synced.
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| format!("cannot sync {}: {e}", dir.display()))?;
+    }
+    Ok(value)
+}
+
+/// Compresses `parts` (one slice per segment of `layout`) into `dest`.
+pub(crate) fn write_container(
+    dest: &Path,
+    parts: &[&[u8]],
+    layout: &[SegmentSpec],
+    base: Option<&DeltaBase<'_>>,
+    options: &CompressOptions,
+    sync: bool,
+) -> Result<CompressSummary, String> {
+    write_atomically(dest, sync, |w| {
+        lmc_core::compress_parts(parts, layout, base, options, w, &mut |_| true)
+            .map_err(|e| format!("cannot compress into {}: {e}", dest.display()))
+    })
+}
+
+pub(crate) fn summary_dict<'py>(
+    py: Python<'py>,
+    s: &CompressSummary,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("original_len", s.original_len)?;
+    d.set_item("compressed_len", s.compressed_len)?;
+    d.set_item("chunks", s.chunks)?;
+    d.set_item("original_hash", format!("{:032x}", s.original_hash))?;
+    Ok(d)
+}
+
+pub(crate) fn read_file(path: &Path) -> PyResult<Vec<u8>> {
+    std::fs::read(path).map_err(|e| err(format!("cannot read {}", path.display()), e))
+}
+
+/// The base bytes a delta container needs, given as the original file or as
+/// a full `.lmc` container of it (decoded here), as the CLI's `--base`.
+pub(crate) fn base_bytes(
+    container: &Container<'_>,
+    input: &Path,
+    base: Option<&Path>,
+) -> PyResult<Option<Vec<u8>>> {
+    match (container.base_ref(), base) {
+        (None, None) => Ok(None),
+        (None, Some(b)) => Err(fail(format!(
+            "{} is not a delta container; the base {} is not needed",
+            input.display(),
+            b.display()
+        ))),
+        (Some(want), None) => Err(fail(format!(
+            "{} is a delta container: give its base (a {}-byte file with XXH3-128 {:032x})",
+            input.display(),
+            want.len,
+            want.hash
+        ))),
+        (Some(want), Some(path)) => {
+            let bytes = read_file(path)?;
+            if bytes.starts_with(&lmc_core::format::MAGIC) && bytes.len() as u64 != want.len {
+                let c = Container::open(&bytes)
+                    .map_err(|e| err(format!("base {}", path.display()), e))?;
+                if c.base_ref().is_some() {
+                    return Err(fail(format!(
+                        "base {} is itself a delta container; decompress it first and give the result",
+                        path.display()
+                    )));
+                }
+                let mut v = Vec::with_capacity(c.header().original_len as usize);
+                c.decompress_to(&mut v, &mut |_| true)
+                    .map_err(|e| err(format!("base {}", path.display()), e))?;
+                return Ok(Some(v));
+            }
+            Ok(Some(bytes))
+        }
+    }
+}
+
+/// A `Write` into a slice that must be filled exactly.
+pub(crate) struct SliceWriter<'a> {
+    pub(crate) buf: &'a mut [u8],
+    pub(crate) pos: usize,
+}
+
+impl Write for SliceWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let (end, cap) = (self.pos + data.len(), self.buf.len());
+        let dest = self.buf.get_mut(self.pos..end).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("decoded more than the {cap} bytes the header announced"),
+            )
+        })?;
+        dest.copy_from_slice(data);
+        self.pos = end;
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

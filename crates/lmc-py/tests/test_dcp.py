@@ -1,0 +1,194 @@
+"""PyTorch Distributed Checkpoint through lmc.torch.StorageWriter/StorageReader.
+
+Two processes (torch.multiprocessing.spawn, gloo) train a tensor-parallel
+model with AdamW and save its state with dcp.save and dcp.async_save; the
+checks are made in those processes (load into fresh models, resharded
+load, incremental saves through a training loop) and again here, in a
+process that never joined the group (a load of every shard into full
+tensors). Writers killed at chosen and random moments must leave the
+previous checkpoint loadable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed.checkpoint as dcp
+import torch.multiprocessing as mp
+
+import lmc
+import lmc.torch
+from _workers import tree_diff, zeros_like_tree
+
+HERE = Path(__file__).resolve().parent
+
+warnings.filterwarnings("ignore", message=".*torch.distributed is not initialized.*")
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def load_single(path, reference: dict, **reader_args) -> list:
+    """Loads a checkpoint in this (non-distributed) process into full
+    tensors shaped like `reference`; returns the differences."""
+    target = zeros_like_tree(reference)
+    target["meta"] = {"epoch": -1, "note": ""}
+    dcp.load(target, storage_reader=lmc.torch.StorageReader(path, **reader_args), no_dist=True)
+    return tree_diff(target, reference)
+
+
+@pytest.fixture(scope="module")
+def two_rank_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dcp")
+    from _workers import two_ranks
+
+    mp.spawn(two_ranks, args=(2, str(tmp)), nprocs=2, join=True)
+    results = [json.loads((tmp / f"results-{r}.json").read_text()) for r in range(2)]
+    return tmp, results
+
+
+def test_two_ranks_save_and_load_back_bit_exactly(two_rank_run):
+    tmp, results = two_rank_run
+    for rank, r in enumerate(results):
+        assert r["load_ckpt"] == [], (rank, r["load_ckpt"])
+        # Training goes on from the loaded state exactly as from the original.
+        assert r["train_on"] == [], (rank, r["train_on"])
+    names = sorted(os.listdir(tmp / "ckpt"))
+    # Each rank wrote its own compressed file; the coordinator the metadata.
+    assert names[0] == ".metadata" and len(names) == 3, names
+    assert names[1].startswith("__0_0.") and names[2].startswith("__1_0."), names
+    with open(tmp / "ckpt" / ".metadata", "rb") as f:
+        md = pickle.load(f)
+    assert type(md).__name__ == "Metadata"
+    infos = list(md.storage_data.values())
+    assert all(isinstance(i, lmc.torch.LmcStorageInfo) for i in infos)
+    assert {i.relative_path for i in infos} == set(names[1:])
+    assert "model.0.weight" in md.state_dict_metadata
+
+
+def test_async_save(two_rank_run):
+    tmp, results = two_rank_run
+    for r in results:
+        assert r["load_ckpt_async"] == []
+    reference = torch.load(tmp / "ref.pt", weights_only=False)
+    assert load_single(tmp / "ckpt_async", reference) == []
+
+
+def test_fresh_process_loads_every_shard_into_full_tensors(two_rank_run):
+    tmp, _ = two_rank_run
+    reference = torch.load(tmp / "ref.pt", weights_only=False)
+    assert reference["model"]["0.weight"].shape == (64, 32)
+    assert load_single(tmp / "ckpt", reference) == []
+
+
+def test_resharded_load_across_two_ranks(two_rank_run):
+    _, results = two_rank_run
+    for r in results:
+        assert r["resharded"] == []
+        assert len(r["resharded_placements"]) >= 2, r["resharded_placements"]
+
+
+def test_rank_files_are_ordinary_lmc_files(two_rank_run, run_lmc):
+    tmp, _ = two_rank_run
+    for f in sorted((tmp / "ckpt").glob("__*.lmc")):
+        run_lmc("verify", f)
+        info = lmc.verify(f)
+        assert info["tensors"] > 0
+        assert lmc.load_metadata(f)["format"] == "pt"
+        tensors = lmc.load_file(f)
+        assert all(isinstance(t, torch.Tensor) for t in tensors.values())
+
+
+def test_incremental_saves_through_a_training_loop(two_rank_run, run_lmc):
+    tmp, results = two_rank_run
+    for r in results:
+        assert r["incremental_load_30"] == []
+    run = tmp / "run"
+    assert lmc.torch.saved_steps(run) == [10, 20, 30, 40, 50]
+    for step in (10, 20, 30, 40, 50):
+        reference = torch.load(tmp / f"ref-inc-{step}.pt", weights_only=False)
+        assert load_single(run, reference, step=step) == [], step
+    latest = torch.load(tmp / "ref-inc-50.pt", weights_only=False)
+    assert load_single(run, latest) == []
+    for rank in (0, 1):
+        store = lmc.SnapshotStore(run / f"rank-{rank:05d}")
+        snaps = store.list()
+        assert [s["step"] for s in snaps] == [10, 20, 30, 40, 50]
+        # Deltas against the same rank's previous save; a keyframe every 3.
+        assert [s["parent"] for s in snaps] == [None, 10, 20, None, 40]
+        assert snaps[1]["stored_len"] < snaps[0]["stored_len"]
+        run_lmc("snapshot", "verify", run / f"rank-{rank:05d}")
+
+
+def run_killed(mode: str, where: Path, point: str, delay_fraction: float | None = None) -> bool:
+    """Runs the kill target; returns whether it finished saving B."""
+    cmd = [sys.executable, str(HERE / "_workers.py"), "kill", mode, str(where), point]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if not line.startswith("SAVING"):
+        proc.kill()
+        raise AssertionError(f"kill target failed before saving B: {line}{proc.stderr.read()}")
+    if delay_fraction is not None:
+        time.sleep(delay_fraction * float(line.split()[1]))
+        proc.kill()
+    out, err = proc.communicate(timeout=300)
+    if point != "random":
+        assert proc.returncode == -9, (proc.returncode, err)
+    return "SAVED" in out
+
+
+KILLS = [
+    ("files", "before-commit", None),
+    ("files", "commit-rename", None),
+    ("files", "after-commit", None),
+    ("files", "random", 0.3),
+    ("files", "random", 0.7),
+    ("files", "random", 1.0),
+    ("incremental", "before-commit", None),
+    ("incremental", "commit-rename", None),
+    ("incremental", "random", 0.4),
+    ("incremental", "random", 0.8),
+]
+
+
+@pytest.mark.parametrize("mode,point,fraction", KILLS)
+def test_a_killed_writer_leaves_the_previous_checkpoint_loadable(tmp_path, mode, point, fraction):
+    if fraction is not None:
+        fraction *= random.Random(f"{mode}{fraction}").uniform(0.8, 1.2)
+    where = tmp_path / "ckpt"
+    finished = run_killed(mode, where, point, fraction)
+    a = torch.load(tmp_path / "A.pt", weights_only=False)
+    b = torch.load(tmp_path / "B.pt", weights_only=False)
+    committed_b = point == "after-commit" or finished
+    loaded_a = load_single(where, a) == []
+    loaded_b = load_single(where, b) == []
+    if point in ("before-commit", "commit-rename"):
+        assert loaded_a and not loaded_b
+    elif point == "after-commit":
+        assert loaded_b
+    else:
+        # Killed at a random moment: A, or B if it had committed; never a mix.
+        assert loaded_a or loaded_b, (finished,)
+        assert not committed_b or loaded_b
+
+    # The next save goes through and cleans up what the killed one left.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if mode == "incremental":
+            dcp.save(b, storage_writer=lmc.torch.StorageWriter(where, incremental=True, step=3), no_dist=True)
+            assert load_single(where, a, step=1) == []
+            assert load_single(where, b, step=3) == []
+            assert lmc.torch.saved_steps(where)[-1] == 3
+        else:
+            dcp.save(b, storage_writer=lmc.torch.StorageWriter(where), no_dist=True)
+            names = sorted(os.listdir(where))
+            assert len(names) == 2 and names[0] == ".metadata", names
+    assert load_single(where, b) == []

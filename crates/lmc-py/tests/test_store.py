@@ -1,0 +1,91 @@
+"""SnapshotStore: a training run's snapshots as deltas, shared with `lmc snapshot`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import lmc
+
+
+def training_states(n: int) -> list:
+    """State dicts of a small model over `n` optimizer steps."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    states = []
+    for step in range(n):
+        x = torch.randn(32, 64)
+        model(x).pow(2).mean().backward()
+        opt.step()
+        opt.zero_grad()
+        sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        sd["0.weight.bf16"] = sd["0.weight"].to(torch.bfloat16)
+        states.append(sd)
+    return states
+
+
+def same(a, b) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(
+        a.contiguous().reshape(-1).view(torch.uint8), b.contiguous().reshape(-1).view(torch.uint8)
+    )
+
+
+def test_add_restore_list_verify_prune(tmp_path):
+    store = lmc.SnapshotStore(tmp_path / "run.lmcstore", keyframe_every=4)
+    states = training_states(6)
+    for i, sd in enumerate(states):
+        snap = store.add(sd, step=(i + 1) * 100)
+        assert snap["step"] == (i + 1) * 100
+    listed = store.list()
+    assert store.steps() == [100, 200, 300, 400, 500, 600]
+    assert [s["depth"] for s in listed] == [0, 1, 2, 3, 0, 1]
+    assert [s["parent"] for s in listed] == [None, 100, 200, 300, None, 500]
+    # Deltas of a model in training are smaller than its keyframes.
+    assert listed[1]["stored_len"] < listed[0]["stored_len"]
+    for i, sd in enumerate(states):
+        back = store.restore((i + 1) * 100)
+        assert list(back) == list(sd)
+        for k in sd:
+            assert isinstance(back[k], torch.Tensor) and same(back[k], sd[k]), (i, k)
+    last = store.restore()
+    assert same(last["2.bias"], states[-1]["2.bias"])
+    as_np = store.restore(300, framework="numpy")
+    assert isinstance(as_np["2.bias"], np.ndarray)
+    report = store.verify()
+    assert report["snapshots"] == 6 and report["unreferenced"] == []
+    with pytest.raises(lmc.LmcError, match="not after the last snapshot"):
+        store.add(states[0], step=600)
+    with pytest.raises(lmc.LmcError, match="no snapshot at step 150"):
+        store.restore(150)
+    pruned = store.prune(keep_last=2)
+    assert pruned["removed"] == [100, 200, 300, 400]
+    assert store.steps() == [500, 600]
+    assert same(store.restore(600)["0.weight"], states[5]["0.weight"])
+
+
+def test_the_cli_reads_the_store(tmp_path, run_lmc):
+    root = tmp_path / "s"
+    store = lmc.SnapshotStore(root)
+    states = training_states(3)
+    for i, sd in enumerate(states):
+        store.add(sd, step=i, metadata={"run": "test"})
+    listed = json.loads(run_lmc("snapshot", "list", root, "--json").stdout)
+    steps = [s["step"] for s in (listed["snapshots"] if isinstance(listed, dict) else listed)]
+    assert steps == [0, 1, 2]
+    run_lmc("snapshot", "verify", root)
+    run_lmc("snapshot", "restore", root, "2", "-o", tmp_path / "two.safetensors")
+    lmc.compress_file(tmp_path / "two.safetensors")
+    back = lmc.load_file(tmp_path / "two.safetensors.lmc")
+    assert lmc.load_metadata(tmp_path / "two.safetensors.lmc") == {"format": "pt", "run": "test"}
+    for k, v in states[2].items():
+        assert same(back[k], v), k
+    # restore_to writes the same bytes as the CLI.
+    store.restore_to(2, tmp_path / "py.safetensors")
+    assert (tmp_path / "py.safetensors").read_bytes() == (tmp_path / "two.safetensors").read_bytes()
+    # A directory that holds no store is refused, with lmc's message.
+    with pytest.raises(lmc.LmcError, match="not an lmc snapshot store"):
+        lmc.SnapshotStore(tmp_path / "nothing").list()
