@@ -152,12 +152,17 @@ pub fn decode(block: &[u8], out: &mut [u8]) -> Result<(), String> {
     if total != TOTAL {
         return Err(format!("rANS frequencies sum to {total}, not {TOTAL}"));
     }
-    let mut sym = vec![0u8; TOTAL as usize];
-    let mut cum = [0u32; 256];
+    // One entry a slot: symbol (8 bits), frequency - 1 (12 bits) and
+    // slot - cum[symbol] (12 bits), so a decode step is one lookup.
+    let mut table = vec![0u32; TOTAL as usize];
     let mut acc = 0u32;
     for (s, &f) in freq.iter().enumerate() {
-        cum[s] = acc;
-        sym[acc as usize..(acc + f) as usize].fill(s as u8);
+        for (k, e) in table[acc as usize..(acc + f) as usize]
+            .iter_mut()
+            .enumerate()
+        {
+            *e = s as u32 | (f - 1) << 8 | (k as u32) << 20;
+        }
         acc += f;
     }
     let mut x = [0u32; STATES];
@@ -172,20 +177,36 @@ pub fn decode(block: &[u8], out: &mut [u8]) -> Result<(), String> {
         }
     }
     let stream = &block[pos..];
+    let truncated = |i: usize| format!("rANS stream ends before symbol {i}");
+    // A state in [2^23, 2^31) leaves a step at 2^11 or more (frequency >= 1),
+    // so renormalising takes at most two bytes a symbol, eight a group of four.
+    let [mut x0, mut x1, mut x2, mut x3] = x;
     let mut p = 0usize;
-    for (i, o) in out.iter_mut().enumerate() {
-        let j = i % STATES;
-        let slot = x[j] & (TOTAL - 1);
-        let s = sym[slot as usize];
-        x[j] = freq[s as usize] * (x[j] >> SCALE_BITS) + slot - cum[s as usize];
-        while x[j] < LOW {
-            let b = *stream
-                .get(p)
-                .ok_or_else(|| format!("rANS stream ends before symbol {i}"))?;
-            x[j] = x[j] << 8 | u32::from(b);
-            p += 1;
+    let mut groups = out.chunks_exact_mut(STATES);
+    let mut i = 0usize;
+    for g in &mut groups {
+        if p + 2 * STATES > stream.len() {
+            // Near the end: the careful path, one symbol at a time.
+            x = [x0, x1, x2, x3];
+            for (k, o) in g.iter_mut().enumerate() {
+                *o = step_checked(&table, &mut x[k], stream, &mut p)
+                    .ok_or_else(|| truncated(i + k))?;
+            }
+            [x0, x1, x2, x3] = x;
+        } else {
+            let s = &stream[p..p + 2 * STATES];
+            let mut q = 0;
+            g[0] = step_fast(&table, &mut x0, s, &mut q);
+            g[1] = step_fast(&table, &mut x1, s, &mut q);
+            g[2] = step_fast(&table, &mut x2, s, &mut q);
+            g[3] = step_fast(&table, &mut x3, s, &mut q);
+            p += q;
         }
-        *o = s;
+        i += STATES;
+    }
+    x = [x0, x1, x2, x3];
+    for (k, o) in groups.into_remainder().iter_mut().enumerate() {
+        *o = step_checked(&table, &mut x[k], stream, &mut p).ok_or_else(|| truncated(i + k))?;
     }
     if x != [LOW; STATES] || p != stream.len() {
         return Err(format!(
@@ -194,6 +215,30 @@ pub fn decode(block: &[u8], out: &mut [u8]) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// One decode step; `s` holds at least the two bytes a step can need.
+#[inline(always)]
+fn step_fast(table: &[u32], x: &mut u32, s: &[u8], q: &mut usize) -> u8 {
+    let e = table[(*x & (TOTAL - 1)) as usize];
+    *x = ((e >> 8 & 0xFFF) + 1) * (*x >> SCALE_BITS) + (e >> 20);
+    while *x < LOW {
+        *x = *x << 8 | u32::from(s[*q]);
+        *q += 1;
+    }
+    e as u8
+}
+
+/// One decode step that checks for the end of the stream.
+#[inline]
+fn step_checked(table: &[u32], x: &mut u32, stream: &[u8], p: &mut usize) -> Option<u8> {
+    let e = table[(*x & (TOTAL - 1)) as usize];
+    *x = ((e >> 8 & 0xFFF) + 1) * (*x >> SCALE_BITS) + (e >> 20);
+    while *x < LOW {
+        *x = *x << 8 | u32::from(*stream.get(*p)?);
+        *p += 1;
+    }
+    Some(e as u8)
 }
 
 #[cfg(test)]
