@@ -36,5 +36,8 @@ for name in model model-bf16; do
   cmp "$f" "$dir/$name.restored" && echo "byte-identical: yes"
   rm -f "$dir/$name.restored"
   "$lmc" info "$dir/$name.lmc" | head -n 8
-  "$lmc" bench "$f" --threads 1 --runs 5
+  "$lmc" bench "$f" --threads 1 --runs 5 --methods lmc,zstd-3,memcpy
 done
+echo
+echo "Every baseline (zstd -1/-3/-19, xz, bzip2, lz4, brotli; raw and byte-grouped):"
+echo "  $lmc bench $dir/model-bf16.safetensors    (several minutes: xz and zstd -19 are slow)"
