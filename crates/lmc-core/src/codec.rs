@@ -107,6 +107,11 @@ fn clearly_incompressible(data: &[u8]) -> bool {
 /// Sample blocks [`lz_planes`] takes from a tensor, and their size in elements.
 const LZ_SAMPLES: usize = 4;
 const LZ_SAMPLE_ELEMS: usize = 16 << 10;
+/// Only tensors of at least this many elements are judged: the samples then
+/// cost at most 1/16 of the tensor's coding time. (Measured: judging every
+/// tensor of 64K elements or more made compressing MiniLM 40% slower, for
+/// no gain there; the gains seen are in large embedding tensors.)
+const LZ_MIN_ELEMS: usize = 1 << 20;
 /// zstd must beat Huffman (or raw storage) on the sample by this fraction.
 const LZ_MIN_GAIN: f64 = 0.04;
 
@@ -119,7 +124,7 @@ const LZ_MIN_GAIN: f64 = 0.04;
 pub fn lz_planes(dtype: crate::Dtype, data: &[u8]) -> u64 {
     let w = dtype.width();
     let n = data.len() / w;
-    if w == 0 || w > 64 || n < LZ_SAMPLES * LZ_SAMPLE_ELEMS {
+    if w == 0 || w > 64 || n < LZ_MIN_ELEMS {
         return 0;
     }
     let mut planes: Vec<Vec<u8>> = vec![Vec::new(); w];
@@ -264,7 +269,7 @@ mod tests {
 
     #[test]
     fn lz_planes_finds_repeated_strings_only() {
-        let n = 4 * 16 * 1024 * 4; // elements
+        let n = LZ_MIN_ELEMS; // elements
         // F32 elements whose low three bytes repeat a 1000-element pattern
         // (random order-0, but LZ-friendly), exponent bytes random.
         let pattern = noise(4000, 1);
