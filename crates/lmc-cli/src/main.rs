@@ -48,6 +48,11 @@ enum Command {
         /// as their XOR with it. Decoding then needs the same base.
         #[arg(long, value_name = "PREV")]
         base: Option<PathBuf>,
+        /// Store PyTorch checkpoints whose pickle would call code that
+        /// torch.load(weights_only=True) refuses (refused by default; lmc
+        /// never runs a pickle).
+        #[arg(long)]
+        allow_pickle_calls: bool,
     },
     /// Restore the original file or directory from an .lmc container.
     Decompress {
@@ -141,6 +146,7 @@ fn run(cli: Cli) -> ExitCode {
             dtype,
             chunk_size,
             base,
+            allow_pickle_calls,
         } => commands::compress::run(
             &input,
             output,
@@ -148,6 +154,7 @@ fn run(cli: Cli) -> ExitCode {
             dtype.as_deref(),
             chunk_size,
             base.as_deref(),
+            allow_pickle_calls,
             quiet,
         ),
         Command::Decompress {

@@ -329,13 +329,39 @@ fn torch_dtypes_without_legacy_storage_types_round_trip() {
 }
 
 /// A pickle that calls `os.system` when unpickled. lmc never unpickles: it
-/// compresses the file like any other and says what the pickle would call.
+/// refuses the file, naming the call, unless told to store it anyway; then
+/// it compresses it like any other and says what the pickle would call.
 #[test]
 fn pickle_that_calls_a_function_is_never_run() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     fs::copy(fixture("calls_os_system.pt"), d.join("evil.pt")).unwrap();
-    let (_, err) = ok(d, &["compress", "evil.pt"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_lmc"))
+        .current_dir(d)
+        .args(["compress", "evil.pt"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("evil.pt: its pickle would call posix.system")
+            && err.contains("--allow-pickle-calls"),
+        "{err}"
+    );
+    assert!(!d.join("evil.pt.lmc").exists());
+    // In a directory too.
+    fs::create_dir(d.join("ck")).unwrap();
+    fs::copy(fixture("calls_os_system.pt"), d.join("ck/evil.pt")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lmc"))
+        .current_dir(d)
+        .args(["compress", "ck"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!d.join("ck.lmc").exists());
+    fs::remove_dir_all(d.join("ck")).unwrap();
+
+    let (_, err) = ok(d, &["compress", "evil.pt", "--allow-pickle-calls"]);
     assert!(
         err.contains("lmc: note: evil.pt: its pickle would call posix.system when loaded"),
         "{err}"
@@ -355,7 +381,17 @@ fn pickle_that_calls_a_function_is_never_run() {
     assert_eq!(names, ["back.pt", "evil.pt", "evil.pt.lmc"]);
     assert!(!workspace_root().join("PWNED-by-lmc-fixture").exists());
     // -q keeps it quiet.
-    let (_, err) = ok(d, &["-q", "compress", "evil.pt", "-o", "q.lmc"]);
+    let (_, err) = ok(
+        d,
+        &[
+            "-q",
+            "compress",
+            "evil.pt",
+            "-o",
+            "q.lmc",
+            "--allow-pickle-calls",
+        ],
+    );
     assert_eq!(err, "");
 }
 

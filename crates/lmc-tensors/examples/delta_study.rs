@@ -34,7 +34,12 @@ struct Totals {
     best_whole: u64,
 }
 
-fn coded_size(dtype: Dtype, data: &[u8], planes_buf: &mut Vec<Vec<u8>>, out: &mut Vec<u8>) -> (u64, u64) {
+fn coded_size(
+    dtype: Dtype,
+    data: &[u8],
+    planes_buf: &mut Vec<Vec<u8>>,
+    out: &mut Vec<u8>,
+) -> (u64, u64) {
     planes_buf.resize_with(dtype.width(), Vec::new);
     planes::split(dtype, data, planes_buf);
     let mut total = 0u64;
@@ -83,7 +88,9 @@ fn main() {
     }
     let mut planes_buf = Vec::new();
     let mut out = Vec::new();
-    println!("| pair | tensor bytes | whole | XOR | SUB | best per chunk | chunks best XOR/SUB/whole | zstd planes (XOR) |");
+    println!(
+        "| pair | tensor bytes | whole | XOR | SUB | best per chunk | chunks best XOR/SUB/whole | zstd planes (XOR) |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     let mut all = Totals::default();
     for pair in files.windows(2) {
@@ -92,7 +99,9 @@ fn main() {
         let (ta, tb) = (tensors(&a), tensors(&b));
         let mut t = Totals::default();
         for (name, (dtype, shape, off, len)) in &tb {
-            let Some((da, sa, oa, la)) = ta.get(name) else { continue };
+            let Some((da, sa, oa, la)) = ta.get(name) else {
+                continue;
+            };
             if da != dtype || sa != shape || *len == 0 {
                 continue;
             }

@@ -73,6 +73,10 @@ pub struct Detected {
     /// Things worth telling the user (parts stored as bytes and why; code a
     /// pickle would run if loaded). Empty for ordinary files.
     pub notes: Vec<String>,
+    /// Callables a PyTorch checkpoint's pickle would call when loaded that
+    /// PyTorch's `weights_only` loader does not allow (`posix.system`, ...):
+    /// the mark of a checkpoint that runs code. Empty for other files.
+    pub calls: Vec<String>,
 }
 
 /// Recognises the format of `bytes` and returns its layout.
@@ -88,6 +92,7 @@ pub fn detect(bytes: &[u8]) -> Result<Detected, Error> {
             format: Format::Safetensors,
             layout: safetensors::layout(bytes)?,
             notes: Vec::new(),
+            calls: Vec::new(),
         });
     }
     if npy::looks_like(bytes) {
@@ -95,6 +100,7 @@ pub fn detect(bytes: &[u8]) -> Result<Detected, Error> {
             format: Format::Npy,
             layout: npy::layout(bytes, "array")?,
             notes: Vec::new(),
+            calls: Vec::new(),
         });
     }
     if zip::looks_like(bytes) {
@@ -106,6 +112,7 @@ pub fn detect(bytes: &[u8]) -> Result<Detected, Error> {
                 format: Format::Torch,
                 layout: tile(len, regions)?,
                 notes,
+                calls: summary.foreign_calls.into_iter().collect(),
             });
         }
         let mut regions = Vec::new();
@@ -137,6 +144,7 @@ pub fn detect(bytes: &[u8]) -> Result<Detected, Error> {
             format: if npz { Format::Npz } else { Format::Zip },
             layout: tile(len, regions)?,
             notes: Vec::new(),
+            calls: Vec::new(),
         });
     }
     if torch::looks_like_legacy(bytes) {
@@ -146,12 +154,14 @@ pub fn detect(bytes: &[u8]) -> Result<Detected, Error> {
             format: Format::TorchLegacy,
             layout: tile(len, regions)?,
             notes,
+            calls: summary.foreign_calls.into_iter().collect(),
         });
     }
     Ok(Detected {
         format: Format::Unknown,
         layout: tile(len, Vec::new())?,
         notes: Vec::new(),
+        calls: Vec::new(),
     })
 }
 

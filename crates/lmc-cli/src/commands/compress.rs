@@ -11,6 +11,8 @@ use super::{detect_file, human, layout_of};
 use crate::io::{Input, Output};
 use crate::progress::Bar;
 
+// One parameter an option of `lmc compress`.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     input: &Path,
     output: Option<PathBuf>,
@@ -18,6 +20,7 @@ pub fn run(
     dtype: Option<&str>,
     chunk_size: Option<usize>,
     base: Option<&Path>,
+    allow_pickle_calls: bool,
     quiet: bool,
 ) -> Result<()> {
     let mut text = String::new();
@@ -40,10 +43,11 @@ pub fn run(
                 input.display()
             );
         }
-        return super::dir::compress(input, &dest, force, chunk_size, quiet);
+        return super::dir::compress(input, &dest, force, chunk_size, allow_pickle_calls, quiet);
     }
     let bytes = Input::open(input)?;
     let found = detect_file(input, &bytes, dtype)?;
+    super::check_pickle_calls(input, &found, allow_pickle_calls)?;
     if !quiet {
         for n in &found.notes {
             eprintln!("lmc: note: {}: {n}", input.display());

@@ -134,6 +134,7 @@ pub fn compress(
     dest: &Path,
     force: bool,
     chunk_size: Option<usize>,
+    allow_pickle_calls: bool,
     quiet: bool,
 ) -> Result<()> {
     let root_meta =
@@ -176,6 +177,7 @@ pub fn compress(
                 let bytes = Input::open(&it.abs)?;
                 let file_layout = match detect(&bytes) {
                     Ok(found) => {
+                        super::check_pickle_calls(&it.abs, &found, allow_pickle_calls)?;
                         if !quiet {
                             for n in &found.notes {
                                 eprintln!("lmc: note: {}: {n}", it.abs.display());

@@ -37,6 +37,7 @@ pub fn detect_file(path: &Path, bytes: &[u8], dtype: Option<&str>) -> Result<Det
             format: Format::Unknown,
             layout: lmc_tensors::raw::layout(bytes.len() as u64, d, "data"),
             notes: Vec::new(),
+            calls: Vec::new(),
         });
     }
     if bytes.starts_with(&lmc_core::format::MAGIC) {
@@ -103,6 +104,23 @@ pub fn load_base(
         return Ok(Some(Input::Owned(v)));
     }
     Ok(Some(bytes))
+}
+
+/// Refuses a PyTorch checkpoint whose pickle would call code that
+/// `torch.load(weights_only=True)` refuses (the way malicious checkpoints
+/// work), unless the user allowed it. lmc itself never runs a pickle.
+pub fn check_pickle_calls(path: &Path, found: &Detected, allow: bool) -> Result<()> {
+    if found.calls.is_empty() || allow {
+        return Ok(());
+    }
+    bail!(
+        "{}: its pickle would call {} when loaded by torch.load; lmc refuses checkpoints \
+         whose pickle calls code that torch.load(weights_only=True) refuses (that is how \
+         malicious checkpoints work). lmc never runs it: to store it anyway, byte for byte, \
+         use --allow-pickle-calls",
+        path.display(),
+        found.calls.join(", ")
+    )
 }
 
 /// Writes `text` to stdout. A closed pipe (`lmc info x | head`) ends the

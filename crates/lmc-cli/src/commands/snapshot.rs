@@ -29,6 +29,10 @@ pub enum SnapshotCommand {
         /// setting; 8 for a new store).
         #[arg(long, value_name = "K")]
         keyframe_every: Option<u32>,
+        /// Store PyTorch checkpoints whose pickle would call code that
+        /// torch.load(weights_only=True) refuses (refused by default).
+        #[arg(long)]
+        allow_pickle_calls: bool,
     },
     /// List the snapshots: step, size, ratio, parent, chain depth.
     List {
@@ -78,18 +82,24 @@ pub fn run(cmd: &SnapshotCommand, quiet: bool) -> Result<()> {
             checkpoint,
             step,
             keyframe_every,
+            allow_pickle_calls,
         } => {
+            let (kind, files) = lmc_store::checkpoint_files(checkpoint)?;
+            let maps = files
+                .iter()
+                .map(|f| Input::open(&f.source))
+                .collect::<Result<Vec<_>>>()?;
+            for (f, m) in files.iter().zip(&maps) {
+                if let Ok(found) = lmc_tensors::detect(m) {
+                    super::check_pickle_calls(&f.source, &found, *allow_pickle_calls)?;
+                }
+            }
             let mut s = match keyframe_every {
                 Some(k) => Store::open_or_create(store, *k)?,
                 None if store.join("manifest.json").exists() => Store::open_mut(store)?,
                 None => Store::create(store, DEFAULT_KEYFRAME_EVERY)?,
             };
             watch(&mut s, quiet);
-            let (kind, files) = lmc_store::checkpoint_files(checkpoint)?;
-            let maps = files
-                .iter()
-                .map(|f| Input::open(&f.source))
-                .collect::<Result<Vec<_>>>()?;
             let inputs: Vec<FileInput<'_>> = files
                 .iter()
                 .zip(&maps)
