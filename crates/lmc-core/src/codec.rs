@@ -166,16 +166,17 @@ pub fn encode_plane(data: &[u8], kind: PlaneKind, out: &mut Vec<u8>) -> PlaneCod
 
     let lengths = huffman::code_lengths(&hist, huffman::MAX_CODE_LEN);
     let estimate = huffman::encoded_size(&hist, &lengths);
-    if estimate + n / MIN_GAIN_DIVISOR < n {
-        huffman::encode(data, &hist, out);
-        best = (PlaneCodec::Huffman, out.len() - start);
-    }
-    if let Some(r) = rans::estimated_size(&hist)
-        && (r as f64) < best.1 as f64 * (1.0 - RANS_MIN_GAIN)
-    {
-        out.truncate(start);
+    // Choose between Huffman and rANS on their estimates, then code once.
+    let huffman_ok = estimate + n / MIN_GAIN_DIVISOR < n;
+    let ceiling = if huffman_ok { estimate } else { n };
+    let use_rans = rans::estimated_size(&hist)
+        .is_some_and(|r| (r as f64) < ceiling as f64 * (1.0 - RANS_MIN_GAIN));
+    if use_rans {
         rans::encode(data, &hist, out);
         best = (PlaneCodec::Rans, out.len() - start);
+    } else if huffman_ok {
+        huffman::encode(data, &hist, out);
+        best = (PlaneCodec::Huffman, out.len() - start);
     }
 
     let try_zstd = match kind {
