@@ -1,11 +1,13 @@
 //! Plane codecs and the per-plane choice between them.
 //!
 //! Every plane of every chunk is coded independently with whichever codec
-//! gives the fewest bytes: stored raw, a single repeated byte, Huffman, or
-//! zstd. zstd is only tried where it can win: on generic byte segments (the
-//! safetensors JSON header) and on planes so skewed that Huffman spends
-//! under two bits a symbol (long zero runs, where a whole-bit code cannot go
-//! below one bit a byte and an LZ coder can).
+//! gives the fewest bytes: stored raw, a single repeated byte, Huffman, rANS
+//! or zstd. Huffman and rANS are chosen between on their estimates (rANS only
+//! where it saves at least 10%), so a plane is entropy-coded
+//! once. zstd is only tried where it can win: on generic byte segments (the
+//! safetensors JSON header), on planes so skewed that Huffman spends under
+//! two bits a symbol (long zero runs), and on the planes of large tensors in
+//! which a sample showed repeated strings ([`lz_planes`]).
 
 use crate::{huffman, rans};
 

@@ -63,6 +63,8 @@ pub struct CompressSummary {
     pub original_len: u64,
     /// XXH3-128 of the original file (as recorded in the header).
     pub original_hash: u128,
+    /// For a delta: XXH3-128 of its base (as recorded in the index).
+    pub base_hash: Option<u128>,
     pub compressed_len: u64,
     pub chunks: usize,
 }
@@ -351,6 +353,7 @@ pub fn compress_parts<W: Write + Seek + Send>(
     Ok(CompressSummary {
         original_len: total_len,
         original_hash: header.original_hash,
+        base_hash: index.base.map(|b| b.hash),
         compressed_len: HEADER_LEN as u64 + payload_len + index_bytes.len() as u64,
         chunks: index.chunks.len(),
     })

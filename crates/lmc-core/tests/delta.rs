@@ -2,6 +2,9 @@
 //! decode to the same bytes with that base, and refuse to decode without it
 //! or with any other.
 
+mod common;
+use common::{Rng, tensor};
+
 use std::io::Cursor;
 
 use lmc_core::format::{Transform, VERSION_1, VERSION_2};
@@ -11,38 +14,10 @@ use lmc_core::{
 };
 use proptest::prelude::*;
 
-fn tensor(name: &str, dtype: Dtype, shape: Vec<u64>) -> SegmentSpec {
-    let len = shape.iter().product::<u64>() * dtype.width() as u64;
-    SegmentSpec {
-        kind: SegmentKind::Tensor {
-            name: name.into(),
-            dtype,
-            shape,
-        },
-        len,
-    }
-}
-
 fn bytes_seg(len: u64) -> SegmentSpec {
     SegmentSpec {
         kind: SegmentKind::Bytes,
         len,
-    }
-}
-
-/// A deterministic generator (SplitMix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
     }
 }
 

@@ -2,6 +2,9 @@
 //! `Container::open`, `verify`, `decompress_to` and `read_tensor`, must give
 //! back every input bit for bit, whatever the dtype, shape, chunk size or data.
 
+mod common;
+use common::{Rng, tensor};
+
 use std::io::Cursor;
 
 use lmc_core::codec::PlaneCodec;
@@ -72,18 +75,6 @@ fn roundtrip(input: &[u8], layout: &[SegmentSpec], chunk_size: usize) -> Vec<u8>
     packed
 }
 
-fn tensor(name: &str, dtype: Dtype, shape: Vec<u64>) -> SegmentSpec {
-    let len = shape.iter().product::<u64>() * dtype.width() as u64;
-    SegmentSpec {
-        kind: SegmentKind::Tensor {
-            name: name.into(),
-            dtype,
-            shape,
-        },
-        len,
-    }
-}
-
 /// A single-tensor layout over `data`, shape `[n]`.
 fn flat(dtype: Dtype, data: &[u8]) -> Vec<SegmentSpec> {
     vec![tensor(
@@ -105,23 +96,6 @@ fn codecs(packed: &[u8]) -> Vec<PlaneCodec> {
 // ---------------------------------------------------------------------------
 // Data generators.
 // ---------------------------------------------------------------------------
-
-/// A small deterministic generator (SplitMix64) for the explicit tests.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
 
 /// A standard normal value from two uniform u32s (Box-Muller).
 fn box_muller(a: u32, b: u32) -> f64 {

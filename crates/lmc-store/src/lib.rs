@@ -570,9 +570,7 @@ impl Store {
             hash: hex(summary.original_hash),
             object: name.to_string(),
             stored: summary.compressed_len,
-            base: delta
-                .and(base)
-                .map(|b| hex(xxhash_rust::xxh3::xxh3_128(&b.bytes))),
+            base: summary.base_hash.map(hex),
             mode: f.mode,
         })
     }
