@@ -37,6 +37,22 @@ fn main() {
     let n = data.len();
     let mut ps = vec![Vec::new(); w];
     time("split", n, || planes::split(dtype, data, &mut ps));
+    if std::env::var("REPEATS").is_ok() {
+        let mut prev = [0u8; 256];
+        let (mut same, mut total) = (0, 0);
+        for c in ps[0].chunks(128 << 10) {
+            let l = huffman::code_lengths(&huffman::histogram(c), huffman::MAX_CODE_LEN);
+            same += (l == prev) as usize;
+            total += 1;
+            prev = l;
+        }
+        println!("{same} of {total} chunks have the previous chunk's code lengths");
+        return;
+    }
+    if std::env::var("SIZES").is_ok() {
+        sizes(&ps[0]);
+        return;
+    }
     for (k, p) in ps.iter().enumerate() {
         let m = p.len();
         let hist = time(&format!("plane {k} histogram"), m, || huffman::histogram(p));
@@ -67,4 +83,36 @@ fn main() {
     let mut out = vec![0u8; n];
     time("merge", n, || planes::merge(dtype, &refs, &mut out));
     assert_eq!(out, data);
+}
+
+#[allow(dead_code)]
+fn sizes(p: &[u8]) {
+    for n in [
+        1usize << 10,
+        4 << 10,
+        16 << 10,
+        64 << 10,
+        128 << 10,
+        1 << 20,
+    ] {
+        let p = &p[..n.min(p.len())];
+        let hist = huffman::histogram(p);
+        let mut out = Vec::new();
+        huffman::encode(p, &hist, &mut out);
+        let mut back = vec![0u8; p.len()];
+        let reps = (8 << 20) / n;
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let s = Instant::now();
+            for _ in 0..reps {
+                huffman::decode(&out, &mut back).unwrap();
+            }
+            best = best.min(s.elapsed().as_secs_f64());
+        }
+        assert_eq!(back, p);
+        println!(
+            "decode {n:>8} symbols: {:>6.0} MB/s",
+            (reps * n) as f64 / 1e6 / best
+        );
+    }
 }

@@ -4,8 +4,8 @@
 use std::cell::RefCell;
 use std::io::{Seek, SeekFrom, Write};
 
+use crate::hash::Xxh3_128;
 use rayon::prelude::*;
-use xxhash_rust::xxh3::Xxh3;
 
 use crate::codec::{PlaneKind, encode_plane, lz_planes};
 use crate::error::{Error, Result};
@@ -249,7 +249,7 @@ pub fn compress_parts<W: Write + Seek + Send>(
     };
 
     out.write_all(&[0u8; HEADER_LEN])?;
-    let mut hasher = Xxh3::new();
+    let mut hasher = Xxh3_128::new();
     let mut chunks: Vec<ChunkEntry> = Vec::with_capacity(jobs.len());
     let mut payload_len = 0u64;
     let batch = rayon::current_num_threads().max(1) * 4;
@@ -313,7 +313,7 @@ pub fn compress_parts<W: Write + Seek + Send>(
     let index = Index {
         base: base.map(|b| BaseRef {
             len: b.bytes.len() as u64,
-            hash: xxhash_rust::xxh3::xxh3_128(b.bytes),
+            hash: crate::hash::xxh3_128(b.bytes),
         }),
         removed: base.map(|b| b.removed.clone()).unwrap_or_default(),
         segments,
@@ -526,5 +526,5 @@ fn encode_planes(kind: &SegmentKind, data: &[u8], lz: u64, enc: &mut EncodedChun
             }
         }),
     }
-    *checksum = xxhash_rust::xxh3::xxh3_64(out);
+    *checksum = crate::hash::xxh3_64(out);
 }

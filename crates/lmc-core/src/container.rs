@@ -2,8 +2,8 @@
 
 use std::io::Write;
 
+use crate::hash::{Xxh3_128, xxh3_64};
 use rayon::prelude::*;
-use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 use crate::codec::{PlaneCodec, decode_plane};
 use crate::compress::Progress;
@@ -73,11 +73,34 @@ impl<'a> Container<'a> {
                 base.len()
             )));
         }
-        let found = xxhash_rust::xxh3::xxh3_128(base);
+        let found = crate::hash::xxh3_128(base);
         if found != want.hash {
             return Err(Error::Base(format!(
                 "wrong base: the container was coded against a file with XXH3-128 {:032x}, the base given hashes to {found:032x}",
                 want.hash
+            )));
+        }
+        self.base = Some(base);
+        Ok(self)
+    }
+
+    /// Gives a delta container its base, whose XXH3-128 the caller already
+    /// knows (typically because it was just decoded from a container that
+    /// checked it): the length and that hash are compared with the ones
+    /// recorded, and the base is not hashed again. A false claim cannot
+    /// pass silently: decoding still checks the result's own hash.
+    pub fn with_base_hashed(mut self, base: &'a [u8], hash: u128) -> Result<Container<'a>> {
+        let Some(want) = self.index.base else {
+            return Err(Error::Base(
+                "this container is not a delta: it needs no base".into(),
+            ));
+        };
+        if base.len() as u64 != want.len || hash != want.hash {
+            return Err(Error::Base(format!(
+                "wrong base: the container was coded against a {}-byte file with XXH3-128 {:032x}, the base given is a {}-byte file with {hash:032x}",
+                want.len,
+                want.hash,
+                base.len()
             )));
         }
         self.base = Some(base);
@@ -119,12 +142,34 @@ impl<'a> Container<'a> {
     /// Decodes chunk `i` into `out` (resized to the chunk's original length),
     /// checking its checksum first.
     pub fn decode_chunk(&self, i: usize, out: &mut Vec<u8>) -> Result<()> {
-        let c = self.index.chunks.get(i).ok_or_else(|| {
+        let c = self.chunk(i)?;
+        // Every byte is overwritten; a reused buffer of the same size is not
+        // cleared first.
+        out.resize(c.raw_len as usize, 0);
+        out.truncate(c.raw_len as usize);
+        self.decode_chunk_into(i, out)
+    }
+
+    fn chunk(&self, i: usize) -> Result<&ChunkEntry> {
+        self.index.chunks.get(i).ok_or_else(|| {
             Error::InvalidInput(format!(
                 "chunk {i} does not exist (the container has {})",
                 self.index.chunks.len()
             ))
-        })?;
+        })
+    }
+
+    /// Decodes chunk `i` into `out`, which must be exactly the chunk's
+    /// original length, checking its checksum first.
+    pub fn decode_chunk_into(&self, i: usize, out: &mut [u8]) -> Result<()> {
+        let c = self.chunk(i)?;
+        if out.len() != c.raw_len as usize {
+            return Err(Error::InvalidInput(format!(
+                "chunk {i} holds {} bytes, a buffer of {} was given",
+                c.raw_len,
+                out.len()
+            )));
+        }
         let seg = &self.index.segments[c.segment];
         let stored = self.stored(c);
         let sum = xxh3_64(stored);
@@ -137,10 +182,6 @@ impl<'a> Container<'a> {
                 found: sum,
             });
         }
-        // Every byte is overwritten; a reused buffer of the same size is not
-        // cleared first.
-        out.resize(c.raw_len as usize, 0);
-        out.truncate(c.raw_len as usize);
         let plane_err = |plane: usize, detail: String| Error::PlaneDecode {
             chunk: i,
             segment: seg.describe(),
@@ -213,26 +254,23 @@ impl<'a> Container<'a> {
         })
     }
 
-    /// Decodes every chunk in order, writing the original file to `out`,
-    /// and checks the whole-file hash. Chunks are decoded in parallel on the
-    /// current rayon pool, a few per thread at a time; while one batch is
-    /// hashed and written, the next is decoded.
-    pub fn decompress_to(
-        &self,
-        out: &mut (dyn Write + Send),
-        progress: Progress<'_>,
-    ) -> Result<()> {
+    /// Refuses to decode a delta container whose base was not given.
+    fn check_base_given(&self) -> Result<()> {
         if let (Some(b), None) = (self.index.base, self.base) {
             return Err(Error::Base(format!(
                 "this is a delta container: decoding it needs its base, a {}-byte file with XXH3-128 {:032x}",
                 b.len, b.hash
             )));
         }
+        Ok(())
+    }
+
+    /// The chunks cut into batches of a few chunks a thread, and at most
+    /// BATCH_BYTES of output (plus one chunk), so a hostile file of huge
+    /// chunks cannot make the reader hold threads x 4 x 256 MiB at once.
+    fn batches(&self) -> Vec<std::ops::Range<usize>> {
         let n = self.index.chunks.len();
         let per_batch = rayon::current_num_threads().max(1) * 4;
-        // Batches: a few chunks a thread, and at most BATCH_BYTES of output
-        // (plus one chunk), so a hostile file of huge chunks cannot make the
-        // reader hold threads x 4 x 256 MiB at once.
         let mut batches = Vec::new();
         let mut start = 0;
         while start < n {
@@ -244,6 +282,41 @@ impl<'a> Container<'a> {
             batches.push(start..end);
             start = end;
         }
+        batches
+    }
+
+    /// Checks the whole-file hash and length once every chunk is decoded.
+    fn check_file(&self, hasher: &Xxh3_128, done: u64) -> Result<()> {
+        let found = hasher.digest128();
+        if found != self.header.original_hash {
+            return Err(Error::FileHash {
+                expected: self.header.original_hash,
+                found,
+            });
+        }
+        if done != self.header.original_len {
+            return Err(Error::corrupt(
+                Region::File,
+                format!(
+                    "decoded {done} bytes, header says {}",
+                    self.header.original_len
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Decodes every chunk in order, writing the original file to `out`,
+    /// and checks the whole-file hash. Chunks are decoded in parallel on the
+    /// current rayon pool, a few per thread at a time; while one batch is
+    /// hashed and written, the next is decoded.
+    pub fn decompress_to(
+        &self,
+        out: &mut (dyn Write + Send),
+        progress: Progress<'_>,
+    ) -> Result<()> {
+        self.check_base_given()?;
+        let batches = self.batches();
         let decode_batch = |range: &std::ops::Range<usize>, bufs: &mut Vec<Vec<u8>>| {
             bufs.resize_with(range.len(), Vec::new);
             bufs.par_iter_mut()
@@ -251,7 +324,7 @@ impl<'a> Container<'a> {
                 .map(|(buf, i)| self.decode_chunk(i, buf))
                 .collect::<Result<()>>()
         };
-        let mut hasher = Xxh3::new();
+        let mut hasher = Xxh3_128::new();
         let mut done = 0u64;
         let (mut cur, mut next) = (Vec::new(), Vec::new());
         if let Some(first) = batches.first() {
@@ -279,24 +352,74 @@ impl<'a> Container<'a> {
                 return Err(Error::Cancelled);
             }
         }
-        let found = hasher.digest128();
-        if found != self.header.original_hash {
-            return Err(Error::FileHash {
-                expected: self.header.original_hash,
-                found,
-            });
-        }
-        if done != self.header.original_len {
-            return Err(Error::corrupt(
-                Region::File,
-                format!(
-                    "decoded {done} bytes, header says {}",
-                    self.header.original_len
-                ),
-            ));
-        }
+        self.check_file(&hasher, done)?;
         out.flush()?;
         Ok(())
+    }
+
+    /// Decodes every chunk straight into its place in `out`, which must be
+    /// exactly the original file's length, and checks the whole-file hash.
+    /// Faster than [`Container::decompress_to`] where the whole file is
+    /// wanted in memory: no copy from per-chunk buffers. While one batch is
+    /// hashed, the next is decoded. On error, `out` holds a partial result.
+    pub fn decompress_into(&self, out: &mut [u8], progress: Progress<'_>) -> Result<()> {
+        self.check_base_given()?;
+        if out.len() as u64 != self.header.original_len {
+            return Err(Error::InvalidInput(format!(
+                "the container holds a {}-byte file, a buffer of {} bytes was given",
+                self.header.original_len,
+                out.len()
+            )));
+        }
+        // One slice of `out` per chunk (chunks tile the file in order, as
+        // Index::parse checked), then one group of them per batch.
+        let mut pieces: Vec<&mut [u8]> = Vec::with_capacity(self.index.chunks.len());
+        let mut rest = out;
+        for c in &self.index.chunks {
+            let (piece, r) = std::mem::take(&mut rest).split_at_mut(c.raw_len as usize);
+            pieces.push(piece);
+            rest = r;
+        }
+        let batches = self.batches();
+        let mut groups: Vec<(usize, &mut [&mut [u8]])> = Vec::with_capacity(batches.len());
+        let mut rest = pieces.as_mut_slice();
+        for range in &batches {
+            let (group, r) = std::mem::take(&mut rest).split_at_mut(range.len());
+            groups.push((range.start, group));
+            rest = r;
+        }
+        let decode_group = |(first, group): &mut (usize, &mut [&mut [u8]])| {
+            group
+                .par_iter_mut()
+                .enumerate()
+                .map(|(k, piece)| self.decode_chunk_into(*first + k, piece))
+                .collect::<Result<()>>()
+        };
+        let mut hasher = Xxh3_128::new();
+        let mut done = 0u64;
+        let mut groups = groups.into_iter();
+        let mut cur = groups.next();
+        if let Some(g) = cur.as_mut() {
+            decode_group(g)?;
+        }
+        while let Some((_, group)) = cur {
+            let mut next = groups.next();
+            let (decoded, ()) = rayon::join(
+                || next.as_mut().map_or(Ok(()), decode_group),
+                || {
+                    for piece in group.iter() {
+                        hasher.update(piece);
+                        done += piece.len() as u64;
+                    }
+                },
+            );
+            decoded?;
+            if !progress(done) {
+                return Err(Error::Cancelled);
+            }
+            cur = next;
+        }
+        self.check_file(&hasher, done)
     }
 
     /// Decodes everything and checks every checksum, writing nothing.
@@ -312,12 +435,20 @@ impl<'a> Container<'a> {
             .iter()
             .find(|s| matches!(&s.kind, SegmentKind::Tensor { name: n, .. } if n == name))
             .ok_or_else(|| Error::NoSuchTensor(name.to_string()))?;
-        let mut parts: Vec<Vec<u8>> = vec![Vec::new(); seg.chunk_count];
-        parts
+        let mut out = vec![0u8; seg.len as usize];
+        let chunks = &self.index.chunks[seg.first_chunk..seg.first_chunk + seg.chunk_count];
+        let mut pieces = Vec::with_capacity(chunks.len());
+        let mut rest = out.as_mut_slice();
+        for c in chunks {
+            let (piece, r) = std::mem::take(&mut rest).split_at_mut(c.raw_len as usize);
+            pieces.push(piece);
+            rest = r;
+        }
+        pieces
             .par_iter_mut()
             .enumerate()
-            .map(|(k, buf)| self.decode_chunk(seg.first_chunk + k, buf))
+            .map(|(k, piece)| self.decode_chunk_into(seg.first_chunk + k, piece))
             .collect::<Result<()>>()?;
-        Ok(parts.concat())
+        Ok(out)
     }
 }

@@ -37,7 +37,7 @@
 use crate::codec::PlaneCodec;
 use crate::dtype::Dtype;
 use crate::error::{Error, Region, Result};
-use xxhash_rust::xxh3::xxh3_64;
+use crate::hash::xxh3_64;
 
 pub const MAGIC: [u8; 8] = *b"\x89LMC\r\n\x1a\n";
 /// The version of containers without a base.

@@ -7,6 +7,7 @@
 //! - [`codec`]: per-plane choice of raw, constant, Huffman, rANS or zstd.
 //! - [`format`]: the container's bytes (see FORMAT.md).
 //! - [`compress`] and [`container`]: the parallel pipeline, both directions.
+//! - [`hash`]: the format's XXH3 checksums.
 //! - [`stats`]: entropy and change measurements for `bench` and `analyze`.
 //!
 //! ```
@@ -28,7 +29,8 @@
 //! # Ok::<(), lmc_core::Error>(())
 //! ```
 
-#![forbid(unsafe_code)]
+// Unsafe code lives in `kernels` alone, each kernel beside its safe twin.
+#![deny(unsafe_code)]
 
 pub mod codec;
 pub mod compress;
@@ -36,7 +38,9 @@ pub mod container;
 pub mod dtype;
 pub mod error;
 pub mod format;
+pub mod hash;
 pub mod huffman;
+mod kernels;
 pub mod planes;
 pub mod rans;
 pub mod stats;

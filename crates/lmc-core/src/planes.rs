@@ -12,6 +12,7 @@
 //! payloads, -0.0, denormals, infinities) survives unchanged.
 
 use crate::dtype::{Dtype, Grouping};
+use crate::kernels;
 
 /// Splits `input` (little-endian elements of `dtype`) into `dtype.width()`
 /// planes. `planes[i]` must have length `input.len() / width`.
@@ -38,37 +39,22 @@ pub fn split(dtype: Dtype, input: &[u8], planes: &mut [Vec<u8>]) {
     match (w, rotate) {
         (1, _) => planes[0].copy_from_slice(input),
         (2, _) => {
-            let (p0, rest) = planes.split_at_mut(1);
-            let (p0, p1) = (&mut p0[0][..], &mut rest[0][..]);
-            for ((e, a), b) in input.chunks_exact(2).zip(p0.iter_mut()).zip(p1.iter_mut()) {
-                let mut v = u16::from_le_bytes([e[0], e[1]]);
-                if rotate {
-                    v = v.rotate_left(1);
-                }
-                *a = (v >> 8) as u8;
-                *b = v as u8;
+            let [p0, p1] = planes else { unreachable!() };
+            if rotate {
+                kernels::split2::<true>(input, p0, p1);
+            } else {
+                kernels::split2::<false>(input, p0, p1);
             }
         }
         (4, _) => {
             let [p0, p1, p2, p3] = planes else {
                 unreachable!()
             };
-            let it = input
-                .chunks_exact(4)
-                .zip(p0.iter_mut())
-                .zip(p1.iter_mut())
-                .zip(p2.iter_mut())
-                .zip(p3.iter_mut());
-            for ((((e, a), b), c), d) in it {
-                let mut v = u32::from_le_bytes([e[0], e[1], e[2], e[3]]);
-                if rotate {
-                    v = v.rotate_left(1);
-                }
-                let bytes = v.to_be_bytes();
-                *a = bytes[0];
-                *b = bytes[1];
-                *c = bytes[2];
-                *d = bytes[3];
+            let ps = [&mut p0[..], &mut p1[..], &mut p2[..], &mut p3[..]];
+            if rotate {
+                kernels::split4::<true>(input, ps);
+            } else {
+                kernels::split4::<false>(input, ps);
             }
         }
         _ => {
@@ -104,18 +90,11 @@ pub fn merge(dtype: Dtype, planes: &[&[u8]], out: &mut [u8]) {
             }
         }
         4 => {
-            let it = out
-                .chunks_exact_mut(4)
-                .zip(planes[0])
-                .zip(planes[1])
-                .zip(planes[2])
-                .zip(planes[3]);
-            for ((((o, a), b), c), d) in it {
-                let mut v = u32::from_be_bytes([*a, *b, *c, *d]);
-                if rotate {
-                    v = v.rotate_right(1);
-                }
-                o.copy_from_slice(&v.to_le_bytes());
+            let ps = [planes[0], planes[1], planes[2], planes[3]];
+            if rotate {
+                kernels::merge4::<true>(ps, out);
+            } else {
+                kernels::merge4::<false>(ps, out);
             }
         }
         _ => {

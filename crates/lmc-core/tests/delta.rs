@@ -41,6 +41,10 @@ fn check_decodes(packed: &[u8], base: &[u8], input: &[u8]) {
     c.decompress_to(&mut restored, &mut |_| true)
         .unwrap_or_else(|e| panic!("decompress_to: {e}"));
     assert!(restored == input, "delta round trip changed the bytes");
+    let mut into = vec![0u8; input.len()];
+    c.decompress_into(&mut into, &mut |_| true)
+        .unwrap_or_else(|e| panic!("decompress_into: {e}"));
+    assert!(into == input, "delta decompress_into changed the bytes");
     c.verify(&mut |_| true).unwrap();
     for seg in c.segments() {
         if let SegmentKind::Tensor { name, .. } = &seg.kind {
@@ -139,6 +143,9 @@ fn missing_or_wrong_base_is_refused() {
     let c = Container::open(&packed).unwrap();
     let err = c.decompress_to(&mut Vec::new(), &mut |_| true).unwrap_err();
     assert!(matches!(err, Error::Base(_)), "{err}");
+    assert!(err.to_string().contains("needs its base"), "{err}");
+    let mut into = vec![0u8; c.header().original_len as usize];
+    let err = c.decompress_into(&mut into, &mut |_| true).unwrap_err();
     assert!(err.to_string().contains("needs its base"), "{err}");
     let err = c.read_tensor("a").unwrap_err();
     assert!(matches!(err, Error::Base(_)), "{err}");

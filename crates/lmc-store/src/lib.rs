@@ -623,8 +623,10 @@ impl Store {
     // Restoring
     // -----------------------------------------------------------------
 
-    /// Decodes one file of snapshot `idx`, given its base's bytes if it is a delta.
-    fn decode(&self, entry: &FileEntry, base: Option<&[u8]>) -> Result<Vec<u8>> {
+    /// Decodes one file of snapshot `idx`, given its base if it is a delta:
+    /// the base's bytes and their XXH3-128, known because the base was just
+    /// decoded and checked. Returns the bytes and their XXH3-128.
+    fn decode(&self, entry: &FileEntry, base: Option<(&[u8], u128)>) -> Result<(Vec<u8>, u128)> {
         let path = self.objects().join(&entry.object);
         self.tell("decoding", &format!("{}: {}", entry.object, entry.path));
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
@@ -650,7 +652,7 @@ impl Store {
             )));
         }
         let c = match (base, entry.base.is_some()) {
-            (Some(b), true) => c.with_base(b).map_err(ctx)?,
+            (Some((b, hash)), true) => c.with_base_hashed(b, hash).map_err(ctx)?,
             (None, false) => c,
             _ => {
                 return Err(Error::Corrupt(format!(
@@ -659,10 +661,18 @@ impl Store {
                 )));
             }
         };
-        let mut out = Vec::with_capacity(entry.len as usize);
-        c.decompress_to(&mut out, &mut |_| self.go_on())
+        if c.header().original_len != entry.len {
+            return Err(Error::Corrupt(format!(
+                "{}: holds a file of {} bytes, the manifest says {}",
+                path.display(),
+                c.header().original_len,
+                entry.len
+            )));
+        }
+        let mut out = vec![0u8; entry.len as usize];
+        c.decompress_into(&mut out, &mut |_| self.go_on())
             .map_err(ctx)?;
-        Ok(out)
+        Ok((out, c.header().original_hash))
     }
 
     /// Decodes file `path` of snapshot `idx`: its keyframe, then each delta
@@ -689,14 +699,15 @@ impl Store {
             chain.push(e);
             i -= 1;
         }
-        let mut cur: Option<Vec<u8>> = None;
+        let mut cur: Option<(Vec<u8>, u128)> = None;
         for e in chain.iter().rev() {
-            cur = Some(self.decode(e, cur.as_deref())?);
+            let base = cur.as_ref().map(|(b, h)| (b.as_slice(), *h));
+            cur = Some(self.decode(e, base)?);
         }
         let entry = chain[0];
         Ok(RestoredFile {
             path: entry.path.clone(),
-            bytes: cur.expect("a chain has at least one link"),
+            bytes: cur.expect("a chain has at least one link").0,
             mode: entry.mode,
         })
     }
@@ -801,15 +812,17 @@ impl Store {
     /// checksum and hash; reports objects no snapshot lists.
     pub fn verify(&self, progress: &mut dyn FnMut(&Snapshot)) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
-        let mut prev: Vec<RestoredFile> = Vec::new();
+        // The previous snapshot's files, with their hashes (checked as they
+        // were decoded).
+        let mut prev: Vec<(RestoredFile, u128)> = Vec::new();
         let mut prev_kind = Kind::Dir;
         for s in &self.manifest.snapshots {
             let mut cur = Vec::with_capacity(s.files.len());
             for f in &s.files {
                 let base = match &f.base {
                     Some(_) => Some(
-                        counterpart(&prev, |p| &p.path, prev_kind, s.kind, &f.path)
-                            .map(|p| p.bytes.as_slice())
+                        counterpart(&prev, |p| &p.0.path, prev_kind, s.kind, &f.path)
+                            .map(|(p, hash)| (p.bytes.as_slice(), *hash))
                             .ok_or_else(|| {
                                 Error::Corrupt(format!(
                                     "step {}: {:?} has no base in the parent",
@@ -819,14 +832,17 @@ impl Store {
                     ),
                     None => None,
                 };
-                let bytes = self.decode(f, base)?;
+                let (bytes, hash) = self.decode(f, base)?;
                 report.bytes += bytes.len() as u64;
                 report.files += 1;
-                cur.push(RestoredFile {
-                    path: f.path.clone(),
-                    bytes,
-                    mode: f.mode,
-                });
+                cur.push((
+                    RestoredFile {
+                        path: f.path.clone(),
+                        bytes,
+                        mode: f.mode,
+                    },
+                    hash,
+                ));
             }
             report.snapshots += 1;
             progress(s);
