@@ -48,20 +48,43 @@ pub fn normalize(hist: &[u32; 256]) -> Option<[u32; 256]> {
     }
     // Fix the total by moving the largest frequencies (rounding errors are
     // at most one per symbol, so this takes at most 256 steps).
+    // Rounding leaves the sum a little off: the difference goes to the
+    // most frequent symbol (then, if it cannot take all of a surplus without
+    // falling to the next one, to the next most frequent, and so on), where
+    // it costs the least. Bulk moves, so a plane of 256 symbols costs a
+    // few scans, not one per unit.
     let mut sum: u32 = f.iter().sum();
     while sum != TOTAL {
-        let (i, _) = f
+        // The most frequent symbol (lowest index among equals), and the
+        // largest frequency below it.
+        let (i, &top) = f
             .iter()
             .enumerate()
-            .filter(|&(_, &x)| sum < TOTAL || x > 1)
             .max_by_key(|&(i, &x)| (x, std::cmp::Reverse(i)))
-            .expect("some symbol can move: at most 256 symbols of at least 1 each");
+            .expect("256 symbols");
         if sum < TOTAL {
-            f[i] += 1;
-            sum += 1;
+            f[i] += TOTAL - sum;
+            sum = TOTAL;
         } else {
-            f[i] -= 1;
-            sum -= 1;
+            let next = f
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .map(|(_, &x)| x)
+                .max()
+                .unwrap_or(0)
+                .max(1);
+            // Down to the next one (or to 1), at least one unit: ties then
+            // alternate between the symbols that share the top.
+            let take = (sum - TOTAL)
+                .min(top.saturating_sub(next).max(1))
+                .min(top - 1);
+            assert!(
+                take > 0,
+                "a surplus with every symbol at 1 cannot happen: at most 256 of 4096"
+            );
+            f[i] -= take;
+            sum -= take;
         }
     }
     Some(f)
@@ -109,21 +132,112 @@ pub fn encode(symbols: &[u8], hist: &[u32; 256], out: &mut Vec<u8>) {
     }
     let states_at = out.len();
     out.extend_from_slice(&[0u8; 4 * STATES]);
-    let stream_at = out.len();
-    let mut x = [LOW; STATES];
-    for (i, &s) in symbols.iter().enumerate().rev() {
-        let j = i % STATES;
-        let f = freq[s as usize];
-        let x_max = ((LOW >> SCALE_BITS) << 8) * f;
-        while x[j] >= x_max {
-            out.push(x[j] as u8);
-            x[j] >>= 8;
+    let syms: [EncSymbol; 256] = std::array::from_fn(|s| EncSymbol::new(cum[s], freq[s]));
+    // The stream is written back to front (the decoder reads it front to
+    // back) into scratch sized for the worst case: a symbol of frequency 1
+    // costs 12 bits, so at most 2 bytes a symbol, plus the final flushes.
+    let x = ENC_SCRATCH.with_borrow_mut(|buf| {
+        let cap = 2 * symbols.len() + 16;
+        if buf.len() < cap {
+            buf.resize(cap, 0);
         }
-        x[j] = ((x[j] / f) << SCALE_BITS) + x[j] % f + cum[s as usize];
-    }
-    out[stream_at..].reverse();
+        let mut w = BackWriter {
+            buf: &mut buf[..cap],
+            pos: cap,
+        };
+        let n = symbols.len();
+        let full = n / STATES * STATES;
+        let mut x = [LOW; STATES];
+        // The last symbols (past the last whole group) first, each with its state.
+        for i in (full..n).rev() {
+            x[i % STATES] = w.put(x[i % STATES], &syms[symbols[i] as usize]);
+        }
+        // Then whole groups, the four states in registers.
+        let [mut x0, mut x1, mut x2, mut x3] = x;
+        for g in symbols[..full].chunks_exact(STATES).rev() {
+            x3 = w.put(x3, &syms[g[3] as usize]);
+            x2 = w.put(x2, &syms[g[2] as usize]);
+            x1 = w.put(x1, &syms[g[1] as usize]);
+            x0 = w.put(x0, &syms[g[0] as usize]);
+        }
+        out.extend_from_slice(&w.buf[w.pos..]);
+        [x0, x1, x2, x3]
+    });
     for (j, s) in x.iter().enumerate() {
         out[states_at + 4 * j..states_at + 4 * j + 4].copy_from_slice(&s.to_le_bytes());
+    }
+}
+
+thread_local! {
+    /// Per-thread room for the encoder's stream, reused from block to block.
+    static ENC_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Writes the stream from the end of `buf` towards its start.
+struct BackWriter<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl BackWriter<'_> {
+    /// Codes one symbol into state `x`: renormalises (emits the low bytes
+    /// while the state is too large for the symbol), then steps.
+    #[inline(always)]
+    fn put(&mut self, mut x: u32, e: &EncSymbol) -> u32 {
+        while x >= e.x_max {
+            self.pos -= 1;
+            self.buf[self.pos] = x as u8;
+            x >>= 8;
+        }
+        e.put(x)
+    }
+}
+
+/// What the encoder needs of one symbol to code it without dividing: the
+/// state `x` becomes `(x / f << 12) + x % f + cum`, computed as
+/// `x + bias + q * (4096 - f)` with `q = x / f` from a multiplication by a
+/// fixed-point reciprocal (Giesen, "rANS with static probability
+/// distributions", 2014; exact for states below 2^31).
+struct EncSymbol {
+    /// Renormalise (emit a byte) while the state is at least this.
+    x_max: u32,
+    rcp_freq: u32,
+    rcp_shift: u32,
+    bias: u32,
+    cmpl_freq: u32,
+}
+
+impl EncSymbol {
+    fn new(cum: u32, freq: u32) -> EncSymbol {
+        let x_max = ((LOW >> SCALE_BITS) << 8) * freq;
+        let cmpl_freq = TOTAL - freq;
+        if freq < 2 {
+            // q = x (x * (2^32 - 1) >> 32 is x - 1 for x > 0), and the bias
+            // puts back the one missing: x + cum + 4095 + (x - 1) * 4095 = x * 4096 + cum.
+            EncSymbol {
+                x_max,
+                rcp_freq: u32::MAX,
+                rcp_shift: 0,
+                bias: cum + TOTAL - 1,
+                cmpl_freq,
+            }
+        } else {
+            let shift = 32 - (freq - 1).leading_zeros(); // ceil(log2(freq))
+            EncSymbol {
+                x_max,
+                rcp_freq: (1u64 << (shift + 31)).div_ceil(u64::from(freq)) as u32,
+                rcp_shift: shift - 1,
+                bias: cum,
+                cmpl_freq,
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn put(&self, x: u32) -> u32 {
+        let q = ((u64::from(x) * u64::from(self.rcp_freq)) >> 32) as u32 >> self.rcp_shift;
+        x.wrapping_add(self.bias)
+            .wrapping_add(q.wrapping_mul(self.cmpl_freq))
     }
 }
 
@@ -260,6 +374,62 @@ mod tests {
             "estimate {est}, got {got}"
         );
         got
+    }
+
+    /// The reciprocal step equals the division it replaces, for every
+    /// frequency and every state the encoder can hold before the step.
+    #[test]
+    fn reciprocal_step_is_exact() {
+        let mut x = 88172645463325252u64;
+        for freq in 1..=TOTAL {
+            let cum = (TOTAL - freq) / 2;
+            let e = EncSymbol::new(cum, freq);
+            let check = |state: u32| {
+                let want = ((state / freq) << SCALE_BITS) + state % freq + cum;
+                assert_eq!(e.put(state), want, "freq {freq}, state {state}");
+            };
+            // Renormalisation leaves the state in [x_max / 256, x_max).
+            let lo = e.x_max >> 8;
+            check(lo);
+            check(e.x_max - 1);
+            for _ in 0..64 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                check(lo + (x % u64::from(e.x_max - lo)) as u32);
+            }
+        }
+    }
+
+    #[test]
+    fn normalize_sums_to_total_and_keeps_every_symbol() {
+        let mut x = 7u64;
+        for case in 0..2000 {
+            let mut h = [0u32; 256];
+            let used = 1 + case % 256;
+            for (s, hs) in h.iter_mut().enumerate().take(used) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *hs = match case % 4 {
+                    0 => 1,
+                    1 => (x % 5) as u32 + 1,
+                    2 => {
+                        if s == 0 {
+                            1_000_000
+                        } else {
+                            (x % 3) as u32 + 1
+                        }
+                    }
+                    _ => (x % 100_000) as u32 + 1,
+                };
+            }
+            let f = normalize(&h).unwrap();
+            assert_eq!(f.iter().sum::<u32>(), TOTAL, "case {case}");
+            for s in 0..256 {
+                assert_eq!(f[s] > 0, h[s] > 0, "case {case}, symbol {s}");
+            }
+        }
     }
 
     fn skewed(n: usize, zero_per_mille: u64, mut x: u64) -> Vec<u8> {

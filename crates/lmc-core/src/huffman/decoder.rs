@@ -238,7 +238,7 @@ mod tests {
         for case in 0..50 {
             let data: Vec<u8> = (0..5000)
                 .map(|_| ((rnd() % 1000) as u32).pow(2).trailing_zeros() as u8 * (case % 7 + 1))
-                .chain(0..=(case as u8 * 5))
+                .chain(0..=(case * 5))
                 .collect();
             let lengths = super::super::code_lengths(&histogram(&data), MAX_CODE_LEN);
             let single = Table::new(&lengths);
