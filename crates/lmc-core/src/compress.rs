@@ -275,12 +275,9 @@ pub fn compress_parts<W: Write + Seek + Send>(
     }
     let mut done = 0u64;
     for (g, group) in groups.iter().enumerate() {
-        let ((), written) = rayon::join(
-            || {
-                if let Some(following) = groups.get(g + 1) {
-                    encode_group(following, &mut next);
-                }
-            },
+        // Written (and the input hashed) first: on one thread, the batch's
+        // input is still in cache.
+        let (written, ()) = rayon::join(
             || -> Result<()> {
                 for (job, enc) in group.iter().zip(&cur) {
                     hasher.update(&parts[job.segment][job.start..job.end]);
@@ -298,6 +295,11 @@ pub fn compress_parts<W: Write + Seek + Send>(
                     done += (job.end - job.start) as u64;
                 }
                 Ok(())
+            },
+            || {
+                if let Some(following) = groups.get(g + 1) {
+                    encode_group(following, &mut next);
+                }
             },
         );
         written?;

