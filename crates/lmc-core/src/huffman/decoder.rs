@@ -168,7 +168,7 @@ pub fn decode(block: &[u8], out: &mut [u8]) -> Result<(), String> {
         // one symbol a lookup 1.39 GB/s; up to two, streams in pairs
         // 1.50 GB/s; up to two, four streams 1.63-1.78 GB/s; up to four,
         // four streams 2.79 GB/s.
-        kernels::huffman_decode::<STREAMS, { kernels::CHECKED }>(
+        kernels::huffman_decode_best::<STREAMS, { kernels::CHECKED }>(
             &multi.0,
             data,
             [starts[1], starts[2], starts[3], starts[4]],
@@ -178,7 +178,7 @@ pub fn decode(block: &[u8], out: &mut [u8]) -> Result<(), String> {
         );
         for k in 0..STREAMS {
             let mut one = [pos[k]];
-            kernels::huffman_decode::<1, { kernels::CHECKED }>(
+            kernels::huffman_decode_best::<1, { kernels::CHECKED }>(
                 &multi.0,
                 data,
                 [starts[k + 1]],
