@@ -80,18 +80,22 @@ const MIN_GAIN_DIVISOR: usize = 64;
 /// pretraining delta all of it.
 const RANS_MIN_GAIN: f64 = 0.10;
 
-/// Planes at least this long are first judged on a sample.
-const SAMPLE_MIN_PLANE: usize = 256 << 10;
-/// The sample: this many blocks of `SAMPLE_BLOCK` bytes, evenly spaced.
-const SAMPLE_BLOCKS: usize = 16;
-const SAMPLE_BLOCK: usize = 4096;
+/// Planes at least this long are first judged on a sample: the byte planes
+/// of the default 256 KiB chunks (64 KiB for 4-byte elements) included.
+const SAMPLE_MIN_PLANE: usize = 32 << 10;
+/// The sample: this many blocks of `SAMPLE_BLOCK` bytes, evenly spaced
+/// (16 KiB, an eighth of a BF16 chunk's plane).
+const SAMPLE_BLOCKS: usize = 8;
+const SAMPLE_BLOCK: usize = 2048;
 
 /// Whether a sample of the plane says Huffman coding would not come near
-/// paying for itself (under 1/256 saved, a quarter of the bar it must
-/// clear). Most mantissa planes of weights are like this; skipping their
-/// full histogram makes compression about 15% faster. A plane that passes
-/// is judged again on its full histogram, so the sample can only send a
-/// plane to raw storage when even its sample looks random.
+/// paying for itself: its codes would save under 1/256 of the sample (a
+/// quarter of the 1/64 bar the whole plane must clear; the table's size is
+/// left out, since it would weigh eight times more on the sample than on
+/// the plane). Most mantissa planes of weights are like this, and skip
+/// their full histogram. A plane that passes is judged again on its full
+/// histogram, so the sample can only send a plane to raw storage when even
+/// its sample looks random.
 fn clearly_incompressible(data: &[u8]) -> bool {
     let stride = data.len() / SAMPLE_BLOCKS;
     let mut hist = [0u32; 256];
@@ -102,9 +106,14 @@ fn clearly_incompressible(data: &[u8]) -> bool {
             *t += x;
         }
     }
-    let m = SAMPLE_BLOCKS * SAMPLE_BLOCK;
+    let m = (SAMPLE_BLOCKS * SAMPLE_BLOCK) as u64;
     let lengths = huffman::code_lengths(&hist, huffman::MAX_CODE_LEN);
-    huffman::encoded_size(&hist, &lengths) + m / 256 >= m
+    let bits: u64 = hist
+        .iter()
+        .zip(&lengths)
+        .map(|(&f, &l)| u64::from(f) * u64::from(l))
+        .sum();
+    bits / 8 + m / 256 >= m
 }
 
 /// Sample blocks [`lz_planes`] takes from a tensor, and their size in elements.
@@ -183,7 +192,9 @@ pub fn encode_plane(data: &[u8], kind: PlaneKind, out: &mut Vec<u8>) -> PlaneCod
     if n == 0 {
         return PlaneCodec::Raw;
     }
-    if n >= SAMPLE_MIN_PLANE && kind != PlaneKind::TensorLz && clearly_incompressible(data) {
+    // Generic bytes always get zstd tried: a sample of byte frequencies says
+    // nothing of the repeated strings zstd finds there.
+    if n >= SAMPLE_MIN_PLANE && kind == PlaneKind::Tensor && clearly_incompressible(data) {
         out.extend_from_slice(data);
         return PlaneCodec::Raw;
     }

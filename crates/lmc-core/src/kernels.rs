@@ -39,6 +39,25 @@ pub(crate) struct StreamPos {
     pub out: usize,
 }
 
+/// Runs `f` compiled for BMI2 where the CPU has it: `f`, marked
+/// `#[inline(always)]` down to its loops, is inlined into a function built
+/// with the feature, whose shifts by a register amount (SHLX, SHRX) free
+/// the count register older shifts tie up. Elsewhere `f` runs as it is.
+#[inline(always)]
+pub(crate) fn with_bmi2<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("bmi2") {
+        #[target_feature(enable = "bmi2")]
+        fn run<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        // SAFETY: the CPU has BMI2 (checked just above), the only
+        // requirement of calling a function compiled for it.
+        return unsafe { run(f) };
+    }
+    f()
+}
+
 /// [`huffman_decode`] compiled for BMI2 where the CPU has it (its shifts
 /// by a register amount free the register x86's older shifts need, which
 /// the four streams' state otherwise spills for), else as it is.

@@ -26,11 +26,15 @@ fn run() {
     let packed = packed.into_inner();
     let mut times = Vec::new();
     let mut out = vec![0u8; data.len()];
+    let mut reuse = Vec::new();
     for _ in 0..runs {
         let t = Instant::now();
         if args[2] == "compress" {
-            let mut c = Cursor::new(Vec::with_capacity(data.len()));
+            // The output buffer is reused, as `lmc bench` does.
+            let mut c = Cursor::new(std::mem::take(&mut reuse));
+            c.get_mut().clear();
             lmc_core::compress(&data, &layout, &opts, &mut c, &mut |_| true).unwrap();
+            reuse = c.into_inner();
         } else {
             let c = lmc_core::Container::open(&packed).unwrap();
             c.decompress_into(&mut out, &mut |_| true).unwrap();

@@ -32,6 +32,11 @@ pub fn encode(symbols: &[u8], hist: &[u32; 256], out: &mut Vec<u8>) -> Option<[u
 
 /// Encodes with given code lengths (every symbol of `symbols` must have one).
 pub(crate) fn encode_with(symbols: &[u8], lengths: &[u8; 256], out: &mut Vec<u8>) {
+    crate::kernels::with_bmi2(|| encode_streams(symbols, lengths, out))
+}
+
+#[inline(always)]
+fn encode_streams(symbols: &[u8], lengths: &[u8; 256], out: &mut Vec<u8>) {
     let codes = canonical_codes(lengths);
     write_description(lengths, out);
     let q = symbols.len() / STREAMS;
