@@ -41,8 +41,23 @@ pub fn code_lengths(freq: &[u32; 256], max_len: u32) -> [u8; 256] {
     );
     let mut lengths = [0u8; 256];
     // Used symbols, by ascending frequency (ties: by symbol, for determinism).
-    let mut syms: Vec<u8> = (0..=255u8).filter(|&s| freq[s as usize] > 0).collect();
-    syms.sort_by_key(|&s| (freq[s as usize], s));
+    // Sorted as packed keys `freq << 8 | symbol` (distinct, so an unstable
+    // sort gives the same order), on the stack: this runs for every plane
+    // of every chunk.
+    let mut keys = [0u64; 256];
+    let mut used = 0;
+    for (s, &f) in freq.iter().enumerate() {
+        if f > 0 {
+            keys[used] = u64::from(f) << 8 | s as u64;
+            used += 1;
+        }
+    }
+    keys[..used].sort_unstable();
+    let mut sym_buf = [0u8; 256];
+    for (d, k) in sym_buf.iter_mut().zip(&keys[..used]) {
+        *d = *k as u8;
+    }
+    let syms = &sym_buf[..used];
     match syms.len() {
         0 => return lengths,
         1 => {
@@ -55,9 +70,11 @@ pub fn code_lengths(freq: &[u32; 256], max_len: u32) -> [u8; 256] {
     // Two-queue Huffman: leaves are already sorted; internal nodes are
     // created in non-decreasing weight order, so each queue stays sorted.
     let n = syms.len();
-    let mut weight: Vec<u64> = syms.iter().map(|&s| freq[s as usize] as u64).collect();
-    let mut parent = vec![usize::MAX; 2 * n - 1];
-    weight.resize(2 * n - 1, 0);
+    let mut weight = [0u64; 511];
+    for (w, &s) in weight.iter_mut().zip(syms) {
+        *w = freq[s as usize] as u64;
+    }
+    let mut parent = [usize::MAX; 511];
     let (mut leaf, mut node) = (0usize, n);
     for next in n..2 * n - 1 {
         let mut pick = || {
@@ -75,7 +92,7 @@ pub fn code_lengths(freq: &[u32; 256], max_len: u32) -> [u8; 256] {
         parent[b] = next;
     }
     // Depth of each node, from the root (the last node) down.
-    let mut depth = vec![0u32; 2 * n - 1];
+    let mut depth = [0u32; 511];
     for i in (0..2 * n - 2).rev() {
         depth[i] = depth[parent[i]] + 1;
     }
