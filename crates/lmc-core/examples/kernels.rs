@@ -72,6 +72,16 @@ fn main() {
             huffman::decode(&out, &mut back).unwrap()
         });
         assert_eq!(&back, p);
+        let mut r = Vec::with_capacity(m * 2);
+        time(&format!("plane {k} rans encode"), m, || {
+            r.clear();
+            lmc_core::rans::encode(p, &hist, &mut r)
+        });
+        println!("plane {k}: rans {:.3} of raw", r.len() as f64 / m as f64);
+        time(&format!("plane {k} rans decode"), m, || {
+            lmc_core::rans::decode(&r, &mut back).unwrap()
+        });
+        assert_eq!(&back, p);
         let mut o2 = Vec::with_capacity(m);
         let c = time(&format!("plane {k} encode_plane"), m, || {
             o2.clear();
