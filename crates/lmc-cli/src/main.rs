@@ -53,6 +53,12 @@ enum Command {
         /// never runs a pickle).
         #[arg(long)]
         allow_pickle_calls: bool,
+        /// The smallest output, at the cost of speed: rANS wherever it saves
+        /// anything (decoding then runs several times slower), zstd level 9
+        /// where zstd is tried, repeated strings looked for in tensors of
+        /// 64K elements or more. Decoded by any lmc of the same format.
+        #[arg(long)]
+        best: bool,
     },
     /// Restore the original file or directory from an .lmc container.
     Decompress {
@@ -136,6 +142,15 @@ fn main() -> ExitCode {
     pool.install(|| run(cli))
 }
 
+/// The library's options from `--chunk-size` and `--best`.
+fn compress_options(chunk_size: Option<usize>, best: bool) -> lmc_core::CompressOptions {
+    let options = lmc_core::CompressOptions::default().best(best);
+    match chunk_size {
+        Some(c) => options.chunk_size(c),
+        None => options,
+    }
+}
+
 fn run(cli: Cli) -> ExitCode {
     let quiet = cli.quiet;
     let result = match cli.command {
@@ -147,12 +162,13 @@ fn run(cli: Cli) -> ExitCode {
             chunk_size,
             base,
             allow_pickle_calls,
+            best,
         } => commands::compress::run(
             &input,
             output,
             force,
             dtype.as_deref(),
-            chunk_size,
+            compress_options(chunk_size, best),
             base.as_deref(),
             allow_pickle_calls,
             quiet,

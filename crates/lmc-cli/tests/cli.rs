@@ -588,6 +588,36 @@ fn roundtrip_small_safetensors() {
     }
 }
 
+/// `--best` changes only the encoder's choices: its containers round trip
+/// through the ordinary decoder and are never larger than the default ones
+/// (here on weight-like BF16 and its XOR-like sparse counterpart).
+#[test]
+fn best_round_trips_and_is_no_larger() {
+    let small = small();
+    let default = roundtrip(&small);
+    let best = roundtrip_with(&small, &[], &["--best"]);
+    assert!(best.len() <= default.len(), "{} > {}", best.len(), default.len());
+    // 200K BF16 values, normal-ish exponents, and a sparse variant.
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut weights = Vec::new();
+    let mut sparse = Vec::new();
+    for i in 0..200_000u32 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let v = ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1 * (1.0 + (i % 7) as f32);
+        let b = (v.to_bits() >> 16) as u16;
+        weights.extend_from_slice(&b.to_le_bytes());
+        let d: u16 = if x % 10 == 0 { (x >> 20) as u16 & 0x0107 } else { 0 };
+        sparse.extend_from_slice(&d.to_le_bytes());
+    }
+    for data in [&weights, &sparse] {
+        let default = roundtrip_with(data, &[], &["--dtype", "BF16"]);
+        let best = roundtrip_with(data, &[], &["--dtype", "BF16", "--best"]);
+        assert!(best.len() <= default.len(), "{} > {}", best.len(), default.len());
+    }
+}
+
 #[test]
 fn roundtrip_raw_dtypes() {
     // 10001 bytes: not a multiple of any width above 1 (a trailing byte for BF16).

@@ -80,6 +80,50 @@ const MIN_GAIN_DIVISOR: usize = 64;
 /// pretraining delta all of it.
 const RANS_MIN_GAIN: f64 = 0.10;
 
+/// How the encoder trades decoding speed and its own time for ratio. The
+/// decoder is the same whatever the tuning: it only changes which codec
+/// each plane gets, within the same format.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tuning {
+    /// rANS replaces Huffman (or raw storage) on a plane only where its
+    /// estimate is smaller by at least this fraction.
+    pub rans_min_gain: f64,
+    /// zstd level for tensor planes where zstd is tried.
+    pub zstd_level: i32,
+    /// Tensors of at least this many elements (and at least 64K) are
+    /// sampled for repeated strings ([`lz_planes_with`]).
+    pub lz_min_elems: usize,
+}
+
+impl Tuning {
+    /// The default: rANS only where it saves 10% (decoding then stays at
+    /// Huffman's speed on weights), zstd level 1, repeated strings looked
+    /// for in tensors of 1M elements or more.
+    pub const DEFAULT: Tuning = Tuning {
+        rans_min_gain: RANS_MIN_GAIN,
+        zstd_level: ZSTD_LEVEL_PLANE,
+        lz_min_elems: LZ_MIN_ELEMS,
+    };
+    /// The smallest output (`lmc compress --best`): rANS wherever its
+    /// estimate is smaller at all, zstd level 9, repeated strings looked for
+    /// in tensors of 64K elements or more. Measured on the pretrain series
+    /// step 300 (docs/BENCHMARKS.md, "Best ratio"): AdamW state 1.239 ->
+    /// 1.249, BF16 delta 2.598 -> 2.642, fp32-master delta 1.438 -> 1.449,
+    /// MiniLM fp32 1.221 -> 1.2225 and BF16 1.504 -> 1.509; decoding runs at
+    /// rANS speed on most exponent planes, several times slower.
+    pub const BEST: Tuning = Tuning {
+        rans_min_gain: 0.0,
+        zstd_level: 9,
+        lz_min_elems: 64 << 10,
+    };
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning::DEFAULT
+    }
+}
+
 /// Planes at least this long are first judged on a sample: the byte planes
 /// of the default 256 KiB chunks (64 KiB for 4-byte elements) included.
 const SAMPLE_MIN_PLANE: usize = 32 << 10;
@@ -134,9 +178,16 @@ const LZ_MIN_GAIN: f64 = 0.04;
 /// tensor on a few evenly spaced samples, so tensors without such structure
 /// pay nothing in their chunks.
 pub fn lz_planes(dtype: crate::Dtype, data: &[u8]) -> u64 {
+    lz_planes_with(dtype, data, &Tuning::DEFAULT)
+}
+
+/// [`lz_planes`] with the encoder's tuning (which sets the smallest tensor judged).
+pub fn lz_planes_with(dtype: crate::Dtype, data: &[u8], tuning: &Tuning) -> u64 {
     let w = dtype.width();
     let n = data.len() / w;
-    if w == 0 || w > 64 || n < LZ_MIN_ELEMS {
+    // The samples need room: LZ_SAMPLES blocks of LZ_SAMPLE_ELEMS.
+    let min = tuning.lz_min_elems.max(LZ_SAMPLES * LZ_SAMPLE_ELEMS);
+    if w == 0 || w > 64 || n < min {
         return 0;
     }
     let mut planes: Vec<Vec<u8>> = vec![Vec::new(); w];
@@ -188,6 +239,16 @@ fn zstd_sample_promising(data: &[u8], best: usize) -> bool {
 /// Encodes `data` with the best codec, appends the result to `out`, and
 /// returns the codec chosen.
 pub fn encode_plane(data: &[u8], kind: PlaneKind, out: &mut Vec<u8>) -> PlaneCodec {
+    encode_plane_with(data, kind, &Tuning::DEFAULT, out)
+}
+
+/// [`encode_plane`] with the encoder's tuning.
+pub fn encode_plane_with(
+    data: &[u8],
+    kind: PlaneKind,
+    tuning: &Tuning,
+    out: &mut Vec<u8>,
+) -> PlaneCodec {
     let n = data.len();
     if n == 0 {
         return PlaneCodec::Raw;
@@ -212,7 +273,7 @@ pub fn encode_plane(data: &[u8], kind: PlaneKind, out: &mut Vec<u8>) -> PlaneCod
     let huffman_ok = estimate + n / MIN_GAIN_DIVISOR < n;
     let ceiling = if huffman_ok { estimate } else { n };
     let use_rans = rans::estimated_size(&hist)
-        .is_some_and(|r| (r as f64) < ceiling as f64 * (1.0 - RANS_MIN_GAIN));
+        .is_some_and(|r| (r as f64) < ceiling as f64 * (1.0 - tuning.rans_min_gain));
     if use_rans {
         rans::encode(data, &hist, out);
         best = (PlaneCodec::Rans, out.len() - start);
@@ -228,7 +289,7 @@ pub fn encode_plane(data: &[u8], kind: PlaneKind, out: &mut Vec<u8>) -> PlaneCod
     if try_zstd {
         let level = match kind {
             PlaneKind::Generic => ZSTD_LEVEL_GENERIC,
-            PlaneKind::Tensor | PlaneKind::TensorLz => ZSTD_LEVEL_PLANE,
+            PlaneKind::Tensor | PlaneKind::TensorLz => tuning.zstd_level,
         };
         if let Ok(z) = zstd::bulk::compress(data, level)
             && z.len() < best.1

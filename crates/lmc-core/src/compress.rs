@@ -7,7 +7,7 @@ use std::io::{Seek, SeekFrom, Write};
 use crate::hash::Xxh3_128;
 use rayon::prelude::*;
 
-use crate::codec::{PlaneKind, encode_plane, lz_planes};
+use crate::codec::{PlaneKind, Tuning, encode_plane_with, lz_planes_with};
 use crate::error::{Error, Result};
 use crate::format::{
     BaseRef, ChunkEntry, HEADER_LEN, Header, Index, MAX_CHUNK_LEN, PlaneEntry, Segment,
@@ -26,12 +26,14 @@ pub const DEFAULT_CHUNK_SIZE: usize = 256 << 10;
 #[derive(Debug, Clone)]
 pub struct CompressOptions {
     chunk_size: usize,
+    tuning: Tuning,
 }
 
 impl Default for CompressOptions {
     fn default() -> Self {
         CompressOptions {
             chunk_size: DEFAULT_CHUNK_SIZE,
+            tuning: Tuning::DEFAULT,
         }
     }
 }
@@ -46,6 +48,22 @@ impl CompressOptions {
 
     pub fn get_chunk_size(&self) -> usize {
         self.chunk_size
+    }
+
+    /// With `true`, the smallest output ([`Tuning::BEST`]) at the cost of
+    /// slower decoding and compression; with `false`, [`Tuning::DEFAULT`].
+    pub fn best(self, on: bool) -> Self {
+        self.tuning(if on { Tuning::BEST } else { Tuning::DEFAULT })
+    }
+
+    /// How the encoder chooses codecs (see [`Tuning`]).
+    pub fn tuning(mut self, tuning: Tuning) -> Self {
+        self.tuning = tuning;
+        self
+    }
+
+    pub fn get_tuning(&self) -> Tuning {
+        self.tuning
     }
 }
 
@@ -236,7 +254,9 @@ pub fn compress_parts<W: Write + Seek + Send>(
         .par_iter()
         .zip(parts.par_iter())
         .map(|(s, p)| match &s.kind {
-            SegmentKind::Tensor { dtype, .. } if s.base_offset.is_none() => lz_planes(*dtype, p),
+            SegmentKind::Tensor { dtype, .. } if s.base_offset.is_none() => {
+                lz_planes_with(*dtype, p, &options.tuning)
+            }
             _ => 0,
         })
         .collect();
@@ -263,6 +283,7 @@ pub fn compress_parts<W: Write + Seek + Send>(
                 data,
                 base_of(j),
                 lz[j.segment],
+                &options.tuning,
                 buf,
             )
         });
@@ -476,24 +497,31 @@ fn encode_chunk(
     data: &[u8],
     base: Option<&[u8]>,
     lz: u64,
+    tuning: &Tuning,
     enc: &mut EncodedChunk,
 ) {
     match base {
         None => {
             enc.transform = Transform::None;
-            encode_planes(kind, data, lz, enc);
+            encode_planes(kind, data, lz, tuning, enc);
         }
         Some(base) => DELTA.with_borrow_mut(|x| {
             x.clear();
             x.extend(data.iter().zip(base).map(|(a, b)| a ^ b));
             enc.transform = Transform::Xor;
-            encode_planes(kind, x, lz, enc);
+            encode_planes(kind, x, lz, tuning, enc);
         }),
     }
 }
 
 /// `lz`: bit *k* set if plane *k* is to have zstd tried (see [`lz_planes`]).
-fn encode_planes(kind: &SegmentKind, data: &[u8], lz: u64, enc: &mut EncodedChunk) {
+fn encode_planes(
+    kind: &SegmentKind,
+    data: &[u8],
+    lz: u64,
+    tuning: &Tuning,
+    enc: &mut EncodedChunk,
+) {
     let EncodedChunk {
         bytes: out,
         checksum,
@@ -511,7 +539,7 @@ fn encode_planes(kind: &SegmentKind, data: &[u8], lz: u64, enc: &mut EncodedChun
     };
     let mut push = |plane: &[u8], pk: PlaneKind, out: &mut Vec<u8>| {
         let start = out.len();
-        let codec = encode_plane(plane, pk, out);
+        let codec = encode_plane_with(plane, pk, tuning, out);
         entries.push(PlaneEntry {
             codec,
             stored_len: (out.len() - start) as u32,

@@ -50,6 +50,7 @@ pub mod stats;
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+pub use codec::Tuning;
 pub use compress::{
     CompressOptions, CompressSummary, DEFAULT_CHUNK_SIZE, DeltaBase, SegmentSpec, compress,
     compress_delta, compress_parts,

@@ -328,7 +328,13 @@ impl Store {
 
     /// Sets the chunk size used for new objects.
     pub fn set_chunk_size(&mut self, bytes: usize) {
-        self.options = CompressOptions::default().chunk_size(bytes);
+        self.options = self.options.clone().chunk_size(bytes);
+    }
+
+    /// Sets how new objects are compressed (chunk size and tuning, e.g.
+    /// `CompressOptions::default().best(true)` for the smallest store).
+    pub fn set_options(&mut self, options: CompressOptions) {
+        self.options = options;
     }
 
     fn objects(&self) -> PathBuf {

@@ -62,6 +62,9 @@ pub struct BenchArgs {
     /// Print JSON (one object a file, one a line) instead of tables.
     #[arg(long)]
     json: bool,
+    /// Measure lmc with `lmc compress --best` (the smallest output).
+    #[arg(long)]
+    best: bool,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -82,7 +85,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     for p in args.files.iter().chain(&args.base) {
         std::fs::metadata(p).with_context(|| format!("cannot open {}", p.display()))?;
     }
-    let mut opts = CompressOptions::default();
+    let mut opts = CompressOptions::default().best(args.best);
     if let Some(c) = args.chunk_size {
         opts = opts.chunk_size(c);
     }
@@ -713,7 +716,11 @@ fn bench_file(
                 })?;
                 ensure!(back == data, "lmc round trip differs from the input");
                 Row {
-                    label,
+                    label: if s.opts.get_tuning() == lmc_core::Tuning::BEST {
+                        "lmc --best".into()
+                    } else {
+                        label
+                    },
                     threads: rayon::current_num_threads(),
                     stored: packed.len() as u64,
                     compress: c,

@@ -18,7 +18,7 @@ pub fn run(
     output: Option<PathBuf>,
     force: bool,
     dtype: Option<&str>,
-    chunk_size: Option<usize>,
+    options: CompressOptions,
     base: Option<&Path>,
     allow_pickle_calls: bool,
     quiet: bool,
@@ -43,7 +43,7 @@ pub fn run(
                 input.display()
             );
         }
-        return super::dir::compress(input, &dest, force, chunk_size, allow_pickle_calls, quiet);
+        return super::dir::compress(input, &dest, force, options, allow_pickle_calls, quiet);
     }
     let bytes = Input::open(input)?;
     let found = detect_file(input, &bytes, dtype)?;
@@ -89,10 +89,6 @@ pub fn run(
         }
     }
     let mut out = Output::create(&dest, input, force)?;
-    let mut options = CompressOptions::default();
-    if let Some(c) = chunk_size {
-        options = options.chunk_size(c);
-    }
     let start = Instant::now();
     let summary = {
         let bar = Bar::new(bytes.len() as u64, "compressing", quiet);

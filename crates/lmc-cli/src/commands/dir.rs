@@ -133,7 +133,7 @@ pub fn compress(
     input: &Path,
     dest: &Path,
     force: bool,
-    chunk_size: Option<usize>,
+    options: CompressOptions,
     allow_pickle_calls: bool,
     quiet: bool,
 ) -> Result<()> {
@@ -240,10 +240,6 @@ pub fn compress(
         .collect();
     let total: u64 = layout.iter().map(|s| s.len).sum();
     let mut out = Output::create(dest, input, force)?;
-    let mut options = CompressOptions::default();
-    if let Some(c) = chunk_size {
-        options = options.chunk_size(c);
-    }
     let start = Instant::now();
     let summary = {
         let bar = Bar::new(total, "compressing", quiet);

@@ -33,6 +33,10 @@ pub enum SnapshotCommand {
         /// torch.load(weights_only=True) refuses (refused by default).
         #[arg(long)]
         allow_pickle_calls: bool,
+        /// The smallest snapshot, as `lmc compress --best` (slower to add
+        /// and to restore).
+        #[arg(long)]
+        best: bool,
     },
     /// List the snapshots: step, size, ratio, parent, chain depth.
     List {
@@ -83,6 +87,7 @@ pub fn run(cmd: &SnapshotCommand, quiet: bool) -> Result<()> {
             step,
             keyframe_every,
             allow_pickle_calls,
+            best,
         } => {
             let (kind, files) = lmc_store::checkpoint_files(checkpoint)?;
             let maps = files
@@ -100,6 +105,9 @@ pub fn run(cmd: &SnapshotCommand, quiet: bool) -> Result<()> {
                 None => Store::create(store, DEFAULT_KEYFRAME_EVERY)?,
             };
             watch(&mut s, quiet);
+            if *best {
+                s.set_options(lmc_core::CompressOptions::default().best(true));
+            }
             let inputs: Vec<FileInput<'_>> = files
                 .iter()
                 .zip(&maps)
