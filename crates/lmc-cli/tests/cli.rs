@@ -596,7 +596,12 @@ fn best_round_trips_and_is_no_larger() {
     let small = small();
     let default = roundtrip(&small);
     let best = roundtrip_with(&small, &[], &["--best"]);
-    assert!(best.len() <= default.len(), "{} > {}", best.len(), default.len());
+    assert!(
+        best.len() <= default.len(),
+        "{} > {}",
+        best.len(),
+        default.len()
+    );
     // 200K BF16 values, normal-ish exponents, and a sparse variant.
     let mut x = 0x2545_F491_4F6C_DD1Du64;
     let mut weights = Vec::new();
@@ -608,13 +613,22 @@ fn best_round_trips_and_is_no_larger() {
         let v = ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1 * (1.0 + (i % 7) as f32);
         let b = (v.to_bits() >> 16) as u16;
         weights.extend_from_slice(&b.to_le_bytes());
-        let d: u16 = if x % 10 == 0 { (x >> 20) as u16 & 0x0107 } else { 0 };
+        let d: u16 = if x.is_multiple_of(10) {
+            (x >> 20) as u16 & 0x0107
+        } else {
+            0
+        };
         sparse.extend_from_slice(&d.to_le_bytes());
     }
     for data in [&weights, &sparse] {
         let default = roundtrip_with(data, &[], &["--dtype", "BF16"]);
         let best = roundtrip_with(data, &[], &["--dtype", "BF16", "--best"]);
-        assert!(best.len() <= default.len(), "{} > {}", best.len(), default.len());
+        assert!(
+            best.len() <= default.len(),
+            "{} > {}",
+            best.len(),
+            default.len()
+        );
     }
 }
 
