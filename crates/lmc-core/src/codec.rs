@@ -93,28 +93,35 @@ pub struct Tuning {
     /// Tensors of at least this many elements (and at least 64K) are
     /// sampled for repeated strings ([`lz_planes_with`]).
     pub lz_min_elems: usize,
+    /// Chunk size for the tensors found to have repeated strings (at most
+    /// [`crate::format::MAX_CHUNK_LEN`]), if not the container's: longer
+    /// chunks let zstd find repeats further apart.
+    pub lz_chunk_size: Option<usize>,
 }
 
 impl Tuning {
     /// The default: rANS only where it saves 10% (decoding then stays at
     /// Huffman's speed on weights), zstd level 1, repeated strings looked
-    /// for in tensors of 1M elements or more.
+    /// for in tensors of 1M elements or more, and such tensors cut into
+    /// 4 MiB chunks (measured: finetune AdamW state, step 80, 1.237 ->
+    /// 1.246; 16 MiB gives 1.247; no other file of the series or MiniLM
+    /// has such tensors).
     pub const DEFAULT: Tuning = Tuning {
         rans_min_gain: RANS_MIN_GAIN,
         zstd_level: ZSTD_LEVEL_PLANE,
         lz_min_elems: LZ_MIN_ELEMS,
+        lz_chunk_size: Some(4 << 20),
     };
     /// The smallest output (`lmc compress --best`): rANS wherever its
     /// estimate is smaller at all, zstd level 9, repeated strings looked for
-    /// in tensors of 64K elements or more. Measured on the pretrain series
-    /// step 300 (docs/BENCHMARKS.md, "Best ratio"): AdamW state 1.239 ->
-    /// 1.249, BF16 delta 2.598 -> 2.642, fp32-master delta 1.438 -> 1.449,
-    /// MiniLM fp32 1.221 -> 1.2225 and BF16 1.504 -> 1.509; decoding runs at
-    /// rANS speed on most exponent planes, several times slower.
+    /// in tensors of 64K elements or more (docs/BENCHMARKS.md, "lmc
+    /// --best", has the ratios and speeds). Decoding runs at rANS speed on
+    /// most exponent planes, several times slower.
     pub const BEST: Tuning = Tuning {
         rans_min_gain: 0.0,
         zstd_level: 9,
         lz_min_elems: 64 << 10,
+        lz_chunk_size: Some(4 << 20),
     };
 }
 

@@ -246,7 +246,14 @@ pub fn compress_parts<W: Write + Seek + Send>(
             options.chunk_size
         )));
     }
-    let (segments, jobs) = plan(parts, layout, base, options.chunk_size)?;
+    if let Some(big) = options.tuning.lz_chunk_size
+        && (big == 0 || big > MAX_CHUNK_LEN as usize)
+    {
+        return Err(Error::InvalidInput(format!(
+            "chunk size {big} for tensors with repeated strings is outside 1..={MAX_CHUNK_LEN}"
+        )));
+    }
+    let (mut segments, mut jobs) = plan(parts, layout, base, &|_| options.chunk_size)?;
     // Planes that get zstd tried in every chunk, judged once per tensor.
     // Delta tensors are not judged: their XOR planes are mostly zero runs,
     // for which zstd is tried anyway.
@@ -260,6 +267,15 @@ pub fn compress_parts<W: Write + Seek + Send>(
             _ => 0,
         })
         .collect();
+    // Tensors with repeated strings may get longer chunks, so zstd sees
+    // repeats further apart (chunks of one container need not be equal).
+    if let Some(big) = options.tuning.lz_chunk_size
+        && big != options.chunk_size
+        && lz.iter().any(|&m| m != 0)
+    {
+        let size = |i: usize| if lz[i] != 0 { big } else { options.chunk_size };
+        (segments, jobs) = plan(parts, layout, base, &size)?;
+    }
     let total_len: u64 = segments.iter().map(|s| s.len).sum();
     // The base slice each job is coded against, if any.
     let base_of = |j: &Job| -> Option<&[u8]> {
@@ -383,11 +399,12 @@ pub fn compress_parts<W: Write + Seek + Send>(
 }
 
 /// Checks `parts` against `layout` (and `base`), and cuts the segments into chunk jobs.
+/// `chunk_size(i)`: the chunk size for segment `i`.
 fn plan(
     parts: &[&[u8]],
     layout: &[SegmentSpec],
     base: Option<&DeltaBase<'_>>,
-    chunk_size: usize,
+    chunk_size: &dyn Fn(usize) -> usize,
 ) -> Result<(Vec<Segment>, Vec<Job>)> {
     if parts.len() != layout.len() {
         return Err(Error::InvalidInput(format!(
@@ -445,7 +462,7 @@ fn plan(
                 )));
             }
         }
-        let step = (chunk_size / width).max(1) * width;
+        let step = (chunk_size(i) / width).max(1) * width;
         let first_chunk = jobs.len();
         let mut start = 0;
         while start < seg_len {

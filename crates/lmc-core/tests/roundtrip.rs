@@ -880,3 +880,67 @@ fn corrupt_chunk_is_named_by_every_reader() {
         );
     }
 }
+
+/// A tensor found to hold repeated strings is cut into the tuning's longer
+/// chunks (4 MiB by default), the others into the container's chunk size;
+/// the container round trips either way.
+#[test]
+fn tensors_with_repeated_strings_get_longer_chunks() {
+    let mut rng = Rng(5);
+    // 1M F32 elements whose low three bytes repeat a 1000-element pattern
+    // (random order-0, LZ-friendly), then 64K plain weights.
+    let pattern = rng.bytes(3000);
+    let mut data = Vec::new();
+    for i in 0..(1usize << 20) {
+        let p = &pattern[(i % 1000) * 3..(i % 1000) * 3 + 3];
+        data.extend_from_slice(&[p[0], p[1], p[2], 0x3C | (rng.next() as u8 & 1)]);
+    }
+    for _ in 0..(64 << 10) {
+        let v = box_muller(rng.next() as u32, rng.next() as u32) * 0.02;
+        weight_like(Dtype::F32, v, &mut data);
+    }
+    let layout = vec![
+        tensor("repeats", Dtype::F32, vec![1 << 20]),
+        tensor("weights", Dtype::F32, vec![64 << 10]),
+    ];
+    let mut packed = Cursor::new(Vec::new());
+    compress(
+        &data,
+        &layout,
+        &CompressOptions::default(),
+        &mut packed,
+        &mut |_| true,
+    )
+    .unwrap();
+    let packed = packed.into_inner();
+    let c = Container::open(&packed).unwrap();
+    let segs = c.segments();
+    assert_eq!(segs[0].chunk_count, 1, "4 MiB of repeats in one chunk");
+    assert_eq!(segs[1].chunk_count, 1, "256 KiB of weights in one chunk");
+    let mut back = vec![0u8; data.len()];
+    c.decompress_into(&mut back, &mut |_| true).unwrap();
+    assert!(back == data);
+    // With the tuning's long chunks turned off, the container's size applies.
+    let mut tuning = lmc_core::Tuning::DEFAULT;
+    tuning.lz_chunk_size = None;
+    let mut packed = Cursor::new(Vec::new());
+    let opts = CompressOptions::default().tuning(tuning);
+    compress(&data, &layout, &opts, &mut packed, &mut |_| true).unwrap();
+    let packed = packed.into_inner();
+    let c = Container::open(&packed).unwrap();
+    assert_eq!(c.segments()[0].chunk_count, 16);
+    let mut back = vec![0u8; data.len()];
+    c.decompress_into(&mut back, &mut |_| true).unwrap();
+    assert!(back == data);
+    // An impossible size is refused, not used.
+    tuning.lz_chunk_size = Some(0);
+    let err = compress(
+        &data,
+        &layout,
+        &CompressOptions::default().tuning(tuning),
+        &mut Cursor::new(Vec::new()),
+        &mut |_| true,
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+}
