@@ -44,6 +44,8 @@ mod kernels;
 pub mod planes;
 pub mod rans;
 pub mod stats;
+#[cfg(test)]
+mod test_rng;
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../../../README.md")]

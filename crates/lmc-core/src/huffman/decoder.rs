@@ -1,4 +1,5 @@
-//! Huffman block decoder: one table lookup a symbol, four streams interleaved.
+//! Huffman block decoder: four streams interleaved, up to four symbols a
+//! table lookup (the loop itself is in [`crate::kernels`]).
 
 use super::table::read_description;
 use super::{MAX_CODE_LEN, STREAMS};
@@ -16,8 +17,8 @@ const MULTI_MIN_SYMBOLS: usize = 2048;
 struct Table([u16; TABLE_SIZE]);
 
 impl Table {
-    fn new(lengths: &[u8; 256]) -> Table {
-        let codes = super::table::canonical_codes(lengths);
+    /// `codes`: the canonical codes of the block's lengths.
+    fn new(codes: &[u32; 256]) -> Table {
         let mut t = [0u16; TABLE_SIZE];
         for (s, &c) in codes.iter().enumerate() {
             let len = c >> 16;
@@ -80,18 +81,23 @@ impl MultiTable {
     /// of their prefixes. (Measured on an exponent-like code: 6 us a table,
     /// against 9 us decoding up to four codes per entry one after another
     /// and 15 us doing that without branches.)
-    fn new(lengths: &[u8; 256]) -> MultiTable {
-        let codes = super::table::canonical_codes(lengths);
-        // (symbol, code, length), shortest first.
-        let mut syms: Vec<(u64, usize, u32)> = codes
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| *c >> 16 != 0)
-            .map(|(s, c)| (s as u64, (c & 0xFFFF) as usize, c >> 16))
-            .collect();
-        syms.sort_by_key(|&(_, _, len)| len);
+    /// `codes`: the canonical codes of the block's lengths.
+    fn new(codes: &[u32; 256]) -> MultiTable {
+        // (symbol, code, length), shortest first, on the stack. The order
+        // among codes of one length does not matter: their entries are
+        // disjoint (the code is prefix-free).
+        let mut syms = [(0u64, 0usize, 0u32); 256];
+        let mut n = 0;
+        for (s, &c) in codes.iter().enumerate() {
+            if c >> 16 != 0 {
+                syms[n] = (s as u64, (c & 0xFFFF) as usize, c >> 16);
+                n += 1;
+            }
+        }
+        let syms = &mut syms[..n];
+        syms.sort_unstable_by_key(|&(_, _, len)| len);
         let mut t = MultiTable([0u64; TABLE_SIZE]);
-        t.fill(&syms, 0, 0, 0, 0);
+        t.fill(syms, 0, 0, 0, 0);
         t
     }
 
@@ -129,7 +135,8 @@ impl MultiTable {
 /// symbols. Any malformed input gives an error, never a panic.
 pub fn decode(block: &[u8], out: &mut [u8]) -> Result<(), String> {
     let (lengths, used) = read_description(block)?;
-    let table = Table::new(&lengths);
+    let codes = super::table::canonical_codes(&lengths);
+    let table = Table::new(&codes);
     let sizes_len = 4 * (STREAMS - 1);
     let sizes = block
         .get(used..used + sizes_len)
@@ -163,7 +170,7 @@ pub fn decode(block: &[u8], out: &mut [u8]) -> Result<(), String> {
     // stream alone, since streams of unequal entropy stop the joint loop
     // at different distances from their ends.
     if n >= MULTI_MIN_SYMBOLS {
-        let multi = MultiTable::new(&lengths);
+        let multi = MultiTable::new(&codes);
         // Measured on MiniLM's BF16 exponent plane (examples/kernels.rs):
         // one symbol a lookup 1.39 GB/s; up to two, streams in pairs
         // 1.50 GB/s; up to two, four streams 1.63-1.78 GB/s; up to four,
@@ -220,15 +227,7 @@ mod tests {
         block.len()
     }
 
-    fn lcg(seed: u64) -> impl FnMut() -> u64 {
-        let mut s = seed;
-        move || {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            s >> 33
-        }
-    }
+    use crate::test_rng::lcg;
 
     /// The table built by walking code sequences equals the one built
     /// entry by entry, decoding codes one after another.
@@ -241,8 +240,9 @@ mod tests {
                 .chain(0..=(case * 5))
                 .collect();
             let lengths = super::super::code_lengths(&histogram(&data), MAX_CODE_LEN);
-            let single = Table::new(&lengths);
-            let multi = MultiTable::new(&lengths);
+            let codes = super::super::table::canonical_codes(&lengths);
+            let single = Table::new(&codes);
+            let multi = MultiTable::new(&codes);
             for (i, &e) in multi.0.iter().enumerate() {
                 let (mut used, mut count, mut syms) = (0u32, 0u64, 0u64);
                 while count < MULTI as u64 {

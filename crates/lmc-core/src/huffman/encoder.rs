@@ -32,11 +32,24 @@ pub fn encode(symbols: &[u8], hist: &[u32; 256], out: &mut Vec<u8>) -> Option<[u
 
 /// Encodes with given code lengths (every symbol of `symbols` must have one).
 pub(crate) fn encode_with(symbols: &[u8], lengths: &[u8; 256], out: &mut Vec<u8>) {
-    crate::kernels::with_bmi2(|| encode_streams(symbols, lengths, out))
+    STREAMS_SCRATCH.with_borrow_mut(|scratch| {
+        PAIRS.with_borrow_mut(|pairs| {
+            crate::kernels::huffman_encode_best(symbols, lengths, out, scratch, pairs)
+        })
+    })
 }
 
+/// The encoder proper, given its per-thread buffers; inlined into both
+/// builds of [`crate::kernels::huffman_encode_best`] (no closure between
+/// them and the loops, which would keep the loops out of the BMI2 build).
 #[inline(always)]
-fn encode_streams(symbols: &[u8], lengths: &[u8; 256], out: &mut Vec<u8>) {
+pub(crate) fn encode_streams(
+    symbols: &[u8],
+    lengths: &[u8; 256],
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    pairs: &mut Vec<u32>,
+) {
     let codes = canonical_codes(lengths);
     write_description(lengths, out);
     let q = symbols.len() / STREAMS;
@@ -59,7 +72,7 @@ fn encode_streams(symbols: &[u8], lengths: &[u8; 256], out: &mut Vec<u8>) {
         starts[k] = total;
         total += bound(parts[k].len());
     }
-    let lens = STREAMS_SCRATCH.with_borrow_mut(|scratch| {
+    let lens = {
         if scratch.len() < total {
             scratch.resize(total, 0);
         }
@@ -73,16 +86,14 @@ fn encode_streams(symbols: &[u8], lengths: &[u8; 256], out: &mut Vec<u8>) {
         // Interleaved part: groups of 4 symbols from each stream, coded two
         // at a time through the pair table.
         let groups = q / 4;
-        PAIRS.with_borrow_mut(|pairs| {
-            let pairs = fill_pair_table(pairs, &codes);
-            for g in 0..groups {
-                let i = g * 4;
-                for (k, wk) in w.iter_mut().enumerate() {
-                    let syms: &[u8; 4] = parts[k][i..i + 4].try_into().unwrap();
-                    wk.put_pairs(syms, pairs, region);
-                }
+        let pairs = fill_pair_table(pairs, &codes);
+        for g in 0..groups {
+            let i = g * 4;
+            for (k, wk) in w.iter_mut().enumerate() {
+                let syms: &[u8; 4] = parts[k][i..i + 4].try_into().unwrap();
+                wk.put_pairs(syms, pairs, region);
             }
-        });
+        }
         // The rest of each stream (stream 3 may be up to 3 symbols longer).
         let mut lens = [0usize; STREAMS];
         for (k, wk) in w.iter_mut().enumerate() {
@@ -102,7 +113,7 @@ fn encode_streams(symbols: &[u8], lengths: &[u8; 256], out: &mut Vec<u8>) {
             out.extend_from_slice(&region[starts[k]..starts[k] + lens[k]]);
         }
         lens
-    });
+    };
     for (k, &len) in lens.iter().enumerate().take(STREAMS - 1) {
         let o = sizes_at + 4 * k;
         out[o..o + 4].copy_from_slice(&(len as u32).to_le_bytes());

@@ -24,7 +24,7 @@
 //! stored bit-reversed so the decoder can index its table with the low bits.
 
 mod decoder;
-mod encoder;
+pub(crate) mod encoder;
 mod table;
 
 pub use decoder::decode;
