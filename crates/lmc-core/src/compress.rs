@@ -269,12 +269,27 @@ pub fn compress_parts<W: Write + Seek + Send>(
         .collect();
     // Tensors with repeated strings may get longer chunks, so zstd sees
     // repeats further apart (chunks of one container need not be equal).
+    // Only where a sample says so: on a tensor whose zero runs come and go
+    // (rows that changed and rows that did not), short chunks let whole
+    // chunks of zeros cost nothing, which long ones lose.
     if let Some(big) = options.tuning.lz_chunk_size
         && big != options.chunk_size
         && lz.iter().any(|&m| m != 0)
     {
-        let size = |i: usize| if lz[i] != 0 { big } else { options.chunk_size };
-        (segments, jobs) = plan(parts, layout, base, &size)?;
+        let long: Vec<bool> = segments
+            .par_iter()
+            .zip(parts.par_iter())
+            .zip(lz.par_iter())
+            .map(|((sg, p), &m)| {
+                m != 0
+                    && p.len() > options.chunk_size
+                    && longer_chunks_pay(&sg.kind, p, m, options.chunk_size, big, &options.tuning)
+            })
+            .collect();
+        if long.iter().any(|&l| l) {
+            let size = |i: usize| if long[i] { big } else { options.chunk_size };
+            (segments, jobs) = plan(parts, layout, base, &size)?;
+        }
     }
     let total_len: u64 = segments.iter().map(|s| s.len).sum();
     // The base slice each job is coded against, if any.
@@ -504,6 +519,35 @@ struct EncodedChunk {
     transform: Transform,
     checksum: u64,
     planes: Vec<PlaneEntry>,
+}
+
+/// Whether a tensor (`data`, planes `lz` to have zstd tried) codes smaller
+/// in chunks of `big` bytes than of `small`, judged on its middle `big`
+/// bytes coded both ways.
+fn longer_chunks_pay(
+    kind: &SegmentKind,
+    data: &[u8],
+    lz: u64,
+    small: usize,
+    big: usize,
+    tuning: &Tuning,
+) -> bool {
+    let width = kind.width();
+    let len = (big.min(data.len()) / width) * width;
+    let start = ((data.len() - len) / 2 / width) * width;
+    let sample = &data[start..start + len];
+    let mut enc = EncodedChunk::default();
+    encode_chunk(kind, sample, None, lz, tuning, &mut enc);
+    let long = enc.bytes.len();
+    let step = (small / width).max(1) * width;
+    let short: usize = sample
+        .chunks(step)
+        .map(|c| {
+            encode_chunk(kind, c, None, lz, tuning, &mut enc);
+            enc.bytes.len()
+        })
+        .sum();
+    long < short
 }
 
 /// Codes one chunk into `enc` (its buffers reused): XORs it with `base`
