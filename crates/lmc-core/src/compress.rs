@@ -303,8 +303,10 @@ pub fn compress_parts<W: Write + Seek + Send>(
     let mut hasher = Xxh3_128::new();
     let mut chunks: Vec<ChunkEntry> = Vec::with_capacity(jobs.len());
     let mut payload_len = 0u64;
-    let batch = rayon::current_num_threads().max(1) * 4;
-    let groups: Vec<&[Job]> = jobs.chunks(batch).collect();
+    let groups: Vec<&[Job]> = batches(jobs.iter().map(|j| (j.end - j.start) as u64))
+        .into_iter()
+        .map(|r| &jobs[r])
+        .collect();
     let encode_group = |group: &[Job], bufs: &mut Vec<EncodedChunk>| {
         bufs.resize_with(group.len(), Default::default);
         bufs.par_iter_mut().zip(group).for_each(|(buf, j)| {
@@ -411,6 +413,39 @@ pub fn compress_parts<W: Write + Seek + Send>(
         compressed_len: HEADER_LEN as u64 + payload_len + index_bytes.len() as u64,
         chunks: index.chunks.len(),
     })
+}
+
+/// Bytes a batch aims at per thread: four default chunks.
+const BATCH_BYTES_PER_THREAD: u64 = 4 * DEFAULT_CHUNK_SIZE as u64;
+/// Most bytes in a batch, whatever the thread count (one chunk at least).
+const BATCH_BYTES_MAX: u64 = 256 << 20;
+
+/// Cuts a run of chunks (their lengths, in order) into the batches both
+/// directions work in: up to four chunks a thread, but no more than
+/// [`BATCH_BYTES_PER_THREAD`] a thread once every thread has a chunk, and
+/// never over [`BATCH_BYTES_MAX`] (after its first chunk). Memory then
+/// stays near two batches whatever the chunk size: longer chunks (4 MiB for
+/// tensors with repeated strings, or up to 256 MiB in a hostile file) make
+/// batches of fewer chunks.
+pub(crate) fn batches(lens: impl Iterator<Item = u64>) -> Vec<std::ops::Range<usize>> {
+    let threads = rayon::current_num_threads().max(1);
+    let mut out = Vec::new();
+    let (mut start, mut count, mut bytes) = (0usize, 0usize, 0u64);
+    for (i, len) in lens.enumerate() {
+        let full = count >= 4 * threads
+            || (count >= threads && bytes >= BATCH_BYTES_PER_THREAD * threads as u64)
+            || (count >= 1 && bytes >= BATCH_BYTES_MAX);
+        if full {
+            out.push(start..i);
+            (start, count, bytes) = (i, 0, 0);
+        }
+        count += 1;
+        bytes += len;
+    }
+    if count > 0 {
+        out.push(start..start + count);
+    }
+    out
 }
 
 /// Checks `parts` against `layout` (and `base`), and cuts the segments into chunk jobs.

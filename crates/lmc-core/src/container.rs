@@ -13,9 +13,6 @@ use crate::format::{
 };
 use crate::planes;
 
-/// Most original bytes decoded at once by [`Container::decompress_to`].
-const BATCH_BYTES: u64 = 256 << 20;
-
 thread_local! {
     /// Per-thread buffers for decoded planes, reused from chunk to chunk.
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -297,24 +294,11 @@ impl<'a> Container<'a> {
         Ok(())
     }
 
-    /// The chunks cut into batches of a few chunks a thread, and at most
-    /// BATCH_BYTES of output (plus one chunk), so a hostile file of huge
-    /// chunks cannot make the reader hold threads x 4 x 256 MiB at once.
+    /// The chunks cut into batches (see [`crate::compress::batches`]), so a
+    /// hostile file of huge chunks cannot make the reader hold threads x 4
+    /// x 256 MiB at once.
     fn batches(&self) -> Vec<std::ops::Range<usize>> {
-        let n = self.index.chunks.len();
-        let per_batch = rayon::current_num_threads().max(1) * 4;
-        let mut batches = Vec::new();
-        let mut start = 0;
-        while start < n {
-            let (mut end, mut bytes) = (start, 0u64);
-            while end < n && end - start < per_batch && (end == start || bytes < BATCH_BYTES) {
-                bytes += self.index.chunks[end].raw_len as u64;
-                end += 1;
-            }
-            batches.push(start..end);
-            start = end;
-        }
-        batches
+        crate::compress::batches(self.index.chunks.iter().map(|c| c.raw_len as u64))
     }
 
     /// Checks the whole-file hash and length once every chunk is decoded.
