@@ -654,3 +654,31 @@ fn encode_planes(
     }
     *checksum = crate::hash::xxh3_64(out);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn on_threads(n: usize, lens: &[u64]) -> Vec<std::ops::Range<usize>> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap();
+        pool.install(|| batches(lens.iter().copied()))
+    }
+
+    #[test]
+    fn batches_hold_four_chunks_a_thread_and_a_bounded_size() {
+        let k = 256 << 10;
+        // Default chunks: four a thread.
+        assert_eq!(on_threads(1, &[k; 10]), [0..4, 4..8, 8..10]);
+        assert_eq!(on_threads(2, &[k; 10]), [0..8, 8..10]);
+        // 4 MiB chunks: one a thread (1 MiB a thread is reached at once).
+        assert_eq!(on_threads(2, &[4 << 20; 5]), [0..2, 2..4, 4..5]);
+        // Mixed: small chunks fill up until the bytes say stop.
+        assert_eq!(on_threads(1, &[k, 4 << 20, k, k]), [0..2, 2..4]);
+        // Huge chunks: one a batch past the cap, whatever the threads.
+        assert_eq!(on_threads(4, &[300 << 20; 3]), [0..1, 1..2, 2..3]);
+        assert!(on_threads(3, &[]).is_empty());
+    }
+}
