@@ -7,7 +7,7 @@
 //! once. zstd is only tried where it can win: on generic byte segments (the
 //! safetensors JSON header), on planes so skewed that Huffman spends under
 //! two bits a symbol (long zero runs) where zstd on a sample of the plane
-//! comes close ([`zstd_sample_promising`]), and on the planes of large tensors in
+//! comes close (see `zstd_sample_promising`), and on the planes of large tensors in
 //! which a sample showed repeated strings ([`lz_planes`]).
 
 use crate::{huffman, rans};

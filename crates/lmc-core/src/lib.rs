@@ -5,8 +5,8 @@
 //! - [`planes`]: byte grouping of tensor elements into planes.
 //! - [`rans`]: our rANS coder, for skewed planes where Huffman's whole bits lose.
 //! - [`codec`]: per-plane choice of raw, constant, Huffman, rANS or zstd.
-//! - [`format`]: the container's bytes (see FORMAT.md).
-//! - [`compress`] and [`container`]: the parallel pipeline, both directions.
+//! - [`format`](mod@format): the container's bytes (see FORMAT.md).
+//! - [`compress`](mod@compress) and [`container`]: the parallel pipeline, both directions.
 //! - [`hash`]: the format's XXH3 checksums.
 //! - [`stats`]: entropy and change measurements for `bench` and `analyze`.
 //!
