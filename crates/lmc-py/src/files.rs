@@ -18,7 +18,7 @@ use crate::{err, fail};
 /// Compresses tensors held in memory into the `.lmc` container of a
 /// safetensors file (what `lmc compress` makes of that file).
 #[pyfunction]
-#[pyo3(signature = (path, tensors, metadata=None, chunk_size=None, sync=false))]
+#[pyo3(signature = (path, tensors, metadata=None, chunk_size=None, sync=false, best=false))]
 pub(crate) fn save_tensors<'py>(
     py: Python<'py>,
     path: PathBuf,
@@ -26,11 +26,12 @@ pub(crate) fn save_tensors<'py>(
     metadata: Option<BTreeMap<String, String>>,
     chunk_size: Option<usize>,
     sync: bool,
+    best: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let metadata = metadata.unwrap_or_default();
     let plan = plan_file(&tensors, &metadata)?;
     let parts = plan.parts();
-    let options = options(chunk_size);
+    let options = options(chunk_size, best);
     let summary = py
         .detach(|| write_container(&path, &parts, &plan.layout, None, &options, sync))
         .map_err(fail)?;
@@ -180,9 +181,10 @@ pub(crate) fn tile<'a>(bytes: &'a [u8], layout: &[SegmentSpec]) -> Vec<&'a [u8]>
     parts
 }
 
-/// `lmc compress SRC -o DST [--dtype D] [--base B] [--chunk-size N]`.
+/// `lmc compress SRC -o DST [--dtype D] [--base B] [--chunk-size N] [--best]`.
 #[pyfunction]
-#[pyo3(signature = (src, dst, dtype=None, base=None, chunk_size=None, sync=false))]
+#[pyo3(signature = (src, dst, dtype=None, base=None, chunk_size=None, sync=false, best=false))]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn compress_file<'py>(
     py: Python<'py>,
     src: PathBuf,
@@ -191,6 +193,7 @@ pub(crate) fn compress_file<'py>(
     base: Option<PathBuf>,
     chunk_size: Option<usize>,
     sync: bool,
+    best: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let bytes = read_file(&src)?;
     let layout = layout_of(&src, &bytes, dtype.as_deref())?;
@@ -213,7 +216,7 @@ pub(crate) fn compress_file<'py>(
     let delta = base
         .as_ref()
         .map(|(bb, bl)| DeltaBase::matching(bb, bl, &layout));
-    let options = options(chunk_size);
+    let options = options(chunk_size, best);
     let summary = py
         .detach(|| {
             let parts = tile(&bytes, &layout);

@@ -10,10 +10,12 @@ use pyo3::types::PyDict;
 
 use crate::{err, fail};
 
-pub(crate) fn options(chunk_size: Option<usize>) -> CompressOptions {
+/// The library's options from the `chunk_size` and `best` arguments.
+pub(crate) fn options(chunk_size: Option<usize>, best: bool) -> CompressOptions {
+    let options = CompressOptions::default().best(best);
     match chunk_size {
-        Some(c) => CompressOptions::default().chunk_size(c),
-        None => CompressOptions::default(),
+        Some(c) => options.chunk_size(c),
+        None => options,
     }
 }
 

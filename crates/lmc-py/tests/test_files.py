@@ -217,6 +217,24 @@ def test_raw_arrays_and_deltas(tmp_path, run_lmc):
         lmc.verify(tmp_path / "d.lmc", base=wrong)
 
 
+def test_best_is_smaller_or_equal_and_reads_back(tmp_path, run_lmc):
+    rng = np.random.default_rng(7)
+    w = (rng.standard_normal((512, 256)) * 0.02).astype(ml_dtypes.bfloat16)
+    sparse = np.where(rng.random((512, 256)) < 0.05, rng.standard_normal((512, 256)), 0).astype(np.float32)
+    tensors = {"w": w, "sparse": sparse}
+    plain = lmc.save_file(tensors, tmp_path / "plain.lmc")
+    best = lmc.save_file(tensors, tmp_path / "best.lmc", best=True)
+    assert best["compressed_len"] <= plain["compressed_len"]
+    assert best["original_hash"] == plain["original_hash"]
+    back = lmc.load_file(tmp_path / "best.lmc")
+    assert np_same(back["w"], w) and np_same(back["sparse"], sparse)
+    # compress_file takes it too, and the CLI decodes the result.
+    data = write_safetensors(tmp_path / "t.safetensors", {"s": sparse})
+    lmc.compress_file(tmp_path / "t.safetensors", tmp_path / "t.lmc", best=True)
+    run_lmc("decompress", tmp_path / "t.lmc", "-o", tmp_path / "t2.safetensors")
+    assert (tmp_path / "t2.safetensors").read_bytes() == data
+
+
 def test_errors_are_lmc_errors_with_the_rust_message(tmp_path):
     with pytest.raises(lmc.LmcError, match="cannot read .*missing.lmc"):
         lmc.load_file(tmp_path / "missing.lmc")

@@ -76,6 +76,7 @@ def save_file(
     *,
     chunk_size: Optional[int] = None,
     sync: bool = False,
+    best: bool = False,
 ) -> Dict[str, Any]:
     """Compress a dict of tensors into the ``.lmc`` file ``path``.
 
@@ -94,6 +95,8 @@ def save_file(
         metadata: str-to-str pairs stored in the safetensors header.
         chunk_size: original bytes per chunk (default 256 KiB).
         sync: flush the file to disk (fsync) before renaming it into place.
+        best: the smallest file (``lmc compress --best``): same format,
+            decoding several times slower.
 
     Returns:
         ``{"original_len", "compressed_len", "chunks", "original_hash"}``.
@@ -103,7 +106,7 @@ def save_file(
     """
     args = _to_args(tensors)
     meta = _with_format(tensors, metadata)
-    return _lmc.save_tensors(_path(path), args, meta, chunk_size, sync)
+    return _lmc.save_tensors(_path(path), args, meta, chunk_size, sync, best)
 
 
 def load_file(
@@ -152,6 +155,7 @@ def compress_file(
     dtype: Optional[str] = None,
     chunk_size: Optional[int] = None,
     sync: bool = False,
+    best: bool = False,
 ) -> Dict[str, Any]:
     """Compress a file as ``lmc compress`` does.
 
@@ -164,12 +168,16 @@ def compress_file(
         dtype: the element type of a raw array (``"BF16"``, ``"F32"``...).
         chunk_size: original bytes per chunk (default 256 KiB).
         sync: flush the file to disk before renaming it into place.
+        best: the smallest file (``lmc compress --best``): same format,
+            decoding several times slower.
 
     Returns:
         ``{"original_len", "compressed_len", "chunks", "original_hash"}``.
     """
     dst = os.fspath(src) + ".lmc" if dst is None else dst
-    return _lmc.compress_file(_path(src), _path(dst), dtype, _opt_path(base), chunk_size, sync)
+    return _lmc.compress_file(
+        _path(src), _path(dst), dtype, _opt_path(base), chunk_size, sync, best
+    )
 
 
 def decompress_file(
