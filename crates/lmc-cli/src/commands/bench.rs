@@ -15,7 +15,6 @@
 //! runs have taken `--budget` seconds (it always runs once), because xz or
 //! zstd -19 on a 90 MB file take a minute a run.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Read, Write};
 use std::ops::Range;
@@ -433,32 +432,23 @@ const BLOCK: usize = 1 << 16;
 /// The XOR delta of `file` against `base`: each tensor of `file` that `base`
 /// has with the same name, dtype and shape is XORed with it; every other byte
 /// (header, tensors without a match) is kept. Same length and layout as `file`.
+/// The tensors are paired as delta containers pair them
+/// ([`DeltaBase::matching`]; a tensor without elements counts as unmatched).
 fn xor_delta(
     file: &[u8],
     layout: &[SegmentSpec],
     base: &[u8],
     base_layout: &[SegmentSpec],
 ) -> (Vec<u8>, usize, u64) {
-    let theirs: HashMap<&str, (&SegmentSpec, Range<usize>)> = ranges(base_layout)
-        .filter_map(|(s, r)| match &s.kind {
-            SegmentKind::Tensor { name, .. } => Some((name.as_str(), (s, r))),
-            SegmentKind::Bytes => None,
-        })
-        .collect();
+    let pairs = DeltaBase::matching(base, base_layout, layout);
     let mut out = Vec::with_capacity(file.len());
     let mut scratch = Vec::with_capacity(BLOCK);
     let (mut matched, mut xored) = (0, 0u64);
-    for (spec, r) in ranges(layout) {
+    for ((spec, r), off) in ranges(layout).zip(&pairs.offsets) {
         let ours = &file[r];
-        let base_tensor = match &spec.kind {
-            SegmentKind::Tensor { name, .. } => theirs
-                .get(name.as_str())
-                .filter(|(s, _)| s.kind == spec.kind && s.len == spec.len)
-                .map(|(_, br)| &base[br.clone()]),
-            SegmentKind::Bytes => None,
-        };
-        match base_tensor {
-            Some(b) => {
+        match off {
+            Some(o) => {
+                let b = &base[*o as usize..*o as usize + ours.len()];
                 for (x, y) in ours.chunks(BLOCK).zip(b.chunks(BLOCK)) {
                     stats::xor_into(x, y, &mut scratch);
                     out.extend_from_slice(&scratch);
