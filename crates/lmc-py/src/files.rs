@@ -9,9 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyDict};
 use rayon::prelude::*;
 
-use crate::io::{
-    SliceWriter, base_bytes, options, read_file, summary_dict, write_atomically, write_container,
-};
+use crate::io::{base_bytes, options, read_file, summary_dict, write_atomically, write_container};
 use crate::tensors::{Loaded, TensorArg, describe, dtype_named, loaded, plan_file};
 use crate::{err, fail};
 
@@ -60,10 +58,9 @@ pub(crate) fn load<'py>(
     let mut described = None;
     let out = PyByteArray::new_with(py, len, |buf| {
         py.detach(|| -> Result<(), String> {
-            let mut w = SliceWriter { buf, pos: 0 };
-            c.decompress_to(&mut w, &mut |_| true)
+            c.decompress_into(buf, &mut |_| true)
                 .map_err(|e| e.to_string())?;
-            described = Some(describe(w.buf, c.segments())?);
+            described = Some(describe(buf, c.segments())?);
             Ok(())
         })
         .map_err(|e| err(path.display(), e))

@@ -1,7 +1,7 @@
 //! Files: atomic writes, reading inputs and delta bases, decoding into a
 //! Python buffer.
 
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use lmc_core::{CompressOptions, CompressSummary, Container, DeltaBase, SegmentSpec};
@@ -143,29 +143,5 @@ pub(crate) fn base_bytes(
             }
             Ok(Some(bytes))
         }
-    }
-}
-
-/// A `Write` into a slice that must be filled exactly.
-pub(crate) struct SliceWriter<'a> {
-    pub(crate) buf: &'a mut [u8],
-    pub(crate) pos: usize,
-}
-
-impl Write for SliceWriter<'_> {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let (end, cap) = (self.pos + data.len(), self.buf.len());
-        let dest = self.buf.get_mut(self.pos..end).ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("decoded more than the {cap} bytes the header announced"),
-            )
-        })?;
-        dest.copy_from_slice(data);
-        self.pos = end;
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }

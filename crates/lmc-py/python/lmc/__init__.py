@@ -117,9 +117,10 @@ def load_file(
 ) -> Dict[str, Any]:
     """Read the tensors of a ``.lmc`` file.
 
-    Decodes the whole file, checking every chunk checksum and the whole-file
-    hash. The arrays share one buffer (no copy per tensor); they are
-    writable.
+    Decodes the whole file straight into one buffer and checks the
+    whole-file hash; a damaged file is refused with an error that names the
+    damaged chunk (its checksum is checked then). The arrays share that
+    buffer (no copy per tensor); they are writable.
 
     Args:
         path: a ``.lmc`` file from ``save_file`` or ``lmc compress`` (of a
