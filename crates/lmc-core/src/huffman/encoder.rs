@@ -84,14 +84,23 @@ pub(crate) fn encode_streams(
         });
 
         // Interleaved part: groups of 4 symbols from each stream, coded two
-        // at a time through the pair table.
-        let groups = q / 4;
-        let pairs = fill_pair_table(pairs, &codes);
-        for g in 0..groups {
-            let i = g * 4;
-            for (k, wk) in w.iter_mut().enumerate() {
-                let syms: &[u8; 4] = parts[k][i..i + 4].try_into().unwrap();
-                wk.put_pairs(syms, pairs, region);
+        // at a time through the pair table. Filling the table costs (symbols
+        // used)^2 writes, so a block with fewer symbols than that to code
+        // (the random half of a split plane, say) codes them one by one.
+        let used = lengths.iter().filter(|&&l| l > 0).count();
+        let groups = if used * used <= symbols.len() {
+            q / 4
+        } else {
+            0
+        };
+        if groups > 0 {
+            let pairs = fill_pair_table(pairs, &codes);
+            for g in 0..groups {
+                let i = g * 4;
+                for (k, wk) in w.iter_mut().enumerate() {
+                    let syms: &[u8; 4] = parts[k][i..i + 4].try_into().unwrap();
+                    wk.put_pairs(syms, pairs, region);
+                }
             }
         }
         // The rest of each stream (stream 3 may be up to 3 symbols longer).
