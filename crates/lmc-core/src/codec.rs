@@ -9,8 +9,16 @@
 //! two bits a symbol (long zero runs) where zstd on a sample of the plane
 //! comes close (see `zstd_sample_promising`), and on the planes of large tensors in
 //! which a sample showed repeated strings ([`lz_planes`]).
+//!
+//! One codec looks beyond its plane: a split plane ([`encode_plane_led`])
+//! is cut in two by the chunk's plane 0 (the exponents), each part coded
+//! alone, a first-order context model with two contexts. The encoder uses it
+//! on XOR deltas, where an element whose exponent did not change has changed
+//! in its low mantissa bits only. (Contexts for the exponent plane itself,
+//! the previous element's or the row above's, were measured and do not pay;
+//! see docs/BENCHMARKS.md, "Context modeling".)
 
-use crate::{huffman, rans};
+use crate::{huffman, kernels, rans};
 
 /// The codec of one plane, as stored in the chunk table (FORMAT.md, "Plane codecs").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,6 +35,11 @@ pub enum PlaneCodec {
     /// An rANS block (see [`crate::rans`]); only in containers whose header
     /// has the [`crate::format::FLAG_RANS`] flag.
     Rans = 4,
+    /// The plane cut in two parts by its elements' plane-0 byte, each part
+    /// coded alone (see [`encode_plane_led`]); only on planes 1.. of a
+    /// chunk, in containers whose header has the
+    /// [`crate::format::FLAG_SPLIT`] flag.
+    Split = 5,
 }
 
 impl PlaneCodec {
@@ -37,6 +50,7 @@ impl PlaneCodec {
             2 => PlaneCodec::Huffman,
             3 => PlaneCodec::Zstd,
             4 => PlaneCodec::Rans,
+            5 => PlaneCodec::Split,
             _ => return None,
         })
     }
@@ -48,6 +62,7 @@ impl PlaneCodec {
             PlaneCodec::Huffman => "huffman",
             PlaneCodec::Zstd => "zstd",
             PlaneCodec::Rans => "rans",
+            PlaneCodec::Split => "split",
         }
     }
 }
@@ -98,6 +113,10 @@ pub struct Tuning {
     /// chunks let zstd find repeats further apart. Used for a tensor only
     /// where its middle `lz_chunk_size` bytes code smaller that way.
     pub lz_chunk_size: Option<usize>,
+    /// A plane is split by its elements' plane-0 byte ([`encode_plane_led`])
+    /// only where the estimate of the two parts is smaller than that of the
+    /// whole plane by at least this fraction.
+    pub split_min_gain: f64,
 }
 
 impl Tuning {
@@ -113,6 +132,7 @@ impl Tuning {
         zstd_level: ZSTD_LEVEL_PLANE,
         lz_min_elems: LZ_MIN_ELEMS,
         lz_chunk_size: Some(4 << 20),
+        split_min_gain: SPLIT_MIN_GAIN,
     };
     /// The smallest output (`lmc compress --best`): rANS wherever its
     /// estimate is smaller at all, zstd level 9, repeated strings looked for
@@ -124,6 +144,7 @@ impl Tuning {
         zstd_level: 9,
         lz_min_elems: 64 << 10,
         lz_chunk_size: Some(4 << 20),
+        split_min_gain: 0.0,
     };
 }
 
@@ -269,31 +290,64 @@ pub fn encode_plane_with(
         return PlaneCodec::Raw;
     }
     let hist = huffman::histogram(data);
+    encode_counted(data, &hist, kind, tuning, out)
+}
+
+/// The entropy coder [`encode_counted`] picks for a plane of `n` bytes
+/// with histogram `hist` (zstd aside), its estimated size, and Huffman's.
+fn estimate(hist: &[u32; 256], n: usize, tuning: &Tuning) -> (PlaneCodec, usize, usize) {
+    if hist.iter().filter(|&&c| c > 0).count() <= 1 {
+        return (PlaneCodec::Constant, 1, 1);
+    }
+    let lengths = huffman::code_lengths(hist, huffman::MAX_CODE_LEN);
+    let huffman = huffman::encoded_size(hist, &lengths);
+    // Huffman must save 1/64 of the plane to be worth its decode time; rANS
+    // must save `rans_min_gain` of what Huffman (or raw storage) takes.
+    let huffman_ok = huffman + n / MIN_GAIN_DIVISOR < n;
+    let ceiling = if huffman_ok { huffman } else { n };
+    match rans::estimated_size(hist) {
+        Some(r) if (r as f64) < ceiling as f64 * (1.0 - tuning.rans_min_gain) => {
+            (PlaneCodec::Rans, r, huffman)
+        }
+        _ if huffman_ok => (PlaneCodec::Huffman, huffman, huffman),
+        _ => (PlaneCodec::Raw, n, huffman),
+    }
+}
+
+/// [`encode_plane_with`] once the plane's histogram is known.
+fn encode_counted(
+    data: &[u8],
+    hist: &[u32; 256],
+    kind: PlaneKind,
+    tuning: &Tuning,
+    out: &mut Vec<u8>,
+) -> PlaneCodec {
+    let n = data.len();
+    if n == 0 {
+        return PlaneCodec::Raw;
+    }
     if hist[data[0] as usize] as usize == n {
         out.push(data[0]);
         return PlaneCodec::Constant;
     }
     let start = out.len();
-    let mut best = (PlaneCodec::Raw, n);
-
-    let lengths = huffman::code_lengths(&hist, huffman::MAX_CODE_LEN);
-    let estimate = huffman::encoded_size(&hist, &lengths);
     // Choose between Huffman and rANS on their estimates, then code once.
-    let huffman_ok = estimate + n / MIN_GAIN_DIVISOR < n;
-    let ceiling = if huffman_ok { estimate } else { n };
-    let use_rans = rans::estimated_size(&hist)
-        .is_some_and(|r| (r as f64) < ceiling as f64 * (1.0 - tuning.rans_min_gain));
-    if use_rans {
-        rans::encode(data, &hist, out);
-        best = (PlaneCodec::Rans, out.len() - start);
-    } else if huffman_ok {
-        huffman::encode(data, &hist, out);
-        best = (PlaneCodec::Huffman, out.len() - start);
+    let (choice, _, huffman_estimate) = estimate(hist, n, tuning);
+    match choice {
+        PlaneCodec::Rans => rans::encode(data, hist, out),
+        PlaneCodec::Huffman => {
+            huffman::encode(data, hist, out);
+        }
+        _ => {}
+    }
+    let mut best = (choice, out.len() - start);
+    if choice == PlaneCodec::Raw {
+        best.1 = n;
     }
 
     let try_zstd = match kind {
         PlaneKind::Generic | PlaneKind::TensorLz => true,
-        PlaneKind::Tensor => estimate < n / 4 && zstd_sample_promising(data, best.1),
+        PlaneKind::Tensor => huffman_estimate < n / 4 && zstd_sample_promising(data, best.1),
     };
     if try_zstd {
         let level = match kind {
@@ -314,6 +368,169 @@ pub fn encode_plane_with(
         out.extend_from_slice(data);
     }
     best.0
+}
+
+/// Planes shorter than this are never split: the parts' two tables would
+/// weigh too much.
+const SPLIT_MIN_PLANE: usize = 4096;
+/// Bytes a split plane adds to its parts' stored bytes.
+const SPLIT_OVERHEAD: usize = 7;
+/// The default [`Tuning::split_min_gain`]. Splitting costs a scatter when
+/// decoding (a few percent of a plane's decode time); measured with the
+/// `context_study` example on the pretrain series (step 300 against 280),
+/// the planes that pay gain far more than this: the XOR delta's ratio goes
+/// from 2.602 to 2.695 for BF16 weights and from 1.439 to 1.455 for fp32
+/// master weights.
+const SPLIT_MIN_GAIN: f64 = 0.01;
+
+thread_local! {
+    /// Per-thread buffer for a split plane's two parts.
+    static PARTS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The most frequent byte of `lead`, judged on every 16th byte: the byte
+/// whose elements [`encode_plane_led`] puts in part A. Any value decodes
+/// correctly; a frequent one splits usefully.
+pub fn split_key(lead: &[u8]) -> u8 {
+    let mut h = [0u32; 256];
+    for &b in lead.iter().step_by(16) {
+        h[b as usize] += 1;
+    }
+    (0..=255u8)
+        .max_by_key(|&s| (h[s as usize], std::cmp::Reverse(s)))
+        .unwrap_or(0)
+}
+
+/// [`encode_plane_with`] for a plane other than plane 0 of a tensor chunk,
+/// whose plane 0 is `lead` (for floats, the exponents) and `key` its
+/// [`split_key`]: where the estimate says so, codes the plane as
+/// [`PlaneCodec::Split`], part A the bytes of the elements whose plane-0
+/// byte is `key` and part B the others, each coded alone. In an XOR delta,
+/// the mantissa of an element whose exponent did not change (plane-0 byte
+/// 0) changed in its low bits only, while the others changed at random: one
+/// table for both wastes bits on each.
+pub fn encode_plane_led(
+    data: &[u8],
+    lead: &[u8],
+    key: u8,
+    kind: PlaneKind,
+    tuning: &Tuning,
+    out: &mut Vec<u8>,
+) -> PlaneCodec {
+    let n = data.len();
+    assert_eq!(lead.len(), n, "plane 0 and the plane differ in length");
+    if n < SPLIT_MIN_PLANE || kind != PlaneKind::Tensor {
+        return encode_plane_with(data, kind, tuning, out);
+    }
+    if n >= SAMPLE_MIN_PLANE && clearly_incompressible(data) {
+        out.extend_from_slice(data);
+        return PlaneCodec::Raw;
+    }
+    let parts = split_histograms(data, lead, key);
+    let mut hist = [0u32; 256];
+    for (h, (a, b)) in hist.iter_mut().zip(parts[0].iter().zip(&parts[1])) {
+        *h = a + b;
+    }
+    let na = parts[0].iter().map(|&c| c as usize).sum::<usize>();
+    let nb = n - na;
+    let whole = estimate(&hist, n, tuning).1;
+    let split = if na == 0 || nb == 0 {
+        usize::MAX
+    } else {
+        estimate(&parts[0], na, tuning).1 + estimate(&parts[1], nb, tuning).1 + SPLIT_OVERHEAD
+    };
+    if split as f64 >= whole as f64 * (1.0 - tuning.split_min_gain) {
+        return encode_counted(data, &hist, kind, tuning, out);
+    }
+    PARTS.with_borrow_mut(|buf| {
+        buf.resize(n + 2 * kernels::PART_PAD, 0);
+        let (a, b) = buf.split_at_mut(na + kernels::PART_PAD);
+        kernels::partition(data, lead, key, a, b);
+        let (a, b) = (&a[..na], &b[..nb]);
+        out.push(key);
+        let at = out.len();
+        out.extend_from_slice(&[0; 5]);
+        let ca = encode_counted(a, &parts[0], kind, tuning, out);
+        let la = (out.len() - at - 5) as u32;
+        out[at] = ca as u8;
+        out[at + 1..at + 5].copy_from_slice(&la.to_le_bytes());
+        let at = out.len();
+        out.push(0);
+        out[at] = encode_counted(b, &parts[1], kind, tuning, out) as u8;
+    });
+    PlaneCodec::Split
+}
+
+/// Histograms of `data`'s bytes whose `lead` byte is `key` (`[0]`) and is
+/// not (`[1]`).
+fn split_histograms(data: &[u8], lead: &[u8], key: u8) -> [[u32; 256]; 2] {
+    // Two sets of counters, alternate bytes, so that runs of one value do
+    // not wait on the same counter.
+    let mut h = [[0u32; 512]; 2];
+    let mut pairs = data.chunks_exact(2).zip(lead.chunks_exact(2));
+    for (d, l) in &mut pairs {
+        h[0][usize::from(l[0] != key) << 8 | usize::from(d[0])] += 1;
+        h[1][usize::from(l[1] != key) << 8 | usize::from(d[1])] += 1;
+    }
+    if data.len() % 2 == 1 {
+        let (d, l) = (data[data.len() - 1], lead[lead.len() - 1]);
+        h[0][usize::from(l != key) << 8 | usize::from(d)] += 1;
+    }
+    let mut out = [[0u32; 256]; 2];
+    for (i, (x, y)) in h[0].iter().zip(&h[1]).enumerate() {
+        out[i >> 8][i & 255] = x + y;
+    }
+    out
+}
+
+/// Decodes a [`PlaneCodec::Split`] plane whose chunk's plane 0 decoded to
+/// `lead` into `out`. Malformed input gives an error, never a panic.
+pub fn decode_split(stored: &[u8], lead: &[u8], out: &mut [u8]) -> Result<(), String> {
+    let n = out.len();
+    if lead.len() != n {
+        return Err(format!(
+            "split plane of {n} bytes led by a plane of {}",
+            lead.len()
+        ));
+    }
+    let &[key, ca, l0, l1, l2, l3, ref rest @ ..] = stored else {
+        return Err(format!(
+            "split plane header truncated ({} bytes, 6 needed)",
+            stored.len()
+        ));
+    };
+    let la = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
+    if la >= rest.len() {
+        return Err(format!(
+            "split plane: part A of {la} bytes leaves no room for part B in {} bytes",
+            rest.len()
+        ));
+    }
+    let (sa, rest) = rest.split_at(la);
+    let (cb, sb) = (rest[0], &rest[1..]);
+    let part_codec = |c: u8, which: &str| match PlaneCodec::from_code(c) {
+        Some(PlaneCodec::Split) | None => Err(format!("split plane: part {which} has codec {c}")),
+        Some(c) => Ok(c),
+    };
+    let (ca, cb) = (part_codec(ca, "A")?, part_codec(cb, "B")?);
+    // Counted in byte-wide sums of up to 255 (they vectorise 16 or 32 lanes a step).
+    let na: usize = lead
+        .chunks(255)
+        .map(|c| usize::from(c.iter().map(|&l| u8::from(l == key)).sum::<u8>()))
+        .sum();
+    if na == 0 || na == n {
+        return Err(format!(
+            "split plane: {na} of {n} elements have plane-0 byte {key}, so a part is empty"
+        ));
+    }
+    PARTS.with_borrow_mut(|buf| {
+        buf.resize(n + 2 * kernels::PART_PAD, 0);
+        let (a, b) = buf.split_at_mut(na + kernels::PART_PAD);
+        decode_plane(ca, sa, &mut a[..na]).map_err(|e| format!("split plane, part A: {e}"))?;
+        decode_plane(cb, sb, &mut b[..n - na]).map_err(|e| format!("split plane, part B: {e}"))?;
+        kernels::interleave(a, b, lead, key, out);
+        Ok(())
+    })
 }
 
 /// Decodes a plane stored with `codec` into `out` (whose length is the
@@ -341,6 +558,9 @@ pub fn decode_plane(codec: PlaneCodec, stored: &[u8], out: &mut [u8]) -> Result<
         },
         PlaneCodec::Huffman => huffman::decode(stored, out)?,
         PlaneCodec::Rans => rans::decode(stored, out)?,
+        PlaneCodec::Split => {
+            return Err("a split plane needs its chunk's plane 0 (decode_split)".into());
+        }
         PlaneCodec::Zstd => {
             let got =
                 zstd::bulk::decompress_to_buffer(stored, out).map_err(|e| format!("zstd: {e}"))?;
@@ -421,6 +641,124 @@ mod tests {
         let (c, size) = round_trip(&skewed, PlaneKind::Tensor);
         assert!(matches!(c, PlaneCodec::Huffman | PlaneCodec::Zstd), "{c:?}");
         assert!(size < 65536 / 2);
+    }
+
+    /// A delta-like pair of planes: `lead` mostly 0 (exponent unchanged),
+    /// and `data` small where lead is 0, random elsewhere.
+    fn led_planes(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
+        let r = noise(2 * n, seed);
+        let lead: Vec<u8> = (0..n).map(|i| if r[i] < 230 { 0 } else { r[i] }).collect();
+        let data: Vec<u8> = (0..n)
+            .map(|i| if lead[i] == 0 { r[n + i] & 3 } else { r[n + i] })
+            .collect();
+        (lead, data)
+    }
+
+    #[test]
+    fn split_planes_round_trip_and_pay() {
+        for n in [4096, 5000, 65536] {
+            let (lead, data) = led_planes(n, n as u64);
+            let key = split_key(&lead);
+            assert_eq!(key, 0);
+            let mut whole = Vec::new();
+            encode_plane(&data, PlaneKind::Tensor, &mut whole);
+            let mut out = vec![9u8; 2];
+            let c = encode_plane_led(
+                &data,
+                &lead,
+                key,
+                PlaneKind::Tensor,
+                &Tuning::DEFAULT,
+                &mut out,
+            );
+            assert_eq!(c, PlaneCodec::Split);
+            assert!(
+                out.len() - 2 < whole.len() * 9 / 10,
+                "{} vs {}",
+                out.len(),
+                whole.len()
+            );
+            let mut back = vec![0u8; n];
+            decode_split(&out[2..], &lead, &mut back).unwrap();
+            assert_eq!(back, data);
+            // Without a lead the plane cannot be decoded, and says so.
+            assert!(decode_plane(PlaneCodec::Split, &out[2..], &mut back).is_err());
+        }
+        // A plane that gains nothing from its lead is not split.
+        let n = 65536;
+        let (lead, _) = led_planes(n, 1);
+        let data: Vec<u8> = noise(n, 2).iter().map(|b| b & 7).collect();
+        let mut out = Vec::new();
+        let c = encode_plane_led(
+            &data,
+            &lead,
+            0,
+            PlaneKind::Tensor,
+            &Tuning::DEFAULT,
+            &mut out,
+        );
+        assert_ne!(c, PlaneCodec::Split);
+        // Nor one whose lead is all the key (a part would be empty).
+        let c = encode_plane_led(
+            &data,
+            &vec![0; n],
+            0,
+            PlaneKind::Tensor,
+            &Tuning::DEFAULT,
+            &mut out,
+        );
+        assert_ne!(c, PlaneCodec::Split);
+    }
+
+    /// Truncations and single-byte changes of a split plane give an error
+    /// or some bytes, never a panic; a wrong key, an empty part, a nested
+    /// split and lengths that do not fit are errors.
+    #[test]
+    fn damaged_split_planes_are_errors() {
+        let n = 8192;
+        let (lead, data) = led_planes(n, 5);
+        let mut block = Vec::new();
+        let c = encode_plane_led(
+            &data,
+            &lead,
+            0,
+            PlaneKind::Tensor,
+            &Tuning::DEFAULT,
+            &mut block,
+        );
+        assert_eq!(c, PlaneCodec::Split);
+        let mut back = vec![0u8; n];
+        for len in 0..block.len().min(64) {
+            assert!(
+                decode_split(&block[..len], &lead, &mut back).is_err(),
+                "{len}"
+            );
+        }
+        for i in 0..block.len().min(300) {
+            for x in [1u8, 0x80, 0xFF] {
+                let mut b = block.clone();
+                b[i] ^= x;
+                let _ = decode_split(&b, &lead, &mut back);
+            }
+        }
+        let mut b = block.clone();
+        b[1] = PlaneCodec::Split as u8;
+        assert!(
+            decode_split(&b, &lead, &mut back)
+                .unwrap_err()
+                .contains("part A has codec 5")
+        );
+        let mut b = block.clone();
+        b[2..6].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_split(&b, &lead, &mut back).is_err());
+        // Every element led by the key: part B would be empty.
+        assert!(
+            decode_split(&block, &vec![0; n], &mut back)
+                .unwrap_err()
+                .contains("empty")
+        );
+        // A lead of the wrong length.
+        assert!(decode_split(&block, &lead[1..], &mut back).is_err());
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::io::{Seek, SeekFrom, Write};
 use crate::hash::Xxh3_128;
 use rayon::prelude::*;
 
-use crate::codec::{PlaneKind, Tuning, encode_plane_with, lz_planes_with};
+use crate::codec::{
+    PlaneCodec, PlaneKind, Tuning, encode_plane_led, encode_plane_with, lz_planes_with, split_key,
+};
 use crate::error::{Error, Result};
 use crate::format::{
     BaseRef, ChunkEntry, HEADER_LEN, Header, Index, MAX_CHUNK_LEN, PlaneEntry, Segment,
@@ -385,18 +387,22 @@ pub fn compress_parts<W: Write + Seek + Send>(
     }
     let index_bytes = index.to_bytes();
     out.write_all(&index_bytes)?;
-    let uses_rans = index.chunks.iter().any(|c| {
-        c.planes
+    let uses = |codec| {
+        index
+            .chunks
             .iter()
-            .any(|p| p.codec == crate::codec::PlaneCodec::Rans)
-    });
+            .any(|c| c.planes.iter().any(|p| p.codec == codec))
+    };
+    let mut flags = 0;
+    if uses(PlaneCodec::Rans) {
+        flags |= crate::format::FLAG_RANS;
+    }
+    if uses(PlaneCodec::Split) {
+        flags |= crate::format::FLAG_SPLIT;
+    }
     let header = Header {
         version: index.version(),
-        flags: if uses_rans {
-            crate::format::FLAG_RANS
-        } else {
-            0
-        },
+        flags,
         original_len: total_len,
         original_hash: hasher.digest128(),
         payload_len,
@@ -622,8 +628,13 @@ fn encode_planes(
         bytes: out,
         checksum,
         planes: entries,
-        ..
+        transform,
     } = enc;
+    // Planes are split by plane 0 only in XOR deltas, where it pays (0.5%
+    // to 3.5% of the delta's size on the generated series, docs/BENCHMARKS.md);
+    // on plain weights and optimizer state it gained under 0.3% and cost
+    // 15% of the compression speed.
+    let try_split = *transform == Transform::Xor;
     out.clear();
     entries.clear();
     let kind_of = |k: usize| {
@@ -633,22 +644,31 @@ fn encode_planes(
             PlaneKind::Tensor
         }
     };
-    let mut push = |plane: &[u8], pk: PlaneKind, out: &mut Vec<u8>| {
+    // `lead`: plane 0 and its split key, for the planes after it.
+    let mut push = |plane: &[u8], pk: PlaneKind, lead: Option<(&[u8], u8)>, out: &mut Vec<u8>| {
         let start = out.len();
-        let codec = encode_plane_with(plane, pk, tuning, out);
+        let codec = match lead {
+            Some((lead, key)) => encode_plane_led(plane, lead, key, pk, tuning, out),
+            None => encode_plane_with(plane, pk, tuning, out),
+        };
         entries.push(PlaneEntry {
             codec,
             stored_len: (out.len() - start) as u32,
         });
     };
     match kind {
-        SegmentKind::Bytes => push(data, PlaneKind::Generic, out),
-        SegmentKind::Tensor { dtype, .. } if dtype.width() == 1 => push(data, kind_of(0), out),
+        SegmentKind::Bytes => push(data, PlaneKind::Generic, None, out),
+        SegmentKind::Tensor { dtype, .. } if dtype.width() == 1 => {
+            push(data, kind_of(0), None, out)
+        }
         SegmentKind::Tensor { dtype, .. } => PLANES.with_borrow_mut(|planes| {
             planes.resize_with(dtype.width(), Vec::new);
             planes::split(*dtype, data, planes);
-            for (k, p) in planes.iter().enumerate() {
-                push(p, kind_of(k), out);
+            let (lead, rest) = planes.split_first().expect("width >= 2");
+            push(lead, kind_of(0), None, out);
+            let led = try_split.then(|| (&lead[..], split_key(lead)));
+            for (k, p) in rest.iter().enumerate() {
+                push(p, kind_of(k + 1), led, out);
             }
         }),
     }

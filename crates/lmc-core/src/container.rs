@@ -5,7 +5,7 @@ use std::io::Write;
 use crate::hash::{Xxh3_128, xxh3_64};
 use rayon::prelude::*;
 
-use crate::codec::{PlaneCodec, decode_plane};
+use crate::codec::{PlaneCodec, decode_plane, decode_split};
 use crate::compress::Progress;
 use crate::error::{Error, Region, Result};
 use crate::format::{
@@ -271,11 +271,18 @@ impl<'a> Container<'a> {
                 rest_stored = r;
                 let (buf, r) = std::mem::take(&mut rest_scratch).split_at_mut(plane_len);
                 rest_scratch = r;
-                if p.codec == PlaneCodec::Raw {
-                    views.push(s);
-                } else {
-                    decode_plane(p.codec, s, buf).map_err(|d| plane_err(k, d))?;
-                    views.push(buf);
+                match p.codec {
+                    PlaneCodec::Raw => views.push(s),
+                    // Index::parse refused split on plane 0, so views[0]
+                    // is there.
+                    PlaneCodec::Split => {
+                        decode_split(s, views[0], buf).map_err(|d| plane_err(k, d))?;
+                        views.push(buf);
+                    }
+                    _ => {
+                        decode_plane(p.codec, s, buf).map_err(|d| plane_err(k, d))?;
+                        views.push(buf);
+                    }
                 }
             }
             planes::merge(*dtype, &views, out);

@@ -23,7 +23,7 @@
 //! |---|---|---|
 //! | 0  | 8  | magic `89 4C 4D 43 0D 0A 1A 0A` ("\x89LMC\r\n\x1a\n") |
 //! | 8  | 2  | format version (1, or 2 for a delta container) |
-//! | 10 | 2  | flags: bit 0 [`FLAG_RANS`]; readers reject others |
+//! | 10 | 2  | flags: bit 0 [`FLAG_RANS`], bit 1 [`FLAG_SPLIT`]; readers reject others |
 //! | 12 | 4  | reserved (0) |
 //! | 16 | 8  | original file length |
 //! | 24 | 16 | XXH3-128 of the original file |
@@ -50,6 +50,9 @@ pub const HEADER_LEN: usize = 64;
 /// Header flag: planes may use the rANS codec ([`PlaneCodec::Rans`]).
 /// Readers that do not know it reject the file, as they must.
 pub const FLAG_RANS: u16 = 1;
+/// Header flag: planes may use the split codec ([`PlaneCodec::Split`]).
+/// Readers that do not know it reject the file, as they must.
+pub const FLAG_SPLIT: u16 = 2;
 
 /// Largest original size of one chunk. Bounds the memory a reader allocates.
 pub const MAX_CHUNK_LEN: u32 = 1 << 28;
@@ -61,7 +64,7 @@ pub const MAX_RANK: usize = 64;
 pub struct Header {
     /// [`VERSION_1`] or [`VERSION_2`].
     pub version: u16,
-    /// Feature flags ([`FLAG_RANS`]).
+    /// Feature flags ([`FLAG_RANS`], [`FLAG_SPLIT`]).
     pub flags: u16,
     pub original_len: u64,
     pub original_hash: u128,
@@ -112,7 +115,7 @@ impl Header {
             )));
         }
         let flags = u16::from_le_bytes([b[10], b[11]]);
-        if flags & !FLAG_RANS != 0 || b[12..16] != [0; 4] {
+        if flags & !(FLAG_RANS | FLAG_SPLIT) != 0 || b[12..16] != [0; 4] {
             return Err(h(format!(
                 "unknown flags {flags:#06x} or non-zero reserved bytes"
             )));
@@ -517,6 +520,16 @@ impl Index {
                                 "plane {p}: rans codec in a container without the rans flag"
                             )));
                         }
+                        PlaneCodec::Split if header.flags & FLAG_SPLIT == 0 => {
+                            return Err(ctx(format!(
+                                "plane {p}: split codec in a container without the split flag"
+                            )));
+                        }
+                        PlaneCodec::Split if p == 0 => {
+                            return Err(ctx("plane 0: split codec (it splits by plane 0)".into()));
+                        }
+                        // Key, part A's codec and length, part B's codec.
+                        PlaneCodec::Split => stored_len >= 7,
                         PlaneCodec::Huffman | PlaneCodec::Zstd | PlaneCodec::Rans => stored_len > 0,
                     };
                     if !ok {

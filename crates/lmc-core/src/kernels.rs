@@ -18,7 +18,9 @@
 //!   and with `safe-kernels`, the scalar twins run);
 //! - BMI2 builds of the Huffman decode and encode loops, chosen at run time
 //!   where the CPU has BMI2 (the only `unsafe` there is calling a function
-//!   compiled for a CPU feature, after checking the CPU has it).
+//!   compiled for a CPU feature, after checking the CPU has it);
+//! - SSSE3 forms of the partition and interleave of a split plane's two
+//!   parts ([`partition`], [`interleave`]), chosen at run time.
 
 #![allow(unsafe_code)]
 
@@ -316,6 +318,241 @@ fn merge4_scalar<const ROTATE: bool>(planes: [&[u8]; 4], out: &mut [u8]) {
     }
 }
 
+/// Spare bytes each part buffer of [`partition`] and [`interleave`] needs
+/// past its part: their vector forms move 8 bytes a step.
+pub(crate) const PART_PAD: usize = 8;
+
+/// Writes the bytes of `data` whose `lead` byte is `key` to the front of
+/// `a`, in order, and the others to the front of `b`. `lead` must be as
+/// long as `data`; `a` and `b` must each be [`PART_PAD`] bytes longer than
+/// the part written to it (what lies past a part on return is unspecified).
+///
+/// # Panics
+/// If a buffer is too short (a caller's error).
+pub(crate) fn partition(data: &[u8], lead: &[u8], key: u8, a: &mut [u8], b: &mut [u8]) {
+    assert_eq!(data.len(), lead.len());
+    let (done, ia, ib) = if !CHECKED && has_ssse3() {
+        // SAFETY: the CPU has SSSE3 (checked just above).
+        unsafe { ssse3::partition(data, lead, key, a, b) }
+    } else {
+        (0, 0, 0)
+    };
+    partition_scalar(
+        &data[done..],
+        &lead[done..],
+        key,
+        &mut a[ia..],
+        &mut b[ib..],
+    );
+}
+
+/// Branch-free: each byte goes to both parts and only one part's end moves
+/// on (a branch would mispredict on every other-valued lead byte); the
+/// byte past each part takes the spare writes.
+fn partition_scalar(data: &[u8], lead: &[u8], key: u8, a: &mut [u8], b: &mut [u8]) {
+    let (mut ia, mut ib) = (0, 0);
+    for (&x, &l) in data.iter().zip(lead) {
+        let sel = usize::from(l == key);
+        a[ia] = x;
+        b[ib] = x;
+        ia += sel;
+        ib += 1 - sel;
+    }
+}
+
+/// The inverse of [`partition`]: `out[i]` is the next byte of `a` if
+/// `lead[i]` is `key`, else the next byte of `b`. `a` and `b` must each be
+/// at least [`PART_PAD`] bytes longer than the bytes taken from it.
+///
+/// # Panics
+/// If a buffer is too short (a caller's error).
+pub(crate) fn interleave(a: &[u8], b: &[u8], lead: &[u8], key: u8, out: &mut [u8]) {
+    assert_eq!(out.len(), lead.len());
+    let (done, ia, ib) = if !CHECKED && has_ssse3() {
+        // SAFETY: the CPU has SSSE3 (checked just above).
+        unsafe { ssse3::interleave(a, b, lead, key, out) }
+    } else {
+        (0, 0, 0)
+    };
+    interleave_scalar(&a[ia..], &b[ib..], &lead[done..], key, &mut out[done..]);
+}
+
+/// Branch-free, as [`partition_scalar`]: both parts are read at every step.
+fn interleave_scalar(a: &[u8], b: &[u8], lead: &[u8], key: u8, out: &mut [u8]) {
+    let (mut ia, mut ib) = (0, 0);
+    for (o, &l) in out.iter_mut().zip(lead) {
+        let sel = l == key;
+        let (x, y) = (a[ia], b[ib]);
+        *o = if sel { x } else { y };
+        ia += usize::from(sel);
+        ib += usize::from(!sel);
+    }
+}
+
+#[inline]
+fn has_ssse3() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("ssse3")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// SSSE3 forms of [`partition`] and [`interleave`]: 8 bytes a step, moved
+/// with one byte shuffle a part, whose control comes from a table indexed
+/// by the step's 8-bit mask of lead bytes equal to the key. Each returns
+/// how many bytes it did and where it left each part; the scalar twin does
+/// the rest.
+mod ssse3 {
+    #[cfg(target_arch = "x86_64")]
+    use std::arch::x86_64::*;
+
+    /// `COMPRESS[m]`: the positions of the set bits of `m`, lowest first,
+    /// then 0x80 (a shuffle writes 0 there).
+    const COMPRESS: [[u8; 8]; 256] = {
+        let mut t = [[0x80u8; 8]; 256];
+        let mut m = 0;
+        while m < 256 {
+            let (mut j, mut k) = (0, 0);
+            while j < 8 {
+                if m >> j & 1 == 1 {
+                    t[m][k] = j as u8;
+                    k += 1;
+                }
+                j += 1;
+            }
+            m += 1;
+        }
+        t
+    };
+
+    /// `EXPAND[m][j]`: for a set bit `j` of `m`, how many set bits are
+    /// below it; 0x80 for a clear one.
+    const EXPAND: [[u8; 8]; 256] = {
+        let mut t = [[0x80u8; 8]; 256];
+        let mut m = 0;
+        while m < 256 {
+            let (mut j, mut k) = (0, 0);
+            while j < 8 {
+                if m >> j & 1 == 1 {
+                    t[m][j] = k;
+                    k += 1;
+                }
+                j += 1;
+            }
+            m += 1;
+        }
+        t
+    };
+
+    /// The mask of the 8 lead bytes at `p` equal to `key`.
+    ///
+    /// # Safety
+    /// `p` must be valid for reading 8 bytes; the CPU must have SSSE3.
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "ssse3")]
+    unsafe fn mask8(p: *const u8, key: __m128i) -> usize {
+        // SAFETY: the caller guarantees 8 readable bytes at p.
+        let l = unsafe { _mm_loadl_epi64(p.cast()) };
+        (_mm_movemask_epi8(_mm_cmpeq_epi8(l, key)) & 0xFF) as usize
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "ssse3")]
+    pub(super) fn partition(
+        data: &[u8],
+        lead: &[u8],
+        key: u8,
+        a: &mut [u8],
+        b: &mut [u8],
+    ) -> (usize, usize, usize) {
+        let n = data.len().min(lead.len());
+        let k = _mm_set1_epi8(key as i8);
+        let (mut ia, mut ib) = (0usize, 0usize);
+        let mut i = 0;
+        // Each step writes 8 bytes at a[ia] and at b[ib], whatever their
+        // parts receive: it runs only while both fit.
+        while i + 8 <= n && ia + 8 <= a.len() && ib + 8 <= b.len() {
+            // SAFETY: i + 8 <= n bounds the reads of data and lead;
+            // ia + 8 <= a.len() and ib + 8 <= b.len() bound the writes.
+            unsafe {
+                let m = mask8(lead.as_ptr().add(i), k);
+                let d = _mm_loadl_epi64(data.as_ptr().add(i).cast());
+                let ca = _mm_loadl_epi64(COMPRESS[m].as_ptr().cast());
+                let cb = _mm_loadl_epi64(COMPRESS[m ^ 0xFF].as_ptr().cast());
+                _mm_storel_epi64(a.as_mut_ptr().add(ia).cast(), _mm_shuffle_epi8(d, ca));
+                _mm_storel_epi64(b.as_mut_ptr().add(ib).cast(), _mm_shuffle_epi8(d, cb));
+                let na = m.count_ones() as usize;
+                ia += na;
+                ib += 8 - na;
+            }
+            i += 8;
+        }
+        (i, ia, ib)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "ssse3")]
+    pub(super) fn interleave(
+        a: &[u8],
+        b: &[u8],
+        lead: &[u8],
+        key: u8,
+        out: &mut [u8],
+    ) -> (usize, usize, usize) {
+        let n = out.len().min(lead.len());
+        let k = _mm_set1_epi8(key as i8);
+        let (mut ia, mut ib) = (0usize, 0usize);
+        let mut i = 0;
+        // Each step reads 8 bytes at a[ia] and at b[ib]: it runs only while
+        // both are there.
+        while i + 8 <= n && ia + 8 <= a.len() && ib + 8 <= b.len() {
+            // SAFETY: i + 8 <= n bounds the lead read and the out write;
+            // ia + 8 <= a.len() and ib + 8 <= b.len() bound the part reads.
+            unsafe {
+                let m = mask8(lead.as_ptr().add(i), k);
+                let xa = _mm_loadl_epi64(a.as_ptr().add(ia).cast());
+                let xb = _mm_loadl_epi64(b.as_ptr().add(ib).cast());
+                let ea = _mm_loadl_epi64(EXPAND[m].as_ptr().cast());
+                let eb = _mm_loadl_epi64(EXPAND[m ^ 0xFF].as_ptr().cast());
+                let o = _mm_or_si128(_mm_shuffle_epi8(xa, ea), _mm_shuffle_epi8(xb, eb));
+                _mm_storel_epi64(out.as_mut_ptr().add(i).cast(), o);
+                let na = m.count_ones() as usize;
+                ia += na;
+                ib += 8 - na;
+            }
+            i += 8;
+        }
+        (i, ia, ib)
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    pub(super) unsafe fn partition(
+        _: &[u8],
+        _: &[u8],
+        _: u8,
+        _: &mut [u8],
+        _: &mut [u8],
+    ) -> (usize, usize, usize) {
+        (0, 0, 0)
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    pub(super) unsafe fn interleave(
+        _: &[u8],
+        _: &[u8],
+        _: &[u8],
+        _: u8,
+        _: &mut [u8],
+    ) -> (usize, usize, usize) {
+        (0, 0, 0)
+    }
+}
+
 /// SSE2 forms of the byte-plane kernels (SSE2 is part of every x86_64
 /// CPU, so no run-time check is needed). Each returns how many elements it
 /// did, a multiple of its block; the scalar twin does the rest. Elsewhere
@@ -460,6 +697,51 @@ mod tests {
     fn bytes(n: usize, seed: u64) -> Vec<u8> {
         let mut rnd = lcg(seed);
         (0..n).map(|_| rnd() as u8).collect()
+    }
+
+    /// The vector forms of partition and interleave give what the scalar
+    /// ones give, and interleave undoes partition, at lengths around the
+    /// block size and lead densities from none to all.
+    #[test]
+    fn part_twins_agree() {
+        for n in [0, 1, 7, 8, 9, 15, 16, 17, 100, 1000, 4099] {
+            let data = bytes(n, n as u64 + 1);
+            for density in [0u64, 1, 50, 90, 255, 256] {
+                let mut rnd = lcg(density + 7 * n as u64);
+                let key = 0x5A;
+                let lead: Vec<u8> = (0..n)
+                    .map(|_| {
+                        if rnd() % 256 < density {
+                            key
+                        } else {
+                            rnd() as u8 | 1
+                        }
+                    })
+                    .collect();
+                let na = lead.iter().filter(|&&l| l == key).count();
+                let nb = n - na;
+                let mut a = vec![0u8; na + PART_PAD];
+                let mut b = vec![0u8; nb + PART_PAD];
+                partition(&data, &lead, key, &mut a, &mut b);
+                let (mut sa, mut sb) = (vec![0u8; na + PART_PAD], vec![0u8; nb + PART_PAD]);
+                partition_scalar(&data, &lead, key, &mut sa, &mut sb);
+                assert_eq!(a[..na], sa[..na], "n {n}, density {density}");
+                assert_eq!(b[..nb], sb[..nb], "n {n}, density {density}");
+                let want_a: Vec<u8> = data
+                    .iter()
+                    .zip(&lead)
+                    .filter(|(_, l)| **l == key)
+                    .map(|(x, _)| *x)
+                    .collect();
+                assert_eq!(a[..na], want_a[..]);
+                let mut back = vec![0u8; n];
+                interleave(&a, &b, &lead, key, &mut back);
+                assert_eq!(back, data, "n {n}, density {density}");
+                let mut back2 = vec![1u8; n];
+                interleave_scalar(&a, &b, &lead, key, &mut back2);
+                assert_eq!(back2, data);
+            }
+        }
     }
 
     /// The vector forms give what the scalar ones give, at every length

@@ -330,3 +330,50 @@ fn rans_planes_need_the_header_flag() {
     let err = Container::open(&packed).unwrap_err();
     assert!(err.to_string().contains("without the rans flag"), "{err}");
 }
+
+#[test]
+fn split_planes_need_the_header_flag() {
+    use lmc_core::codec::PlaneCodec;
+    use lmc_core::format::{FLAG_SPLIT, HEADER_LEN, Header};
+    use xxhash_rust::xxh3::xxh3_64;
+    // BF16 snapshots: most elements change in their low mantissa bits,
+    // some change binade (and then every mantissa bit).
+    let n = 100_000;
+    let mut rng = Rng(17);
+    let base: Vec<u8> = (0..n)
+        .flat_map(|_| {
+            let v = 0x3C00u16 | (rng.next() as u16 & 0x03FF) | ((rng.next() as u16 & 1) << 15);
+            v.to_le_bytes()
+        })
+        .collect();
+    let mut input = base.clone();
+    for e in input.chunks_exact_mut(2) {
+        let r = rng.next() % 100;
+        if r < 8 {
+            e[1] ^= 0x01; // the lowest exponent bit
+            e[0] = rng.next() as u8;
+        } else if r < 90 {
+            e[0] ^= (rng.next() % 4) as u8;
+        }
+    }
+    let layout = vec![tensor("w", Dtype::BF16, vec![n as u64])];
+    let d = DeltaBase::matching(&base, &layout, &layout);
+    let mut packed = pack_delta(&input, &layout, &d, 1 << 18);
+    check_decodes(&packed, &base, &input);
+    let c = Container::open(&packed).unwrap();
+    assert_ne!(c.header().flags & FLAG_SPLIT, 0);
+    assert!(
+        c.chunks()
+            .iter()
+            .all(|ch| ch.planes[1].codec == PlaneCodec::Split)
+    );
+    // The same file with the flag cleared (checksum fixed) is refused.
+    let h = Header {
+        flags: c.header().flags & !FLAG_SPLIT,
+        ..c.header().clone()
+    };
+    packed[..HEADER_LEN].copy_from_slice(&h.to_bytes());
+    assert_eq!(xxh3_64(&packed[..56]).to_le_bytes(), packed[56..64]);
+    let err = Container::open(&packed).unwrap_err();
+    assert!(err.to_string().contains("without the split flag"), "{err}");
+}
