@@ -79,27 +79,8 @@ impl Output {
                 );
             }
         }
-        let dir = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let mut builder = tempfile::Builder::new();
-        // tempfile creates files readable by the owner only; an output file
-        // should get the usual mode for new files (0666 less the umask).
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            builder.permissions(std::fs::Permissions::from_mode(0o666));
-        }
-        let tmp = builder
-            .prefix(&format!(".{name}."))
-            .suffix(".lmc-tmp")
-            .tempfile_in(&dir)
-            .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+        let (tmp, _) = lmc_store::temp_beside(dest)
+            .with_context(|| format!("cannot create a temporary file beside {}", dest.display()))?;
         Ok(Output {
             dest: dest.to_path_buf(),
             force,

@@ -3,45 +3,19 @@
 //! independently of lmc (its own rotation, byte planes, histograms and
 //! entropies), from the values the files were made of.
 
+mod common;
+use common::{lmc, ok, text};
+
 use std::collections::BTreeSet;
-use std::ffi::OsStr;
 use std::fs;
 use std::path::Path;
-use std::process::Output;
 
-use assert_cmd::Command;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-fn lmc<S: AsRef<OsStr>>(dir: &Path, args: &[S]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lmc"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Runs `lmc ARGS`, asserts success, returns (stdout, stderr).
-fn ok<S: AsRef<OsStr>>(dir: &Path, args: &[S]) -> (String, String) {
-    let out = lmc(dir, args);
-    let shown: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy()).collect();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "lmc {shown:?} failed:\nstdout: {}\nstderr: {}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    (text(&out.stdout), text(&out.stderr))
-}
 
 /// Runs `lmc analyze --json ARGS` and parses its output.
 fn analyze_json(dir: &Path, args: &[&str]) -> Value {

@@ -5,13 +5,15 @@
 //! The golden files live in `tests/data/v1/` at the repository root and are
 //! never regenerated (see the README there).
 
+mod common;
+use common::{lmc, text};
+
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use assert_cmd::Command;
 use serde_json::Value;
 use tempfile::TempDir;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
@@ -48,19 +50,6 @@ fn small_lmc() -> Vec<u8> {
 
 fn tmp() -> TempDir {
     tempfile::tempdir().unwrap()
-}
-
-/// Runs `lmc ARGS` in `dir`.
-fn lmc<S: AsRef<OsStr>>(dir: &Path, args: &[S]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lmc"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// Runs `lmc ARGS`, asserts it succeeded with nothing on stderr, returns stdout.

