@@ -290,34 +290,77 @@ pub fn encode_plane_with(
         return PlaneCodec::Raw;
     }
     let hist = huffman::histogram(data);
-    encode_counted(data, &hist, kind, tuning, out)
+    encode_counted(data, &hist, None, kind, tuning, out)
+}
+
+/// What [`estimate`] found for a plane.
+#[derive(Clone, Copy)]
+struct Estimate {
+    /// The entropy coder to use (Constant, Huffman, rANS or Raw).
+    codec: PlaneCodec,
+    /// Its estimated size in bytes.
+    size: usize,
+    /// Huffman's estimated size, and its code lengths.
+    huffman: usize,
+    lengths: [u8; 256],
 }
 
 /// The entropy coder [`encode_counted`] picks for a plane of `n` bytes
 /// with histogram `hist` (zstd aside), its estimated size, and Huffman's.
-fn estimate(hist: &[u32; 256], n: usize, tuning: &Tuning) -> (PlaneCodec, usize, usize) {
+fn estimate(hist: &[u32; 256], n: usize, tuning: &Tuning) -> Estimate {
+    let mut e = Estimate {
+        codec: PlaneCodec::Constant,
+        size: 1,
+        huffman: 1,
+        lengths: [0; 256],
+    };
     if hist.iter().filter(|&&c| c > 0).count() <= 1 {
-        return (PlaneCodec::Constant, 1, 1);
+        return e;
     }
-    let lengths = huffman::code_lengths(hist, huffman::MAX_CODE_LEN);
-    let huffman = huffman::encoded_size(hist, &lengths);
+    e.lengths = huffman::code_lengths(hist, huffman::MAX_CODE_LEN);
+    e.huffman = huffman::encoded_size(hist, &e.lengths);
     // Huffman must save 1/64 of the plane to be worth its decode time; rANS
     // must save `rans_min_gain` of what Huffman (or raw storage) takes.
-    let huffman_ok = huffman + n / MIN_GAIN_DIVISOR < n;
-    let ceiling = if huffman_ok { huffman } else { n };
-    match rans::estimated_size(hist) {
-        Some(r) if (r as f64) < ceiling as f64 * (1.0 - tuning.rans_min_gain) => {
-            (PlaneCodec::Rans, r, huffman)
-        }
-        _ if huffman_ok => (PlaneCodec::Huffman, huffman, huffman),
-        _ => (PlaneCodec::Raw, n, huffman),
+    let huffman_ok = e.huffman + n / MIN_GAIN_DIVISOR < n;
+    (e.codec, e.size) = if huffman_ok {
+        (PlaneCodec::Huffman, e.huffman)
+    } else {
+        (PlaneCodec::Raw, n)
+    };
+    // rANS cannot code below the plane's order-0 entropy: where that is
+    // already above what rANS would have to reach, its estimate (which
+    // scales the frequencies, a loop of up to 256 steps on flat planes) is
+    // skipped. The choice is the same either way.
+    let needed = e.size as f64 * (1.0 - tuning.rans_min_gain);
+    if entropy_bytes(hist, n) < needed
+        && let Some(r) = rans::estimated_size(hist)
+        && (r as f64) < needed
+    {
+        (e.codec, e.size) = (PlaneCodec::Rans, r);
     }
+    e
 }
 
-/// [`encode_plane_with`] once the plane's histogram is known.
+/// The order-0 entropy of a plane of `n` bytes with histogram `hist`, in bytes.
+fn entropy_bytes(hist: &[u32; 256], n: usize) -> f64 {
+    let nf = n as f64;
+    let bits: f64 = hist
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let c = f64::from(c);
+            c * (nf / c).log2()
+        })
+        .sum();
+    bits / 8.0
+}
+
+/// [`encode_plane_with`] once the plane's histogram is known (and its
+/// [`estimate`], if made already).
 fn encode_counted(
     data: &[u8],
     hist: &[u32; 256],
+    est: Option<&Estimate>,
     kind: PlaneKind,
     tuning: &Tuning,
     out: &mut Vec<u8>,
@@ -332,22 +375,23 @@ fn encode_counted(
     }
     let start = out.len();
     // Choose between Huffman and rANS on their estimates, then code once.
-    let (choice, _, huffman_estimate) = estimate(hist, n, tuning);
-    match choice {
+    let est = match est {
+        Some(e) => *e,
+        None => estimate(hist, n, tuning),
+    };
+    match est.codec {
         PlaneCodec::Rans => rans::encode(data, hist, out),
-        PlaneCodec::Huffman => {
-            huffman::encode(data, hist, out);
-        }
+        PlaneCodec::Huffman => huffman::encoder::encode_with(data, &est.lengths, out),
         _ => {}
     }
-    let mut best = (choice, out.len() - start);
-    if choice == PlaneCodec::Raw {
+    let mut best = (est.codec, out.len() - start);
+    if est.codec == PlaneCodec::Raw {
         best.1 = n;
     }
 
     let try_zstd = match kind {
         PlaneKind::Generic | PlaneKind::TensorLz => true,
-        PlaneKind::Tensor => huffman_estimate < n / 4 && zstd_sample_promising(data, best.1),
+        PlaneKind::Tensor => est.huffman < n / 4 && zstd_sample_promising(data, best.1),
     };
     if try_zstd {
         let level = match kind {
@@ -433,15 +477,19 @@ pub fn encode_plane_led(
     }
     let na = parts[0].iter().map(|&c| c as usize).sum::<usize>();
     let nb = n - na;
-    let whole = estimate(&hist, n, tuning).1;
-    let split = if na == 0 || nb == 0 {
-        usize::MAX
-    } else {
-        estimate(&parts[0], na, tuning).1 + estimate(&parts[1], nb, tuning).1 + SPLIT_OVERHEAD
+    let whole = estimate(&hist, n, tuning);
+    let ests = (na > 0 && nb > 0).then(|| {
+        (
+            estimate(&parts[0], na, tuning),
+            estimate(&parts[1], nb, tuning),
+        )
+    });
+    let Some((ea, eb)) = ests.filter(|(ea, eb)| {
+        ((ea.size + eb.size + SPLIT_OVERHEAD) as f64)
+            < whole.size as f64 * (1.0 - tuning.split_min_gain)
+    }) else {
+        return encode_counted(data, &hist, Some(&whole), kind, tuning, out);
     };
-    if split as f64 >= whole as f64 * (1.0 - tuning.split_min_gain) {
-        return encode_counted(data, &hist, kind, tuning, out);
-    }
     PARTS.with_borrow_mut(|buf| {
         buf.resize(n + 2 * kernels::PART_PAD, 0);
         let (a, b) = buf.split_at_mut(na + kernels::PART_PAD);
@@ -450,13 +498,13 @@ pub fn encode_plane_led(
         out.push(key);
         let at = out.len();
         out.extend_from_slice(&[0; 5]);
-        let ca = encode_counted(a, &parts[0], kind, tuning, out);
+        let ca = encode_counted(a, &parts[0], Some(&ea), kind, tuning, out);
         let la = (out.len() - at - 5) as u32;
         out[at] = ca as u8;
         out[at + 1..at + 5].copy_from_slice(&la.to_le_bytes());
         let at = out.len();
         out.push(0);
-        out[at] = encode_counted(b, &parts[1], kind, tuning, out) as u8;
+        out[at] = encode_counted(b, &parts[1], Some(&eb), kind, tuning, out) as u8;
     });
     PlaneCodec::Split
 }
