@@ -2,23 +2,26 @@
 
 use super::MAX_CODE_LEN;
 
-/// Counts how often each byte value occurs. Four interleaved counters avoid
-/// the store-to-load stalls of incrementing the same counter twice in a row.
+/// Counts how often each byte value occurs. Eight sets of counters, one for
+/// each byte of an 8-byte word, avoid most store-to-load stalls of
+/// incrementing one counter again and again (on an exponent plane one value
+/// is a third of the bytes). Criterion `entropy/histogram/exponent`: 1.95 ->
+/// 2.2-2.3 GiB/s against four sets.
 pub fn histogram(data: &[u8]) -> [u32; 256] {
-    let mut h = [[0u32; 256]; 4];
-    let mut chunks = data.chunks_exact(4);
-    for c in &mut chunks {
-        h[0][c[0] as usize] += 1;
-        h[1][c[1] as usize] += 1;
-        h[2][c[2] as usize] += 1;
-        h[3][c[3] as usize] += 1;
+    let mut h = [[0u32; 256]; 8];
+    let mut words = data.chunks_exact(8);
+    for w in &mut words {
+        let v = u64::from_le_bytes(w.try_into().unwrap());
+        for (k, hk) in h.iter_mut().enumerate() {
+            hk[(v >> (8 * k)) as u8 as usize] += 1;
+        }
     }
-    for &b in chunks.remainder() {
+    for &b in words.remainder() {
         h[0][b as usize] += 1;
     }
     let mut out = [0u32; 256];
     for (i, o) in out.iter_mut().enumerate() {
-        *o = h[0][i] + h[1][i] + h[2][i] + h[3][i];
+        *o = h.iter().map(|hk| hk[i]).sum();
     }
     out
 }
