@@ -11,9 +11,9 @@
 
 use std::io::{self, Write};
 
-use lmc_core::codec::{PlaneKind, encode_plane};
+use lmc_core::codec::{PlaneKind, encode_plane, encode_plane_led, split_key};
 use lmc_core::stats::{Histogram, xor_into};
-use lmc_core::{DEFAULT_CHUNK_SIZE, Dtype, SegmentKind, planes};
+use lmc_core::{DEFAULT_CHUNK_SIZE, Dtype, SegmentKind, Tuning, planes};
 use rayon::prelude::*;
 
 /// zstd level of the baselines (the everyday default).
@@ -273,10 +273,13 @@ impl ChunkTotals {
     }
 
     /// Histograms and lmc sizes of the planes of one chunk (of the tensor,
-    /// or of its XOR delta).
+    /// or, `delta`, of its XOR delta: there lmc codes the planes after the
+    /// first given it, as split planes where that pays).
+    #[allow(clippy::too_many_arguments)]
     fn code_planes(
         dtype: Option<Dtype>,
         kind: PlaneKind,
+        delta: bool,
         chunk: &[u8],
         buf: &mut Vec<Vec<u8>>,
         coded: &mut Vec<u8>,
@@ -284,10 +287,15 @@ impl ChunkTotals {
         lmc: &mut [u64],
     ) {
         with_planes(dtype, chunk, buf, |planes| {
+            let key = if delta { split_key(planes[0]) } else { 0 };
             for (k, p) in planes.iter().enumerate() {
                 hists[k].add(p);
                 coded.clear();
-                encode_plane(p, kind, coded);
+                if delta && k > 0 {
+                    encode_plane_led(p, planes[0], key, kind, &Tuning::DEFAULT, coded);
+                } else {
+                    encode_plane(p, kind, coded);
+                }
                 lmc[k] += coded.len() as u64;
             }
         });
@@ -398,13 +406,15 @@ pub fn measure(
                         coded,
                         ..
                     } = &mut t;
-                    ChunkTotals::code_planes(dtype, plane_kind, chunk, planes, coded, hists, lmc);
+                    ChunkTotals::code_planes(
+                        dtype, plane_kind, false, chunk, planes, coded, hists, lmc,
+                    );
                     if let Some(prev) = previous {
                         let start = b * step;
                         xor_into(chunk, &prev[start..start + chunk.len()], xor);
                         *unchanged += zero_elements(xor, width);
                         ChunkTotals::code_planes(
-                            dtype, plane_kind, xor, planes, coded, xor_hists, xor_lmc,
+                            dtype, plane_kind, true, xor, planes, coded, xor_hists, xor_lmc,
                         );
                     }
                     t
