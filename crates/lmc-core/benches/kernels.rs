@@ -15,8 +15,8 @@
 use std::path::{Path, PathBuf};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use lmc_core::codec::{self, PlaneKind};
-use lmc_core::{Dtype, hash, huffman, planes, rans};
+use lmc_core::codec::{self, PlaneCodec, PlaneKind};
+use lmc_core::{Dtype, Tuning, hash, huffman, planes, rans};
 
 const CHUNK: usize = 256 << 10;
 
@@ -177,6 +177,38 @@ fn bench_delta(c: &mut Criterion) {
                 codec::encode_plane(plane, PlaneKind::Tensor, &mut out)
             })
         });
+    }
+    // The mantissa plane coded given the exponent plane (a split plane).
+    let key = codec::split_key(&ps[0]);
+    let mut out = Vec::new();
+    g.bench_function("encode_plane_led/mantissa", |b| {
+        b.iter(|| {
+            out.clear();
+            codec::encode_plane_led(
+                &ps[1],
+                &ps[0],
+                key,
+                PlaneKind::Tensor,
+                &Tuning::DEFAULT,
+                &mut out,
+            )
+        })
+    });
+    out.clear();
+    let c = codec::encode_plane_led(
+        &ps[1],
+        &ps[0],
+        key,
+        PlaneKind::Tensor,
+        &Tuning::DEFAULT,
+        &mut out,
+    );
+    if c == PlaneCodec::Split {
+        let mut back = vec![0u8; ps[1].len()];
+        g.bench_function("decode_split/mantissa", |b| {
+            b.iter(|| codec::decode_split(&out, &ps[0], &mut back).unwrap())
+        });
+        assert!(back == ps[1], "split round trip differs");
     }
     g.finish();
 }

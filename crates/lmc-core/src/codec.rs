@@ -512,21 +512,23 @@ pub fn encode_plane_led(
 /// Histograms of `data`'s bytes whose `lead` byte is `key` (`[0]`) and is
 /// not (`[1]`).
 fn split_histograms(data: &[u8], lead: &[u8], key: u8) -> [[u32; 256]; 2] {
-    // Two sets of counters, alternate bytes, so that runs of one value do
-    // not wait on the same counter.
-    let mut h = [[0u32; 512]; 2];
-    let mut pairs = data.chunks_exact(2).zip(lead.chunks_exact(2));
-    for (d, l) in &mut pairs {
-        h[0][usize::from(l[0] != key) << 8 | usize::from(d[0])] += 1;
-        h[1][usize::from(l[1] != key) << 8 | usize::from(d[1])] += 1;
+    // Four sets of counters, one for each byte of a 4-byte group, so that
+    // runs of one value do not wait on the same counter; each set counts
+    // part A's bytes in its first half and part B's in its second.
+    let mut h = [[0u32; 512]; 4];
+    let mut groups = data.chunks_exact(4).zip(lead.chunks_exact(4));
+    for (d, l) in &mut groups {
+        for (k, hk) in h.iter_mut().enumerate() {
+            hk[usize::from(l[k] != key) << 8 | usize::from(d[k])] += 1;
+        }
     }
-    if data.len() % 2 == 1 {
-        let (d, l) = (data[data.len() - 1], lead[lead.len() - 1]);
+    let tail = data.len() / 4 * 4;
+    for (&d, &l) in data[tail..].iter().zip(&lead[tail..]) {
         h[0][usize::from(l != key) << 8 | usize::from(d)] += 1;
     }
     let mut out = [[0u32; 256]; 2];
-    for (i, (x, y)) in h[0].iter().zip(&h[1]).enumerate() {
-        out[i >> 8][i & 255] = x + y;
+    for i in 0..512 {
+        out[i >> 8][i & 255] = h.iter().map(|hk| hk[i]).sum();
     }
     out
 }
