@@ -136,7 +136,8 @@ impl Tuning {
     };
     /// The smallest output (`lmc compress --best`): rANS wherever its
     /// estimate is smaller at all, zstd level 9, repeated strings looked for
-    /// in tensors of 64K elements or more (docs/BENCHMARKS.md, "lmc
+    /// in tensors of 64K elements or more, delta planes split wherever the
+    /// parts' estimate is smaller at all (docs/BENCHMARKS.md, "lmc
     /// --best", has the ratios and speeds). Decoding runs at rANS speed on
     /// most exponent planes, several times slower.
     pub const BEST: Tuning = Tuning {
