@@ -3,31 +3,21 @@
 //! golden file, through the library and the CLI. The files are never
 //! regenerated (see the README there).
 
+mod common;
+use common::{golden, read_golden};
+
 use std::fs;
-use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 use lmc_core::Container;
 use lmc_core::codec::PlaneCodec;
 use lmc_core::format::{FLAG_RANS, FLAG_SPLIT};
 
-fn data(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/data/split")
-        .join(p)
-}
-
-fn read(p: &str, len: usize) -> Vec<u8> {
-    let b = fs::read(data(p)).unwrap();
-    assert_eq!(b.len(), len, "{p} was changed");
-    b
-}
-
 #[test]
 fn golden_split_delta_decodes() {
-    let base = read("base.safetensors", 32_840);
-    let next = read("next.safetensors", 32_840);
-    let packed = read("next.safetensors.lmc", 6_398);
+    let base = read_golden("split/base.safetensors", 32_840);
+    let next = read_golden("split/next.safetensors", 32_840);
+    let packed = read_golden("split/next.safetensors.lmc", 6_398);
 
     let c = Container::open(&packed).unwrap();
     assert_eq!(c.header().version, 2);
@@ -48,9 +38,9 @@ fn golden_split_delta_decodes() {
     Command::cargo_bin("lmc")
         .unwrap()
         .arg("decompress")
-        .arg(data("next.safetensors.lmc"))
+        .arg(golden("split/next.safetensors.lmc"))
         .arg("--base")
-        .arg(data("base.safetensors"))
+        .arg(golden("split/base.safetensors"))
         .arg("-o")
         .arg(&dest)
         .assert()

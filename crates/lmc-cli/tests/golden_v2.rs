@@ -2,8 +2,10 @@
 //! golden file, and is refused without that base or with another. The
 //! files in `tests/data/v2/` are never regenerated (see the README there).
 
+mod common;
+use common::{golden, read_golden};
+
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use assert_cmd::Command;
@@ -12,18 +14,6 @@ use xxhash_rust::xxh3::xxh3_128;
 
 const NEXT_LEN: usize = 29_051;
 const NEXT_LMC_LEN: usize = 8_761;
-
-fn data(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/data")
-        .join(p)
-}
-
-fn read(p: &str, len: usize) -> Vec<u8> {
-    let b = fs::read(data(p)).unwrap();
-    assert_eq!(b.len(), len, "{p} was changed");
-    b
-}
 
 fn lmc(args: &[&std::ffi::OsStr]) -> Output {
     Command::cargo_bin("lmc")
@@ -35,9 +25,9 @@ fn lmc(args: &[&std::ffi::OsStr]) -> Output {
 
 #[test]
 fn golden_delta_decodes_with_its_base() {
-    let next = read("v2/next.safetensors", NEXT_LEN);
-    let packed = read("v2/next.safetensors.lmc", NEXT_LMC_LEN);
-    let base = fs::read(data("v1/small.safetensors")).unwrap();
+    let next = read_golden("v2/next.safetensors", NEXT_LEN);
+    let packed = read_golden("v2/next.safetensors.lmc", NEXT_LMC_LEN);
+    let base = fs::read(golden("v1/small.safetensors")).unwrap();
 
     // The library: v2, its base recorded, one removed tensor, 21 delta tensors.
     let c = Container::open(&packed).unwrap();
@@ -63,9 +53,9 @@ fn golden_delta_decodes_with_its_base() {
     for base_arg in ["v1/small.safetensors", "v1/small.safetensors.lmc"] {
         let o = lmc(&[
             "decompress".as_ref(),
-            data("v2/next.safetensors.lmc").as_os_str(),
+            golden("v2/next.safetensors.lmc").as_os_str(),
             "--base".as_ref(),
-            data(base_arg).as_os_str(),
+            golden(base_arg).as_os_str(),
             "-o".as_ref(),
             dest.as_os_str(),
             "--force".as_ref(),
@@ -75,9 +65,9 @@ fn golden_delta_decodes_with_its_base() {
     }
     let o = lmc(&[
         "verify".as_ref(),
-        data("v2/next.safetensors.lmc").as_os_str(),
+        golden("v2/next.safetensors.lmc").as_os_str(),
         "--base".as_ref(),
-        data("v1/small.safetensors").as_os_str(),
+        golden("v1/small.safetensors").as_os_str(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
@@ -86,7 +76,7 @@ fn golden_delta_decodes_with_its_base() {
 fn golden_delta_refuses_a_missing_or_wrong_base() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("out");
-    let packed = data("v2/next.safetensors.lmc");
+    let packed = golden("v2/next.safetensors.lmc");
     let o = lmc(&[
         "decompress".as_ref(),
         packed.as_os_str(),
@@ -106,7 +96,7 @@ fn golden_delta_refuses_a_missing_or_wrong_base() {
         "decompress".as_ref(),
         packed.as_os_str(),
         "--base".as_ref(),
-        data("v2/next.safetensors").as_os_str(),
+        golden("v2/next.safetensors").as_os_str(),
         "-o".as_ref(),
         dest.as_os_str(),
     ]);
@@ -118,9 +108,9 @@ fn golden_delta_refuses_a_missing_or_wrong_base() {
     // A full container does not take a base.
     let o = lmc(&[
         "verify".as_ref(),
-        data("v1/small.safetensors.lmc").as_os_str(),
+        golden("v1/small.safetensors.lmc").as_os_str(),
         "--base".as_ref(),
-        data("v1/small.safetensors").as_os_str(),
+        golden("v1/small.safetensors").as_os_str(),
     ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a delta container"));

@@ -180,29 +180,20 @@ fn bench_delta(c: &mut Criterion) {
     }
     // The mantissa plane coded given the exponent plane (a split plane).
     let key = codec::split_key(&ps[0]);
+    let led = |out: &mut Vec<u8>| {
+        out.clear();
+        codec::encode_plane_led(
+            &ps[1],
+            &ps[0],
+            key,
+            PlaneKind::Tensor,
+            &Tuning::DEFAULT,
+            out,
+        )
+    };
     let mut out = Vec::new();
-    g.bench_function("encode_plane_led/mantissa", |b| {
-        b.iter(|| {
-            out.clear();
-            codec::encode_plane_led(
-                &ps[1],
-                &ps[0],
-                key,
-                PlaneKind::Tensor,
-                &Tuning::DEFAULT,
-                &mut out,
-            )
-        })
-    });
-    out.clear();
-    let c = codec::encode_plane_led(
-        &ps[1],
-        &ps[0],
-        key,
-        PlaneKind::Tensor,
-        &Tuning::DEFAULT,
-        &mut out,
-    );
+    g.bench_function("encode_plane_led/mantissa", |b| b.iter(|| led(&mut out)));
+    let c = led(&mut out);
     if c == PlaneCodec::Split {
         let mut back = vec![0u8; ps[1].len()];
         g.bench_function("decode_split/mantissa", |b| {

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// Runs `lmc ARGS` in `dir`.
@@ -31,4 +31,19 @@ pub fn ok<S: AsRef<OsStr>>(dir: &Path, args: &[S]) -> (String, String) {
         text(&out.stderr)
     );
     (text(&out.stdout), text(&out.stderr))
+}
+
+/// A file under the repository's `tests/data/` (the golden files).
+pub fn golden(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/data")
+        .join(p)
+}
+
+/// The bytes of golden file `p`, checked to be `len` long (golden files
+/// never change).
+pub fn read_golden(p: &str, len: usize) -> Vec<u8> {
+    let b = std::fs::read(golden(p)).unwrap();
+    assert_eq!(b.len(), len, "{p} was changed");
+    b
 }
