@@ -420,12 +420,14 @@ fn encode_counted(
 const SPLIT_MIN_PLANE: usize = 4096;
 /// Bytes a split plane adds to its parts' stored bytes.
 const SPLIT_OVERHEAD: usize = 7;
-/// The default [`Tuning::split_min_gain`]. Splitting costs a scatter when
-/// decoding (a few percent of a plane's decode time); measured with the
-/// `context_study` example on the pretrain series (step 300 against 280),
-/// the planes that pay gain far more than this: the XOR delta's ratio goes
-/// from 2.602 to 2.695 for BF16 weights and from 1.439 to 1.455 for fp32
-/// master weights.
+/// The default [`Tuning::split_min_gain`]. Splitting costs an interleave
+/// when decoding (`decode_split` is 5% of a profile of BF16 delta
+/// decompression; deltas code and decode 10-16% slower end to end,
+/// docs/BENCHMARKS.md). Measured with the `context_study` example on the
+/// pretrain series (step 300 against 280), the XOR delta's ratio goes from
+/// 2.602 to 2.695 for BF16 weights and from 1.439 to 1.455 for fp32 master
+/// weights; a 2% margin would keep only 1.446 of the latter, 4% only 2.613
+/// of the former.
 const SPLIT_MIN_GAIN: f64 = 0.01;
 
 thread_local! {

@@ -631,9 +631,9 @@ fn encode_planes(
         transform,
     } = enc;
     // Planes are split by plane 0 only in XOR deltas, where it pays (0.5%
-    // to 3.5% of the delta's size on the generated series, docs/BENCHMARKS.md);
-    // on plain weights and optimizer state it gained under 0.3% and cost
-    // 15% of the compression speed.
+    // to 3.9% of the delta's size on the generated series, docs/BENCHMARKS.md);
+    // on plain files it gained under 0.3% (AdamW state) and made compressing
+    // MiniLM 15-19% slower in an alternating run.
     let try_split = *transform == Transform::Xor;
     out.clear();
     entries.clear();

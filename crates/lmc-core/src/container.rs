@@ -394,8 +394,7 @@ impl<'a> Container<'a> {
     /// end catches any damage, and only then are the checksums checked, to
     /// name the damaged chunk in the error (a profile of decoding BF16
     /// weights had put 15% of the time in them). On error, `out` holds a
-    /// partial result,
-    /// possibly with damaged bytes.
+    /// partial result, possibly with damaged bytes.
     pub fn decompress_into(&self, out: &mut [u8], progress: Progress<'_>) -> Result<()> {
         self.decompress_into_inner(out, progress)
             .map_err(|e| self.explain(e))

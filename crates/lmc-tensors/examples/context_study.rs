@@ -83,6 +83,17 @@ struct Acc {
     rest_given_exp_t: f64,
 }
 
+/// The bucket (`map`) of the exponent `back` elements before element `i`,
+/// 0 where there is none; `back` is 1 for the previous element, the row
+/// length for the one above.
+fn ctx(e: &[u8], map: &[u8; 256], back: usize, i: usize) -> usize {
+    if i >= back {
+        map[e[i - back] as usize] as usize
+    } else {
+        0
+    }
+}
+
 /// Maps each exponent to a bucket: the `k - 1` most frequent exponents of the
 /// chunk get their own buckets, every other one shares the last.
 fn rank_buckets(p: &[u8], k: usize) -> [u8; 256] {
@@ -187,20 +198,7 @@ fn main() {
                 real.0 += o.len() as f64;
                 for kk in [4usize, 8, 16] {
                     let map = rank_buckets(e, kk);
-                    let c = ctx_rans(
-                        kk,
-                        kk - 1,
-                        (0..n).map(|i| {
-                            (
-                                if i > 0 {
-                                    map[e[i - 1] as usize] as usize
-                                } else {
-                                    0
-                                },
-                                e[i],
-                            )
-                        }),
-                    );
+                    let c = ctx_rans(kk, kk - 1, (0..n).map(|i| (ctx(e, &map, 1, i), e[i])));
                     let idx = match kk {
                         4 => 1,
                         8 => 2,
@@ -211,19 +209,7 @@ fn main() {
                         let c = ctx_rans(
                             kk * kk,
                             kk - 1 + 4,
-                            (0..n).map(|i| {
-                                let a = if i >= row {
-                                    map[e[i - row] as usize] as usize
-                                } else {
-                                    0
-                                };
-                                let p = if i > 0 {
-                                    map[e[i - 1] as usize] as usize
-                                } else {
-                                    0
-                                };
-                                (a * kk + p, e[i])
-                            }),
+                            (0..n).map(|i| (ctx(e, &map, row, i) * kk + ctx(e, &map, 1, i), e[i])),
                         );
                         real_k[idx + 3] += c;
                     }
@@ -256,58 +242,20 @@ fn main() {
                 let (b0, t0) = bits(&h);
                 acc.h0 += b0;
                 acc.h0_t += t0;
-                let (b, t) = cond_bits(
-                    256,
-                    (0..n).map(|i| (if i > 0 { e[i - 1] as usize } else { 0 }, e[i])),
-                );
+                let identity: [u8; 256] = std::array::from_fn(|s| s as u8);
+                let (b, t) = cond_bits(256, (0..n).map(|i| (ctx(e, &identity, 1, i), e[i])));
                 acc.prev += b;
                 acc.prev_t += t;
                 let map = rank_buckets(e, k);
-                let (b, t) = cond_bits(
-                    k,
-                    (0..n).map(|i| {
-                        (
-                            if i > 0 {
-                                map[e[i - 1] as usize] as usize
-                            } else {
-                                0
-                            },
-                            e[i],
-                        )
-                    }),
-                );
+                let (b, t) = cond_bits(k, (0..n).map(|i| (ctx(e, &map, 1, i), e[i])));
                 acc.prev_b += b;
                 acc.prev_b_t += t;
-                let (b, t) = cond_bits(
-                    k,
-                    (0..n).map(|i| {
-                        (
-                            if i >= row {
-                                map[e[i - row] as usize] as usize
-                            } else {
-                                0
-                            },
-                            e[i],
-                        )
-                    }),
-                );
+                let (b, t) = cond_bits(k, (0..n).map(|i| (ctx(e, &map, row, i), e[i])));
                 acc.above += b;
                 acc.above_t += t;
                 let (b, t) = cond_bits(
                     k * k,
-                    (0..n).map(|i| {
-                        let a = if i >= row {
-                            map[e[i - row] as usize] as usize
-                        } else {
-                            0
-                        };
-                        let p = if i > 0 {
-                            map[e[i - 1] as usize] as usize
-                        } else {
-                            0
-                        };
-                        (a * k + p, e[i])
-                    }),
+                    (0..n).map(|i| (ctx(e, &map, row, i) * k + ctx(e, &map, 1, i), e[i])),
                 );
                 acc.both += b;
                 acc.both_t += t;
