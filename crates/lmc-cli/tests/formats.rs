@@ -321,7 +321,7 @@ fn pickle_that_calls_a_function_is_never_run() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("evil.pt: its pickle would call posix.system")
+        err.contains("evil.pt: calls_os_system/data.pkl names posix.system")
             && err.contains("--allow-pickle-calls"),
         "{err}"
     );
@@ -340,7 +340,7 @@ fn pickle_that_calls_a_function_is_never_run() {
 
     let (_, err) = ok(d, &["compress", "evil.pt", "--allow-pickle-calls"]);
     assert!(
-        err.contains("lmc: note: evil.pt: its pickle would call posix.system when loaded"),
+        err.contains("lmc: note: evil.pt: torch.load(weights_only=True) would refuse it: calls_os_system/data.pkl names posix.system"),
         "{err}"
     );
     ok(d, &["decompress", "evil.pt.lmc", "-o", "back.pt"]);
@@ -695,10 +695,22 @@ fn directories_lmc_cannot_restore_exactly_are_refused() {
         &["compress", "a", "--dtype", "f32"],
         &["--dtype applies to a single file"],
     );
-    // A damaged file inside a directory is kept as bytes, with a note.
+    // A damaged checkpoint inside a directory may hold a pickle lmc cannot
+    // check: refused, unless pickle calls are allowed; then it is kept as
+    // bytes, with a note.
     let b = fs::read(fixture("tiny_adamw.pt")).unwrap();
     fs::write(d.join("a/cut.pt"), &b[..1000]).unwrap();
-    let (_, err) = ok(d, &["compress", "a"]);
+    fails(
+        d,
+        &["compress", "a"],
+        &[
+            "a/cut.pt: not a valid zip archive",
+            "cannot be checked",
+            "--allow-pickle-calls",
+        ],
+    );
+    assert!(!d.join("a.lmc").exists());
+    let (_, err) = ok(d, &["compress", "a", "--allow-pickle-calls"]);
     assert!(
         err.contains("cut.pt: stored as plain bytes (not a valid zip archive"),
         "{err}"

@@ -406,3 +406,39 @@ fn sigkill_at_random_moments_during_add() {
     }
     fx.check_all(n);
 }
+
+/// `lmc snapshot add` applies the same pickle rule as `lmc compress`: a
+/// checkpoint whose pickle calls `os.system` is refused before the store
+/// is even created, unless `--allow-pickle-calls`.
+#[test]
+fn add_refuses_checkpoints_whose_pickles_run_code() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/data/formats/calls_os_system.pt");
+    fs::copy(&fixture, d.join("evil.pt")).unwrap();
+    let out = lmc()
+        .current_dir(d)
+        .args(["snapshot", "add", "s", "evil.pt", "--step", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("evil.pt: calls_os_system/data.pkl names posix.system")
+            && err.contains("--allow-pickle-calls"),
+        "{err}"
+    );
+    assert!(!d.join("s").exists());
+    lmc()
+        .current_dir(d)
+        .args(["-q", "snapshot", "add", "s", "evil.pt", "--step", "1", "--allow-pickle-calls"])
+        .assert()
+        .success();
+    lmc()
+        .current_dir(d)
+        .args(["-q", "snapshot", "restore", "s", "1", "-o", "back.pt"])
+        .assert()
+        .success();
+    assert_eq!(fs::read(d.join("back.pt")).unwrap(), fs::read(&fixture).unwrap());
+}

@@ -4,6 +4,8 @@
 //! Every rule about files that more than one front end needs lives here
 //! once, so the front ends cannot drift apart:
 //!
+//! - [`input`]: what an input file is and whether lmc may store it (the
+//!   pickle rule);
 //! - [`output`]: outputs written to a temporary file beside the destination
 //!   and renamed into place when complete.
 //!
@@ -12,6 +14,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod input;
 pub mod output;
 
+pub use input::{InputError, check_pickles, detect_base, detect_input, detect_member, parse_dtype};
 pub use output::{folder_and_name, temp_beside};

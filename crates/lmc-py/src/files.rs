@@ -10,7 +10,7 @@ use pyo3::types::{PyByteArray, PyDict};
 use rayon::prelude::*;
 
 use crate::io::{base_bytes, options, read_file, summary_dict, write_atomically, write_container};
-use crate::tensors::{Loaded, TensorArg, describe, dtype_named, loaded, plan_file};
+use crate::tensors::{Loaded, TensorArg, describe, loaded, plan_file};
 use crate::{err, fail};
 
 /// Compresses tensors held in memory into the `.lmc` container of a
@@ -131,40 +131,39 @@ pub(crate) fn read_tensors<'py>(
     Ok(decoded.iter().map(|v| PyByteArray::new(py, v)).collect())
 }
 
-/// The layout of an input file, as the CLI chooses it (`lmc compress`):
-/// a raw array of `dtype`, else whatever format lmc recognises
-/// (safetensors, PyTorch, NumPy); a file in none of them is refused.
+/// The layout of an input to compress, its pickles checked, through the
+/// same rule as the CLI ([`lmc_files::detect_input`]).
 pub(crate) fn layout_of(
     path: &Path,
     bytes: &[u8],
     dtype: Option<&str>,
+    allow_pickle_calls: bool,
 ) -> PyResult<Vec<SegmentSpec>> {
-    if let Some(d) = dtype {
-        let d = dtype_named(d, "data")?;
-        return Ok(lmc_tensors::raw::layout(bytes.len() as u64, d, "data"));
-    }
-    if bytes.starts_with(&lmc_core::format::MAGIC) {
-        return Err(fail(format!(
-            "{} is already an lmc container",
-            path.display()
-        )));
-    }
-    if lmc_tensors::tree::looks_like(bytes) {
-        return Err(fail(format!(
-            "{} is an lmc directory stream (what `lmc decompress` restores a directory from); \
-             compress the directory instead",
-            path.display()
-        )));
-    }
-    let found = lmc_tensors::detect(bytes).map_err(|e| err(path.display(), e))?;
-    if found.format == lmc_tensors::Format::Unknown {
-        return Err(fail(format!(
-            "{} is not a safetensors file, a PyTorch checkpoint or a NumPy array \
-             (it starts like none of them); for a flat array of numbers give dtype=",
-            path.display()
-        )));
-    }
+    let dtype = dtype
+        .map(lmc_files::parse_dtype)
+        .transpose()
+        .map_err(fail_with)?;
+    let found =
+        lmc_files::detect_input(path, bytes, dtype, allow_pickle_calls).map_err(fail_with)?;
     Ok(found.layout)
+}
+
+fn fail_with(e: lmc_files::InputError) -> PyErr {
+    fail(e.to_string())
+}
+
+/// Refuses the bytes of a pickled object (a DCP byte item, `what`) whose
+/// pickles fail lmc's rule ([`lmc_files::check_pickles`]) unless
+/// `allow_pickle_calls`: raises `LmcError` naming `what`.
+#[pyfunction]
+#[pyo3(signature = (data, what, allow_pickle_calls=false))]
+pub(crate) fn check_pickle(data: &[u8], what: &str, allow_pickle_calls: bool) -> PyResult<()> {
+    if allow_pickle_calls {
+        return Ok(());
+    }
+    lmc_files::detect_member(Path::new(what), data, false)
+        .map(drop)
+        .map_err(fail_with)
 }
 
 /// Cuts `bytes` into one slice per segment of `layout`.
@@ -180,7 +179,7 @@ pub(crate) fn tile<'a>(bytes: &'a [u8], layout: &[SegmentSpec]) -> Vec<&'a [u8]>
 
 /// `lmc compress SRC -o DST [--dtype D] [--base B] [--chunk-size N] [--best]`.
 #[pyfunction]
-#[pyo3(signature = (src, dst, dtype=None, base=None, chunk_size=None, sync=false, best=false))]
+#[pyo3(signature = (src, dst, dtype=None, base=None, chunk_size=None, sync=false, best=false, allow_pickle_calls=false))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn compress_file<'py>(
     py: Python<'py>,
@@ -191,9 +190,10 @@ pub(crate) fn compress_file<'py>(
     chunk_size: Option<usize>,
     sync: bool,
     best: bool,
+    allow_pickle_calls: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let bytes = read_file(&src)?;
-    let layout = layout_of(&src, &bytes, dtype.as_deref())?;
+    let layout = layout_of(&src, &bytes, dtype.as_deref(), allow_pickle_calls)?;
     let base = match &base {
         Some(b) => {
             let mut bb = read_file(b)?;
@@ -205,7 +205,7 @@ pub(crate) fn compress_file<'py>(
                     .map_err(|e| err(format!("base {}", b.display()), e))?;
                 bb = v;
             }
-            let bl = layout_of(b, &bb, dtype.as_deref())?;
+            let bl = layout_of(b, &bb, dtype.as_deref(), true)?;
             Some((bb, bl))
         }
         None => None,

@@ -62,6 +62,7 @@ fn _lmc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(files::compress_file, m)?)?;
     m.add_function(wrap_pyfunction!(files::decompress_file, m)?)?;
     m.add_function(wrap_pyfunction!(files::verify, m)?)?;
+    m.add_function(wrap_pyfunction!(files::check_pickle, m)?)?;
     m.add_function(wrap_pyfunction!(store::store_add, m)?)?;
     m.add_function(wrap_pyfunction!(store::store_list, m)?)?;
     m.add_function(wrap_pyfunction!(store::store_restore, m)?)?;

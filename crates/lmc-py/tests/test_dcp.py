@@ -192,3 +192,43 @@ def test_a_killed_writer_leaves_the_previous_checkpoint_loadable(tmp_path, mode,
             names = sorted(os.listdir(where))
             assert len(names) == 2 and names[0] == ".metadata", names
     assert load_single(where, b) == []
+
+
+def test_pickled_items_follow_the_pickle_rule(tmp_path):
+    """DCP pickles non-tensor items with torch.save and its planner loads
+    them with torch.load(weights_only=False): the writer refuses items that
+    torch.load(weights_only=True) would refuse, the reader refuses to hand
+    such items (or a hostile .metadata) to torch, each unless allowed."""
+    state = {"w": torch.arange(8.0), "meta": {"epoch": 3, "note": "ok"}}
+    dcp.save(state, storage_writer=lmc.torch.StorageWriter(tmp_path / "ok"), no_dist=True)
+    back = {"w": torch.zeros(8), "meta": {}}
+    dcp.load(back, storage_reader=lmc.torch.StorageReader(tmp_path / "ok"), no_dist=True)
+    assert back["meta"] == {"epoch": 3, "note": "ok"} and torch.equal(back["w"], state["w"])
+
+    evil = {"w": torch.arange(8.0), "hook": os.system}
+    with pytest.raises(lmc.LmcError, match=r"item hook: .*names (posix|os)\.system"):
+        dcp.save(evil, storage_writer=lmc.torch.StorageWriter(tmp_path / "evil"), no_dist=True)
+    assert not (tmp_path / "evil" / ".metadata").exists()
+    dcp.save(
+        evil,
+        storage_writer=lmc.torch.StorageWriter(tmp_path / "evil", allow_pickle_calls=True),
+        no_dist=True,
+    )
+    target = {"w": torch.zeros(8), "hook": None}
+    with pytest.raises(lmc.LmcError, match=r"item hook: .*names (posix|os)\.system"):
+        dcp.load(target, storage_reader=lmc.torch.StorageReader(tmp_path / "evil"), no_dist=True)
+    dcp.load(
+        target,
+        storage_reader=lmc.torch.StorageReader(tmp_path / "evil", allow_pickle_calls=True),
+        no_dist=True,
+    )
+    assert target["hook"] is os.system
+
+    # A .metadata that would call os.system when unpickled.
+    class Boom:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    (tmp_path / "ok" / ".metadata").write_bytes(pickle.dumps(Boom()))
+    with pytest.raises(lmc.LmcError, match=r"\.metadata: names (posix|os)\.system"):
+        dcp.load(back, storage_reader=lmc.torch.StorageReader(tmp_path / "ok"), no_dist=True)

@@ -4,6 +4,7 @@ their compatibility with the lmc CLI."""
 from __future__ import annotations
 
 import json
+import os
 import struct
 import threading
 import time
@@ -319,3 +320,22 @@ def test_pytorch_and_numpy_files_as_the_cli_compresses_them(tmp_path, run_lmc):
     assert np_same(lmc.load_file(tmp_path / "a.npy.lmc")["array"], np.arange(12, dtype=np.float32).reshape(3, 4))
     storages = lmc.load_file(tmp_path / "m.pt.lmc")
     assert sorted(a.size for a in storages.values()) == [3, 1200]
+
+
+def test_compress_file_applies_the_cli_pickle_rule(tmp_path, run_lmc):
+    """lmc.compress_file refuses what `lmc compress` refuses (one rule, in
+    lmc-files): a checkpoint whose pickle names os.system, here written by
+    torch.save itself and never loaded."""
+    src = tmp_path / "evil.pt"
+    torch.save({"w": torch.arange(4.0), "hook": os.system}, src)
+    with pytest.raises(lmc.LmcError, match=r"evil.pt: .*data.pkl names (posix|os)\.system"):
+        lmc.compress_file(src)
+    assert not (tmp_path / "evil.pt.lmc").exists()
+    cli = run_lmc("compress", str(src), check=False)
+    assert cli.returncode == 1 and "names" in cli.stderr
+    lmc.compress_file(src, allow_pickle_calls=True)
+    lmc.decompress_file(tmp_path / "evil.pt.lmc", tmp_path / "back.pt")
+    assert (tmp_path / "back.pt").read_bytes() == src.read_bytes()
+    # An ordinary checkpoint passes.
+    torch.save({"w": torch.arange(4.0), "step": 3}, tmp_path / "ok.pt")
+    lmc.compress_file(tmp_path / "ok.pt")

@@ -51,8 +51,8 @@ use lmc_core::{CompressOptions, Container, DeltaBase, Dtype, SegmentKind, Segmen
 use lmc_tensors::safetensors::TensorInfo;
 
 pub use fsutil::FAILPOINT_VAR;
-pub use lmc_files::{folder_and_name, temp_beside};
 use fsutil::{Lock, failpoint, sync_dir, write_atomic};
+pub use lmc_files::{folder_and_name, temp_beside};
 pub use manifest::{FileEntry, Kind, Manifest, Snapshot};
 use manifest::{check_relative_path, counterpart, hex};
 
@@ -87,6 +87,9 @@ pub enum Error {
     Invalid(String),
     #[error("no snapshot at step {0} in the store")]
     NoSuchStep(u64),
+    /// A file lmc refuses to store (the pickle rule of [`lmc_files::input`]).
+    #[error(transparent)]
+    Input(#[from] lmc_files::InputError),
 }
 
 impl Error {
@@ -111,10 +114,33 @@ pub struct FileInput<'a> {
 }
 
 impl<'a> FileInput<'a> {
-    /// A file given as its bytes: safetensors files are split into their
-    /// tensors, anything else is stored as plain bytes.
+    /// A file given as its bytes: files in a format lmc knows are split into
+    /// their tensors, anything else is stored as plain bytes. No pickle
+    /// check: for files from outside, use [`FileInput::checked`].
     pub fn from_bytes(path: impl Into<String>, bytes: &'a [u8], mode: Option<u32>) -> Self {
-        let layout = layout_for(bytes);
+        Self::with_layout(path, bytes, layout_for(bytes), mode)
+    }
+
+    /// [`FileInput::from_bytes`] for a file read from `source`, refused if
+    /// its pickles fail lmc's rule ([`lmc_files::detect_member`]) unless
+    /// `allow_pickle_calls`.
+    pub fn checked(
+        path: impl Into<String>,
+        source: &Path,
+        bytes: &'a [u8],
+        mode: Option<u32>,
+        allow_pickle_calls: bool,
+    ) -> Result<Self> {
+        let found = lmc_files::detect_member(source, bytes, allow_pickle_calls)?;
+        Ok(Self::with_layout(path, bytes, found.layout, mode))
+    }
+
+    fn with_layout(
+        path: impl Into<String>,
+        bytes: &'a [u8],
+        layout: Vec<SegmentSpec>,
+        mode: Option<u32>,
+    ) -> Self {
         let mut parts = Vec::with_capacity(layout.len());
         let mut off = 0usize;
         for s in &layout {
@@ -358,24 +384,32 @@ impl Store {
 
     /// Adds a checkpoint file or directory from disk. The step defaults to
     /// the `step` in the (first) safetensors file's `__metadata__`, else
-    /// one past the last snapshot.
-    pub fn add_path(&mut self, path: &Path, step: Option<u64>) -> Result<&Snapshot> {
+    /// one past the last snapshot. A file whose pickles fail lmc's rule
+    /// ([`lmc_files::input`]) is refused unless `allow_pickle_calls`.
+    pub fn add_path(
+        &mut self,
+        path: &Path,
+        step: Option<u64>,
+        allow_pickle_calls: bool,
+    ) -> Result<&Snapshot> {
         let (kind, listed) = checkpoint_files(path)?;
         let owned = listed
             .into_iter()
             .map(|f| {
                 let bytes = std::fs::read(&f.source).map_err(|e| Error::io(&f.source, e))?;
-                Ok((f.path, bytes, f.mode))
+                Ok((f, bytes))
             })
             .collect::<Result<Vec<_>>>()?;
         let step = match step {
             Some(s) => s,
-            None => self.default_step(owned.iter().map(|(_, b, _)| b.as_slice())),
+            None => self.default_step(owned.iter().map(|(_, b)| b.as_slice())),
         };
-        let files: Vec<FileInput<'_>> = owned
+        let files = owned
             .iter()
-            .map(|(p, b, m)| FileInput::from_bytes(p.clone(), b, *m))
-            .collect();
+            .map(|(f, b)| {
+                FileInput::checked(f.path.clone(), &f.source, b, f.mode, allow_pickle_calls)
+            })
+            .collect::<Result<Vec<_>>>()?;
         self.add(step, kind, &files)
     }
 

@@ -237,7 +237,7 @@ fn directory_snapshots_restore_whole_directories() {
             files.push(("notes/empty.txt", Vec::new()));
         }
         write_dir(&ck, &files);
-        let snap = store.add_path(&ck, None).unwrap();
+        let snap = store.add_path(&ck, None, false).unwrap();
         assert_eq!(snap.step, step, "the step comes from the metadata");
         assert_eq!(snap.kind, Kind::Dir);
         expect.push((step, read_dir_all(&ck)));
@@ -404,4 +404,29 @@ fn damaged_stores_give_clear_errors() {
     fs::write(root.join("manifest.json"), "{not json").unwrap();
     let err = Store::open(&root).unwrap_err();
     assert!(err.to_string().contains("manifest.json"), "{err}");
+}
+
+/// `add_path` applies lmc's pickle rule (lmc_files::input): a checkpoint
+/// whose pickle calls `os.system` is refused and nothing is added, unless
+/// pickle calls are allowed; then it restores byte for byte.
+#[test]
+fn add_path_refuses_checkpoints_whose_pickles_run_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/data/formats/calls_os_system.pt");
+    let evil = std::fs::read(&fixture).unwrap();
+    let ck = dir.path().join("ck");
+    write_dir(&ck, &[("model.pt", evil.clone()), ("config.json", b"{}".to_vec())]);
+    let mut store = Store::create(dir.path().join("s"), 8).unwrap();
+    let err = store.add_path(&ck, Some(1), false).unwrap_err();
+    assert!(
+        matches!(&err, Error::Input(lmc_files::InputError::UnsafePickle { refusals, .. })
+            if refusals.iter().any(|r| r.contains("names posix.system"))),
+        "{err}"
+    );
+    assert!(store.snapshots().is_empty());
+    store.add_path(&ck, Some(1), true).unwrap();
+    let out = dir.path().join("out");
+    store.restore_to(1, &out, false).unwrap();
+    assert_eq!(std::fs::read(out.join("model.pt")).unwrap(), evil);
 }

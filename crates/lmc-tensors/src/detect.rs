@@ -73,10 +73,11 @@ pub struct Detected {
     /// Things worth telling the user (parts stored as bytes and why; code a
     /// pickle would run if loaded). Empty for ordinary files.
     pub notes: Vec<String>,
-    /// Callables a PyTorch checkpoint's pickle would call when loaded that
-    /// PyTorch's `weights_only` loader does not allow (`posix.system`, ...):
-    /// the mark of a checkpoint that runs code. Empty for other files.
-    pub calls: Vec<String>,
+    /// What in a PyTorch checkpoint's pickles `torch.load(weights_only=True)`
+    /// would refuse (`data.pkl names posix.system (offset 2)`), or what lmc
+    /// cannot follow: the mark of a checkpoint that may run code when
+    /// loaded. Empty for other files. See [`crate::torch::pickle_refusals`].
+    pub pickle_refusals: Vec<String>,
 }
 
 /// Recognises the format of `bytes` and returns its layout.
@@ -92,7 +93,7 @@ pub fn detect(bytes: &[u8]) -> Result<Detected, Error> {
             format: Format::Safetensors,
             layout: safetensors::layout(bytes)?,
             notes: Vec::new(),
-            calls: Vec::new(),
+            pickle_refusals: Vec::new(),
         });
     }
     if npy::looks_like(bytes) {
@@ -100,7 +101,7 @@ pub fn detect(bytes: &[u8]) -> Result<Detected, Error> {
             format: Format::Npy,
             layout: npy::layout(bytes, "array")?,
             notes: Vec::new(),
-            calls: Vec::new(),
+            pickle_refusals: Vec::new(),
         });
     }
     if zip::looks_like(bytes) {
@@ -112,7 +113,7 @@ pub fn detect(bytes: &[u8]) -> Result<Detected, Error> {
                 format: Format::Torch,
                 layout: tile(len, regions)?,
                 notes,
-                calls: summary.foreign_calls.into_iter().collect(),
+                pickle_refusals: summary.refusals,
             });
         }
         let mut regions = Vec::new();
@@ -144,7 +145,7 @@ pub fn detect(bytes: &[u8]) -> Result<Detected, Error> {
             format: if npz { Format::Npz } else { Format::Zip },
             layout: tile(len, regions)?,
             notes: Vec::new(),
-            calls: Vec::new(),
+            pickle_refusals: Vec::new(),
         });
     }
     if torch::looks_like_legacy(bytes) {
@@ -154,14 +155,14 @@ pub fn detect(bytes: &[u8]) -> Result<Detected, Error> {
             format: Format::TorchLegacy,
             layout: tile(len, regions)?,
             notes,
-            calls: summary.foreign_calls.into_iter().collect(),
+            pickle_refusals: summary.refusals,
         });
     }
     Ok(Detected {
         format: Format::Unknown,
         layout: tile(len, Vec::new())?,
         notes: Vec::new(),
-        calls: Vec::new(),
+        pickle_refusals: Vec::new(),
     })
 }
 

@@ -69,7 +69,9 @@ pub enum Obj {
 #[derive(Debug, Clone, Default)]
 pub struct Pickle {
     strings: Vec<String>,
-    globals: Vec<(String, String)>,
+    /// Every `GLOBAL`, `STACK_GLOBAL`, `INST` and `EXT` name, with the
+    /// offset of its opcode.
+    globals: Vec<(String, String, usize)>,
     objs: Vec<Obj>,
     /// The value `STOP` returned; `None` if reading stopped before.
     pub root: Option<Value>,
@@ -101,9 +103,18 @@ impl Pickle {
             Value::Global(i) => self
                 .globals
                 .get(i as usize)
-                .map(|(m, n)| (m.as_str(), n.as_str())),
+                .map(|(m, n, _)| (m.as_str(), n.as_str())),
             _ => None,
         }
+    }
+
+    /// Every name the pickle refers to (`GLOBAL os system` is
+    /// `("os", "system", offset)`), in the order it gave them. Unpickling
+    /// imports each, whether or not it is called.
+    pub fn globals(&self) -> impl Iterator<Item = (&str, &str, usize)> {
+        self.globals
+            .iter()
+            .map(|(m, n, at)| (m.as_str(), n.as_str(), *at))
     }
 
     pub fn obj(&self, v: Value) -> Option<&Obj> {
@@ -366,8 +377,8 @@ impl Machine<'_> {
         Ok(())
     }
 
-    fn global(&mut self, module: String, name: String) -> Step {
-        self.p.globals.push((module, name));
+    fn global(&mut self, module: String, name: String, at: usize) -> Step {
+        self.p.globals.push((module, name, at));
         self.stack
             .push(Value::Global(self.p.globals.len() as u32 - 1));
         Ok(())
@@ -605,7 +616,7 @@ impl Machine<'_> {
                 b'c' => {
                     let module = self.line()?;
                     let name = self.line()?;
-                    self.global(module, name)?
+                    self.global(module, name, at)?
                 }
                 0x93 => {
                     let name = self.pop()?;
@@ -614,12 +625,12 @@ impl Machine<'_> {
                         return Err(format!("STACK_GLOBAL without two strings at offset {at}"));
                     };
                     let (m, n) = (m.to_string(), n.to_string());
-                    self.global(m, n)?
+                    self.global(m, n, at)?
                 }
                 0x82..=0x84 => {
                     // EXT1/2/4: a registered extension code, named as such.
                     let code = self.uint(1 << (op - 0x82).min(2))?;
-                    self.global("copyreg extension".into(), code.to_string())?
+                    self.global("copyreg extension".into(), code.to_string(), at)?
                 }
                 b'R' => {
                     let args = self.pop()?;
@@ -641,7 +652,7 @@ impl Machine<'_> {
                     let module = self.line()?;
                     let name = self.line()?;
                     let items = self.pop_mark()?;
-                    self.global(module, name)?;
+                    self.global(module, name, at)?;
                     let func = self.stack.pop().unwrap();
                     let args = self.new_obj(Obj::Tuple(items));
                     self.call(func, args)?

@@ -70,8 +70,8 @@ fn torch_dtype(name: &str) -> Option<Dtype> {
     })
 }
 
-/// Callables that `torch.load(weights_only=True)` accepts and that plain
-/// state dicts use. Anything else a pickle calls is reported.
+/// Callables that `torch.load(weights_only=True)` lets a pickle call and
+/// that state dicts use (torch's `_get_allowed_globals`).
 const KNOWN_CALLS: &[(&str, &str)] = &[
     ("collections", "OrderedDict"),
     ("collections", "Counter"),
@@ -82,10 +82,13 @@ const KNOWN_CALLS: &[(&str, &str)] = &[
     ("torch._utils", "_rebuild_parameter_with_state"),
     ("torch._utils", "_rebuild_qtensor"),
     ("torch._utils", "_rebuild_sparse_tensor"),
+    ("torch._utils", "_rebuild_nested_tensor"),
     ("torch._utils", "_rebuild_meta_tensor_no_storage"),
     ("torch._utils", "_rebuild_wrapper_subclass"),
+    ("torch._utils", "_rebuild_device_tensor_from_cpu_tensor"),
     ("torch._utils", "_rebuild_device_tensor_from_numpy"),
     ("torch._tensor", "_rebuild_from_type_v2"),
+    ("torch.serialization", "_get_layout"),
     ("torch.nn.parameter", "Parameter"),
     ("torch", "Size"),
     ("torch", "device"),
@@ -98,6 +101,120 @@ const KNOWN_CALLS: &[(&str, &str)] = &[
     ("__builtin__", "set"),
     ("_codecs", "encode"),
 ];
+
+/// `torch.<name>` values a pickle may name without calling them: dtypes
+/// and quantization schemes (`torch.float32`, `torch.per_tensor_affine`).
+/// Storage and tensor classes (`torch.FloatStorage`, `torch.FloatTensor`)
+/// are allowed by their suffix.
+const TORCH_VALUES: &[&str] = &[
+    "float32",
+    "float",
+    "float64",
+    "double",
+    "float16",
+    "half",
+    "bfloat16",
+    "complex32",
+    "chalf",
+    "complex64",
+    "cfloat",
+    "complex128",
+    "cdouble",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "int8",
+    "int16",
+    "short",
+    "int32",
+    "int",
+    "int64",
+    "long",
+    "bool",
+    "qint8",
+    "quint8",
+    "qint32",
+    "quint4x2",
+    "quint2x4",
+    "bits1x8",
+    "bits2x4",
+    "bits4x2",
+    "bits8",
+    "bits16",
+    "float8_e4m3fn",
+    "float8_e5m2",
+    "float8_e4m3fnuz",
+    "float8_e5m2fnuz",
+    "float8_e8m0fnu",
+    "float4_e2m1fn_x2",
+    "uint1",
+    "uint2",
+    "uint3",
+    "uint4",
+    "uint5",
+    "uint6",
+    "uint7",
+    "int1",
+    "int2",
+    "int3",
+    "int4",
+    "int5",
+    "int6",
+    "int7",
+    "per_tensor_affine",
+    "per_tensor_symmetric",
+    "per_channel_affine",
+    "per_channel_symmetric",
+    "per_channel_affine_float_qparams",
+];
+
+/// Whether `torch.load(weights_only=True)` lets a pickle name `module.name`
+/// (it refuses a pickle at the first name outside its list, called or not:
+/// a name passed as an argument can still be called by what receives it).
+fn allowed_name(module: &str, name: &str) -> bool {
+    let class = |suffix: &str| {
+        name.len() > suffix.len()
+            && name.ends_with(suffix)
+            && name.bytes().all(|b| b.is_ascii_alphanumeric())
+    };
+    KNOWN_CALLS.contains(&(module, name))
+        || match module {
+            "torch" => TORCH_VALUES.contains(&name) || class("Storage") || class("Tensor"),
+            "torch.cuda" => class("Tensor"),
+            "torch.storage" => matches!(name, "UntypedStorage" | "TypedStorage"),
+            _ => false,
+        }
+}
+
+/// What `torch.load(weights_only=True)` would refuse in a pickle, and
+/// anything this reader cannot follow, each as a phrase naming the pickle
+/// (`what`) and the offset. Empty: loading it calls only what state dicts
+/// use. This is lmc's one pickle rule; the front ends apply it through
+/// `lmc_files`.
+pub fn pickle_refusals(p: &Pickle, what: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (m, n, at) in p.globals() {
+        if !allowed_name(m, n) {
+            out.push(format!("{what} names {m}.{n} (offset {at})"));
+        }
+    }
+    for &f in &p.calls {
+        match p.global(f) {
+            Some((m, n)) if KNOWN_CALLS.contains(&(m, n)) => {}
+            Some((m, n)) if allowed_name(m, n) => out.push(format!("{what} calls {m}.{n}")),
+            Some(_) => {} // reported as a name above
+            None => out.push(format!("{what} calls a callable built inside the pickle")),
+        }
+    }
+    if let Some(why) = &p.stopped {
+        out.push(format!(
+            "{what} cannot be followed to its end ({why}), so what it would do when loaded cannot be checked"
+        ));
+    }
+    out.dedup();
+    out
+}
 
 /// One storage a pickle refers to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,16 +235,17 @@ pub struct Storage {
 pub struct PickleSummary {
     /// Storages by key, in the order the pickle first named them.
     pub storages: Vec<Storage>,
-    /// `module.name` of callables outside [`KNOWN_CALLS`].
-    pub foreign_calls: BTreeSet<String>,
+    /// What [`pickle_refusals`] found.
+    pub refusals: Vec<String>,
     /// Why reading stopped early, if it did.
     pub stopped: Option<String>,
     /// Offset after the pickle's STOP.
     pub end: Option<usize>,
 }
 
-/// Reads the pickle at `start` and collects its storages.
-pub fn summarize(bytes: &[u8], start: usize) -> PickleSummary {
+/// Reads the pickle at `start` and collects its storages; `what` names the
+/// pickle in refusals.
+pub fn summarize(bytes: &[u8], start: usize, what: &str) -> PickleSummary {
     let p = pickle::read(bytes, start);
     let mut by_key: HashMap<String, usize> = HashMap::new();
     let mut storages: Vec<Storage> = Vec::new();
@@ -195,18 +313,10 @@ pub fn summarize(bytes: &[u8], start: usize) -> PickleSummary {
         }
         s.name = name;
     }
-    let foreign_calls = p
-        .calls
-        .iter()
-        .filter_map(|&f| match p.global(f) {
-            Some((m, n)) if KNOWN_CALLS.contains(&(m, n)) => None,
-            Some((m, n)) => Some(format!("{m}.{n}")),
-            None => Some("a callable built inside the pickle".to_string()),
-        })
-        .collect();
+    let refusals = pickle_refusals(&p, what);
     PickleSummary {
         storages,
-        foreign_calls,
+        refusals,
         stopped: p.stopped.clone(),
         end: p.end,
     }
@@ -254,18 +364,39 @@ pub fn zip_regions(
 ) -> Result<(Vec<Region>, PickleSummary, Vec<String>), Error> {
     let mut notes = Vec::new();
     let by_name: BTreeMap<&str, &Entry> = entries.iter().map(|e| (e.name.as_str(), e)).collect();
+    // Every pickle in the archive is checked, not only the one lmc reads
+    // storages from: which one torch.load reads is torch's choice.
+    let mut refusals = Vec::new();
+    for e in entries.iter().filter(|e| e.name.ends_with(".pkl")) {
+        if e.is_stored() {
+            let p = pickle::read(e.data(bytes), 0);
+            refusals.extend(pickle_refusals(&p, &e.name));
+        } else {
+            refusals.push(format!(
+                "{} is compressed inside the archive (torch.save never does that), so what its \
+                 pickle would do when loaded cannot be checked",
+                e.name
+            ));
+        }
+    }
+    refusals.dedup();
     let pkl = by_name[format!("{folder}/data.pkl").as_str()];
     if !pkl.is_stored() {
         notes.push(format!(
             "{} is compressed in the archive; its storages are stored as bytes",
             pkl.name
         ));
-        return Ok((Vec::new(), PickleSummary::default(), notes));
+        let summary = PickleSummary {
+            refusals,
+            ..PickleSummary::default()
+        };
+        return Ok((Vec::new(), summary, notes));
     }
     let big_endian = by_name
         .get(format!("{folder}/byteorder").as_str())
         .is_some_and(|e| e.is_stored() && e.data(bytes) == b"big");
-    let summary = summarize(pkl.data(bytes), 0);
+    let mut summary = summarize(pkl.data(bytes), 0, &pkl.name);
+    summary.refusals = refusals;
     if let Some(why) = &summary.stopped {
         notes.push(format!(
             "{}: {why}; storages named after that point are stored as bytes",
@@ -320,10 +451,16 @@ pub fn looks_like_legacy(bytes: &[u8]) -> bool {
 pub fn legacy_regions(bytes: &[u8]) -> Result<(Vec<Region>, PickleSummary, Vec<String>), Error> {
     let mut notes = Vec::new();
     let mut at = 0;
-    // Magic number, protocol version, system info.
+    // Magic number, protocol version, system info: torch.load unpickles
+    // each, so each is checked like the object itself.
     let mut little_endian = true;
+    let mut refusals = Vec::new();
     for what in ["magic number", "protocol version", "system info"] {
         let p = pickle::read(bytes, at);
+        refusals.extend(pickle_refusals(
+            &p,
+            &format!("the {what} pickle at offset {at}"),
+        ));
         if what == "system info" {
             little_endian = sys_info_little_endian(&p);
         }
@@ -334,7 +471,9 @@ pub fn legacy_regions(bytes: &[u8]) -> Result<(Vec<Region>, PickleSummary, Vec<S
             ))
         })?;
     }
-    let summary = summarize(bytes, at);
+    let mut summary = summarize(bytes, at, &format!("the object pickle at offset {at}"));
+    refusals.append(&mut summary.refusals);
+    summary.refusals = refusals;
     let Some(end) = summary.end else {
         notes.push(format!(
             "legacy file: the object pickle at offset {at}: {}; its storages are stored as bytes",
@@ -344,6 +483,10 @@ pub fn legacy_regions(bytes: &[u8]) -> Result<(Vec<Region>, PickleSummary, Vec<S
     };
     // The storage keys, in the order their data follows.
     let keys = pickle::read(bytes, end);
+    summary.refusals.extend(pickle_refusals(
+        &keys,
+        &format!("the storage-key pickle at offset {end}"),
+    ));
     let (Some(root), Some(mut at)) = (keys.root, keys.end) else {
         return Err(Error::Torch(format!(
             "legacy file: the list of storage keys at offset {end} cannot be read: {}",
@@ -429,15 +572,15 @@ fn sys_info_little_endian(p: &Pickle) -> bool {
         .any(|(k, v)| p.string(*k) == Some("little_endian") && *v == Value::Bool(false))
 }
 
-/// Notes about a checkpoint's pickle for the user.
+/// Notes about a checkpoint's pickle for the user, when it is stored
+/// although [`pickle_refusals`] found something.
 pub fn notes(summary: &PickleSummary) -> Vec<String> {
-    if summary.foreign_calls.is_empty() {
+    if summary.refusals.is_empty() {
         return Vec::new();
     }
-    let calls: Vec<&str> = summary.foreign_calls.iter().map(|s| s.as_str()).collect();
     vec![format!(
-        "its pickle would call {} when loaded by torch.load (lmc never runs it and \
-         restores it byte for byte; torch.load(weights_only=True) refuses such files)",
-        calls.join(", ")
+        "torch.load(weights_only=True) would refuse it: {} (lmc never runs a pickle and \
+         restores it byte for byte)",
+        summary.refusals.join("; ")
     )]
 }

@@ -210,7 +210,7 @@ proptest! {
     fn random_pickles_never_panic(b in prop::collection::vec(any::<u8>(), 0..512)) {
         let p = pickle::read(&b, 0);
         let _ = read_leaves(&p);
-        let _ = lmc_tensors::torch::summarize(&b, 0);
+        let _ = lmc_tensors::torch::summarize(&b, 0, "data.pkl");
     }
 
     /// `.npy` headers as NumPy writes them read back.

@@ -46,8 +46,7 @@ pub fn run(
         return super::dir::compress(input, &dest, force, options, allow_pickle_calls, quiet);
     }
     let bytes = Input::open(input)?;
-    let found = detect_file(input, &bytes, dtype)?;
-    super::check_pickle_calls(input, &found, allow_pickle_calls)?;
+    let found = detect_file(input, &bytes, dtype, allow_pickle_calls)?;
     if !quiet {
         for n in &found.notes {
             eprintln!("lmc: note: {}: {n}", input.display());

@@ -17,8 +17,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use lmc_core::{CompressOptions, Container, SegmentKind, SegmentSpec, compress_parts};
+use lmc_tensors::prefix_names;
 use lmc_tensors::tree::{self, Entry, Kind};
-use lmc_tensors::{Format, detect, prefix_names};
 
 use super::{emit, human};
 use crate::io::{Input, Output};
@@ -175,28 +175,14 @@ pub fn compress(
             Kind::File => {
                 files += 1;
                 let bytes = Input::open(&it.abs)?;
-                let file_layout = match detect(&bytes) {
-                    Ok(found) => {
-                        super::check_pickle_calls(&it.abs, &found, allow_pickle_calls)?;
-                        if !quiet {
-                            for n in &found.notes {
-                                eprintln!("lmc: note: {}: {n}", it.abs.display());
-                            }
-                        }
-                        it.entry.format = found.format.code();
-                        found.layout
+                let found = lmc_files::detect_member(&it.abs, &bytes, allow_pickle_calls)?;
+                if !quiet {
+                    for n in &found.notes {
+                        eprintln!("lmc: note: {}: {n}", it.abs.display());
                     }
-                    Err(e) => {
-                        if !quiet {
-                            eprintln!(
-                                "lmc: note: {}: stored as plain bytes ({e})",
-                                it.abs.display()
-                            );
-                        }
-                        it.entry.format = Format::Unknown.code();
-                        lmc_tensors::tile(bytes.len() as u64, Vec::new())?
-                    }
-                };
+                }
+                it.entry.format = found.format.code();
+                let file_layout = found.layout;
                 // The file may have changed since it was listed.
                 it.entry.len = bytes.len() as u64;
                 headers.push(it.entry.to_bytes());

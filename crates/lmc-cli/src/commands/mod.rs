@@ -12,54 +12,34 @@ pub mod verify;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use lmc_core::{Dtype, SegmentSpec};
-use lmc_tensors::{Detected, Format};
+use lmc_core::SegmentSpec;
+use lmc_tensors::Detected;
 
 use crate::io::Input;
 
-/// Works out the layout of an input: raw with `--dtype`, else whatever
-/// [`lmc_tensors::detect`] recognises (safetensors, PyTorch, NumPy).
+/// Works out the layout of a file lmc reads but does not store (a base, a
+/// file to bench or analyse): raw with `--dtype`,
+/// else whatever [`lmc_tensors::detect`] recognises.
 pub fn layout_of(path: &Path, bytes: &[u8], dtype: Option<&str>) -> Result<Vec<SegmentSpec>> {
-    Ok(detect_file(path, bytes, dtype)?.layout)
+    let dtype = dtype.map(lmc_files::parse_dtype).transpose()?;
+    Ok(lmc_files::detect_base(path, bytes, dtype)?.layout)
 }
 
-/// [`layout_of`] with the format found and notes for the user. A file in
-/// no format lmc knows is an error (without `--dtype`): compressing it would
-/// work, but as plain bytes, which is rarely what was meant.
-pub fn detect_file(path: &Path, bytes: &[u8], dtype: Option<&str>) -> Result<Detected> {
-    if let Some(d) = dtype {
-        let Some(d) = Dtype::from_name(d) else {
-            bail!(
-                "unknown dtype {d:?} (expected one of BF16, F16, F32, F64, F8_E4M3, F8_E5M2, I8, I16, I32, I64, U8, U16, U32, U64, BOOL)"
-            );
-        };
-        return Ok(Detected {
-            format: Format::Unknown,
-            layout: lmc_tensors::raw::layout(bytes.len() as u64, d, "data"),
-            notes: Vec::new(),
-            calls: Vec::new(),
-        });
-    }
-    if bytes.starts_with(&lmc_core::format::MAGIC) {
-        bail!("{} is already an lmc container", path.display());
-    }
-    if lmc_tensors::tree::looks_like(bytes) {
-        bail!(
-            "{} is an lmc directory stream (what `lmc decompress` restores a directory from); \
-             compress the directory instead",
-            path.display()
-        );
-    }
-    let found =
-        lmc_tensors::detect(bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    if found.format == Format::Unknown {
-        bail!(
-            "{} is not a safetensors file, a PyTorch checkpoint or a NumPy array \
-             (it starts like none of them); for a flat array of numbers use --dtype",
-            path.display()
-        );
-    }
-    Ok(found)
+/// The layout of an input to compress, with the format found and notes for
+/// the user, its pickles checked ([`lmc_files::detect_input`]).
+pub fn detect_file(
+    path: &Path,
+    bytes: &[u8],
+    dtype: Option<&str>,
+    allow_pickle_calls: bool,
+) -> Result<Detected> {
+    let dtype = dtype.map(lmc_files::parse_dtype).transpose()?;
+    Ok(lmc_files::detect_input(
+        path,
+        bytes,
+        dtype,
+        allow_pickle_calls,
+    )?)
 }
 
 /// The base bytes a container needs: `None` for a full container, the
@@ -104,23 +84,6 @@ pub fn load_base(
         return Ok(Some(Input::Owned(v)));
     }
     Ok(Some(bytes))
-}
-
-/// Refuses a PyTorch checkpoint whose pickle would call code that
-/// `torch.load(weights_only=True)` refuses (the way malicious checkpoints
-/// work), unless the user allowed it. lmc itself never runs a pickle.
-pub fn check_pickle_calls(path: &Path, found: &Detected, allow: bool) -> Result<()> {
-    if found.calls.is_empty() || allow {
-        return Ok(());
-    }
-    bail!(
-        "{}: its pickle would call {} when loaded by torch.load; lmc refuses checkpoints \
-         whose pickle calls code that torch.load(weights_only=True) refuses (that is how \
-         malicious checkpoints work). lmc never runs it: to store it anyway, byte for byte, \
-         use --allow-pickle-calls",
-        path.display(),
-        found.calls.join(", ")
-    )
 }
 
 /// Writes `text` to stdout. A closed pipe (`lmc info x | head`) ends the

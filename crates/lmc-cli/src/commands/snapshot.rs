@@ -94,11 +94,14 @@ pub fn run(cmd: &SnapshotCommand, quiet: bool) -> Result<()> {
                 .iter()
                 .map(|f| Input::open(&f.source))
                 .collect::<Result<Vec<_>>>()?;
-            for (f, m) in files.iter().zip(&maps) {
-                if let Ok(found) = lmc_tensors::detect(m) {
-                    super::check_pickle_calls(&f.source, &found, *allow_pickle_calls)?;
-                }
-            }
+            // Checked before the store is opened or created.
+            let inputs = files
+                .iter()
+                .zip(&maps)
+                .map(|(f, m)| {
+                    FileInput::checked(f.path.clone(), &f.source, m, f.mode, *allow_pickle_calls)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let mut s = match keyframe_every {
                 Some(k) => Store::open_or_create(store, *k)?,
                 None if store.join("manifest.json").exists() => Store::open_mut(store)?,
@@ -108,11 +111,6 @@ pub fn run(cmd: &SnapshotCommand, quiet: bool) -> Result<()> {
             if *best {
                 s.set_options(lmc_core::CompressOptions::default().best(true));
             }
-            let inputs: Vec<FileInput<'_>> = files
-                .iter()
-                .zip(&maps)
-                .map(|(f, m)| FileInput::from_bytes(f.path.clone(), m, f.mode))
-                .collect();
             let step = match step {
                 Some(s) => *s,
                 None => s.default_step(maps.iter().map(|m| &m[..])),

@@ -157,6 +157,7 @@ def compress_file(
     chunk_size: Optional[int] = None,
     sync: bool = False,
     best: bool = False,
+    allow_pickle_calls: bool = False,
 ) -> Dict[str, Any]:
     """Compress a file as ``lmc compress`` does.
 
@@ -171,13 +172,18 @@ def compress_file(
         sync: flush the file to disk before renaming it into place.
         best: the smallest file (``lmc compress --best``): same format,
             decoding several times slower.
+        allow_pickle_calls: store a PyTorch checkpoint whose pickles
+            ``torch.load(weights_only=True)`` would refuse, or that lmc
+            cannot check (refused by default, as by ``lmc compress``; lmc
+            never runs a pickle).
 
     Returns:
         ``{"original_len", "compressed_len", "chunks", "original_hash"}``.
     """
     dst = os.fspath(src) + ".lmc" if dst is None else dst
     return _lmc.compress_file(
-        _path(src), _path(dst), dtype, _opt_path(base), chunk_size, sync, best
+        _path(src), _path(dst), dtype, _opt_path(base), chunk_size, sync, best,
+        allow_pickle_calls,
     )
 
 

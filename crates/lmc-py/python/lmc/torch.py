@@ -192,6 +192,10 @@ class StorageWriter(_StorageWriter, _Stager):  # type: ignore[misc]
             a save needs at most about that much memory besides the state dict.
         chunk_size: original bytes per lmc chunk (default 256 KiB).
         cache_staged_state_dict: as ``FileSystemWriter``'s, for ``dcp.async_save``.
+        allow_pickle_calls: save non-tensor items whose pickles
+            ``torch.load(weights_only=True)`` would refuse (objects of your
+            own classes, say); refused by default, as ``StorageReader``
+            refuses to load them.
     """
 
     def __init__(
@@ -205,6 +209,7 @@ class StorageWriter(_StorageWriter, _Stager):  # type: ignore[misc]
         max_file_size: int = DEFAULT_MAX_FILE_SIZE,
         chunk_size: Optional[int] = None,
         cache_staged_state_dict: bool = False,
+        allow_pickle_calls: bool = False,
     ) -> None:
         _StorageWriter.__init__(self)
         if _Stager is not object:
@@ -216,6 +221,7 @@ class StorageWriter(_StorageWriter, _Stager):  # type: ignore[misc]
         self.sync_files = sync_files
         self.max_file_size = max_file_size
         self.chunk_size = chunk_size
+        self.allow_pickle_calls = allow_pickle_calls
         self.save_id = uuid.uuid4().hex
         self.rank: Optional[int] = None
         self.is_coordinator = False
@@ -336,6 +342,7 @@ class StorageWriter(_StorageWriter, _Stager):  # type: ignore[misc]
             data = planner.resolve_data(item)
             if item.type == WriteItemType.BYTE_IO:
                 raw = data.getvalue() if isinstance(data, io.BytesIO) else bytes(data)
+                _lmc.check_pickle(raw, f"item {name}", self.allow_pickle_calls)
                 out.append((item, (name, "U8", [len(raw)], raw)))
                 continue
             t = data.detach()
@@ -408,6 +415,48 @@ class StorageWriter(_StorageWriter, _Stager):  # type: ignore[misc]
         ]
 
 
+class _MetadataUnpickler(pickle.Unpickler):
+    """Reads a ``.metadata`` file, importing only what DCP's ``Metadata``
+    is made of (as ``torch.load(weights_only=True)`` does for tensors): a
+    hostile checkpoint cannot run code through it."""
+
+    _NAMES = {
+        ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "slice"),
+        ("collections", "OrderedDict"), ("torch", "Size"), ("torch", "device"),
+        ("lmc.torch", "LmcStorageInfo"),
+    }
+
+    def __init__(self, f: Any, path: Path, allow: bool) -> None:
+        super().__init__(f)
+        self._path = path
+        self._allow = allow
+
+    def find_class(self, module: str, name: str) -> Any:
+        if self._allow:
+            return super().find_class(module, name)
+        found = None
+        # No dotted names: pickle would follow them from an allowed module
+        # to anything it imports (os.system).
+        if "." not in name and not name.startswith("_"):
+            if (module, name) in self._NAMES:
+                found = super().find_class(module, name)
+            elif module == "torch.distributed.checkpoint.metadata":
+                cls = super().find_class(module, name)
+                if isinstance(cls, type) and cls.__module__ == module:
+                    found = cls
+            elif module == "torch":
+                value = getattr(torch, name, None)
+                if isinstance(value, (torch.dtype, torch.layout, torch.memory_format)):
+                    found = value
+        if found is None:
+            raise LmcError(
+                f"{self._path}: names {module}.{name}, which a DCP checkpoint's metadata does not "
+                "hold; refused (lmc never runs a pickle it cannot check; "
+                "StorageReader(..., allow_pickle_calls=True) reads it anyway)"
+            )
+        return found
+
+
 def _unlink(path: Union[str, Path]) -> None:
     try:
         os.unlink(path)
@@ -476,10 +525,13 @@ class StorageReader(_StorageReader):
     with ``FileSystemReader``.
     """
 
-    def __init__(self, path: PathLike, *, step: Optional[int] = None) -> None:
+    def __init__(
+        self, path: PathLike, *, step: Optional[int] = None, allow_pickle_calls: bool = False
+    ) -> None:
         super().__init__()
         self.path = Path(path)
         self.step = step
+        self.allow_pickle_calls = allow_pickle_calls
         self.storage_data: Dict[MetadataIndex, LmcStorageInfo] = {}
         self.metadata: Optional[Metadata] = None
         self.load_id = uuid.uuid4().hex
@@ -510,7 +562,7 @@ class StorageReader(_StorageReader):
         path = self._metadata_path(kwargs.get("rank"))
         try:
             with open(path, "rb") as f:
-                metadata = pickle.load(f)
+                metadata = _MetadataUnpickler(f, path, self.allow_pickle_calls).load()
         except FileNotFoundError as e:
             raise LmcError(f"{path}: no checkpoint here (no {path.name})") from e
         if getattr(metadata, "storage_meta", None) is None:
@@ -542,7 +594,14 @@ class StorageReader(_StorageReader):
             for req in reqs:
                 raw = decoded[self.storage_data[req.storage_index].name]
                 if req.type == LoadItemType.BYTE_IO:
-                    planner.load_bytes(req, io.BytesIO(bytes(raw)))
+                    # DCP's planner unpickles it with torch.load(weights_only=False).
+                    raw = bytes(raw)
+                    _lmc.check_pickle(
+                        raw,
+                        f"{relative_path}: item {req.storage_index.fqn}",
+                        self.allow_pickle_calls,
+                    )
+                    planner.load_bytes(req, io.BytesIO(raw))
                     continue
                 stored = self._stored_tensor(req, raw)
                 source = _narrow(stored, req.storage_offsets, req.lengths)
