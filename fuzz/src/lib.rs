@@ -5,6 +5,13 @@
 
 use std::io::Cursor;
 
+// The file-format checks need lmc-tensors and lmc-files, which the lmc-core
+// test that includes this file cannot use; cargo-fuzz builds with
+// `--cfg fuzzing`, and crates/lmc-files/tests/fuzz_parsers.rs includes
+// parsers.rs itself.
+#[cfg(fuzzing)]
+pub mod parsers;
+
 use lmc_core::format::{HEADER_LEN, Header, Index};
 use lmc_core::huffman::{self, MAX_CODE_LEN};
 use lmc_core::{CompressOptions, Container, Dtype, SegmentKind, SegmentSpec, compress};

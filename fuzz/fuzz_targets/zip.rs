@@ -1,0 +1,6 @@
+//! The `zip` check of `src/parsers.rs` on arbitrary bytes. Must never panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| lmc_fuzz::parsers::zip(data));
