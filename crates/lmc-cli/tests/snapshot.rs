@@ -432,7 +432,16 @@ fn add_refuses_checkpoints_whose_pickles_run_code() {
     assert!(!d.join("s").exists());
     lmc()
         .current_dir(d)
-        .args(["-q", "snapshot", "add", "s", "evil.pt", "--step", "1", "--allow-pickle-calls"])
+        .args([
+            "-q",
+            "snapshot",
+            "add",
+            "s",
+            "evil.pt",
+            "--step",
+            "1",
+            "--allow-pickle-calls",
+        ])
         .assert()
         .success();
     lmc()
@@ -440,5 +449,8 @@ fn add_refuses_checkpoints_whose_pickles_run_code() {
         .args(["-q", "snapshot", "restore", "s", "1", "-o", "back.pt"])
         .assert()
         .success();
-    assert_eq!(fs::read(d.join("back.pt")).unwrap(), fs::read(&fixture).unwrap());
+    assert_eq!(
+        fs::read(d.join("back.pt")).unwrap(),
+        fs::read(&fixture).unwrap()
+    );
 }

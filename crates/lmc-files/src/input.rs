@@ -53,7 +53,7 @@ pub enum InputError {
     DirectoryStream { path: String },
     #[error(
         "{path} is not a safetensors file, a PyTorch checkpoint or a NumPy array (it starts \
-         like none of them); for a flat array of numbers give its dtype (--dtype; dtype= in Python)"
+         like none of them); for a flat array of numbers use --dtype (dtype= in Python)"
     )]
     UnknownFormat { path: String },
     #[error(

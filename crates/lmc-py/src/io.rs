@@ -86,42 +86,17 @@ pub(crate) fn read_file(path: &Path) -> PyResult<Vec<u8>> {
 }
 
 /// The base bytes a delta container needs, given as the original file or as
-/// a full `.lmc` container of it (decoded here), as the CLI's `--base`.
+/// a full `.lmc` container of it, by the CLI's rule ([`lmc_files::load_base`]).
 pub(crate) fn base_bytes(
     container: &Container<'_>,
     input: &Path,
     base: Option<&Path>,
 ) -> PyResult<Option<Vec<u8>>> {
-    match (container.base_ref(), base) {
-        (None, None) => Ok(None),
-        (None, Some(b)) => Err(fail(format!(
-            "{} is not a delta container; the base {} is not needed",
-            input.display(),
-            b.display()
-        ))),
-        (Some(want), None) => Err(fail(format!(
-            "{} is a delta container: give its base (a {}-byte file with XXH3-128 {:032x})",
-            input.display(),
-            want.len,
-            want.hash
-        ))),
-        (Some(want), Some(path)) => {
-            let bytes = read_file(path)?;
-            if bytes.starts_with(&lmc_core::format::MAGIC) && bytes.len() as u64 != want.len {
-                let c = Container::open(&bytes)
-                    .map_err(|e| err(format!("base {}", path.display()), e))?;
-                if c.base_ref().is_some() {
-                    return Err(fail(format!(
-                        "base {} is itself a delta container; decompress it first and give the result",
-                        path.display()
-                    )));
-                }
-                let mut v = Vec::with_capacity(c.header().original_len as usize);
-                c.decompress_to(&mut v, &mut |_| true)
-                    .map_err(|e| err(format!("base {}", path.display()), e))?;
-                return Ok(Some(v));
-            }
-            Ok(Some(bytes))
-        }
-    }
+    let read =
+        |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()).into());
+    let found =
+        lmc_files::load_base(input, container, base, read).map_err(|e| fail(e.to_string()))?;
+    Ok(found.map(|b| match b {
+        lmc_files::Base::File(v) | lmc_files::Base::Decoded(v) => v,
+    }))
 }

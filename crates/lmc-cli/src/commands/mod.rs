@@ -11,7 +11,7 @@ pub mod verify;
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use lmc_core::SegmentSpec;
 use lmc_tensors::Detected;
 
@@ -42,48 +42,21 @@ pub fn detect_file(
     )?)
 }
 
-/// The base bytes a container needs: `None` for a full container, the
-/// base file's bytes for a delta. The base may be given as the original
-/// file or as a full .lmc container of it (decoded into memory).
+/// The base bytes a container needs ([`lmc_files::load_base`]): `None` for
+/// a full container, the base file's bytes for a delta (given as the file or
+/// as a full .lmc container of it, decoded into memory).
 pub fn load_base(
     input: &Path,
     container: &lmc_core::Container<'_>,
     base: Option<&Path>,
 ) -> Result<Option<Input>> {
-    let (Some(want), Some(path)) = (container.base_ref(), base) else {
-        if let Some(want) = container.base_ref() {
-            bail!(
-                "{} is a delta container: give its base with --base (a {}-byte file with XXH3-128 {:032x})",
-                input.display(),
-                want.len,
-                want.hash
-            );
-        }
-        if let Some(path) = base {
-            bail!(
-                "{} is not a delta container; --base {} is not needed",
-                input.display(),
-                path.display()
-            );
-        }
-        return Ok(None);
-    };
-    let bytes = Input::open(path)?;
-    if bytes.starts_with(&lmc_core::format::MAGIC) && bytes.len() as u64 != want.len {
-        let c = lmc_core::Container::open(&bytes)
-            .with_context(|| format!("base {}", path.display()))?;
-        if c.base_ref().is_some() {
-            bail!(
-                "base {} is itself a delta container; decompress it first and give the result",
-                path.display()
-            );
-        }
-        let mut v = Vec::with_capacity(c.header().original_len as usize);
-        c.decompress_to(&mut v, &mut |_| true)
-            .with_context(|| format!("base {}", path.display()))?;
-        return Ok(Some(Input::Owned(v)));
-    }
-    Ok(Some(bytes))
+    let read = |p: &Path| Input::open(p).map_err(|e| format!("{e:#}").into());
+    Ok(
+        lmc_files::load_base(input, container, base, read)?.map(|b| match b {
+            lmc_files::Base::File(i) => i,
+            lmc_files::Base::Decoded(v) => Input::Owned(v),
+        }),
+    )
 }
 
 /// Writes `text` to stdout. A closed pipe (`lmc info x | head`) ends the

@@ -424,6 +424,10 @@ class _MetadataUnpickler(pickle.Unpickler):
         ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "slice"),
         ("collections", "OrderedDict"), ("torch", "Size"), ("torch", "device"),
         ("lmc.torch", "LmcStorageInfo"),
+        # How torch pickles a torch.layout: a lookup by name in a table.
+        ("torch.serialization", "_get_layout"),
+        # StorageMeta.checkpoint_id.
+        ("pathlib", "PosixPath"), ("pathlib", "WindowsPath"), ("pathlib", "PurePosixPath"),
     }
 
     def __init__(self, f: Any, path: Path, allow: bool) -> None:
@@ -437,14 +441,14 @@ class _MetadataUnpickler(pickle.Unpickler):
         found = None
         # No dotted names: pickle would follow them from an allowed module
         # to anything it imports (os.system).
-        if "." not in name and not name.startswith("_"):
+        if "." not in name:
             if (module, name) in self._NAMES:
                 found = super().find_class(module, name)
             elif module == "torch.distributed.checkpoint.metadata":
-                cls = super().find_class(module, name)
+                cls = getattr(torch.distributed.checkpoint.metadata, name, None)
                 if isinstance(cls, type) and cls.__module__ == module:
                     found = cls
-            elif module == "torch":
+            elif module == "torch" and not name.startswith("_"):
                 value = getattr(torch, name, None)
                 if isinstance(value, (torch.dtype, torch.layout, torch.memory_format)):
                     found = value
