@@ -199,6 +199,29 @@ struct Place {
     beyond: usize,
 }
 
+/// A link whose target [`Index::check_links`] refuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkRefused {
+    /// The link's path in the directory.
+    pub link: String,
+    pub target: String,
+    /// Why: "leads outside the directory (through link ...)", "is part of
+    /// a loop of links", ...
+    pub reason: String,
+}
+
+impl std::fmt::Display for LinkRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "link {:?} -> {:?} {}",
+            self.link, self.target, self.reason
+        )
+    }
+}
+
+impl std::error::Error for LinkRefused {}
+
 /// A link's resolution: not begun, under way (`Err`), or done.
 type Memo = Option<Result<(Place, u32), ()>>;
 
@@ -281,7 +304,7 @@ impl Index {
     /// chain of more than [`MAX_LINK_HOPS`] links. A `..` goes to the real
     /// parent of where a link led, as the system's does, so a link to an
     /// ancestor cannot be used to climb out of the directory.
-    pub fn check_links(&self) -> Result<(), Error> {
+    pub fn check_links(&self) -> Result<(), LinkRefused> {
         let mut memo: Vec<Memo> = vec![None; self.nodes.len()];
         for &l in &self.links {
             if let Err(why) = self.resolve(l, 0, &mut memo) {
@@ -297,7 +320,11 @@ impl Index {
                     let (p, t) = self.link(at);
                     format!(" (through link {p:?} -> {t:?})")
                 };
-                return Err(bad(format!("link {path:?} -> {target:?} {what}{through}")));
+                return Err(LinkRefused {
+                    link: path.to_string(),
+                    target: target.to_string(),
+                    reason: format!("{what}{through}"),
+                });
             }
         }
         Ok(())
@@ -568,7 +595,7 @@ impl Reader {
     /// ([`Index::check_links`]). A restorer creates links only after this.
     pub fn finish(&self) -> Result<(), Error> {
         match self.state {
-            State::Done => self.index.check_links(),
+            State::Done => self.index.check_links().map_err(|e| bad(e.to_string())),
             _ => Err(bad(format!(
                 "the stream ends at offset {} before its end entry (truncated?)",
                 self.offset
