@@ -319,3 +319,30 @@ def test_pytorch_and_numpy_files_as_the_cli_compresses_them(tmp_path, run_lmc):
     assert np_same(lmc.load_file(tmp_path / "a.npy.lmc")["array"], np.arange(12, dtype=np.float32).reshape(3, 4))
     storages = lmc.load_file(tmp_path / "m.pt.lmc")
     assert sorted(a.size for a in storages.values()) == [3, 1200]
+
+
+def test_directory_containers_restore_as_the_cli_restores_them(tmp_path, run_lmc):
+    import os
+    import stat
+
+    ckpt = tmp_path / "ckpt"
+    (ckpt / "sub" / "empty").mkdir(parents=True)
+    original = write_safetensors(ckpt / "m.safetensors", {"w": np.arange(64, dtype=np.float32)}, {})
+    (ckpt / "sub" / "run.sh").write_bytes(b"#!/bin/sh\necho hi\n")
+    os.chmod(ckpt / "sub" / "run.sh", 0o750)
+    os.symlink("../m.safetensors", ckpt / "sub" / "latest")
+    run_lmc("compress", ckpt)
+    n = lmc.decompress_file(tmp_path / "ckpt.lmc", tmp_path / "out")
+    assert n > len(original)
+    out = tmp_path / "out"
+    assert (out / "m.safetensors").read_bytes() == original
+    assert (out / "sub" / "run.sh").read_bytes() == b"#!/bin/sh\necho hi\n"
+    assert stat.S_IMODE(os.stat(out / "sub" / "run.sh").st_mode) == 0o750
+    assert os.readlink(out / "sub" / "latest") == "../m.safetensors"
+    assert (out / "sub" / "empty").is_dir()
+    # A directory with something in it is never replaced.
+    with pytest.raises(lmc.LmcError, match="out is a directory that is not empty"):
+        lmc.decompress_file(tmp_path / "ckpt.lmc", out)
+    assert (out / "m.safetensors").read_bytes() == original
+    with pytest.raises(lmc.LmcError, match="never a delta"):
+        lmc.decompress_file(tmp_path / "ckpt.lmc", tmp_path / "x", base=tmp_path / "ckpt.lmc")
