@@ -67,7 +67,11 @@ fn walk_and_restore_round_trip_with_masked_modes() {
     copy(&src, &d.join("out"), false).unwrap();
     assert_eq!(snapshot(&d.join("out")), before);
     assert_eq!(
-        fs::metadata(d.join("out/run.sh")).unwrap().permissions().mode() & 0o7777,
+        fs::metadata(d.join("out/run.sh"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
         0o755
     );
     assert_eq!(names(d), ["out", "src"]);
