@@ -605,18 +605,41 @@ fn sharded_directory_round_trips() {
     let (out, _) = ok(d, &["compress", "ckpt/"]);
     assert!(out.contains("ckpt/ -> ckpt.lmc: 12 files"), "{out}");
     ok(d, &["verify", "ckpt.lmc"]);
-    fails(
-        d,
-        &["decompress", "ckpt.lmc"],
-        &["ckpt already exists (use --force to replace it)"],
-    );
+    // A folder with something in it is never replaced, even with --force.
+    for force in [false, true] {
+        let mut args = vec!["decompress", "ckpt.lmc"];
+        if force {
+            args.push("--force");
+        }
+        fails(
+            d,
+            &args,
+            &["ckpt is a directory that is not empty", "remove it first"],
+        );
+        assert_eq!(snapshot(&ckpt), before);
+    }
     ok(d, &["decompress", "ckpt.lmc", "-o", "restored"]);
     assert_eq!(snapshot(&d.join("restored")), before);
-    // --force replaces a folder that is there.
+    // --force replaces an empty folder or a file, not a folder with files.
     fs::create_dir(d.join("other")).unwrap();
     fs::write(d.join("other/stale"), "x").unwrap();
+    fails(
+        d,
+        &["decompress", "ckpt.lmc", "-o", "other", "--force"],
+        &["other is a directory that is not empty"],
+    );
+    assert_eq!(fs::read(d.join("other/stale")).unwrap(), b"x");
+    fs::remove_file(d.join("other/stale")).unwrap();
+    fails(
+        d,
+        &["decompress", "ckpt.lmc", "-o", "other"],
+        &["other already exists (use --force to replace it)"],
+    );
     ok(d, &["decompress", "ckpt.lmc", "-o", "other", "--force"]);
     assert_eq!(snapshot(&d.join("other")), before);
+    fs::write(d.join("file"), "x").unwrap();
+    ok(d, &["decompress", "ckpt.lmc", "-o", "file", "--force"]);
+    assert_eq!(snapshot(&d.join("file")), before);
 
     // info: the files and their formats, then the tensors named by file.
     let (table, _) = ok(d, &["info", "ckpt.lmc"]);
@@ -662,10 +685,11 @@ fn sharded_directory_round_trips() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     left.sort();
-    assert_eq!(left, ["ckpt", "ckpt.lmc", "other", "restored"]);
+    assert_eq!(left, ["ckpt", "ckpt.lmc", "file", "other", "restored"]);
     set_mode(&ckpt.join("training"), 0o755);
-    set_mode(&d.join("restored/training"), 0o755);
-    set_mode(&d.join("other/training"), 0o755);
+    for r in ["restored", "other", "file"] {
+        set_mode(&d.join(r).join("training"), 0o755);
+    }
 }
 
 #[cfg(unix)]
@@ -680,11 +704,40 @@ fn directories_lmc_cannot_restore_exactly_are_refused() {
         d,
         &["compress", "a"],
         &[
-            "a/out is a symbolic link to \"../../etc/passwd\", outside the directory",
+            "a/out is a symbolic link to \"../../etc/passwd\", which leads outside the directory",
             "cp -rL",
         ],
     );
     fs::remove_file(d.join("a/out")).unwrap();
+    // Links that stay inside as written but not as resolved: a link to an
+    // ancestor, then a path through it that climbs out.
+    let (deep, passwd) = chain_through_ancestor();
+    fs::create_dir_all(d.join("a").join(&deep)).unwrap();
+    std::os::unix::fs::symlink("../../..", d.join("a").join(&deep).join("up")).unwrap();
+    std::os::unix::fs::symlink(&passwd, d.join("a/passwd")).unwrap();
+    fails(
+        d,
+        &["compress", "a"],
+        &[
+            &format!(
+                "a/passwd is a symbolic link to {passwd:?}, which leads outside the directory"
+            ),
+            "cp -rL",
+        ],
+    );
+    assert!(!d.join("a.lmc").exists());
+    // Links in a loop: refused too (the system would not follow them).
+    fs::remove_file(d.join("a/passwd")).unwrap();
+    std::os::unix::fs::symlink("loop2", d.join("a/loop1")).unwrap();
+    std::os::unix::fs::symlink("loop1", d.join("a/loop2")).unwrap();
+    fails(
+        d,
+        &["compress", "a"],
+        &["a/loop1 is a symbolic link to \"loop2\", which is part of a loop of links"],
+    );
+    fs::remove_file(d.join("a/loop1")).unwrap();
+    fs::remove_file(d.join("a/loop2")).unwrap();
+    fs::remove_dir_all(d.join("a/d1")).unwrap();
     fails(
         d,
         &["compress", "a", "-o", "a/x.lmc"],
@@ -725,6 +778,19 @@ fn directories_lmc_cannot_restore_exactly_are_refused() {
     );
 }
 
+/// `d1/.../d12` and, from the top, a link target that goes down to
+/// `d12/up` (a link to `../../..`, so really `d9`) and then 13 levels up:
+/// inside the directory when `up` is read as a folder, 4 levels above it
+/// when the links exist.
+fn chain_through_ancestor() -> (String, String) {
+    let deep = (1..=12)
+        .map(|i| format!("d{i}"))
+        .collect::<Vec<_>>()
+        .join("/");
+    let passwd = format!("{deep}/up/{}etc/passwd", "../".repeat(13));
+    (deep, passwd)
+}
+
 /// Containers whose directory stream is hostile: written with the library
 /// (the CLI never makes them) and refused by `lmc decompress`, with
 /// nothing left behind, inside the output's folder or outside it.
@@ -743,7 +809,28 @@ fn hostile_directory_streams_are_refused() {
         b.extend_from_slice(body);
         b
     };
+    let (deep, passwd) = chain_through_ancestor();
+    let mut chain: Vec<Vec<u8>> = (1..=12)
+        .map(|i| {
+            let p = (1..=i)
+                .map(|j| format!("d{j}"))
+                .collect::<Vec<_>>()
+                .join("/");
+            entry(Kind::Dir, &p, b"")
+        })
+        .collect();
+    chain.push(entry(Kind::Symlink, &format!("{deep}/up"), b"../../.."));
+    chain.push(entry(Kind::Symlink, "passwd", passwd.as_bytes()));
+    let chain_needle = format!("link \"passwd\" -> {passwd:?} leads outside the directory");
     let cases: Vec<(Vec<Vec<u8>>, &str)> = vec![
+        (chain, &chain_needle),
+        (
+            vec![
+                entry(Kind::Symlink, "a", b"b"),
+                entry(Kind::Symlink, "b", b"a"),
+            ],
+            "link \"a\" -> \"b\" is part of a loop of links",
+        ),
         (
             vec![entry(Kind::File, "../evil", b"x")],
             "\"../evil\" is not a plain relative path",
@@ -811,6 +898,11 @@ fn hostile_directory_streams_are_refused() {
         left.extend(fs::read_dir(&w).unwrap().map(|e| e.unwrap().file_name()));
         left.sort();
         assert_eq!(left, ["work", "x.lmc"], "case {i}");
+        // Forced onto an empty folder: the folder stays as it was.
+        fs::create_dir(w.join("x")).unwrap();
+        fails(&w, &["decompress", "x.lmc", "--force"], &["x.lmc", needle]);
+        assert_eq!(fs::read_dir(w.join("x")).unwrap().count(), 0, "case {i}");
+        fs::remove_dir(w.join("x")).unwrap();
         assert!(!Path::new("/tmp/evil").exists());
         // info reads the headers: it lists what is there without judging.
         if !needle.contains("end entry") {

@@ -9,16 +9,38 @@
 //!   pickle rule);
 //! - [`output`]: outputs written to a temporary file beside the destination
 //!   and renamed into place when complete.
+//! - [`mode`]: the one permission mask (rwx only, no set-ID or sticky bits).
+//! - [`walk`]: a directory on disk listed as a directory stream's entries,
+//!   each checked as a restore will check it.
+//! - [`builder`]: a directory restored into a temporary directory and moved
+//!   into place, and the rule for what an output may replace.
+//! - [`restore`]: directory containers checked and restored through it.
+//! - [`listing`]: a directory container's entries from their headers.
 //!
-//! The crates above translate their arguments into these calls and the
-//! errors back into their own.
+//! Paths inside a directory obey one rule, [`check_path`] (the directory
+//! stream's, FORMAT.md). The crates above translate their arguments into
+//! these calls and the errors ([`Error`], each naming its file) back into
+//! their own.
 
 #![forbid(unsafe_code)]
 
 pub mod base;
+pub mod builder;
+pub mod error;
 pub mod input;
+pub mod listing;
+pub mod mode;
 pub mod output;
+pub mod restore;
+pub mod walk;
 
 pub use base::{Base, BaseError, load_base};
+pub use builder::{DirBuilder, check_destination};
+pub use error::{Error, Result};
 pub use input::{InputError, check_pickles, detect_base, detect_input, detect_member, parse_dtype};
+pub use listing::{EntryInfo, list_tree};
+pub use lmc_tensors::tree::check_path;
+pub use mode::{MODE_MASK, mode_of, set_mode};
 pub use output::{folder_and_name, temp_beside};
+pub use restore::{TreeSummary, check_tree, is_tree, restore_tree};
+pub use walk::{Item, Listing, walk};

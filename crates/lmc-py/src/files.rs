@@ -223,7 +223,8 @@ pub(crate) fn compress_file<'py>(
     summary_dict(py, &summary)
 }
 
-/// `lmc decompress SRC -o DST [--base B]`.
+/// `lmc decompress SRC -o DST [--base B]`; a directory container is
+/// restored as a directory (lmc-files' restore, the CLI's).
 #[pyfunction]
 #[pyo3(signature = (src, dst, base=None, sync=false))]
 pub(crate) fn decompress_file(
@@ -236,6 +237,21 @@ pub(crate) fn decompress_file(
     let bytes = read_file(&src)?;
     let ctx = |e: lmc_core::Error| err(src.display(), e);
     let c = Container::open(&bytes).map_err(ctx)?;
+    if lmc_files::is_tree(&c) {
+        // A directory, restored as `lmc decompress --force` restores it (a
+        // directory with something in it is never replaced).
+        if let Some(b) = base {
+            return Err(fail(format!(
+                "{} holds a directory, which is never a delta; base={} is not needed",
+                src.display(),
+                b.display()
+            )));
+        }
+        let summary = py
+            .detach(|| lmc_files::restore_tree(&src, &c, &dst, true, sync, &mut |_| true))
+            .map_err(|e| fail(e.to_string()))?;
+        return Ok(summary.stream_len);
+    }
     let base = base_bytes(&c, &src, base.as_deref())?;
     let c = match &base {
         Some(b) => c.with_base(b).map_err(ctx)?,

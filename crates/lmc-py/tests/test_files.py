@@ -339,3 +339,30 @@ def test_compress_file_applies_the_cli_pickle_rule(tmp_path, run_lmc):
     # An ordinary checkpoint passes.
     torch.save({"w": torch.arange(4.0), "step": 3}, tmp_path / "ok.pt")
     lmc.compress_file(tmp_path / "ok.pt")
+
+
+def test_directory_containers_restore_as_the_cli_restores_them(tmp_path, run_lmc):
+    import os
+    import stat
+
+    ckpt = tmp_path / "ckpt"
+    (ckpt / "sub" / "empty").mkdir(parents=True)
+    original = write_safetensors(ckpt / "m.safetensors", {"w": np.arange(64, dtype=np.float32)}, {})
+    (ckpt / "sub" / "run.sh").write_bytes(b"#!/bin/sh\necho hi\n")
+    os.chmod(ckpt / "sub" / "run.sh", 0o750)
+    os.symlink("../m.safetensors", ckpt / "sub" / "latest")
+    run_lmc("compress", ckpt)
+    n = lmc.decompress_file(tmp_path / "ckpt.lmc", tmp_path / "out")
+    assert n > len(original)
+    out = tmp_path / "out"
+    assert (out / "m.safetensors").read_bytes() == original
+    assert (out / "sub" / "run.sh").read_bytes() == b"#!/bin/sh\necho hi\n"
+    assert stat.S_IMODE(os.stat(out / "sub" / "run.sh").st_mode) == 0o750
+    assert os.readlink(out / "sub" / "latest") == "../m.safetensors"
+    assert (out / "sub" / "empty").is_dir()
+    # A directory with something in it is never replaced.
+    with pytest.raises(lmc.LmcError, match="out is a directory that is not empty"):
+        lmc.decompress_file(tmp_path / "ckpt.lmc", out)
+    assert (out / "m.safetensors").read_bytes() == original
+    with pytest.raises(lmc.LmcError, match="never a delta"):
+        lmc.decompress_file(tmp_path / "ckpt.lmc", tmp_path / "x", base=tmp_path / "ckpt.lmc")

@@ -56,6 +56,12 @@ pub use lmc_files::{folder_and_name, temp_beside};
 pub use manifest::{FileEntry, Kind, Manifest, Snapshot};
 use manifest::{check_relative_path, counterpart, hex};
 
+/// The mode of a restored file added without one (from memory).
+const FILE_MODE: u32 = 0o644;
+/// The mode of the folders of a restored directory snapshot (snapshots
+/// keep files, not folders).
+const DIR_MODE: u32 = 0o755;
+
 /// Default: a keyframe every 8 snapshots, so a restore decodes at most 7 deltas.
 pub const DEFAULT_KEYFRAME_EVERY: u32 = 8;
 
@@ -87,9 +93,11 @@ pub enum Error {
     Invalid(String),
     #[error("no snapshot at step {0} in the store")]
     NoSuchStep(u64),
-    /// A file lmc refuses to store (the pickle rule of [`lmc_files::input`]).
+    /// From the file layer: a checkpoint directory lmc cannot store, a
+    /// destination it may not replace, a restore that failed (each names
+    /// its path).
     #[error(transparent)]
-    Input(#[from] lmc_files::InputError),
+    Files(#[from] lmc_files::Error),
 }
 
 impl Error {
@@ -131,7 +139,8 @@ impl<'a> FileInput<'a> {
         mode: Option<u32>,
         allow_pickle_calls: bool,
     ) -> Result<Self> {
-        let found = lmc_files::detect_member(source, bytes, allow_pickle_calls)?;
+        let found = lmc_files::detect_member(source, bytes, allow_pickle_calls)
+            .map_err(lmc_files::Error::from)?;
         Ok(Self::with_layout(path, bytes, found.layout, mode))
     }
 
@@ -612,7 +621,7 @@ impl Store {
             object: name.to_string(),
             stored: summary.compressed_len,
             base: summary.base_hash.map(hex),
-            mode: f.mode,
+            mode: f.mode.map(|m| m & lmc_files::MODE_MASK),
         })
     }
 
@@ -770,12 +779,9 @@ impl Store {
     pub fn restore_to(&self, step: u64, out: &Path, force: bool) -> Result<()> {
         let idx = self.manifest.find(step).ok_or(Error::NoSuchStep(step))?;
         let kind = self.manifest.snapshots[idx].kind;
-        if out.exists() && !force {
-            return Err(Error::Invalid(format!(
-                "{} already exists (use --force to replace it)",
-                out.display()
-            )));
-        }
+        // The rule every lmc output follows: replaced only with `force`, and
+        // a directory with something in it never.
+        lmc_files::check_destination(out, force)?;
         if out.starts_with(&self.root) {
             return Err(Error::Invalid(format!(
                 "{} is inside the store; restore somewhere else",
@@ -783,63 +789,40 @@ impl Store {
             )));
         }
         let files = self.restore_files(step)?;
-        let parent = match out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
         match kind {
             Kind::File => {
                 let f = &files[0];
-                let mut tmp = tempfile::Builder::new()
-                    .prefix(".lmc-restore-")
-                    .tempfile_in(&parent)
-                    .map_err(|e| Error::io(&parent, e))?;
-                tmp.write_all(&f.bytes)
-                    .and_then(|()| tmp.as_file().sync_all())
-                    .map_err(|e| Error::io(out, e))?;
-                set_mode(tmp.path(), f.mode)?;
                 if out.is_dir() {
                     return Err(Error::Invalid(format!(
                         "{} is a directory; the snapshot is a file",
                         out.display()
                     )));
                 }
+                let (mut tmp, _) = temp_beside(out).map_err(|e| Error::io(out, e))?;
+                tmp.write_all(&f.bytes)
+                    .and_then(|()| tmp.as_file().sync_all())
+                    .map_err(|e| Error::io(out, e))?;
+                set_mode(tmp.path(), f.mode)?;
                 tmp.persist(out).map_err(|e| Error::io(out, e.error))?;
             }
             Kind::Dir => {
-                let tmp = tempfile::Builder::new()
-                    .prefix(".lmc-restore-")
-                    .tempdir_in(&parent)
-                    .map_err(|e| Error::io(&parent, e))?;
+                // The same restore as a directory container's: checked paths,
+                // modes masked, moved into place when complete. Snapshots
+                // hold files only; their folders are made as needed.
+                let mut dir = lmc_files::DirBuilder::create(out, force, true)?;
+                let mut made = std::collections::HashSet::new();
                 for f in &files {
-                    // Manifest paths were checked: relative, no `..`.
-                    let dest = tmp.path().join(&f.path);
-                    if let Some(d) = dest.parent() {
-                        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+                    let mut at = 0;
+                    while let Some(i) = f.path[at..].find('/') {
+                        let folder = &f.path[..at + i];
+                        if made.insert(folder.to_string()) {
+                            dir.dir(folder, DIR_MODE)?;
+                        }
+                        at += i + 1;
                     }
-                    std::fs::write(&dest, &f.bytes).map_err(|e| Error::io(&dest, e))?;
-                    set_mode(&dest, f.mode)?;
+                    dir.file(&f.path, f.mode.unwrap_or(FILE_MODE), &f.bytes)?;
                 }
-                if out.exists() {
-                    if !out.is_dir() {
-                        return Err(Error::Invalid(format!(
-                            "{} is a file; the snapshot is a directory",
-                            out.display()
-                        )));
-                    }
-                    let old = tempfile::Builder::new()
-                        .prefix(".lmc-old-")
-                        .tempdir_in(&parent)
-                        .map_err(|e| Error::io(&parent, e))?;
-                    let aside = old.path().join("old");
-                    std::fs::rename(out, &aside).map_err(|e| Error::io(out, e))?;
-                    let kept = tmp.keep();
-                    std::fs::rename(&kept, out).map_err(|e| Error::io(out, e))?;
-                    drop(old);
-                } else {
-                    let kept = tmp.keep();
-                    std::fs::rename(&kept, out).map_err(|e| Error::io(out, e))?;
-                }
+                dir.finish(DIR_MODE)?;
             }
         }
         Ok(())
@@ -1037,13 +1020,34 @@ pub struct CheckpointFile {
 }
 
 /// The files of a checkpoint on disk: a single file, or every regular file
-/// under a directory (sorted by path). Symbolic links and special files in
-/// a directory are refused.
+/// under a directory (sorted by path), listed by the walk `lmc compress
+/// DIR` uses ([`lmc_files::walk`]: UTF-8 plain relative paths, modes
+/// masked to rwx). Symbolic links and special files in a directory are
+/// refused; folders are not kept (a restore makes those that hold files).
 pub fn checkpoint_files(path: &Path) -> Result<(Kind, Vec<CheckpointFile>)> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if meta.is_dir() {
+        let listing = lmc_files::walk(path)?;
         let mut out = Vec::new();
-        collect_dir(path, path, &mut out)?;
+        for item in listing.items {
+            match item.entry.kind {
+                lmc_tensors::tree::Kind::File => out.push(CheckpointFile {
+                    path: item.entry.path,
+                    source: item.source,
+                    mode: Some(item.entry.mode),
+                }),
+                lmc_tensors::tree::Kind::Dir => {}
+                lmc_tensors::tree::Kind::Symlink => {
+                    return Err(Error::Invalid(format!(
+                        "{} is a symbolic link (to {:?}); snapshot stores keep regular files \
+                         only (`lmc compress DIR` keeps links; copy the directory with \
+                         `cp -rL` to store the files they point to)",
+                        item.source.display(),
+                        item.target.unwrap_or_default()
+                    )));
+                }
+            }
+        }
         out.sort_by(|a, b| a.path.cmp(&b.path));
         if out.is_empty() {
             return Err(Error::Invalid(format!(
@@ -1074,42 +1078,9 @@ pub fn checkpoint_files(path: &Path) -> Result<(Kind, Vec<CheckpointFile>)> {
     }
 }
 
-/// Lists every regular file under `dir` (recursively) into `out`, with
-/// paths relative to `root`.
-fn collect_dir(root: &Path, dir: &Path, out: &mut Vec<CheckpointFile>) -> Result<()> {
-    for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let e = e.map_err(|e| Error::io(dir, e))?;
-        let path = e.path();
-        let ft = e.file_type().map_err(|err| Error::io(&path, err))?;
-        if ft.is_dir() {
-            collect_dir(root, &path, out)?;
-        } else if ft.is_file() {
-            let rel = path
-                .strip_prefix(root)
-                .ok()
-                .and_then(|r| r.to_str())
-                .ok_or_else(|| Error::Invalid(format!("{}: path is not UTF-8", path.display())))?
-                .replace(std::path::MAIN_SEPARATOR, "/");
-            let meta = e.metadata().map_err(|err| Error::io(&path, err))?;
-            out.push(CheckpointFile {
-                path: rel,
-                source: path,
-                mode: mode_of(&meta),
-            });
-        } else {
-            return Err(Error::Invalid(format!(
-                "{}: symbolic links and special files are not supported in a checkpoint directory",
-                path.display()
-            )));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(unix)]
 fn mode_of(meta: &std::fs::Metadata) -> Option<u32> {
-    use std::os::unix::fs::PermissionsExt;
-    Some(meta.permissions().mode() & 0o7777)
+    Some(lmc_files::mode_of(meta))
 }
 
 #[cfg(not(unix))]
@@ -1119,11 +1090,10 @@ fn mode_of(_meta: &std::fs::Metadata) -> Option<u32> {
 
 #[cfg(unix)]
 fn set_mode(path: &Path, mode: Option<u32>) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
     // Files added from memory have no mode: they get the usual rw-r--r--.
-    let m = mode.unwrap_or(0o644);
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(m))
-        .map_err(|e| Error::io(path, e))
+    // Masked (rwx only) also when a store written before the mask recorded
+    // set-ID bits.
+    lmc_files::set_mode(path, mode.unwrap_or(FILE_MODE)).map_err(|e| Error::io(path, e))
 }
 
 #[cfg(not(unix))]

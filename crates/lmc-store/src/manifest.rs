@@ -210,19 +210,12 @@ impl Manifest {
 }
 
 /// A path inside a checkpoint: relative, `/`-separated, no `.`, `..` or
-/// empty components. Paths from a manifest are checked before any file is
-/// written under them, so a hostile manifest cannot write outside the output.
+/// empty components, no backslash or NUL; the rule of every path lmc
+/// stores ([`lmc_files::check_path`]). Paths from a manifest are checked
+/// before any file is written under them (and again by the restore), so a
+/// hostile manifest cannot write outside the output.
 pub fn check_relative_path(p: &str) -> std::result::Result<(), String> {
-    let ok = !p.is_empty()
-        && !p.starts_with('/')
-        && !p.contains('\\')
-        && !p.contains('\0')
-        && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..");
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("path {p:?} is not a plain relative path"))
-    }
+    lmc_files::check_path(p).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

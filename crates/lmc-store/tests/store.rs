@@ -258,17 +258,98 @@ fn directory_snapshots_restore_whole_directories() {
         store.restore_to(*step, &out, false).unwrap();
         assert_eq!(read_dir_all(&out), *files, "step {step}");
     }
-    // Replacing an existing directory needs --force, then replaces it whole.
+    // A directory with something in it is never replaced, even with force;
+    // an empty one needs force.
     let out = dir.path().join("out10");
-    assert!(store.restore_to(20, &out, false).is_err());
-    store.restore_to(20, &out, true).unwrap();
-    assert_eq!(read_dir_all(&out), expect[1].1);
+    for force in [false, true] {
+        let err = store.restore_to(20, &out, force).unwrap_err().to_string();
+        assert!(
+            err.contains("out10 is a directory that is not empty"),
+            "{err}"
+        );
+        assert_eq!(read_dir_all(&out), expect[0].1);
+    }
+    let empty = dir.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    let err = store.restore_to(20, &empty, false).unwrap_err().to_string();
+    assert!(err.contains("empty already exists (use --force"), "{err}");
+    store.restore_to(20, &empty, true).unwrap();
+    assert_eq!(read_dir_all(&empty), expect[1].1);
     // Restoring into the store is refused.
     assert!(
         store
             .restore_to(20, &dir.path().join("s/x"), false)
             .is_err()
     );
+}
+
+/// Set-ID bits are neither stored nor restored (the mask `lmc compress
+/// DIR` applies), also from a store written before the mask that recorded
+/// them; links and hostile paths are refused with errors that name them,
+/// and a failed restore leaves nothing behind.
+#[cfg(unix)]
+#[test]
+fn directory_snapshots_share_the_directory_rules() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut store = Store::create(d.join("s"), 8).unwrap();
+    let ck = d.join("ck");
+    let run_sh = b"#!/bin/sh\necho hi\n".to_vec();
+    write_dir(
+        &ck,
+        &[("bin/run.sh", run_sh.clone()), ("w.bin", vec![7; 100])],
+    );
+    fs::set_permissions(ck.join("bin/run.sh"), fs::Permissions::from_mode(0o6755)).unwrap();
+    let snap = store.add_path(&ck, Some(1), false).unwrap();
+    let entry = snap.files.iter().find(|f| f.path == "bin/run.sh").unwrap();
+    assert_eq!(entry.mode, Some(0o755));
+    store.restore_to(1, &d.join("out1"), false).unwrap();
+    assert_eq!(fs::read(d.join("out1/bin/run.sh")).unwrap(), run_sh);
+    assert_eq!(mode(&d.join("out1/bin/run.sh")), 0o755);
+    assert_eq!(mode(&d.join("out1/bin")), 0o755);
+    drop(store);
+
+    // A manifest from before the mask, with set-ID and sticky bits.
+    let manifest = d.join("s/manifest.json");
+    let text = fs::read_to_string(&manifest).unwrap();
+    assert!(text.contains("\"mode\": 493"), "{text}");
+    fs::write(&manifest, text.replace("\"mode\": 493", "\"mode\": 3565")).unwrap();
+    let store = Store::open(d.join("s")).unwrap();
+    store.restore_to(1, &d.join("out2"), false).unwrap();
+    assert_eq!(mode(&d.join("out2/bin/run.sh")), 0o755);
+    assert_eq!(fs::read(d.join("out2/bin/run.sh")).unwrap(), run_sh);
+    drop(store);
+
+    // A link in a checkpoint directory: refused, naming it.
+    let mut store = Store::open_mut(d.join("s")).unwrap();
+    std::os::unix::fs::symlink("w.bin", ck.join("latest")).unwrap();
+    let err = store.add_path(&ck, Some(2), false).unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "ck/latest is a symbolic link (to \"w.bin\"); snapshot stores keep regular files only"
+        ),
+        "{err}"
+    );
+    fs::remove_file(ck.join("latest")).unwrap();
+    drop(store);
+
+    // A hostile manifest path is refused on open, before anything is written.
+    let text = fs::read_to_string(&manifest).unwrap();
+    fs::write(
+        &manifest,
+        text.replace("\"bin/run.sh\"", "\"bin/..\\\\run.sh\""),
+    )
+    .unwrap();
+    let err = Store::open(d.join("s")).err().unwrap().to_string();
+    assert!(err.contains("is not a plain relative path"), "{err}");
+    let mut left: Vec<_> = fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["ck", "out1", "out2", "s"]);
 }
 
 #[test]
@@ -412,15 +493,18 @@ fn damaged_stores_give_clear_errors() {
 #[test]
 fn add_path_refuses_checkpoints_whose_pickles_run_code() {
     let dir = tempfile::tempdir().unwrap();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/data/formats/calls_os_system.pt");
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/formats/calls_os_system.pt");
     let evil = std::fs::read(&fixture).unwrap();
     let ck = dir.path().join("ck");
-    write_dir(&ck, &[("model.pt", evil.clone()), ("config.json", b"{}".to_vec())]);
+    write_dir(
+        &ck,
+        &[("model.pt", evil.clone()), ("config.json", b"{}".to_vec())],
+    );
     let mut store = Store::create(dir.path().join("s"), 8).unwrap();
     let err = store.add_path(&ck, Some(1), false).unwrap_err();
     assert!(
-        matches!(&err, Error::Input(lmc_files::InputError::UnsafePickle { refusals, .. })
+        matches!(&err, Error::Files(lmc_files::Error::Input(lmc_files::InputError::UnsafePickle { refusals, .. }))
             if refusals.iter().any(|r| r.contains("names posix.system"))),
         "{err}"
     );

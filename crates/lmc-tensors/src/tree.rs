@@ -17,11 +17,13 @@
 //!
 //! [`Reader`] checks a stream as it arrives, so that a hostile stream cannot
 //! make a restorer write outside its output: paths are relative and plain
-//! (no `..`, `.`, empty components, absolute paths or NUL), each entry's
-//! parent is a directory entry that came before it, no path appears twice,
-//! and link targets are relative and stay inside the directory.
+//! (no `..`, `.`, empty components, absolute paths, backslashes or NUL),
+//! each entry's parent is a directory entry that came before it, no path
+//! appears twice, and link targets are relative and stay inside the
+//! directory, both as written and as the operating system resolves them,
+//! following the stream's own links ([`Index::check_links`]).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use crate::Error;
 
@@ -130,19 +132,22 @@ fn parse_fixed(b: &[u8; ENTRY_LEN]) -> Result<Option<Fixed>, Error> {
     Ok(Some((kind, b[1], path_len, mode, len)))
 }
 
-/// Refuses paths that are not plain relative paths.
+/// Refuses paths that are not plain relative paths: the one rule for a
+/// path inside a directory that lmc stores, used by the directory stream,
+/// `lmc compress DIR` and the snapshot store.
 pub fn check_path(path: &str) -> Result<(), Error> {
     if path.len() > MAX_PATH {
         return Err(bad(format!("a path of {} bytes is too long", path.len())));
     }
     if path.is_empty()
-        || path.contains('\0')
+        || path.contains(['\0', '\\'])
         || path
             .split('/')
             .any(|c| c.is_empty() || c == "." || c == "..")
     {
         return Err(bad(format!(
-            "path {path:?} is not a plain relative path (absolute, empty, '.' or '..' components)"
+            "path {path:?} is not a plain relative path (absolute, empty, '.' or '..' \
+             components, a backslash or NUL)"
         )));
     }
     Ok(())
@@ -170,6 +175,224 @@ pub fn check_link(path: &str, target: &str) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Most links one resolution may follow in a chain, as Linux's
+/// `MAXSYMLINKS`: a deeper chain is refused, as the system would refuse to
+/// follow it.
+pub const MAX_LINK_HOPS: u32 = 40;
+
+/// What a node of an [`Index`] is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Node {
+    Dir(HashMap<String, usize>),
+    File,
+    Link(String),
+}
+
+/// A place reached while resolving a link: an entry, and how many
+/// components past it the path goes into what the directory does not hold
+/// (a dangling link, or names under a file).
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    node: usize,
+    beyond: usize,
+}
+
+/// A link whose target [`Index::check_links`] refuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkRefused {
+    /// The link's path in the directory.
+    pub link: String,
+    pub target: String,
+    /// Why: "leads outside the directory (through link ...)", "is part of
+    /// a loop of links", ...
+    pub reason: String,
+}
+
+impl std::fmt::Display for LinkRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "link {:?} -> {:?} {}",
+            self.link, self.target, self.reason
+        )
+    }
+}
+
+impl std::error::Error for LinkRefused {}
+
+/// A link's resolution: not begun, under way (`Err`), or done.
+type Memo = Option<Result<(Place, u32), ()>>;
+
+/// Why a link's resolution was refused, and at which link.
+enum Refusal {
+    Outside(usize),
+    Loop(usize),
+    TooDeep(usize),
+}
+
+/// The entries of a directory (a stream's, or one being listed on disk)
+/// as a tree: checks that each entry's folder came before it and that no
+/// path appears twice, and resolves link targets the way the operating
+/// system will once the links exist.
+#[derive(Debug, Clone)]
+pub struct Index {
+    /// Node 0 is the directory itself.
+    nodes: Vec<(usize, String, Node)>,
+    by_path: HashMap<String, usize>,
+    links: Vec<usize>,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Index {
+    pub fn new() -> Index {
+        Index {
+            nodes: vec![(0, String::new(), Node::Dir(HashMap::new()))],
+            by_path: HashMap::new(),
+            links: Vec::new(),
+        }
+    }
+
+    /// Adds an entry (`target` for a link), after checking its path, that
+    /// its folder is a directory added before and that its path is new.
+    pub fn add(&mut self, kind: Kind, path: &str, target: Option<&str>) -> Result<(), Error> {
+        check_path(path)?;
+        let (parent, name) = match path.rsplit_once('/') {
+            Some((parent, name)) => match self.by_path.get(parent) {
+                Some(&p) if matches!(self.nodes[p].2, Node::Dir(_)) => (p, name),
+                _ => {
+                    return Err(bad(format!(
+                        "{path:?} comes before its folder {parent:?} is declared"
+                    )));
+                }
+            },
+            None => (0, path),
+        };
+        if self.by_path.contains_key(path) {
+            return Err(bad(format!("{path:?} appears twice")));
+        }
+        let node = match kind {
+            Kind::Dir => Node::Dir(HashMap::new()),
+            Kind::File => Node::File,
+            Kind::Symlink => {
+                let target = target.unwrap_or_default();
+                check_link(path, target)?;
+                Node::Link(target.to_string())
+            }
+        };
+        let id = self.nodes.len();
+        if kind == Kind::Symlink {
+            self.links.push(id);
+        }
+        self.nodes.push((parent, path.to_string(), node));
+        self.by_path.insert(path.to_string(), id);
+        if let Node::Dir(children) = &mut self.nodes[parent].2 {
+            children.insert(name.to_string(), id);
+        }
+        Ok(())
+    }
+
+    /// Checks that every link's target, resolved from the link's folder
+    /// and following the links of this directory (the only links a fresh
+    /// restore holds), stays inside the directory, in no loop and in no
+    /// chain of more than [`MAX_LINK_HOPS`] links. A `..` goes to the real
+    /// parent of where a link led, as the system's does, so a link to an
+    /// ancestor cannot be used to climb out of the directory.
+    pub fn check_links(&self) -> Result<(), LinkRefused> {
+        let mut memo: Vec<Memo> = vec![None; self.nodes.len()];
+        for &l in &self.links {
+            if let Err(why) = self.resolve(l, 0, &mut memo) {
+                let (path, target) = self.link(l);
+                let (at, what) = match why {
+                    Refusal::Outside(at) => (at, "leads outside the directory"),
+                    Refusal::Loop(at) => (at, "is part of a loop of links"),
+                    Refusal::TooDeep(at) => (at, "goes through more than 40 links"),
+                };
+                let through = if at == l {
+                    String::new()
+                } else {
+                    let (p, t) = self.link(at);
+                    format!(" (through link {p:?} -> {t:?})")
+                };
+                return Err(LinkRefused {
+                    link: path.to_string(),
+                    target: target.to_string(),
+                    reason: format!("{what}{through}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn link(&self, id: usize) -> (&str, &str) {
+        match &self.nodes[id] {
+            (_, path, Node::Link(t)) => (path, t),
+            (_, path, _) => (path, ""),
+        }
+    }
+
+    /// Where link `id` leads, and how many links its resolution follows
+    /// (itself included; the system refuses more than [`MAX_LINK_HOPS`]).
+    /// `memo[id]` is `Some(Err(()))` while it is being resolved, so a loop
+    /// is seen; `depth` is how many resolutions are under way (bounded, so a
+    /// long chain listed backwards cannot exhaust the stack).
+    fn resolve(&self, id: usize, depth: u32, memo: &mut [Memo]) -> Result<(Place, u32), Refusal> {
+        match memo[id] {
+            Some(Ok(done)) => return Ok(done),
+            Some(Err(())) => return Err(Refusal::Loop(id)),
+            None => {}
+        }
+        if depth >= MAX_LINK_HOPS {
+            return Err(Refusal::TooDeep(id));
+        }
+        memo[id] = Some(Err(()));
+        let (parent, _, node) = &self.nodes[id];
+        let Node::Link(target) = node else {
+            unreachable!("only links are resolved")
+        };
+        let mut at = Place {
+            node: *parent,
+            beyond: 0,
+        };
+        let mut hops = 1u32;
+        for c in target.split('/') {
+            match c {
+                "" | "." => {}
+                ".." if at.beyond > 0 => at.beyond -= 1,
+                ".." if at.node == 0 => return Err(Refusal::Outside(id)),
+                ".." => at.node = self.nodes[at.node].0,
+                name => {
+                    let child = match &self.nodes[at.node].2 {
+                        Node::Dir(children) if at.beyond == 0 => children.get(name).copied(),
+                        _ => None,
+                    };
+                    at = match child {
+                        None => Place {
+                            node: at.node,
+                            beyond: at.beyond + 1,
+                        },
+                        Some(c) if matches!(self.nodes[c].2, Node::Link(_)) => {
+                            let (place, n) = self.resolve(c, depth + 1, memo)?;
+                            hops = hops.saturating_add(n);
+                            if hops > MAX_LINK_HOPS {
+                                return Err(Refusal::TooDeep(id));
+                            }
+                            place
+                        }
+                        Some(c) => Place { node: c, beyond: 0 },
+                    };
+                }
+            }
+        }
+        memo[id] = Some(Ok((at, hops)));
+        Ok((at, hops))
+    }
 }
 
 /// Receives a checked stream's contents from a [`Reader`].
@@ -219,8 +442,7 @@ pub struct Reader {
     /// Bytes read so far (for error messages).
     offset: u64,
     pub root_mode: u32,
-    dirs: HashSet<String>,
-    paths: HashSet<String>,
+    index: Index,
     pub files: u64,
 }
 
@@ -237,8 +459,7 @@ impl Reader {
             buf: Vec::new(),
             offset: 0,
             root_mode: 0,
-            dirs: HashSet::new(),
-            paths: HashSet::new(),
+            index: Index::new(),
             files: 0,
         }
     }
@@ -315,7 +536,7 @@ impl Reader {
                             String::from_utf8(std::mem::take(&mut self.buf)).map_err(|_| {
                                 bad(format!("the target of link {:?} is not UTF-8", e.path))
                             })?;
-                        check_link(&e.path, &target)?;
+                        self.index.add(Kind::Symlink, &e.path, Some(&target))?;
                         sink.symlink(&e, &target)?;
                         self.state = State::Fixed;
                     }
@@ -332,24 +553,17 @@ impl Reader {
     }
 
     fn begin(&mut self, e: Entry, sink: &mut dyn Sink) -> Result<(), Error> {
-        check_path(&e.path)?;
-        if let Some((parent, _)) = e.path.rsplit_once('/')
-            && !self.dirs.contains(parent)
-        {
-            return Err(bad(format!(
-                "{:?} comes before its folder {parent:?} is declared",
-                e.path
-            )));
-        }
-        if !self.paths.insert(e.path.clone()) {
-            return Err(bad(format!("{:?} appears twice", e.path)));
+        if e.kind != Kind::Symlink {
+            self.index.add(e.kind, &e.path, None)?;
+        } else {
+            // Added with its target, once that is read.
+            check_path(&e.path)?;
         }
         match e.kind {
             Kind::Dir => {
                 if e.len != 0 {
                     return Err(bad(format!("directory {:?} has a length", e.path)));
                 }
-                self.dirs.insert(e.path.clone());
                 sink.dir(&e)?;
                 self.state = State::Fixed;
             }
@@ -376,10 +590,12 @@ impl Reader {
         Ok(())
     }
 
-    /// Checks that the stream ended with its end entry.
+    /// Checks that the stream ended with its end entry and that its links,
+    /// resolved against the whole directory, stay inside it
+    /// ([`Index::check_links`]). A restorer creates links only after this.
     pub fn finish(&self) -> Result<(), Error> {
         match self.state {
-            State::Done => Ok(()),
+            State::Done => self.index.check_links().map_err(|e| bad(e.to_string())),
             _ => Err(bad(format!(
                 "the stream ends at offset {} before its end entry (truncated?)",
                 self.offset
@@ -516,6 +732,128 @@ mod tests {
                 .to_string()
                 .contains("after the end")
         );
+    }
+
+    /// `d1/.../d12` with a link `up` to three folders above it.
+    fn deep_with_up() -> (Vec<Vec<u8>>, String) {
+        let mut entries = Vec::new();
+        let mut path = String::new();
+        for i in 1..=12 {
+            if !path.is_empty() {
+                path.push('/');
+            }
+            path.push_str(&format!("d{i}"));
+            entries.push(entry(Kind::Dir, &path, b""));
+        }
+        entries.push(entry(Kind::Symlink, &format!("{path}/up"), b"../../.."));
+        (entries, path)
+    }
+
+    #[test]
+    fn links_are_resolved_through_the_streams_own_links() {
+        // A chain through links to ancestors: lexically inside (`up` read as
+        // a folder), really 13 levels above the root.
+        let (mut entries, deep) = deep_with_up();
+        let target = format!("{deep}/up/{}etc/passwd", "../".repeat(13));
+        entries.push(entry(Kind::Symlink, "passwd", target.as_bytes()));
+        let e = read_all(&stream(&entries), 64).unwrap_err().to_string();
+        assert!(
+            e.contains("link \"passwd\" -> ") && e.contains("leads outside"),
+            "{e}"
+        );
+        // The same link checked lexically alone passes: the old hole.
+        assert!(check_link("passwd", &target).is_ok());
+
+        // Refused: climbing out through a link to the root itself, links
+        // through a link that leads out, loops, absolute targets.
+        for (entries, needle) in [
+            (
+                vec![
+                    entry(Kind::Symlink, "l", b"."),
+                    entry(Kind::Symlink, "x", b"l/l/l/l/../.."),
+                ],
+                "link \"x\" -> \"l/l/l/l/../..\" leads outside",
+            ),
+            (
+                vec![
+                    entry(Kind::Dir, "a", b""),
+                    entry(Kind::Dir, "a/b", b""),
+                    entry(Kind::Symlink, "a/b/top", b"../.."),
+                    entry(Kind::Symlink, "esc", b"a/b/top/a/b/top/../x"),
+                ],
+                "link \"esc\" -> \"a/b/top/a/b/top/../x\" leads outside",
+            ),
+            (
+                vec![
+                    entry(Kind::Symlink, "a", b"b"),
+                    entry(Kind::Symlink, "b", b"a"),
+                ],
+                "loop of links",
+            ),
+            (vec![entry(Kind::Symlink, "a", b"a/x")], "loop of links"),
+            (
+                vec![
+                    entry(Kind::Dir, "d", b""),
+                    entry(Kind::Symlink, "d/self", b"."),
+                    entry(Kind::Symlink, "later", b"d/out/x"),
+                    entry(Kind::Symlink, "d/out", b"self/../.."),
+                ],
+                "link \"later\" -> \"d/out/x\" leads outside the directory \
+                 (through link \"d/out\" -> \"self/../..\")",
+            ),
+        ] {
+            let e = read_all(&stream(&entries), 5).unwrap_err().to_string();
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+        // A chain of 41 links is too deep; 39 are fine.
+        for (n, ok) in [(39, true), (41, false)] {
+            let mut entries = vec![entry(Kind::File, "f", b"x")];
+            entries.push(entry(Kind::Symlink, "l0", b"f"));
+            for i in 1..n {
+                entries.push(entry(
+                    Kind::Symlink,
+                    &format!("l{i}"),
+                    format!("l{}", i - 1).as_bytes(),
+                ));
+            }
+            let got = read_all(&stream(&entries), 100);
+            assert_eq!(got.is_ok(), ok, "{n}: {got:?}");
+            // Listed the other way round: the same answer.
+            entries[1..].reverse();
+            assert_eq!(read_all(&stream(&entries), 100).is_ok(), ok, "{n} reversed");
+        }
+        // A long chain listed from its far end is refused without a deep
+        // recursion.
+        let mut entries: Vec<_> = (1..100_000)
+            .rev()
+            .map(|i| {
+                entry(
+                    Kind::Symlink,
+                    &format!("l{i}"),
+                    format!("l{}", i - 1).as_bytes(),
+                )
+            })
+            .collect();
+        entries.push(entry(Kind::File, "l0", b"x"));
+        let e = read_all(&stream(&entries), 1 << 16)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than 40 links"), "{e}");
+
+        // Allowed: links to ancestors that stay inside, a link through
+        // a link, dangling targets inside, names under a file.
+        let (mut entries, deep) = deep_with_up();
+        entries.push(entry(Kind::File, "f", b"x"));
+        entries.push(entry(
+            Kind::Symlink,
+            "via",
+            format!("{deep}/up/../../../../../../../../../f").as_bytes(),
+        ));
+        entries.push(entry(Kind::Symlink, "root", b"d1/.."));
+        entries.push(entry(Kind::Symlink, "twice", b"root/root/f"));
+        entries.push(entry(Kind::Symlink, "missing", b"not/yet/../there"));
+        entries.push(entry(Kind::Symlink, "under", b"f/x/../.."));
+        assert!(read_all(&stream(&entries), 9).is_ok());
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub fn run(
     };
     let bytes = Input::open(input)?;
     let container = Container::open(&bytes).with_context(|| format!("{}", input.display()))?;
-    if super::dir::is_tree(&container) {
+    if lmc_files::is_tree(&container) {
         if let Some(b) = base {
             bail!(
                 "{} holds a directory, which is never a delta; --base {} is not needed",

@@ -52,9 +52,8 @@ pub fn run(input: &Path, as_json: bool) -> Result<()> {
     }
 
     // A directory: its entries, each with the segments it spans.
-    let tree = if super::dir::is_tree(&c) {
-        let (_, entries) =
-            super::dir::entries(&c).with_context(|| format!("{}", input.display()))?;
+    let tree = if lmc_files::is_tree(&c) {
+        let (_, entries) = lmc_files::list_tree(input, &c)?;
         let files: Vec<_> = entries
             .into_iter()
             .map(|f| {

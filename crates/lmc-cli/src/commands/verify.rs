@@ -26,9 +26,8 @@ pub fn run(input: &Path, base: Option<&Path>, quiet: bool) -> Result<()> {
     {
         let bar = Bar::new(container.header().original_len, "verifying", quiet);
         // A directory's stream is also checked entry by entry, as a restore would.
-        if super::dir::is_tree(&container) {
-            super::dir::check(&container, &mut bar.callback())
-                .with_context(|| format!("{}", input.display()))?;
+        if lmc_files::is_tree(&container) {
+            lmc_files::check_tree(input, &container, &mut bar.callback())?;
         } else {
             container
                 .verify(&mut bar.callback())

@@ -200,12 +200,17 @@ def decompress_file(
         src: the ``.lmc`` file.
         dst: the file to write (default: ``src`` without ``".lmc"``);
             replaced if it exists, atomically, and only once every checksum
-            and the whole-file hash have matched.
+            and the whole-file hash have matched. A container of a
+            directory (``lmc compress DIR``) is restored as that directory,
+            as ``lmc decompress`` does: every entry checked, links that
+            would lead outside refused, moved into place when complete. An
+            existing file or empty directory at ``dst`` is replaced; a
+            directory with something in it never is.
         base: the base of a delta container.
         sync: flush the file to disk before renaming it into place.
 
     Returns:
-        The number of bytes written.
+        The number of bytes written (for a directory, of its stream).
     """
     if dst is None:
         s = os.fspath(src)
