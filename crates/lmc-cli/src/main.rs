@@ -5,6 +5,25 @@
 mod commands;
 mod io;
 mod progress;
+#[cfg(unix)]
+mod signals;
+
+/// Without Unix signals: nothing to register, nothing to handle.
+#[cfg(not(unix))]
+mod signals {
+    use std::path::Path;
+    pub struct Registered;
+    pub fn temp_file(_: &Path) -> Registered {
+        Registered
+    }
+    pub fn mapped_input(_: &Path, _: *const u8, _: usize) -> Registered {
+        Registered
+    }
+    pub fn exit_now(code: i32) -> ! {
+        std::process::exit(code)
+    }
+    pub fn install() {}
+}
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -123,6 +142,7 @@ pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     progress::install_ctrlc();
+    signals::install();
     if cli.threads == Some(0) {
         eprintln!("lmc: error: --threads must be at least 1");
         return ExitCode::from(2);

@@ -5,7 +5,8 @@
 //! once, so the front ends cannot drift apart:
 //!
 //! - [`output`]: outputs written to a temporary file beside the destination
-//!   and renamed into place when complete.
+//!   and renamed into place when complete, and only ever over a regular
+//!   file ([`check_destination`]).
 //!
 //! The crates above translate their arguments into these calls and the
 //! errors back into their own.
@@ -14,4 +15,4 @@
 
 pub mod output;
 
-pub use output::{folder_and_name, temp_beside};
+pub use output::{Destination, DestinationError, check_destination, folder_and_name, temp_beside};

@@ -101,7 +101,7 @@ pub fn load_base(
         let mut v = Vec::with_capacity(c.header().original_len as usize);
         c.decompress_to(&mut v, &mut |_| true)
             .with_context(|| format!("base {}", path.display()))?;
-        return Ok(Some(Input::Owned(v)));
+        return Ok(Some(Input::owned(v)));
     }
     Ok(Some(bytes))
 }
