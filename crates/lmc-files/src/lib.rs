@@ -15,4 +15,4 @@
 
 pub mod output;
 
-pub use output::{Destination, DestinationError, check_destination, folder_and_name, temp_beside};
+pub use output::{Destination, DestinationError, check_destination, folder_and_name, temp_beside, temp_in};

@@ -23,17 +23,22 @@ pub fn folder_and_name(dest: &Path) -> (PathBuf, String) {
 /// removed.
 pub fn temp_beside(dest: &Path) -> std::io::Result<(tempfile::NamedTempFile, PathBuf)> {
     let (dir, name) = folder_and_name(dest);
+    let tmp = temp_in(&dir, &format!(".{name}."), ".lmc-tmp")?;
+    Ok((tmp, dir))
+}
+
+/// A temporary file in `dir` named `PREFIX` + random + `SUFFIX`, with the
+/// usual mode for new files, 0666 less the umask (tempfile's own is
+/// owner-only, which would keep everyone else from reading what is renamed
+/// into place: an output, or a snapshot store's objects and manifest).
+pub fn temp_in(dir: &Path, prefix: &str, suffix: &str) -> std::io::Result<tempfile::NamedTempFile> {
     let mut builder = tempfile::Builder::new();
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         builder.permissions(std::fs::Permissions::from_mode(0o666));
     }
-    let tmp = builder
-        .prefix(&format!(".{name}."))
-        .suffix(".lmc-tmp")
-        .tempfile_in(&dir)?;
-    Ok((tmp, dir))
+    builder.prefix(prefix).suffix(suffix).tempfile_in(dir)
 }
 
 /// What stands at an output's destination before it is written.

@@ -544,10 +544,7 @@ impl Store {
             ),
         );
         let objects = self.objects();
-        let tmp = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .tempfile_in(&objects)
-            .map_err(|e| Error::io(&objects, e))?;
+        let tmp = lmc_files::temp_in(&objects, ".tmp-", "").map_err(|e| Error::io(&objects, e))?;
         let mut w = BufWriter::with_capacity(1 << 20, tmp);
         let summary = lmc_core::compress_parts(
             &f.parts,
