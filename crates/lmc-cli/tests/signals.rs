@@ -122,7 +122,11 @@ fn stopped_by(signal: &str) {
         "SIG{signal}: lmc did not end with an error of its own ({status}): {stderr}"
     );
     assert!(stderr.contains("cancelled"), "SIG{signal}: {stderr}");
-    assert_eq!(temps(dir.path()), Vec::<PathBuf>::new(), "SIG{signal}: left");
+    assert_eq!(
+        temps(dir.path()),
+        Vec::<PathBuf>::new(),
+        "SIG{signal}: left"
+    );
     assert!(!dir.path().join("big.lmc").exists(), "SIG{signal}");
 }
 
@@ -213,11 +217,16 @@ fn destinations_that_are_not_files_are_never_replaced() {
     if made.is_ok_and(|s| s.success()) {
         let out = lmc(
             dir.path(),
-            &["compress", "--dtype", "F32", "w.f32", "-o", "pipe", "--force"],
+            &[
+                "compress", "--dtype", "F32", "w.f32", "-o", "pipe", "--force",
+            ],
         );
         let err = text(&out.stderr);
         assert!(!out.status.success(), "{err}");
-        assert!(err.contains("pipe is a named pipe, not a regular file"), "{err}");
+        assert!(
+            err.contains("pipe is a named pipe, not a regular file"),
+            "{err}"
+        );
         assert!(fs::metadata(&fifo).unwrap().file_type().is_fifo());
     } else {
         eprintln!("mkfifo unavailable: the named-pipe case is skipped");
@@ -227,11 +236,16 @@ fn destinations_that_are_not_files_are_never_replaced() {
     fs::create_dir(&sub).unwrap();
     let out = lmc(
         dir.path(),
-        &["compress", "--dtype", "F32", "w.f32", "-o", "sub", "--force"],
+        &[
+            "compress", "--dtype", "F32", "w.f32", "-o", "sub", "--force",
+        ],
     );
     let err = text(&out.stderr);
     assert!(!out.status.success(), "{err}");
-    assert!(err.contains("sub is a directory, not a regular file"), "{err}");
+    assert!(
+        err.contains("sub is a directory, not a regular file"),
+        "{err}"
+    );
     assert!(sub.is_dir());
 
     let null = Path::new("/dev/null");

@@ -15,4 +15,6 @@
 
 pub mod output;
 
-pub use output::{Destination, DestinationError, check_destination, folder_and_name, temp_beside, temp_in};
+pub use output::{
+    Destination, DestinationError, check_destination, folder_and_name, temp_beside, temp_in,
+};

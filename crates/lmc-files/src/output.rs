@@ -131,7 +131,16 @@ mod tests {
         std::fs::write(&file, b"x").unwrap();
         assert_eq!(check_destination(&file).unwrap(), Destination::File);
         let err = check_destination(dir.path()).unwrap_err();
-        assert!(matches!(err, DestinationError::NotAFile { kind: "a directory", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                DestinationError::NotAFile {
+                    kind: "a directory",
+                    ..
+                }
+            ),
+            "{err}"
+        );
         #[cfg(unix)]
         {
             let link = dir.path().join("l");
@@ -141,7 +150,13 @@ mod tests {
             if null.exists() {
                 let err = check_destination(null).unwrap_err();
                 assert!(
-                    matches!(err, DestinationError::NotAFile { kind: "a character device", .. }),
+                    matches!(
+                        err,
+                        DestinationError::NotAFile {
+                            kind: "a character device",
+                            ..
+                        }
+                    ),
                     "{err}"
                 );
                 assert!(err.to_string().contains("/dev/null"), "{err}");

@@ -51,8 +51,8 @@ use lmc_core::{CompressOptions, Container, DeltaBase, Dtype, SegmentKind, Segmen
 use lmc_tensors::safetensors::TensorInfo;
 
 pub use fsutil::FAILPOINT_VAR;
-pub use lmc_files::{folder_and_name, temp_beside};
 use fsutil::{Lock, failpoint, sync_dir, write_atomic};
+pub use lmc_files::{folder_and_name, temp_beside};
 pub use manifest::{FileEntry, Kind, Manifest, Snapshot};
 use manifest::{check_relative_path, counterpart, hex};
 

@@ -453,7 +453,9 @@ fn read_only_stores_can_be_read_and_what_they_hold_is_readable_by_others() {
     let check_readable = |why: &str| {
         let s = Store::open(&root).unwrap_or_else(|e| panic!("{why}: {e}"));
         assert_eq!(s.snapshots().len(), 2, "{why}");
-        let report = s.verify(&mut |_| {}).unwrap_or_else(|e| panic!("{why}: {e}"));
+        let report = s
+            .verify(&mut |_| {})
+            .unwrap_or_else(|e| panic!("{why}: {e}"));
         assert_eq!(report, s.verify(&mut |_| {}).unwrap());
         let files = s.restore_files(2).unwrap_or_else(|e| panic!("{why}: {e}"));
         assert_eq!(files.len(), 1);
