@@ -5,6 +5,25 @@
 mod commands;
 mod io;
 mod progress;
+#[cfg(unix)]
+mod signals;
+
+/// Without Unix signals: nothing to register, nothing to handle.
+#[cfg(not(unix))]
+mod signals {
+    use std::path::Path;
+    pub struct Registered;
+    pub fn temp_file(_: &Path) -> Registered {
+        Registered
+    }
+    pub fn mapped_input(_: &Path, _: *const u8, _: usize) -> Registered {
+        Registered
+    }
+    pub fn exit_now(code: i32) -> ! {
+        std::process::exit(code)
+    }
+    pub fn install() {}
+}
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -123,6 +142,7 @@ pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     progress::install_ctrlc();
+    signals::install();
     if cli.threads == Some(0) {
         eprintln!("lmc: error: --threads must be at least 1");
         return ExitCode::from(2);
@@ -188,15 +208,54 @@ fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("lmc: error: {e:#}");
+            eprintln!("lmc: error: {}", message(&e));
             ExitCode::FAILURE
         }
     }
 }
 
+/// An error and its causes, joined by `: ` as anyhow's `{:#}` does, but
+/// each cause once: errors that print their source and also return it from
+/// `source()` (the store's, io::Error wrappers) would otherwise repeat it.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{message, parse_size};
+
+    #[test]
+    fn causes_are_printed_once() {
+        #[derive(Debug)]
+        struct Wraps(std::io::Error);
+        impl std::fmt::Display for Wraps {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "objects/a.lmc: {}", self.0)
+            }
+        }
+        impl std::error::Error for Wraps {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let e = anyhow::Error::new(Wraps(io)).context("cannot restore step 1");
+        assert_eq!(message(&e), "cannot restore step 1: objects/a.lmc: gone");
+        let plain = anyhow::anyhow!("gone").context("a").context("b");
+        assert_eq!(message(&plain), "b: a: gone");
+    }
 
     #[test]
     fn sizes() {

@@ -1,10 +1,12 @@
-//! Progress bars (drawn only on a terminal) and Ctrl-C handling.
+//! Progress bars (drawn only on a terminal) and Ctrl-C handling (also
+//! SIGTERM and SIGHUP: see [`crate::signals`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// Set by Ctrl-C; long operations check it between batches of chunks.
+/// Set by Ctrl-C, SIGTERM or SIGHUP; long operations check it between
+/// batches of chunks.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// The flag Ctrl-C sets, for work that checks it itself.
@@ -15,7 +17,15 @@ pub fn interrupted_flag() -> &'static AtomicBool {
 pub fn install_ctrlc() {
     // If a handler cannot be installed, Ctrl-C kills the process: the
     // temporary output is then left behind, but never the destination.
-    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+    // The handler runs on a thread of its own, not in signal context. The
+    // first signal asks the work to stop (it unwinds and removes its
+    // temporary output); a second one, for work that does not stop soon
+    // enough, ends the process at once.
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            crate::signals::exit_now(130);
+        }
+    });
 }
 
 /// A byte-counting progress bar; hidden when stderr is not a terminal or

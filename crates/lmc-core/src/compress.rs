@@ -507,13 +507,22 @@ fn plan(
             let elems = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
             if elems.and_then(|e| e.checked_mul(width as u64)) != Some(spec.len) {
                 return Err(Error::InvalidInput(format!(
-                    "tensor {name:?}: shape {shape:?} of {dtype} does not match its {} bytes",
+                    "tensor {}: shape {shape:?} of {dtype} does not match its {} bytes",
+                    crate::error::quote_name(name),
                     spec.len
                 )));
             }
-            if name.len() > u16::MAX as usize || shape.len() > crate::format::MAX_RANK {
+            if name.len() > u16::MAX as usize {
                 return Err(Error::InvalidInput(format!(
-                    "tensor {name:?}: name longer than 65535 bytes or rank above {}",
+                    "tensor {}: its name is longer than the 65535 bytes the format allows",
+                    crate::error::quote_name(name)
+                )));
+            }
+            if shape.len() > crate::format::MAX_RANK {
+                return Err(Error::InvalidInput(format!(
+                    "tensor {}: rank {} exceeds {}",
+                    crate::error::quote_name(name),
+                    shape.len(),
                     crate::format::MAX_RANK
                 )));
             }

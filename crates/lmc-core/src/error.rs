@@ -112,3 +112,35 @@ impl From<Error> for std::io::Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Longest name, in bytes, that messages quote whole.
+pub const NAME_SHOWN: usize = 200;
+
+/// A name (of a tensor, an archive member) quoted for a message: whole up
+/// to [`NAME_SHOWN`] bytes, else its start, an ellipsis and its length, so
+/// that a hostile 70 KB name does not fill the screen.
+pub fn quote_name(name: &str) -> String {
+    if name.len() <= NAME_SHOWN {
+        return format!("{name:?}");
+    }
+    let mut end = NAME_SHOWN;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}... ({} bytes)", &name[..end], name.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_names_are_cut_short() {
+        assert_eq!(quote_name("a.weight"), "\"a.weight\"");
+        let long = "é".repeat(35_000);
+        let q = quote_name(&long);
+        assert!(q.len() < NAME_SHOWN + 30, "{q}");
+        assert!(q.ends_with("\"... (70000 bytes)"), "{q}");
+        assert_eq!(quote_name(&"n".repeat(NAME_SHOWN)).len(), NAME_SHOWN + 2);
+    }
+}

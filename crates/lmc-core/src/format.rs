@@ -99,20 +99,32 @@ impl Header {
         if b[0..8] != MAGIC {
             return Err(h("bad magic bytes: not an lmc container".into()));
         }
+        // The checksum first: a flipped bit in the version field is damage,
+        // not a container from a newer lmc. (A newer version could move
+        // the checksum; a mismatch then names both possibilities.)
         let version = u16::from_le_bytes([b[8], b[9]]);
-        if version != VERSION_1 && version != VERSION_2 {
-            return Err(Error::UnsupportedVersion {
-                found: version,
-                supported: VERSION,
-            });
-        }
+        let known = version == VERSION_1 || version == VERSION_2;
         let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
         let stored_sum = u64_at(56);
         let sum = xxh3_64(&b[..56]);
         if stored_sum != sum {
+            let unknown = if known {
+                String::new()
+            } else {
+                format!(
+                    "; the header is damaged, or the container is of version {version}, \
+                     which this lmc cannot read (it reads versions 1 to {VERSION})"
+                )
+            };
             return Err(h(format!(
-                "header checksum mismatch (stored {stored_sum:016x}, computed {sum:016x})"
+                "header checksum mismatch (stored {stored_sum:016x}, computed {sum:016x}){unknown}"
             )));
+        }
+        if !known {
+            return Err(Error::UnsupportedVersion {
+                found: version,
+                supported: VERSION,
+            });
         }
         let flags = u16::from_le_bytes([b[10], b[11]]);
         if flags & !(FLAG_RANS | FLAG_SPLIT) != 0 || b[12..16] != [0; 4] {
@@ -229,7 +241,9 @@ impl Segment {
     pub fn describe(&self) -> String {
         match &self.kind {
             SegmentKind::Bytes => format!("bytes at offset {}", self.offset),
-            SegmentKind::Tensor { name, .. } => format!("tensor {name:?}"),
+            SegmentKind::Tensor { name, .. } => {
+                format!("tensor {}", crate::error::quote_name(name))
+            }
         }
     }
 }

@@ -4,9 +4,10 @@
 //! `lmc decompress` of a directory container, the Python package's
 //! `decompress_file` and the snapshot store's directory snapshots.
 //!
-//! What may be replaced ([`check_destination`]): nothing without `force`;
-//! with it, a file, a link or an empty directory, never a directory with
-//! something in it (its contents would be lost with it).
+//! What may be replaced ([`check_dir_destination`]): nothing without
+//! `force`; with it, a file, a link or an empty directory, never a directory
+//! with something in it (its contents would be lost with it), nor a device,
+//! a pipe or a socket (the file rule, [`crate::check_destination`]).
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -18,10 +19,10 @@ use crate::error::{Error, Result};
 use crate::mode::set_mode;
 use crate::output::folder_and_name;
 
-/// Whether `dest` exists, after checking that it may be replaced: refused
-/// without `force`, and always refused when it is a directory that is not
-/// empty.
-pub fn check_destination(dest: &Path, force: bool) -> Result<bool> {
+/// Whether `dest` exists, after checking that a directory may be restored
+/// over it: refused without `force`, and always refused when it is a
+/// directory that is not empty or something other than a file or a link.
+pub fn check_dir_destination(dest: &Path, force: bool) -> Result<bool> {
     let meta = match fs::symlink_metadata(dest) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
@@ -34,6 +35,8 @@ pub fn check_destination(dest: &Path, force: bool) -> Result<bool> {
                 path: dest.to_path_buf(),
             });
         }
+    } else if !meta.file_type().is_symlink() {
+        crate::output::check_destination(dest)?;
     }
     if !force {
         return Err(Error::Exists {
@@ -44,7 +47,7 @@ pub fn check_destination(dest: &Path, force: bool) -> Result<bool> {
 }
 
 /// Moves the finished directory `tmp` to `dest`. An existing `dest` (a
-/// file, a link or an empty directory, [`check_destination`]) is replaced:
+/// file, a link or an empty directory, [`check_dir_destination`]) is replaced:
 /// an empty directory by the rename itself, which fails rather than
 /// replace one that is no longer empty; anything else is moved aside first
 /// and put back if the rename fails.
@@ -85,11 +88,11 @@ pub struct DirBuilder {
 }
 
 impl DirBuilder {
-    /// Starts a restore to `dest` ([`check_destination`] says whether it
+    /// Starts a restore to `dest` ([`check_dir_destination`] says whether it
     /// may be replaced). With `sync`, every file is flushed to disk before
     /// the directory moves into place.
     pub fn create(dest: &Path, force: bool, sync: bool) -> Result<DirBuilder> {
-        let exists = check_destination(dest, force)?;
+        let exists = check_dir_destination(dest, force)?;
         let (parent, name) = folder_and_name(dest);
         let tmp = tempfile::Builder::new()
             .prefix(&format!(".{name}."))

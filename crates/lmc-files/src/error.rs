@@ -71,6 +71,9 @@ pub enum Error {
     /// The base of a delta container cannot be had.
     #[error(transparent)]
     Base(#[from] crate::BaseError),
+    /// An output's destination may not be replaced (a device, a pipe).
+    #[error(transparent)]
+    Destination(#[from] crate::DestinationError),
 }
 
 impl Error {

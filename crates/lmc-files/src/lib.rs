@@ -8,7 +8,8 @@
 //! - [`input`]: what an input file is and whether lmc may store it (the
 //!   pickle rule);
 //! - [`output`]: outputs written to a temporary file beside the destination
-//!   and renamed into place when complete.
+//!   and renamed into place when complete, and only ever over a regular
+//!   file ([`check_destination`]).
 //! - [`mode`]: the one permission mask (rwx only, no set-ID or sticky bits).
 //! - [`walk`]: a directory on disk listed as a directory stream's entries,
 //!   each checked as a restore will check it.
@@ -35,12 +36,14 @@ pub mod restore;
 pub mod walk;
 
 pub use base::{Base, BaseError, load_base};
-pub use builder::{DirBuilder, check_destination};
+pub use builder::{DirBuilder, check_dir_destination};
 pub use error::{Error, Result};
 pub use input::{InputError, check_pickles, detect_base, detect_input, detect_member, parse_dtype};
 pub use listing::{EntryInfo, list_tree};
 pub use lmc_tensors::tree::check_path;
 pub use mode::{MODE_MASK, mode_of, set_mode};
-pub use output::{folder_and_name, temp_beside};
+pub use output::{
+    Destination, DestinationError, check_destination, folder_and_name, temp_beside, temp_in,
+};
 pub use restore::{TreeSummary, check_tree, is_tree, restore_tree};
 pub use walk::{Item, Listing, walk};

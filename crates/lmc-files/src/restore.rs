@@ -151,7 +151,7 @@ pub fn check_tree(source: &Path, c: &Container<'_>, progress: Progress<'_>) -> R
 /// whole stream and its hash were checked, then moved into place. On any
 /// error nothing is left, at `dest` or beside it. An existing `dest` is
 /// replaced only with `force`, and never when it is a directory that is
-/// not empty ([`crate::check_destination`]).
+/// not empty ([`crate::check_dir_destination`]).
 pub fn restore_tree(
     source: &Path,
     c: &Container<'_>,

@@ -21,13 +21,16 @@ pub(crate) fn options(chunk_size: Option<usize>, best: bool) -> CompressOptions 
 
 /// Writes `dest` through a temporary file in the same folder that is renamed
 /// into place once complete (and, with `sync`, on disk): a reader, or a
-/// crash, never sees half a file under `dest`.
+/// crash, never sees half a file under `dest`. Only a regular file is ever
+/// replaced (never a device such as /dev/null, a pipe or a folder): the
+/// CLI's rule, [`lmc_files::check_destination`].
 pub(crate) fn write_atomically<T>(
     dest: &Path,
     sync: bool,
     fill: impl FnOnce(&mut BufWriter<tempfile::NamedTempFile>) -> Result<T, String>,
 ) -> Result<T, String> {
-    let (tmp, dir) = lmc_store::temp_beside(dest).map_err(|e| {
+    lmc_files::check_destination(dest).map_err(|e| e.to_string())?;
+    let (tmp, dir) = lmc_files::temp_beside(dest).map_err(|e| {
         format!(
             "cannot create a temporary file beside {}: {e}",
             dest.display()

@@ -201,7 +201,7 @@ def test_pickled_items_follow_the_pickle_rule(tmp_path):
     such items (or a hostile .metadata) to torch, each unless allowed."""
     state = {"w": torch.arange(8.0), "meta": {"epoch": 3, "note": "ok"}}
     dcp.save(state, storage_writer=lmc.torch.StorageWriter(tmp_path / "ok"), no_dist=True)
-    back = {"w": torch.zeros(8), "meta": {}}
+    back = {"w": torch.zeros(8), "meta": {"epoch": -1, "note": ""}}
     dcp.load(back, storage_reader=lmc.torch.StorageReader(tmp_path / "ok"), no_dist=True)
     assert back["meta"] == {"epoch": 3, "note": "ok"} and torch.equal(back["w"], state["w"])
 

@@ -19,10 +19,7 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// fsync, rename over `name`, fsync of `dir`. Readers see the old file or
 /// the new one, never part of the new one.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
+    let mut tmp = lmc_files::temp_in(dir, ".tmp-", "").map_err(|e| Error::io(dir, e))?;
     tmp.write_all(bytes)
         .and_then(|()| tmp.as_file().sync_all())
         .map_err(|e| Error::io(tmp.path(), e))?;
@@ -36,27 +33,53 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
 /// The store's lock: `STORE/lock`, held exclusively by a writer and shared
 /// by readers for as long as the [`Lock`] lives. The operating system
 /// releases it when the process ends, however it ends.
+///
+/// Readers need no write access: they open the lock file read-only (a
+/// shared `flock` needs no more), and where even that is impossible (a
+/// store on a read-only medium made without one, or a lock file they may
+/// not read) they read without the lock. That is safe because a reader
+/// only ever follows the committed manifest, which a writer replaces
+/// atomically, and objects are named by content and checked on decode: a
+/// writer at work (one that can write where this reader cannot) can at
+/// worst remove an object a reader is about to open, which fails clearly,
+/// never silently.
 #[derive(Debug)]
 pub struct Lock {
-    _file: File,
+    _file: Option<File>,
 }
 
 impl Lock {
     pub fn acquire(root: &Path, exclusive: bool) -> Result<Lock> {
         let path = root.join("lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let opened = if exclusive {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+        } else {
+            std::fs::File::open(&path)
+        };
+        let file = match opened {
+            Ok(f) => f,
+            Err(e) if !exclusive && unlockable(&e) => return Ok(Lock { _file: None }),
+            Err(e) if exclusive && unlockable(&e) && e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::Invalid(format!(
+                    "store {} cannot be changed here ({}: {e}); it can still be listed, \
+                     verified and restored from",
+                    root.display(),
+                    path.display()
+                )));
+            }
+            Err(e) => return Err(Error::io(&path, e)),
+        };
         let got = if exclusive {
             file.try_lock()
         } else {
             file.try_lock_shared()
         };
         match got {
-            Ok(()) => Ok(Lock { _file: file }),
+            Ok(()) => Ok(Lock { _file: Some(file) }),
             Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked(format!(
                 "store {} is in use by another lmc process ({}); try again when it has finished",
                 root.display(),
@@ -66,9 +89,26 @@ impl Lock {
                     "another process is changing it"
                 }
             ))),
+            // Some file systems (a few network ones) have no locks at all.
+            Err(std::fs::TryLockError::Error(e))
+                if !exclusive && e.kind() == std::io::ErrorKind::Unsupported =>
+            {
+                Ok(Lock { _file: None })
+            }
             Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
         }
     }
+}
+
+/// Whether a reader may go on without the lock after failing to open it:
+/// the store has none (made on a medium that is now read-only) or this user
+/// may not read it.
+fn unlockable(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        e.kind(),
+        ErrorKind::NotFound | ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem
+    )
 }
 
 /// The environment variable that names a failpoint for crash tests.

@@ -587,10 +587,7 @@ impl Store {
             ),
         );
         let objects = self.objects();
-        let tmp = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .tempfile_in(&objects)
-            .map_err(|e| Error::io(&objects, e))?;
+        let tmp = lmc_files::temp_in(&objects, ".tmp-", "").map_err(|e| Error::io(&objects, e))?;
         let mut w = BufWriter::with_capacity(1 << 20, tmp);
         let summary = lmc_core::compress_parts(
             &f.parts,
@@ -781,7 +778,7 @@ impl Store {
         let kind = self.manifest.snapshots[idx].kind;
         // The rule every lmc output follows: replaced only with `force`, and
         // a directory with something in it never.
-        lmc_files::check_destination(out, force)?;
+        lmc_files::check_dir_destination(out, force)?;
         if out.starts_with(&self.root) {
             return Err(Error::Invalid(format!(
                 "{} is inside the store; restore somewhere else",

@@ -514,3 +514,93 @@ fn add_path_refuses_checkpoints_whose_pickles_run_code() {
     store.restore_to(1, &out, false).unwrap();
     assert_eq!(std::fs::read(out.join("model.pt")).unwrap(), evil);
 }
+
+#[cfg(unix)]
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[cfg(unix)]
+fn set_mode(p: &Path, m: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
+}
+
+/// A store others may only read, or one on a read-only medium, can still
+/// be listed, verified and restored from: readers need no write access,
+/// and what the store writes has the usual mode for new files (0666 less
+/// the umask), not owner-only. (As root, permissions stop nothing: the
+/// assertions that need them to are then skipped, the rest still run.)
+#[cfg(unix)]
+#[test]
+fn read_only_stores_can_be_read_and_what_they_hold_is_readable_by_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("s");
+    let mut store = Store::create(&root, 8).unwrap();
+    let mut run = Run::new(1000, 9);
+    let first = run.file(1);
+    add_file(&mut store, 1, &first);
+    run.step();
+    let second = run.file(2);
+    add_file(&mut store, 2, &second);
+    drop(store);
+
+    // The mode a new file gets here: 0666 less the umask.
+    let probe = dir.path().join("probe");
+    fs::File::create(&probe).unwrap();
+    let usual = mode(&probe);
+    let objects: Vec<_> = fs::read_dir(root.join("objects"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(objects.len(), 2);
+    for p in objects.iter().chain([&root.join("manifest.json")]) {
+        assert_eq!(mode(p), usual, "{} has mode {:o}", p.display(), mode(p));
+    }
+
+    let check_readable = |why: &str| {
+        let s = Store::open(&root).unwrap_or_else(|e| panic!("{why}: {e}"));
+        assert_eq!(s.snapshots().len(), 2, "{why}");
+        let report = s
+            .verify(&mut |_| {})
+            .unwrap_or_else(|e| panic!("{why}: {e}"));
+        assert_eq!(report, s.verify(&mut |_| {}).unwrap());
+        let files = s.restore_files(2).unwrap_or_else(|e| panic!("{why}: {e}"));
+        assert_eq!(files.len(), 1);
+        assert!(files[0].bytes == second, "{why}: step 2 differs");
+    };
+
+    // A store made without a lock file (or whose medium went read-only
+    // before one was made): readers neither need one nor make one.
+    let lock = root.join("lock");
+    fs::remove_file(&lock).unwrap();
+    check_readable("no lock file");
+    assert!(!lock.exists(), "a reader created the lock file");
+    Store::open_mut(&root).unwrap();
+    assert!(lock.exists());
+
+    // Read-only for everyone, this user included.
+    set_mode(&lock, 0o444);
+    set_mode(&root.join("manifest.json"), 0o444);
+    set_mode(&root.join("objects"), 0o555);
+    set_mode(&root, 0o555);
+    let enforced = fs::File::create(root.join("probe")).is_err();
+    check_readable("read-only store");
+    if enforced {
+        let err = Store::open_mut(&root).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("cannot be changed here") && msg.contains("lock"),
+            "{msg}"
+        );
+        // A lock file this user may not even read.
+        set_mode(&lock, 0o000);
+        check_readable("unreadable lock file");
+    } else {
+        eprintln!("permissions are not enforced (running as root?): the refusals are not tested");
+        fs::remove_file(root.join("probe")).unwrap();
+    }
+    set_mode(&root, 0o755);
+    set_mode(&root.join("objects"), 0o755);
+}

@@ -109,15 +109,20 @@ pub fn header(
     for t in tensors {
         if t.name == "__metadata__" || map.contains_key(&t.name) {
             return Err(Error::Invalid(format!(
-                "tensor name {:?} is reserved or used twice",
-                t.name
+                "tensor name {} is reserved or used twice",
+                lmc_core::error::quote_name(&t.name)
             )));
         }
         let len = t
             .shape
             .iter()
             .try_fold(t.dtype.width() as u64, |a, &d| a.checked_mul(d))
-            .ok_or_else(|| Error::Invalid(format!("tensor {:?}: shape overflows", t.name)))?;
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "tensor {}: shape overflows",
+                    lmc_core::error::quote_name(&t.name)
+                ))
+            })?;
         map.insert(
             t.name.clone(),
             json!({"dtype": t.dtype.name(), "shape": t.shape, "data_offsets": [offset, offset + len]}),

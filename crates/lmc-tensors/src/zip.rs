@@ -201,6 +201,7 @@ pub fn entries(file: &[u8]) -> Result<Vec<Entry>, Error> {
         let name = String::from_utf8(name_bytes.to_vec())
             .unwrap_or_else(|_| String::from_utf8_lossy(name_bytes).into_owned());
         check_name(&name)?;
+        let shown = lmc_core::error::quote_name(&name);
         // Zip64 extra field: the 64-bit values of the fields set to all ones,
         // in this order.
         let mut extra = &rec[CENTRAL_LEN + name_len..CENTRAL_LEN + name_len + extra_len];
@@ -209,13 +210,13 @@ pub fn entries(file: &[u8]) -> Result<Vec<Entry>, Error> {
             let n = le16(extra, 2).unwrap() as usize;
             let body = extra
                 .get(4..4 + n)
-                .ok_or_else(|| bad(format!("member {name:?}: extra field runs past its end")))?;
+                .ok_or_else(|| bad(format!("member {shown}: extra field runs past its end")))?;
             if id == 1 {
                 let mut k = 0;
                 for field in [&mut len, &mut compressed_len, &mut header_offset] {
                     if *field == u32::MAX as u64 {
                         *field = le64(body, k).ok_or_else(|| {
-                            bad(format!("member {name:?}: zip64 extra field is too short"))
+                            bad(format!("member {shown}: zip64 extra field is too short"))
                         })?;
                         k += 8;
                     }
@@ -230,7 +231,7 @@ pub fn entries(file: &[u8]) -> Result<Vec<Entry>, Error> {
             .filter(|l| le32(l, 0) == Some(LOCAL_SIG))
             .ok_or_else(|| {
                 bad(format!(
-                    "member {name:?}: no local header at offset {header_offset}"
+                    "member {shown}: no local header at offset {header_offset}"
                 ))
             })?;
         let local_name = le16(local, 26).unwrap() as u64;
@@ -241,21 +242,21 @@ pub fn entries(file: &[u8]) -> Result<Vec<Entry>, Error> {
             .and_then(|r| r.get(..local_name as usize));
         if named != Some(name_bytes) {
             return Err(bad(format!(
-                "member {name:?}: its local header at offset {header_offset} names another file"
+                "member {shown}: its local header at offset {header_offset} names another file"
             )));
         }
         match data_offset.checked_add(compressed_len) {
             Some(e) if e <= file.len() as u64 => {}
             _ => {
                 return Err(bad(format!(
-                    "member {name:?}: {compressed_len} bytes at offset {data_offset} run past the end of the {}-byte file (absurd size, or truncated)",
+                    "member {shown}: {compressed_len} bytes at offset {data_offset} run past the end of the {}-byte file (absurd size, or truncated)",
                     file.len()
                 )));
             }
         }
         if method == STORED && flags & 1 == 0 && compressed_len != len {
             return Err(bad(format!(
-                "member {name:?} is stored but its sizes differ ({compressed_len} in the file, {len} declared)"
+                "member {shown} is stored but its sizes differ ({compressed_len} in the file, {len} declared)"
             )));
         }
         out.push(Entry {
@@ -315,7 +316,8 @@ fn check_name(name: &str) -> Result<(), Error> {
         || name.split('/').any(|c| c == "..");
     if hostile {
         return Err(bad(format!(
-            "member name {name:?} is not a relative path inside the archive"
+            "member name {} is not a relative path inside the archive",
+            lmc_core::error::quote_name(name)
         )));
     }
     Ok(())

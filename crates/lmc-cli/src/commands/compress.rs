@@ -97,6 +97,12 @@ pub fn run(
         }
         .with_context(|| format!("cannot compress {}", input.display()))?
     };
+    // A file rewritten in place while read raises no SIGBUS: what was
+    // compressed may mix old and new bytes.
+    bytes.check_unchanged()?;
+    if let Some((bb, _)) = &base_bytes {
+        bb.check_unchanged()?;
+    }
     out.commit()?;
     let secs = start.elapsed().as_secs_f64();
     if !quiet {

@@ -54,7 +54,7 @@ pub fn load_base(
     Ok(
         lmc_files::load_base(input, container, base, read)?.map(|b| match b {
             lmc_files::Base::File(i) => i,
-            lmc_files::Base::Decoded(v) => Input::Owned(v),
+            lmc_files::Base::Decoded(v) => Input::owned(v),
         }),
     )
 }
