@@ -1111,8 +1111,9 @@ fn options_outside_the_limits_are_refused() {
         assert_eq!(out.status.code(), Some(2), "-t {t}");
         let err = text(&out.stderr);
         assert!(
-            err.starts_with(&format!("lmc: error: --threads: {t} threads asked for; between 1 and "))
-                && err.contains("(4 per core, at most 256)"),
+            err.starts_with(&format!(
+                "lmc: error: --threads: {t} threads asked for; between 1 and "
+            )) && err.contains("(4 per core, at most 256)"),
             "{err}"
         );
     }

@@ -294,9 +294,8 @@ pub fn compress_parts<W: Write + Seek + Send>(
 ) -> Result<CompressSummary> {
     check_chunk_size(options.chunk_size)?;
     if let Some(big) = options.tuning.lz_chunk_size {
-        check_chunk_size(big).map_err(|e| {
-            Error::InvalidInput(format!("for tensors with repeated strings: {e}"))
-        })?;
+        check_chunk_size(big)
+            .map_err(|e| Error::InvalidInput(format!("for tensors with repeated strings: {e}")))?;
     }
     let (mut segments, mut jobs) = plan(parts, layout, base, &|_| options.chunk_size)?;
     // Planes that get zstd tried in every chunk, judged once per tensor.

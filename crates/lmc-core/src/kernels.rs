@@ -824,7 +824,15 @@ mod tests {
     fn huffman_tables_outside_the_limits_are_refused() {
         let good = 3 | 2 << 8 | 0xABCD << 32;
         assert!(HuffmanDecodeTable::new([good; 1 << HUFFMAN_TABLE_BITS]).is_some());
-        for bad in [0 | 1 << 8, 12 | 1 << 8, 255 | 1 << 8, 5, 5 | 5 << 8, 5 | 255 << 8] {
+        // (bits, count): no bits, too many bits, no symbols, too many.
+        for bad in [
+            1 << 8,
+            12 | 1 << 8,
+            255 | 1 << 8,
+            5,
+            5 | 5 << 8,
+            5 | 255 << 8,
+        ] {
             let mut entries = [good; 1 << HUFFMAN_TABLE_BITS];
             entries[1000] = bad;
             assert!(HuffmanDecodeTable::new(entries).is_none(), "{bad:#x}");

@@ -576,7 +576,10 @@ mod tests {
             encode(&d, &histogram(&d), &mut block);
             // max_symbol, 4095 in two bytes, 1 in one, four states.
             let stream = (block.len() - 4 - 16) as u64;
-            assert!(n as u64 <= (stream + 4) * MAX_SYMBOLS_PER_BYTE, "{n}: {stream}");
+            assert!(
+                n as u64 <= (stream + 4) * MAX_SYMBOLS_PER_BYTE,
+                "{n}: {stream}"
+            );
             let mut back = vec![0u8; n];
             decode(&block, &mut back).unwrap();
             assert_eq!(back, d);

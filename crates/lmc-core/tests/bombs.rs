@@ -31,7 +31,12 @@ fn constant(raw_len: u32, planes: usize) -> CraftChunk {
 }
 
 /// A byte segment of `n` chunks of `raw_len` bytes, each one plane coded `block`.
-fn bytes_of(n: usize, raw_len: u32, codec: PlaneCodec, block: &[u8]) -> (SegmentKind, Vec<CraftChunk>) {
+fn bytes_of(
+    n: usize,
+    raw_len: u32,
+    codec: PlaneCodec,
+    block: &[u8],
+) -> (SegmentKind, Vec<CraftChunk>) {
     let chunks = (0..n)
         .map(|_| CraftChunk {
             raw_len,
@@ -44,13 +49,21 @@ fn bytes_of(n: usize, raw_len: u32, codec: PlaneCodec, block: &[u8]) -> (Segment
 /// The reported 206-byte container: a BF16 tensor of two 256 MiB chunks,
 /// both planes constant (1.05 GB of memory to verify, before).
 fn huge_chunks() -> Vec<u8> {
-    craft(0, vec![(bf16("w"), vec![constant(1 << 28, 2), constant(1 << 28, 2)])], 0)
+    craft(
+        0,
+        vec![(bf16("w"), vec![constant(1 << 28, 2), constant(1 << 28, 2)])],
+        0,
+    )
 }
 
 /// The reported 78 KB container declaring 1.1 TB: 4100 constant chunks of
 /// 256 MiB (43 s to verify, before).
 fn terabyte() -> Vec<u8> {
-    craft(0, vec![bytes_of(4100, 1 << 28, PlaneCodec::Constant, &[0])], 0)
+    craft(
+        0,
+        vec![bytes_of(4100, 1 << 28, PlaneCodec::Constant, &[0])],
+        0,
+    )
 }
 
 /// An rANS block of one symbol, frequency 4096: the states never move, so
@@ -76,7 +89,11 @@ fn rans_skewed_empty() -> Vec<u8> {
 /// The reported 685-byte rANS container, at its old size: 16 chunks of
 /// 256 MiB, each an rANS block of one symbol (4.5 s, before).
 fn rans_bomb() -> Vec<u8> {
-    craft(FLAG_RANS, vec![bytes_of(16, 1 << 28, PlaneCodec::Rans, &rans_one_symbol())], 0)
+    craft(
+        FLAG_RANS,
+        vec![bytes_of(16, 1 << 28, PlaneCodec::Rans, &rans_one_symbol())],
+        0,
+    )
 }
 
 fn open_err(file: &[u8]) -> Error {
@@ -101,11 +118,17 @@ fn chunks_above_the_limit_are_refused_at_open() {
     // One byte (one element) past the limit, after a chunk at it.
     let file = craft(
         0,
-        vec![(bf16("w"), vec![constant(MAX_CHUNK_LEN, 2), constant(MAX_CHUNK_LEN + 2, 2)])],
+        vec![(
+            bf16("w"),
+            vec![constant(MAX_CHUNK_LEN, 2), constant(MAX_CHUNK_LEN + 2, 2)],
+        )],
         0,
     );
     let e = open_err(&file).to_string();
-    assert!(e.contains("chunk 1 (tensor \"w\")") && e.contains("index byte"), "{e}");
+    assert!(
+        e.contains("chunk 1 (tensor \"w\")") && e.contains("index byte"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -113,14 +136,20 @@ fn a_chunk_at_the_limit_decodes() {
     let chunks = vec![constant(MAX_CHUNK_LEN, 2)];
     let probe = craft(0, vec![(bf16("w"), chunks)], 0);
     let mut bytes = Vec::new();
-    Container::open(&probe).unwrap().decode_chunk(0, &mut bytes).unwrap();
+    Container::open(&probe)
+        .unwrap()
+        .decode_chunk(0, &mut bytes)
+        .unwrap();
     assert_eq!(bytes.len(), MAX_CHUNK_LEN as usize);
     let file = craft(
         0,
         vec![(bf16("w"), vec![constant(MAX_CHUNK_LEN, 2)])],
         xxhash_rust::xxh3::xxh3_128(&bytes),
     );
-    Container::open(&file).unwrap().verify(&mut |_| true).unwrap();
+    Container::open(&file)
+        .unwrap()
+        .verify(&mut |_| true)
+        .unwrap();
 }
 
 /// The declared original length must be what the index's chunks add up to.
@@ -155,16 +184,37 @@ fn verify_err(file: &[u8]) -> (usize, usize, String) {
 fn hostile_rans_blocks_fail_before_decoding() {
     // Within the chunk limit, the one-symbol block is refused outright
     // (before, it decoded: a constant plane under another name).
-    let file = craft(FLAG_RANS, vec![bytes_of(3, MAX_CHUNK_LEN, PlaneCodec::Rans, &rans_one_symbol())], 0);
+    let file = craft(
+        FLAG_RANS,
+        vec![bytes_of(
+            3,
+            MAX_CHUNK_LEN,
+            PlaneCodec::Rans,
+            &rans_one_symbol(),
+        )],
+        0,
+    );
     let (chunk, plane, detail) = verify_err(&file);
     assert_eq!((chunk, plane), (0, 0));
     assert!(detail.contains("codes symbol 0 alone"), "{detail}");
     // A skewed block with no stream cannot hold a chunk of symbols: refused
     // up front (before, after decoding them all).
-    let file = craft(FLAG_RANS, vec![bytes_of(3, MAX_CHUNK_LEN, PlaneCodec::Rans, &rans_skewed_empty())], 0);
+    let file = craft(
+        FLAG_RANS,
+        vec![bytes_of(
+            3,
+            MAX_CHUNK_LEN,
+            PlaneCodec::Rans,
+            &rans_skewed_empty(),
+        )],
+        0,
+    );
     let (chunk, plane, detail) = verify_err(&file);
     assert_eq!((chunk, plane), (0, 0));
-    assert!(detail.contains("rANS stream of 0 bytes cannot hold 4194304 symbols"), "{detail}");
+    assert!(
+        detail.contains("rANS stream of 0 bytes cannot hold 4194304 symbols"),
+        "{detail}"
+    );
 }
 
 #[test]
@@ -172,7 +222,11 @@ fn hostile_huffman_streams_fail_before_decoding() {
     // Symbols 0 and 1, one bit each; three empty streams and one of a byte,
     // claimed for 4 MiB of symbols.
     let block = [1u8, 0x11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xAA];
-    let file = craft(0, vec![bytes_of(1, MAX_CHUNK_LEN, PlaneCodec::Huffman, &block)], 0);
+    let file = craft(
+        0,
+        vec![bytes_of(1, MAX_CHUNK_LEN, PlaneCodec::Huffman, &block)],
+        0,
+    );
     let (chunk, plane, detail) = verify_err(&file);
     assert_eq!((chunk, plane), (0, 0));
     assert!(
@@ -219,7 +273,13 @@ fn chunk_sizes_and_threads_outside_the_limits_are_refused() {
 fn write_bombs() {
     let dir = std::path::PathBuf::from(std::env::var("LMC_BOMBS_DIR").expect("LMC_BOMBS_DIR"));
     std::fs::create_dir_all(&dir).unwrap();
-    let within = |n| craft(0, vec![bytes_of(n, MAX_CHUNK_LEN, PlaneCodec::Constant, &[0])], 0);
+    let within = |n| {
+        craft(
+            0,
+            vec![bytes_of(n, MAX_CHUNK_LEN, PlaneCodec::Constant, &[0])],
+            0,
+        )
+    };
     for (name, file) in [
         ("huge-chunks.lmc", huge_chunks()),
         ("terabyte.lmc", terabyte()),

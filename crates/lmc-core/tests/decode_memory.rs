@@ -51,7 +51,10 @@ fn verifying_the_largest_chunks_stays_under_64_mib_a_thread() {
     let file = craft(0, vec![(kind, chunks)], 0);
     let c = Container::open(&file).unwrap();
     for threads in [1, 2, 8] {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         let base = NOW.load(Relaxed);
         PEAK.store(base, Relaxed);
         // The whole-file hash is wrong (0): the error comes after every chunk.
@@ -60,6 +63,9 @@ fn verifying_the_largest_chunks_stays_under_64_mib_a_thread() {
         let peak = PEAK.load(Relaxed) - base;
         eprintln!("{threads} threads: peak {} MiB", peak >> 20);
         // Measured about 11 MiB a thread; the target is 64.
-        assert!(peak < threads * (24 << 20), "{threads} threads: {peak} bytes");
+        assert!(
+            peak < threads * (24 << 20),
+            "{threads} threads: {peak} bytes"
+        );
     }
 }

@@ -258,7 +258,10 @@ mod tests {
             let codes = super::super::table::canonical_codes(&lengths);
             let single = Table::new(&codes);
             let multi = MultiTable::new(&codes);
-            assert!(kernels::HuffmanDecodeTable::new(multi.0).is_some(), "case {case}");
+            assert!(
+                kernels::HuffmanDecodeTable::new(multi.0).is_some(),
+                "case {case}"
+            );
             for (i, &e) in multi.0.iter().enumerate() {
                 let (mut used, mut count, mut syms) = (0u32, 0u64, 0u64);
                 while count < MULTI as u64 {

@@ -48,7 +48,11 @@ pub struct CraftChunk {
 /// what its chunks hold (a tensor's shape is made to match); the
 /// whole-file hash is `original_hash`, since the decoded bytes are not
 /// known.
-pub fn craft(flags: u16, segments: Vec<(SegmentKind, Vec<CraftChunk>)>, original_hash: u128) -> Vec<u8> {
+pub fn craft(
+    flags: u16,
+    segments: Vec<(SegmentKind, Vec<CraftChunk>)>,
+    original_hash: u128,
+) -> Vec<u8> {
     use lmc_core::format::{ChunkEntry, HEADER_LEN, Header, Index, PlaneEntry, Segment, Transform};
     let (mut segs, mut chunks, mut payload) = (Vec::new(), Vec::new(), Vec::new());
     let mut offset = 0u64;
