@@ -18,9 +18,8 @@ use lmc_core::{CompressOptions, Container, Dtype, SegmentKind, SegmentSpec, comp
 use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
 
 /// The decode check only decodes containers whose original is at most this
-/// large. A reader may legitimately allocate a whole chunk (up to 256 MiB)
-/// from a one-byte constant plane; that is by design, and would only make
-/// the fuzzer slow and trip its memory limit.
+/// large. A few bytes of constant planes may legitimately claim chunks of up
+/// to 4 MiB each; decoding many would only make the fuzzer slow.
 const MAX_DECODED: u64 = 8 << 20;
 
 /// Opens arbitrary bytes as a container and, if they open, decodes them
@@ -210,23 +209,24 @@ pub fn huffman(data: &[u8]) {
 }
 
 /// Chunk sizes picked by the high nibble of the first byte.
+/// The encoder takes 4 KiB to 4 MiB (`lmc_core::MIN_CHUNK_SIZE`..=`MAX_CHUNK_SIZE`).
 const CHUNK_SIZES: [usize; 16] = [
-    1,
-    2,
-    3,
-    5,
-    7,
-    8,
-    16,
-    31,
-    64,
-    100,
-    255,
-    1024,
-    4095,
     4096,
+    4097,
+    4098,
+    4099,
+    4100,
+    4101,
+    4103,
+    4104,
+    4111,
+    4999,
+    5000,
+    8191,
+    8192,
     65536,
     1 << 20,
+    4 << 20,
 ];
 
 /// Compress then decompress. The first byte picks the dtype (low nibble)

@@ -33,7 +33,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "lmc", version, about = "Lossless compression of LLM checkpoints", long_about = None)]
 struct Cli {
-    /// Worker threads (default: all cores).
+    /// Worker threads (default: all cores; at most 4 per core, and 256).
     #[arg(long, short = 't', global = true)]
     threads: Option<usize>,
     /// No progress bar and no summary line.
@@ -59,8 +59,8 @@ enum Command {
         /// (BF16, F16, F32, F64, F8_E4M3, F8_E5M2, I8..I64, U8..U64, BOOL).
         #[arg(long)]
         dtype: Option<String>,
-        /// Original bytes per chunk, e.g. 256K, 1M (default 256K).
-        #[arg(long, value_parser = parse_size)]
+        /// Original bytes per chunk, 4K to 4M, e.g. 256K, 1M (default 256K).
+        #[arg(long, value_parser = parse_chunk_size)]
         chunk_size: Option<usize>,
         /// Store a delta against this earlier checkpoint (e.g. the previous
         /// snapshot): tensors with the same name, dtype and shape are coded
@@ -139,12 +139,27 @@ pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("{s:?} is not a positive size"))
 }
 
+/// [`parse_size`], then the library's chunk size limits (4 KiB to 4 MiB),
+/// so a size outside them is refused before any input is read.
+pub(crate) fn parse_chunk_size(s: &str) -> Result<usize, String> {
+    lmc_core::check_chunk_size(parse_size(s)?).map_err(|e| match e {
+        lmc_core::Error::InvalidInput(d) => d,
+        e => e.to_string(),
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     progress::install_ctrlc();
     signals::install();
-    if cli.threads == Some(0) {
-        eprintln!("lmc: error: --threads must be at least 1");
+    if let Some(n) = cli.threads
+        && let Err(e) = lmc_core::check_threads(n)
+    {
+        let detail = match e {
+            lmc_core::Error::InvalidInput(d) => d,
+            other => other.to_string(),
+        };
+        eprintln!("lmc: error: --threads: {detail}");
         return ExitCode::from(2);
     }
     // All work runs inside the pool, so the thread that hashes and writes is

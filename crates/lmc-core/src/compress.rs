@@ -24,6 +24,55 @@ use crate::planes;
 /// the machine, and small chunks give the threads more pieces to share.
 pub const DEFAULT_CHUNK_SIZE: usize = 256 << 10;
 
+/// Smallest chunk size the encoder accepts: 4 KiB. A chunk costs 13 + 5
+/// bytes a plane of index and a code table a plane, which below a few KiB
+/// outweighs what coding saves (1-byte chunks made a file 12 times larger),
+/// and the index held in memory while compressing grows as input / chunk size.
+pub const MIN_CHUNK_SIZE: usize = 4 << 10;
+/// Largest chunk size the encoder accepts: the format's
+/// [`MAX_CHUNK_LEN`] (4 MiB), which readers enforce.
+pub const MAX_CHUNK_SIZE: usize = MAX_CHUNK_LEN as usize;
+
+/// Checks a chunk size against [`MIN_CHUNK_SIZE`]..=[`MAX_CHUNK_SIZE`].
+/// [`compress_parts`] (so every front end: the CLI, the store, Python)
+/// refuses options outside it; front ends may call it early to say so
+/// before reading any input.
+pub fn check_chunk_size(bytes: usize) -> Result<usize> {
+    if (MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&bytes) {
+        Ok(bytes)
+    } else {
+        Err(Error::InvalidInput(format!(
+            "chunk size {bytes} is outside {} KiB..={} MiB",
+            MIN_CHUNK_SIZE >> 10,
+            MAX_CHUNK_SIZE >> 20
+        )))
+    }
+}
+
+/// Most worker threads a front end starts, whatever the machine: beyond a
+/// few per core they only add memory (each holds a few chunks in flight)
+/// and start-up time (`-t 100000` ran for minutes).
+pub const MAX_THREADS: usize = 256;
+
+/// The most worker threads worth starting here: 4 per core, at most
+/// [`MAX_THREADS`].
+pub fn max_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.saturating_mul(4).min(MAX_THREADS)
+}
+
+/// Checks a thread count asked for against 1..=[`max_threads`].
+pub fn check_threads(n: usize) -> Result<usize> {
+    let max = max_threads();
+    if (1..=max).contains(&n) {
+        Ok(n)
+    } else {
+        Err(Error::InvalidInput(format!(
+            "{n} threads asked for; between 1 and {max} allowed here (4 per core, at most {MAX_THREADS})"
+        )))
+    }
+}
+
 /// Options for [`compress`].
 #[derive(Debug, Clone)]
 pub struct CompressOptions {
@@ -41,8 +90,9 @@ impl Default for CompressOptions {
 }
 
 impl CompressOptions {
-    /// Original bytes per chunk (rounded down to whole elements, at least one).
-    /// Must be between 1 and 256 MiB.
+    /// Original bytes per chunk (rounded down to whole elements). Must be
+    /// within [`MIN_CHUNK_SIZE`]..=[`MAX_CHUNK_SIZE`] (4 KiB to 4 MiB):
+    /// [`compress`] refuses others ([`check_chunk_size`]).
     pub fn chunk_size(mut self, bytes: usize) -> Self {
         self.chunk_size = bytes;
         self
@@ -242,18 +292,10 @@ pub fn compress_parts<W: Write + Seek + Send>(
     out: &mut W,
     progress: Progress<'_>,
 ) -> Result<CompressSummary> {
-    if options.chunk_size == 0 || options.chunk_size > MAX_CHUNK_LEN as usize {
-        return Err(Error::InvalidInput(format!(
-            "chunk size {} is outside 1..={MAX_CHUNK_LEN}",
-            options.chunk_size
-        )));
-    }
-    if let Some(big) = options.tuning.lz_chunk_size
-        && (big == 0 || big > MAX_CHUNK_LEN as usize)
-    {
-        return Err(Error::InvalidInput(format!(
-            "chunk size {big} for tensors with repeated strings is outside 1..={MAX_CHUNK_LEN}"
-        )));
+    check_chunk_size(options.chunk_size)?;
+    if let Some(big) = options.tuning.lz_chunk_size {
+        check_chunk_size(big)
+            .map_err(|e| Error::InvalidInput(format!("for tensors with repeated strings: {e}")))?;
     }
     let (mut segments, mut jobs) = plan(parts, layout, base, &|_| options.chunk_size)?;
     // Planes that get zstd tried in every chunk, judged once per tensor.
@@ -431,7 +473,7 @@ const BATCH_BYTES_MAX: u64 = 256 << 20;
 /// [`BATCH_BYTES_PER_THREAD`] a thread once every thread has a chunk, and
 /// never over [`BATCH_BYTES_MAX`] (after its first chunk). Memory then
 /// stays near two batches whatever the chunk size: longer chunks (4 MiB for
-/// tensors with repeated strings, or up to 256 MiB in a hostile file) make
+/// tensors with repeated strings, the most a reader accepts) make
 /// batches of fewer chunks.
 pub(crate) fn batches(lens: impl Iterator<Item = u64>) -> Vec<std::ops::Range<usize>> {
     let threads = rayon::current_num_threads().max(1);

@@ -301,9 +301,9 @@ impl<'a> Container<'a> {
         Ok(())
     }
 
-    /// The chunks cut into batches (see [`crate::compress::batches`]), so a
-    /// hostile file of huge chunks cannot make the reader hold threads x 4
-    /// x 256 MiB at once.
+    /// The chunks cut into batches (see [`crate::compress::batches`]), so
+    /// a file of the largest chunks makes the reader hold about one chunk a
+    /// thread in each of two batches, not four.
     fn batches(&self) -> Vec<std::ops::Range<usize>> {
         crate::compress::batches(self.index.chunks.iter().map(|c| c.raw_len as u64))
     }

@@ -54,8 +54,11 @@ pub const FLAG_RANS: u16 = 1;
 /// Readers that do not know it reject the file, as they must.
 pub const FLAG_SPLIT: u16 = 2;
 
-/// Largest original size of one chunk. Bounds the memory a reader allocates.
-pub const MAX_CHUNK_LEN: u32 = 1 << 28;
+/// Largest original size of one chunk: 4 MiB, the largest chunk lmc's
+/// encoder writes (its `--chunk-size` maximum, and the chunk size of tensors
+/// with repeated strings). Bounds what a reader allocates for one chunk, and
+/// how much output one constant-coded chunk of a few bytes can claim.
+pub const MAX_CHUNK_LEN: u32 = 1 << 22;
 /// Largest tensor rank accepted.
 pub const MAX_RANK: usize = 64;
 
@@ -498,6 +501,7 @@ impl Index {
             let mut raw_offset = seg.offset;
             for ci in seg.first_chunk..seg.first_chunk + seg.chunk_count {
                 let ctx = |d: String| bad(format!("chunk {ci} ({}): {d}", seg.describe()));
+                let raw_at = r.pos;
                 let raw_len = r.u32("chunk length")?;
                 let transform = if seg.base_offset.is_some() {
                     let code = r.u8("chunk transform")?;
@@ -508,12 +512,17 @@ impl Index {
                 };
                 let checksum = r.u64("chunk checksum")?;
                 let nplanes = r.u8("plane count")? as usize;
-                if raw_len == 0
-                    || raw_len > MAX_CHUNK_LEN
-                    || !(raw_len as usize).is_multiple_of(width)
-                {
+                // Checked before anything is allocated or decoded for it.
+                if raw_len > MAX_CHUNK_LEN {
                     return Err(ctx(format!(
-                        "length {raw_len} is zero, above {MAX_CHUNK_LEN} or not a multiple of the element width {width}"
+                        "length {raw_len} (index byte {raw_at}) is above the {MAX_CHUNK_LEN}-byte limit on a chunk \
+                         (earlier versions of lmc wrote larger chunks with --chunk-size above 4M: decode such a file with \
+                         one of them and compress it again)"
+                    )));
+                }
+                if raw_len == 0 || !(raw_len as usize).is_multiple_of(width) {
+                    return Err(ctx(format!(
+                        "length {raw_len} (index byte {raw_at}) is zero or not a multiple of the element width {width}"
                     )));
                 }
                 if nplanes != width {

@@ -6,7 +6,8 @@
 //! every access is bounds-checked (the safe twin), with `false` the accesses
 //! that the kernel's own preconditions already prove in bounds go
 //! unchecked. The preconditions are established inside the kernel, from its
-//! arguments, so no caller can break them. Tests run both forms on the same
+//! arguments and their types (a Huffman table is a [`HuffmanDecodeTable`],
+//! whose entries its constructor checked), so no caller can break them. Tests run both forms on the same
 //! inputs, valid and corrupt, and compare their outputs byte for byte.
 //!
 //! The build picks the unchecked form unless the `safe-kernels` feature is
@@ -41,6 +42,26 @@ const OUT_PER_ROUND: usize = MULTI * BURST;
 /// (7 + 55) / 8.
 const IN_PER_ROUND: usize = 7;
 
+/// A multi-symbol Huffman decode table that [`huffman_decode`] can trust:
+/// entries `bits | count << 8 | symbols << 32` (first symbol lowest) with
+/// `bits` in 1..=[`HUFFMAN_TABLE_BITS`] and `count` in 1..=[`MULTI`]. The
+/// unchecked accesses of the kernel rely on those limits; the field is
+/// private, so the only way to get a table is [`HuffmanDecodeTable::new`],
+/// which checks every entry.
+pub(crate) struct HuffmanDecodeTable([u64; 1 << HUFFMAN_TABLE_BITS]);
+
+impl HuffmanDecodeTable {
+    /// The table of `entries`, or `None` if an entry is outside the limits.
+    pub(crate) fn new(entries: [u64; 1 << HUFFMAN_TABLE_BITS]) -> Option<HuffmanDecodeTable> {
+        let ok = entries.iter().all(|&e| {
+            let (bits, count) = (e & 0xFF, e >> 8 & 0xFF);
+            (1..=u64::from(HUFFMAN_TABLE_BITS)).contains(&bits)
+                && (1..=MULTI as u64).contains(&count)
+        });
+        ok.then_some(HuffmanDecodeTable(entries))
+    }
+}
+
 /// Where one Huffman stream stands: its next bit, counted from the start
 /// of the whole block of streams, and its next output position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +89,7 @@ fn has_bmi2() -> bool {
 /// [`huffman_decode`], compiled for BMI2 where the CPU has it.
 #[inline]
 pub(crate) fn huffman_decode_best<const N: usize, const CHECKED: bool>(
-    table: &[u64; 1 << HUFFMAN_TABLE_BITS],
+    table: &HuffmanDecodeTable,
     data: &[u8],
     limit: [usize; N],
     out: &mut [u8],
@@ -90,7 +111,7 @@ pub(crate) fn huffman_decode_best<const N: usize, const CHECKED: bool>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "bmi2")]
 fn huffman_decode_bmi2<const N: usize, const CHECKED: bool>(
-    table: &[u64; 1 << HUFFMAN_TABLE_BITS],
+    table: &HuffmanDecodeTable,
     data: &[u8],
     limit: [usize; N],
     out: &mut [u8],
@@ -133,8 +154,8 @@ fn huffman_encode_bmi2(
 }
 
 /// Decodes `N` interleaved Huffman streams with a multi-symbol table
-/// (entry: `bits | count << 8 | symbols << 32`, first symbol lowest, at
-/// most [`MULTI`] symbols and [`HUFFMAN_TABLE_BITS`] bits), for as long as
+/// (each lookup at most [`MULTI`] symbols and [`HUFFMAN_TABLE_BITS`] bits,
+/// as [`HuffmanDecodeTable`] guarantees), for as long as
 /// every stream has 8 bytes ahead of it within `limit[k]` and room for a
 /// whole round of output before `end[k]`. Stream `k` reads `data` up to
 /// `limit[k]` and writes `out` up to `end[k]`. Returns with `pos` where each
@@ -145,7 +166,7 @@ fn huffman_encode_bmi2(
 /// leaves at least 57 fresh bits, enough for [`BURST`] lookups.
 #[inline(always)]
 pub(crate) fn huffman_decode<const N: usize, const CHECKED: bool>(
-    table: &[u64; 1 << HUFFMAN_TABLE_BITS],
+    table: &HuffmanDecodeTable,
     data: &[u8],
     limit: [usize; N],
     out: &mut [u8],
@@ -154,6 +175,7 @@ pub(crate) fn huffman_decode<const N: usize, const CHECKED: bool>(
 ) {
     // The preconditions of the unchecked accesses below, checked once.
     // Positions past their limits simply mean no rounds run.
+    let table = &table.0;
     let limit = limit.map(|l| l.min(data.len()));
     let end = end.map(|e| e.min(out.len()));
     let mut bit = pos.map(|p| p.bit);
@@ -184,7 +206,9 @@ pub(crate) fn huffman_decode<const N: usize, const CHECKED: bool>(
                 } else {
                     // SAFETY: byte + 8 <= limit[k] <= data.len(): `rounds`
                     // allows this round, and each earlier round of this
-                    // batch advanced `byte` by at most IN_PER_ROUND.
+                    // batch advanced `byte` by at most IN_PER_ROUND (BURST
+                    // lookups of at most HUFFMAN_TABLE_BITS bits each, a
+                    // limit HuffmanDecodeTable::new checked on every entry).
                     u64::from_le(unsafe {
                         std::ptr::read_unaligned(data.as_ptr().add(byte).cast::<u64>())
                     })
@@ -201,7 +225,9 @@ pub(crate) fn huffman_decode<const N: usize, const CHECKED: bool>(
                         // SAFETY: o[k] + MULTI <= end[k] <= out.len():
                         // `rounds` left OUT_PER_ROUND bytes before end[k]
                         // for this round, and this round has emitted at
-                        // most MULTI * (BURST - 1) of them so far.
+                        // most MULTI * (BURST - 1) of them so far (each
+                        // entry's count is at most MULTI, a limit
+                        // HuffmanDecodeTable::new checked).
                         unsafe {
                             std::ptr::copy_nonoverlapping(
                                 syms.as_ptr(),
@@ -792,6 +818,27 @@ mod tests {
         }
     }
 
+    /// A table with one entry outside the limits the kernel relies on
+    /// cannot be built.
+    #[test]
+    fn huffman_tables_outside_the_limits_are_refused() {
+        let good = 3 | 2 << 8 | 0xABCD << 32;
+        assert!(HuffmanDecodeTable::new([good; 1 << HUFFMAN_TABLE_BITS]).is_some());
+        // (bits, count): no bits, too many bits, no symbols, too many.
+        for bad in [
+            1 << 8,
+            12 | 1 << 8,
+            255 | 1 << 8,
+            5,
+            5 | 5 << 8,
+            5 | 255 << 8,
+        ] {
+            let mut entries = [good; 1 << HUFFMAN_TABLE_BITS];
+            entries[1000] = bad;
+            assert!(HuffmanDecodeTable::new(entries).is_none(), "{bad:#x}");
+        }
+    }
+
     /// Both forms agree on arbitrary tables, data and positions: the
     /// unchecked form never reads or writes where the checked one would
     /// have panicked (it would have, had the bounds been wrong).
@@ -799,12 +846,13 @@ mod tests {
     fn huffman_twins_agree() {
         let mut rnd = lcg(7);
         for case in 0..300 {
-            let mut table = [0u64; 1 << HUFFMAN_TABLE_BITS];
-            for e in table.iter_mut() {
-                let count = rnd() % 5;
+            let mut entries = [0u64; 1 << HUFFMAN_TABLE_BITS];
+            for e in entries.iter_mut() {
+                let count = 1 + rnd() % 4;
                 let bits = 1 + rnd() % 11;
                 *e = bits | count << 8 | (rnd() & 0xFFFF_FFFF) << 32;
             }
+            let table = HuffmanDecodeTable::new(entries).expect("entries within the limits");
             let dlen = (rnd() % 400) as usize;
             let data: Vec<u8> = (0..dlen).map(|_| rnd() as u8).collect();
             let olen = (rnd() % 600) as usize;

@@ -32,6 +32,15 @@ pub const TOTAL: u32 = 1 << SCALE_BITS;
 /// Lower bound of a normalised state.
 const LOW: u32 = 1 << 23;
 const STATES: usize = 4;
+/// Most symbols a valid block decodes per stream byte, counting 4 bytes
+/// more for its states. With every frequency below 4096 (a block of one
+/// symbol is refused), a step takes at least `x / 4096 - 1` from a state
+/// `x >= 2^23`, so 22,722 steps shrink a state 256-fold, which each stream
+/// byte undoes; the initial states (below 2^31) hold 8 bits each above the
+/// final 2^23. A block that claims more symbols is refused before any is
+/// decoded: otherwise a few bytes could keep the decoder busy on a whole
+/// chunk of symbols before its end check fails.
+const MAX_SYMBOLS_PER_BYTE: u64 = 22_730;
 
 /// Scales a histogram to frequencies summing to [`TOTAL`], every present
 /// symbol at least 1. `None` if no symbol is present.
@@ -112,8 +121,16 @@ pub fn estimated_size(hist: &[u32; 256]) -> Option<usize> {
 }
 
 /// Appends a block coding `symbols` (whose histogram is `hist`) to `out`.
+///
+/// # Panics
+/// If `hist` counts fewer than two symbols: a plane of one is stored as a
+/// constant, and [`decode`] refuses a block of one.
 pub fn encode(symbols: &[u8], hist: &[u32; 256], out: &mut Vec<u8>) {
-    let freq = normalize(hist).expect("encode needs at least one symbol");
+    assert!(
+        hist.iter().filter(|&&c| c > 0).count() >= 2,
+        "rANS codes two symbols or more"
+    );
+    let freq = normalize(hist).expect("two symbols");
     let mut cum = [0u32; 256];
     let mut acc = 0;
     for (c, f) in cum.iter_mut().zip(&freq) {
@@ -266,6 +283,13 @@ pub fn decode(block: &[u8], out: &mut [u8]) -> Result<(), String> {
     if total != TOTAL {
         return Err(format!("rANS frequencies sum to {total}, not {TOTAL}"));
     }
+    // Its steps would leave the states unchanged and read nothing. Writers
+    // store such a plane as a constant.
+    if let Some(s) = freq.iter().position(|&f| f == TOTAL) {
+        return Err(format!(
+            "rANS block codes symbol {s} alone (frequency {TOTAL}); only a constant plane may"
+        ));
+    }
     // One entry a slot: symbol (8 bits), frequency - 1 (12 bits) and
     // slot - cum[symbol] (12 bits), so a decode step is one lookup.
     let mut table = vec![0u32; TOTAL as usize];
@@ -291,6 +315,14 @@ pub fn decode(block: &[u8], out: &mut [u8]) -> Result<(), String> {
         }
     }
     let stream = &block[pos..];
+    let most = (stream.len() as u64 + 4).saturating_mul(MAX_SYMBOLS_PER_BYTE);
+    if out.len() as u64 > most {
+        return Err(format!(
+            "rANS stream of {} bytes cannot hold {} symbols (at most {most})",
+            stream.len(),
+            out.len()
+        ));
+    }
     let truncated = |i: usize| format!("rANS stream ends before symbol {i}");
     // A state in [2^23, 2^31) leaves a step at 2^11 or more (frequency >= 1),
     // so renormalising takes at most two bytes a symbol, eight a group of four.
@@ -415,6 +447,9 @@ mod tests {
 
     fn round_trip(data: &[u8]) -> usize {
         let hist = histogram(data);
+        if hist.iter().filter(|&&c| c > 0).count() < 2 {
+            return 0; // a constant plane, never an rANS block
+        }
         let mut out = vec![9u8; 2];
         encode(data, &hist, &mut out);
         let mut back = vec![0u8; data.len()];
@@ -506,7 +541,9 @@ mod tests {
             round_trip(&skewed(n, 900, n as u64));
         }
         round_trip(&(0..=255u8).cycle().take(10_000).collect::<Vec<_>>());
-        round_trip(&[7u8; 100]);
+        let mut one_other = [7u8; 100];
+        one_other[50] = 8;
+        round_trip(&one_other);
         // 95% zeros: about 0.29 + 0.05 * 8 = 0.69 bits a symbol; Huffman needs >= 1.
         let d = skewed(65536, 950, 1);
         let size = round_trip(&d);
@@ -525,6 +562,34 @@ mod tests {
             let mut out = vec![0u8; n];
             let _ = decode(&block, &mut out);
         }
+    }
+
+    /// The most skewed blocks the encoder writes (one symbol apart from the
+    /// others: frequencies 4095 and 1) decode, within the bound on symbols
+    /// a stream byte; a block of one symbol is refused.
+    #[test]
+    fn the_most_skewed_blocks_fit_the_symbol_bound() {
+        for n in [1000usize, 100_000, 1 << 20, 4 << 20] {
+            let mut d = vec![0u8; n];
+            d[n / 3] = 1;
+            let mut block = Vec::new();
+            encode(&d, &histogram(&d), &mut block);
+            // max_symbol, 4095 in two bytes, 1 in one, four states.
+            let stream = (block.len() - 4 - 16) as u64;
+            assert!(
+                n as u64 <= (stream + 4) * MAX_SYMBOLS_PER_BYTE,
+                "{n}: {stream}"
+            );
+            let mut back = vec![0u8; n];
+            decode(&block, &mut back).unwrap();
+            assert_eq!(back, d);
+        }
+        let mut one = vec![0u8, 0x90, 0x00];
+        for _ in 0..4 {
+            one.extend_from_slice(&LOW.to_le_bytes());
+        }
+        let err = decode(&one, &mut [0u8; 10]).unwrap_err();
+        assert!(err.contains("codes symbol 0 alone"), "{err}");
     }
 
     #[test]

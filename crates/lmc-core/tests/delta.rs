@@ -73,7 +73,7 @@ fn unchanged_tensors_cost_almost_nothing_and_round_trip() {
     let d = DeltaBase::matching(&base, &layout, &layout);
     assert_eq!(d.matched(), 3);
     assert!(d.removed.is_empty());
-    let packed = pack_delta(&base, &layout, &d, 1024);
+    let packed = pack_delta(&base, &layout, &d, 4096);
     check_decodes(&packed, &base, &base);
     // Random data alone would need about its own size; the XOR against an
     // identical base is all zeros: a constant byte per plane.
@@ -126,7 +126,7 @@ fn changed_added_reshaped_and_removed_tensors() {
     let d = DeltaBase::matching(&base, &base_layout, &layout);
     assert_eq!(d.offsets, vec![None, Some(40), None, None]);
     assert_eq!(d.removed, vec!["c".to_string()]);
-    let packed = pack_delta(&input, &layout, &d, 512);
+    let packed = pack_delta(&input, &layout, &d, 4097);
     check_decodes(&packed, &base, &input);
     let c = Container::open(&packed).unwrap();
     assert_eq!(c.removed(), ["c".to_string()]);
@@ -185,7 +185,7 @@ fn parts_give_the_same_container_as_one_buffer() {
     let mut rng = Rng(4);
     let (base, layout) = base_file(&mut rng);
     let mut whole = Cursor::new(Vec::new());
-    let opts = CompressOptions::default().chunk_size(1000);
+    let opts = CompressOptions::default().chunk_size(4100);
     compress(&base, &layout, &opts, &mut whole, &mut |_| true).unwrap();
     let mut parts = Vec::new();
     let mut off = 0;
@@ -265,7 +265,7 @@ proptest! {
         n in 0usize..5000,
         frac in 0.0f64..1.0,
         dtype in prop::sample::select(vec![Dtype::BF16, Dtype::F32, Dtype::F16, Dtype::F64, Dtype::U8, Dtype::I32]),
-        chunk in prop::sample::select(vec![1usize, 7, 256, 4096, 1 << 18]),
+        chunk in prop::sample::select(vec![4096usize, 4097, 4103, 8192, 1 << 18]),
         header_grows in any::<bool>(),
     ) {
         let mut rng = Rng(seed);

@@ -10,8 +10,8 @@ use std::io::Cursor;
 use lmc_core::codec::PlaneCodec;
 use lmc_core::huffman::{self, MAX_CODE_LEN};
 use lmc_core::{
-    CompressOptions, Container, DEFAULT_CHUNK_SIZE, Dtype, Error, SegmentKind, SegmentSpec,
-    compress,
+    CompressOptions, Container, DEFAULT_CHUNK_SIZE, Dtype, Error, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE,
+    SegmentKind, SegmentSpec, compress,
 };
 use proptest::prelude::*;
 
@@ -242,14 +242,15 @@ fn shape() -> impl Strategy<Value = Vec<u64>> {
     ]
 }
 
-/// Chunk sizes from 1 byte to 64 KiB, small and odd ones often.
+/// Chunk sizes from the smallest the encoder takes (4 KiB) to 64 KiB,
+/// small and odd ones often.
 fn chunk_size() -> impl Strategy<Value = usize> {
     prop_oneof![
-        2 => 1..=16usize,
-        2 => 17..=1000usize,
-        2 => 1001..=65536usize,
+        2 => MIN_CHUNK_SIZE..=MIN_CHUNK_SIZE + 16,
+        2 => MIN_CHUNK_SIZE + 17..=8192usize,
+        2 => 8193..=65536usize,
         1 => Just(65536usize),
-        1 => prop::sample::select(vec![1024usize, 4095, 4096, 4097, 8191, 65535]),
+        1 => prop::sample::select(vec![4096usize, 4097, 4099, 5000, 8191, 65535]),
     ]
 }
 
@@ -364,7 +365,7 @@ proptest! {
 // Special values.
 // ---------------------------------------------------------------------------
 
-const CHUNKS: [usize; 6] = [1, 3, 7, 64, 1000, DEFAULT_CHUNK_SIZE];
+const CHUNKS: [usize; 6] = [MIN_CHUNK_SIZE, 4097, 4099, 4103, 5000, DEFAULT_CHUNK_SIZE];
 
 fn special_f64() -> Vec<u64> {
     vec![
@@ -489,7 +490,7 @@ fn special_float_bit_patterns_round_trip() {
 fn every_16_bit_pattern_round_trips() {
     let all: Vec<u8> = (0..=u16::MAX).flat_map(|v| v.to_le_bytes()).collect();
     for d in Dtype::ALL.into_iter().filter(|d| d.width() == 2) {
-        for chunk in [2, 1001, 65536, DEFAULT_CHUNK_SIZE] {
+        for chunk in [MIN_CHUNK_SIZE, 5001, 65536, DEFAULT_CHUNK_SIZE] {
             roundtrip(&all, &flat(d, &all), chunk);
         }
     }
@@ -533,7 +534,7 @@ fn two_symbol_planes() {
         huffman::decode(&block, &mut back).unwrap();
         assert_eq!(back, data);
         // Through the container, as a U8 tensor and as BF16 planes.
-        for chunk in [1, 777, 65536, DEFAULT_CHUNK_SIZE] {
+        for chunk in [MIN_CHUNK_SIZE, 4777, 65536, DEFAULT_CHUNK_SIZE] {
             let packed = roundtrip(&data, &flat(Dtype::U8, &data), chunk);
             if chunk == DEFAULT_CHUNK_SIZE {
                 let c = codecs(&packed);
@@ -593,7 +594,7 @@ fn all_256_symbols() {
     );
     for d in Dtype::ALL {
         let n = skewed.len() / d.width() * d.width();
-        for chunk in [5, 4096, DEFAULT_CHUNK_SIZE] {
+        for chunk in [4101, 4096, DEFAULT_CHUNK_SIZE] {
             roundtrip(&skewed[..n], &flat(d, &skewed[..n]), chunk);
         }
     }
@@ -692,7 +693,7 @@ fn one_element_tensors() {
         for _ in 0..8 {
             let data = rng.bytes(w);
             for shape in [vec![], vec![1], vec![1, 1, 1]] {
-                for chunk in [1, w, w + 1, 4096, DEFAULT_CHUNK_SIZE] {
+                for chunk in [MIN_CHUNK_SIZE, 4097, 4103, DEFAULT_CHUNK_SIZE] {
                     let packed = roundtrip(&data, &[tensor("x", d, shape.clone())], chunk);
                     assert_eq!(Container::open(&packed).unwrap().chunks().len(), 1);
                 }
@@ -705,19 +706,19 @@ fn one_element_tensors() {
 fn empty_and_zero_rank_tensors() {
     for d in Dtype::ALL {
         for shape in [vec![0], vec![0, 5], vec![3, 0, 2], vec![1024, 0]] {
-            let packed = roundtrip(&[], &[tensor("e", d, shape)], 1);
+            let packed = roundtrip(&[], &[tensor("e", d, shape)], MIN_CHUNK_SIZE);
             assert_eq!(Container::open(&packed).unwrap().chunks().len(), 0);
         }
     }
     // Nothing at all.
-    roundtrip(&[], &[], 1);
+    roundtrip(&[], &[], MIN_CHUNK_SIZE);
     roundtrip(
         &[],
         &[SegmentSpec {
             kind: SegmentKind::Bytes,
             len: 0,
         }],
-        1,
+        MIN_CHUNK_SIZE,
     );
     // Empty tensors between non-empty segments.
     let layout = [
@@ -730,7 +731,7 @@ fn empty_and_zero_rank_tensors() {
         tensor("c", Dtype::F64, vec![2, 0]),
         tensor("d", Dtype::U8, vec![5]),
     ];
-    roundtrip(b"{}\0\x80\x3f\x01\x02\x03\x04\x05", &layout, 1);
+    roundtrip(b"{}\0\x80\x3f\x01\x02\x03\x04\x05", &layout, MIN_CHUNK_SIZE);
 }
 
 #[test]
@@ -740,7 +741,7 @@ fn tensors_around_one_chunk() {
         let w = d.width();
         // A chunk size that is a multiple of every width, then odd ones,
         // which are rounded down to whole elements.
-        for chunk in [1024usize, 1000, 1001, 1023, 4097] {
+        for chunk in [MIN_CHUNK_SIZE, 4100, 4097, 4103, 5001] {
             let step = (chunk / w).max(1) * w;
             for (len, chunks) in [
                 (w, 1),
@@ -758,12 +759,6 @@ fn tensors_around_one_chunk() {
                 let c = Container::open(&packed).unwrap();
                 assert_eq!(c.chunks().len(), chunks, "{d} len {len} chunk {chunk}");
             }
-        }
-        // Chunk size below the element width: one element a chunk.
-        let data = rng.bytes(10 * w);
-        for chunk in 1..w {
-            let packed = roundtrip(&data, &flat(d, &data), chunk);
-            assert_eq!(Container::open(&packed).unwrap().chunks().len(), 10);
         }
     }
 }
@@ -793,17 +788,17 @@ fn layouts_that_do_not_tile_the_input_are_rejected() {
         len,
     };
     // Too short: the layout stops before the end of the input.
-    rejects(&input, &[], 1024);
-    rejects(&input, &[bytes(63)], 1024);
-    rejects(&input, &[tensor("t", Dtype::F32, vec![15])], 1024);
-    rejects(&input, &[bytes(4), tensor("t", Dtype::F32, vec![14])], 1024);
+    rejects(&input, &[], 4096);
+    rejects(&input, &[bytes(63)], 4096);
+    rejects(&input, &[tensor("t", Dtype::F32, vec![15])], 4096);
+    rejects(&input, &[bytes(4), tensor("t", Dtype::F32, vec![14])], 4096);
     // Too long: it runs past the end.
-    rejects(&input, &[bytes(65)], 1024);
-    rejects(&input, &[bytes(64), bytes(1)], 1024);
-    rejects(&input, &[tensor("t", Dtype::F64, vec![9])], 1024);
-    rejects(&input, &[bytes(u64::MAX)], 1024);
-    rejects(&input, &[bytes(60), bytes(u64::MAX - 30)], 1024);
-    rejects(&[], &[bytes(1)], 1024);
+    rejects(&input, &[bytes(65)], 4096);
+    rejects(&input, &[bytes(64), bytes(1)], 4096);
+    rejects(&input, &[tensor("t", Dtype::F64, vec![9])], 4096);
+    rejects(&input, &[bytes(u64::MAX)], 4096);
+    rejects(&input, &[bytes(60), bytes(u64::MAX - 30)], 4096);
+    rejects(&[], &[bytes(1)], 4096);
     // A shape that does not match the segment's length.
     let mismatched = |dtype, shape: Vec<u64>, len| SegmentSpec {
         kind: SegmentKind::Tensor {
@@ -813,36 +808,37 @@ fn layouts_that_do_not_tile_the_input_are_rejected() {
         },
         len,
     };
-    rejects(&input, &[mismatched(Dtype::F32, vec![4], 64)], 1024);
-    rejects(&input, &[mismatched(Dtype::F32, vec![4, 4, 2], 64)], 1024);
-    rejects(&input, &[mismatched(Dtype::BF16, vec![], 64)], 1024);
-    rejects(&input, &[mismatched(Dtype::F32, vec![0], 64)], 1024);
-    rejects(&input, &[mismatched(Dtype::U8, vec![63], 64)], 1024);
+    rejects(&input, &[mismatched(Dtype::F32, vec![4], 64)], 4096);
+    rejects(&input, &[mismatched(Dtype::F32, vec![4, 4, 2], 64)], 4096);
+    rejects(&input, &[mismatched(Dtype::BF16, vec![], 64)], 4096);
+    rejects(&input, &[mismatched(Dtype::F32, vec![0], 64)], 4096);
+    rejects(&input, &[mismatched(Dtype::U8, vec![63], 64)], 4096);
     rejects(
         &input,
         &[mismatched(Dtype::F64, vec![7], 63), bytes(1)],
-        1024,
+        4096,
     );
     rejects(
         &input,
         &[mismatched(Dtype::U64, vec![1 << 32, 1 << 32], 64)],
-        1024,
+        4096,
     );
     rejects(
         &input,
         &[mismatched(Dtype::U64, vec![1 << 61], 0), bytes(64)],
-        1024,
+        4096,
     );
-    rejects(&[], &[mismatched(Dtype::F32, vec![], 0)], 1024);
+    rejects(&[], &[mismatched(Dtype::F32, vec![], 0)], 4096);
     // A rank the format cannot store.
     rejects(
         &input,
         &[mismatched(Dtype::U8, vec![1; 65], 1), bytes(63)],
-        1024,
+        4096,
     );
     // Chunk sizes out of range.
-    rejects(&input, &[bytes(64)], 0);
-    rejects(&input, &[bytes(64)], (1 << 28) + 1);
+    for size in [0, 1, MIN_CHUNK_SIZE - 1, MAX_CHUNK_SIZE + 1, (1 << 28) + 1] {
+        rejects(&input, &[bytes(64)], size);
+    }
 }
 
 // ---------------------------------------------------------------------------

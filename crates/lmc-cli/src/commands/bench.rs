@@ -60,8 +60,8 @@ pub struct BenchArgs {
     /// Treat the inputs as flat arrays of this dtype.
     #[arg(long)]
     dtype: Option<String>,
-    /// Original bytes per chunk for lmc, e.g. 256K, 1M (default 256K).
-    #[arg(long, value_parser = crate::parse_size)]
+    /// Original bytes per chunk for lmc, 4K to 4M, e.g. 256K, 1M (default 256K).
+    #[arg(long, value_parser = crate::parse_chunk_size)]
     chunk_size: Option<usize>,
     /// Print JSON (one object a file, one a line) instead of tables.
     #[arg(long)]

@@ -163,6 +163,16 @@ pub fn decode(block: &[u8], out: &mut [u8]) -> Result<(), String> {
     let n = out.len();
     let q = n / STREAMS;
     let bounds = [0, q, 2 * q, 3 * q, n];
+    // Every code is at least one bit: a stream too short for its symbols
+    // is refused before any is decoded, not after reading zeros to its end.
+    for k in 0..STREAMS {
+        let (len, symbols) = (starts[k + 1] - starts[k], bounds[k + 1] - bounds[k]);
+        if (len as u64) * 8 < symbols as u64 {
+            return Err(format!(
+                "Huffman stream {k} is {len} bytes, too short for {symbols} symbols of a bit or more"
+            ));
+        }
+    }
     let mut pos: [StreamPos; STREAMS] = std::array::from_fn(|k| StreamPos {
         bit: starts[k] as u64 * 8,
         out: bounds[k],
@@ -173,13 +183,15 @@ pub fn decode(block: &[u8], out: &mut [u8]) -> Result<(), String> {
     // stream alone, since streams of unequal entropy stop the joint loop
     // at different distances from their ends.
     if n >= MULTI_MIN_SYMBOLS {
-        let multi = MultiTable::new(&codes);
+        // A complete code fills every entry within the kernel's limits.
+        let multi = kernels::HuffmanDecodeTable::new(MultiTable::new(&codes).0)
+            .ok_or("Huffman decode table outside the kernel's limits")?;
         // Measured on MiniLM's BF16 exponent plane (examples/kernels.rs):
         // one symbol a lookup 1.39 GB/s; up to two, streams in pairs
         // 1.50 GB/s; up to two, four streams 1.63-1.78 GB/s; up to four,
         // four streams 2.79 GB/s.
         kernels::huffman_decode_best::<STREAMS, { kernels::CHECKED }>(
-            &multi.0,
+            &multi,
             data,
             [starts[1], starts[2], starts[3], starts[4]],
             out,
@@ -189,7 +201,7 @@ pub fn decode(block: &[u8], out: &mut [u8]) -> Result<(), String> {
         for k in 0..STREAMS {
             let mut one = [pos[k]];
             kernels::huffman_decode_best::<1, { kernels::CHECKED }>(
-                &multi.0,
+                &multi,
                 data,
                 [starts[k + 1]],
                 out,
@@ -246,6 +258,10 @@ mod tests {
             let codes = super::super::table::canonical_codes(&lengths);
             let single = Table::new(&codes);
             let multi = MultiTable::new(&codes);
+            assert!(
+                kernels::HuffmanDecodeTable::new(multi.0).is_some(),
+                "case {case}"
+            );
             for (i, &e) in multi.0.iter().enumerate() {
                 let (mut used, mut count, mut syms) = (0u32, 0u64, 0u64);
                 while count < MULTI as u64 {

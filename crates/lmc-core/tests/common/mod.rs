@@ -33,3 +33,87 @@ pub fn tensor(name: &str, dtype: Dtype, shape: Vec<u64>) -> SegmentSpec {
         len,
     }
 }
+
+/// One chunk of a [`craft`]ed container: its original length and each
+/// plane's codec and stored bytes.
+pub struct CraftChunk {
+    pub raw_len: u32,
+    pub planes: Vec<(lmc_core::codec::PlaneCodec, Vec<u8>)>,
+}
+
+/// A container built straight from its parts, as an attacker would: any
+/// chunk lengths and plane contents, with every length and checksum in the
+/// header and index right, so that a reader's limits are all that stands
+/// between it and the work the file asks for. Each segment's length is
+/// what its chunks hold (a tensor's shape is made to match); the
+/// whole-file hash is `original_hash`, since the decoded bytes are not
+/// known.
+pub fn craft(
+    flags: u16,
+    segments: Vec<(SegmentKind, Vec<CraftChunk>)>,
+    original_hash: u128,
+) -> Vec<u8> {
+    use lmc_core::format::{ChunkEntry, HEADER_LEN, Header, Index, PlaneEntry, Segment, Transform};
+    let (mut segs, mut chunks, mut payload) = (Vec::new(), Vec::new(), Vec::new());
+    let mut offset = 0u64;
+    for (si, (mut kind, cs)) in segments.into_iter().enumerate() {
+        let len: u64 = cs.iter().map(|c| u64::from(c.raw_len)).sum();
+        if let SegmentKind::Tensor { shape, dtype, .. } = &mut kind {
+            *shape = vec![len / dtype.width() as u64];
+        }
+        segs.push(Segment {
+            kind,
+            base_offset: None,
+            offset,
+            len,
+            first_chunk: chunks.len(),
+            chunk_count: cs.len(),
+        });
+        let mut raw_offset = offset;
+        for c in cs {
+            let stored_offset = (HEADER_LEN + payload.len()) as u64;
+            let start = payload.len();
+            let planes = c
+                .planes
+                .iter()
+                .map(|(codec, bytes)| {
+                    payload.extend_from_slice(bytes);
+                    PlaneEntry {
+                        codec: *codec,
+                        stored_len: bytes.len() as u32,
+                    }
+                })
+                .collect();
+            chunks.push(ChunkEntry {
+                raw_len: c.raw_len,
+                transform: Transform::None,
+                checksum: xxhash_rust::xxh3::xxh3_64(&payload[start..]),
+                planes,
+                stored_offset,
+                raw_offset,
+                segment: si,
+            });
+            raw_offset += u64::from(c.raw_len);
+        }
+        offset += len;
+    }
+    let index = Index {
+        base: None,
+        removed: Vec::new(),
+        segments: segs,
+        chunks,
+    }
+    .to_bytes();
+    let header = Header {
+        version: lmc_core::format::VERSION_1,
+        flags,
+        original_len: offset,
+        original_hash,
+        payload_len: payload.len() as u64,
+        index_len: index.len() as u64,
+    };
+    let mut file = header.to_bytes().to_vec();
+    file.extend_from_slice(&payload);
+    file.extend_from_slice(&index);
+    file
+}
