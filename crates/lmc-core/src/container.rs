@@ -344,9 +344,13 @@ impl<'a> Container<'a> {
         let batches = self.batches();
         let decode_batch = |range: &std::ops::Range<usize>, bufs: &mut Vec<Vec<u8>>| {
             bufs.resize_with(range.len(), Vec::new);
+            // The error of the first damaged chunk, whichever thread ends
+            // first: the same report on every run.
             bufs.par_iter_mut()
                 .zip(range.clone())
                 .map(|(buf, i)| self.decode_chunk(i, buf))
+                .collect::<Vec<Result<()>>>()
+                .into_iter()
                 .collect::<Result<()>>()
         };
         let mut hasher = Xxh3_128::new();
@@ -487,6 +491,8 @@ impl<'a> Container<'a> {
             .par_iter_mut()
             .enumerate()
             .map(|(k, piece)| self.decode_chunk_into(seg.first_chunk + k, piece))
+            .collect::<Vec<Result<()>>>()
+            .into_iter()
             .collect::<Result<()>>()?;
         Ok(out)
     }
