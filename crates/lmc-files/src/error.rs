@@ -65,6 +65,12 @@ pub enum Error {
     /// way round.
     #[error("{} is {what}", path.display())]
     WrongKind { path: PathBuf, what: &'static str },
+    /// An output inside the directory it is made from.
+    #[error("output {} is inside the directory being compressed ({})", path.display(), dir.display())]
+    InsideInput { path: PathBuf, dir: PathBuf },
+    /// A file the caller could not read (its message names it).
+    #[error("{0}")]
+    Read(String),
     /// An input lmc will not store (the pickle rule) or cannot read.
     #[error(transparent)]
     Input(#[from] crate::InputError),

@@ -16,6 +16,7 @@
 //! - [`builder`]: a directory restored into a temporary directory and moved
 //!   into place, and the rule for what an output may replace.
 //! - [`restore`]: directory containers checked and restored through it.
+//! - [`stream`]: a directory on disk as its directory stream, to compress.
 //! - [`listing`]: a directory container's entries from their headers.
 //!
 //! Paths inside a directory obey one rule, [`check_path`] (the directory
@@ -33,6 +34,7 @@ pub mod listing;
 pub mod mode;
 pub mod output;
 pub mod restore;
+pub mod stream;
 pub mod walk;
 
 pub use base::{Base, BaseError, load_base};
@@ -46,4 +48,5 @@ pub use output::{
     Destination, DestinationError, check_destination, folder_and_name, temp_beside, temp_in,
 };
 pub use restore::{TreeSummary, check_tree, is_tree, restore_tree};
+pub use stream::{DirStream, check_outside, dir_stream};
 pub use walk::{Item, Listing, walk};

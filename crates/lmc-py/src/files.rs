@@ -192,6 +192,15 @@ pub(crate) fn compress_file<'py>(
     best: bool,
     allow_pickle_calls: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
+    if src.is_dir() {
+        if dtype.is_some() || base.is_some() {
+            return Err(fail(format!(
+                "{} is a directory: dtype= and base= apply to single files",
+                src.display()
+            )));
+        }
+        return compress_dir(py, &src, &dst, chunk_size, sync, best, allow_pickle_calls);
+    }
     let bytes = read_file(&src)?;
     let layout = layout_of(&src, &bytes, dtype.as_deref(), allow_pickle_calls)?;
     let base = match &base {
@@ -218,6 +227,34 @@ pub(crate) fn compress_file<'py>(
         .detach(|| {
             let parts = tile(&bytes, &layout);
             write_container(&dst, &parts, &layout, delta.as_ref(), &options, sync)
+        })
+        .map_err(fail)?;
+    summary_dict(py, &summary)
+}
+
+/// `lmc compress DIR`: the directory as one container, through the same
+/// stream and checks as the CLI ([`lmc_files::dir_stream`]).
+fn compress_dir<'py>(
+    py: Python<'py>,
+    src: &Path,
+    dst: &Path,
+    chunk_size: Option<usize>,
+    sync: bool,
+    best: bool,
+    allow_pickle_calls: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let options = options(chunk_size, best);
+    let summary = py
+        .detach(|| -> Result<_, String> {
+            lmc_files::check_outside(src, dst).map_err(|e| e.to_string())?;
+            let read = |p: &Path| {
+                std::fs::read(p).map_err(|e| {
+                    lmc_files::Error::Read(format!("cannot read {}: {e}", p.display()))
+                })
+            };
+            let stream =
+                lmc_files::dir_stream(src, allow_pickle_calls, read).map_err(|e| e.to_string())?;
+            write_container(dst, &stream.parts(), &stream.layout, None, &options, sync)
         })
         .map_err(fail)?;
     summary_dict(py, &summary)

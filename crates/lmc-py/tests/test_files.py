@@ -366,3 +366,14 @@ def test_directory_containers_restore_as_the_cli_restores_them(tmp_path, run_lmc
     assert (out / "m.safetensors").read_bytes() == original
     with pytest.raises(lmc.LmcError, match="never a delta"):
         lmc.decompress_file(tmp_path / "ckpt.lmc", tmp_path / "x", base=tmp_path / "ckpt.lmc")
+
+    # Python compresses a directory as the CLI does: the same bytes.
+    lmc.compress_file(ckpt, tmp_path / "py.lmc")
+    assert (tmp_path / "py.lmc").read_bytes() == (tmp_path / "ckpt.lmc").read_bytes()
+    # With the same pickle rule: a checkpoint inside that names os.system.
+    torch.save({"hook": os.system}, ckpt / "evil.pt")
+    with pytest.raises(lmc.LmcError, match=r"evil.pt: .*names (posix|os)\.system"):
+        lmc.compress_file(ckpt, tmp_path / "evil.lmc")
+    assert not (tmp_path / "evil.lmc").exists()
+    with pytest.raises(lmc.LmcError, match="inside the directory being compressed"):
+        lmc.compress_file(ckpt, ckpt / "x.lmc")

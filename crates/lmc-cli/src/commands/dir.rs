@@ -1,6 +1,6 @@
 //! `lmc compress DIR` and `lmc decompress` of a directory container: the
 //! CLI's side (progress, notes, the summary line). The walk, the checks and
-//! the restore are lmc-files' ([`lmc_files::walk`],
+//! the restore are lmc-files' ([`lmc_files::dir_stream`],
 //! [`lmc_files::restore_tree`]), shared with the store and Python.
 //!
 //! Compression maps every file and passes the pieces to
@@ -11,22 +11,12 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
-use lmc_core::{CompressOptions, Container, SegmentKind, SegmentSpec, compress_parts};
-use lmc_tensors::prefix_names;
-use lmc_tensors::tree::{self, Kind};
+use anyhow::{Context, Result};
+use lmc_core::{CompressOptions, Container, compress_parts};
 
 use super::{emit, human};
 use crate::io::{Input, Output};
 use crate::progress::Bar;
-
-/// What a piece of the stream is made of.
-enum Piece {
-    /// `headers[i]`
-    Header(usize),
-    /// Bytes `range` of `inputs[i]`.
-    File(usize, std::ops::Range<usize>),
-}
 
 /// `lmc compress DIR`.
 pub fn compress(
@@ -37,100 +27,23 @@ pub fn compress(
     allow_pickle_calls: bool,
     quiet: bool,
 ) -> Result<()> {
-    if let (Ok(d), Ok(i)) = (
-        dest.parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .canonicalize(),
-        input.canonicalize(),
-    ) && d.starts_with(&i)
-    {
-        bail!(
-            "output {} is inside the directory being compressed",
-            dest.display()
-        );
-    }
-    let listing = lmc_files::walk(input)?;
-    let mut items = listing.items;
-
-    let mut headers: Vec<Vec<u8>> = vec![tree::header(listing.root_mode).to_vec()];
-    let mut inputs: Vec<Input> = Vec::new();
-    let mut pieces = vec![Piece::Header(0)];
-    let mut layout = vec![SegmentSpec {
-        kind: SegmentKind::Bytes,
-        len: tree::HEADER_LEN as u64,
-    }];
-    let mut files = 0usize;
-    for it in &mut items {
-        match it.entry.kind {
-            Kind::Dir => {
-                headers.push(it.entry.to_bytes());
-            }
-            Kind::Symlink => {
-                let mut h = it.entry.to_bytes();
-                h.extend_from_slice(it.target.as_deref().unwrap_or_default().as_bytes());
-                headers.push(h);
-            }
-            Kind::File => {
-                files += 1;
-                let bytes = Input::open(&it.source)?;
-                let found = lmc_files::detect_member(&it.source, &bytes, allow_pickle_calls)?;
-                if !quiet {
-                    for n in &found.notes {
-                        eprintln!("lmc: note: {}: {n}", it.source.display());
-                    }
-                }
-                it.entry.format = found.format.code();
-                let file_layout = found.layout;
-                // The file may have changed since it was listed.
-                it.entry.len = bytes.len() as u64;
-                headers.push(it.entry.to_bytes());
-                layout.push(SegmentSpec {
-                    kind: SegmentKind::Bytes,
-                    len: headers.last().unwrap().len() as u64,
-                });
-                pieces.push(Piece::Header(headers.len() - 1));
-                let mut file_layout = file_layout;
-                prefix_names(&mut file_layout, &format!("{}:", it.entry.path));
-                let mut at = 0usize;
-                for s in file_layout {
-                    let end = at + s.len as usize;
-                    pieces.push(Piece::File(inputs.len(), at..end));
-                    layout.push(s);
-                    at = end;
-                }
-                inputs.push(bytes);
-                continue;
-            }
+    lmc_files::check_outside(input, dest)?;
+    let read = |p: &Path| Input::open(p).map_err(|e| lmc_files::Error::Read(format!("{e:#}")));
+    let stream = lmc_files::dir_stream(input, allow_pickle_calls, read)?;
+    if !quiet {
+        for (path, n) in &stream.notes {
+            eprintln!("lmc: note: {}: {n}", path.display());
         }
-        layout.push(SegmentSpec {
-            kind: SegmentKind::Bytes,
-            len: headers.last().unwrap().len() as u64,
-        });
-        pieces.push(Piece::Header(headers.len() - 1));
     }
-    headers.push(tree::END.to_vec());
-    layout.push(SegmentSpec {
-        kind: SegmentKind::Bytes,
-        len: tree::ENTRY_LEN as u64,
-    });
-    pieces.push(Piece::Header(headers.len() - 1));
-
-    let parts: Vec<&[u8]> = pieces
-        .iter()
-        .map(|p| match p {
-            Piece::Header(i) => &headers[*i][..],
-            Piece::File(i, r) => &inputs[*i][r.clone()],
-        })
-        .collect();
-    let total: u64 = layout.iter().map(|s| s.len).sum();
+    let (parts, layout, files) = (stream.parts(), &stream.layout, stream.file_count());
+    let total = stream.len();
     let mut out = Output::create(dest, input, force)?;
     let start = Instant::now();
     let summary = {
         let bar = Bar::new(total, "compressing", quiet);
         compress_parts(
             &parts,
-            &layout,
+            layout,
             None,
             &options,
             &mut out,

@@ -162,7 +162,10 @@ def compress_file(
     """Compress a file as ``lmc compress`` does.
 
     Args:
-        src: a safetensors file, or with ``dtype`` a raw little-endian array.
+        src: a checkpoint file (safetensors, PyTorch, NumPy), with ``dtype``
+            a raw little-endian array, or a directory (one container of
+            all its files, as ``lmc compress DIR``; ``decompress_file``
+            restores it).
         dst: the ``.lmc`` file to write (default: ``src`` + ``".lmc"``);
             replaced if it exists, atomically.
         base: compress as a delta against this file (the previous checkpoint,
