@@ -472,16 +472,42 @@ impl<'a> Container<'a> {
 
     /// Decodes one tensor's bytes without touching the other tensors' chunks.
     pub fn read_tensor(&self, name: &str) -> Result<Vec<u8>> {
-        let seg = self
-            .index
+        let len = self.tensor_len(name)?;
+        let mut out = vec![0u8; len as usize];
+        self.read_tensor_into(name, &mut out)?;
+        Ok(out)
+    }
+
+    /// The length in bytes of the tensor `name`.
+    pub fn tensor_len(&self, name: &str) -> Result<u64> {
+        Ok(self.tensor_segment(name)?.len)
+    }
+
+    fn tensor_segment(&self, name: &str) -> Result<&crate::format::Segment> {
+        self.index
             .segments
             .iter()
             .find(|s| matches!(&s.kind, SegmentKind::Tensor { name: n, .. } if n == name))
-            .ok_or_else(|| Error::NoSuchTensor(name.to_string()))?;
-        let mut out = vec![0u8; seg.len as usize];
+            .ok_or_else(|| Error::NoSuchTensor(name.to_string()))
+    }
+
+    /// [`Container::read_tensor`] into `out`, which must be exactly the
+    /// tensor's length: a caller's buffer (a tensor being loaded) is filled
+    /// in place, without a copy. Chunks are decoded in parallel, each
+    /// checked against its checksum first.
+    pub fn read_tensor_into(&self, name: &str, out: &mut [u8]) -> Result<()> {
+        let seg = self.tensor_segment(name)?;
+        if out.len() as u64 != seg.len {
+            return Err(Error::InvalidInput(format!(
+                "tensor {}: {} bytes, the buffer for it has {}",
+                crate::error::quote_name(name),
+                seg.len,
+                out.len()
+            )));
+        }
         let chunks = &self.index.chunks[seg.first_chunk..seg.first_chunk + seg.chunk_count];
         let mut pieces = Vec::with_capacity(chunks.len());
-        let mut rest = out.as_mut_slice();
+        let mut rest = out;
         for c in chunks {
             let (piece, r) = std::mem::take(&mut rest).split_at_mut(c.raw_len as usize);
             pieces.push(piece);
@@ -493,7 +519,6 @@ impl<'a> Container<'a> {
             .map(|(k, piece)| self.decode_chunk_into(seg.first_chunk + k, piece))
             .collect::<Vec<Result<()>>>()
             .into_iter()
-            .collect::<Result<()>>()?;
-        Ok(out)
+            .collect::<Result<()>>()
     }
 }

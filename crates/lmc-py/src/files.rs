@@ -131,6 +131,50 @@ pub(crate) fn read_tensors<'py>(
     Ok(decoded.iter().map(|v| PyByteArray::new(py, v)).collect())
 }
 
+/// Decodes the named tensors of a (full) `.lmc` file straight into the
+/// given writable, contiguous uint8 NumPy arrays (views of the tensors a
+/// load fills: no copy of the decoded bytes), in parallel, each chunk's
+/// checksum checked. Each array must be exactly its tensor's length.
+#[pyfunction]
+pub(crate) fn read_tensors_into(
+    py: Python<'_>,
+    path: PathBuf,
+    names: Vec<String>,
+    outs: Vec<numpy::PyReadwriteArray1<'_, u8>>,
+) -> PyResult<()> {
+    if names.len() != outs.len() {
+        return Err(fail(format!(
+            "{}: {} names but {} buffers",
+            path.display(),
+            names.len(),
+            outs.len()
+        )));
+    }
+    let bytes = read_file(&path)?;
+    let mut outs = outs;
+    let mut slices = Vec::with_capacity(outs.len());
+    for (n, o) in names.iter().zip(outs.iter_mut()) {
+        let s = o.as_slice_mut().map_err(|_| {
+            fail(format!(
+                "{}: the buffer for tensor {n:?} is not contiguous",
+                path.display()
+            ))
+        })?;
+        slices.push(s);
+    }
+    py.detach(|| -> Result<(), lmc_core::Error> {
+        let c = Container::open(&bytes)?;
+        names
+            .par_iter()
+            .zip(slices.par_iter_mut())
+            .map(|(n, s)| c.read_tensor_into(n, s))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .collect()
+    })
+    .map_err(|e| err(path.display(), e))
+}
+
 /// The layout of an input to compress, its pickles checked, through the
 /// same rule as the CLI ([`lmc_files::detect_input`]).
 pub(crate) fn layout_of(

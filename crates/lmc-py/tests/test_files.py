@@ -377,3 +377,22 @@ def test_directory_containers_restore_as_the_cli_restores_them(tmp_path, run_lmc
     assert not (tmp_path / "evil.lmc").exists()
     with pytest.raises(lmc.LmcError, match="inside the directory being compressed"):
         lmc.compress_file(ckpt, ckpt / "x.lmc")
+
+
+def test_read_tensors_into_fills_buffers_in_place(tmp_path):
+    """The in-place read under StorageReader: each tensor decoded straight
+    into its own buffer, byte for byte; a buffer of the wrong size or a
+    strided one is refused, naming the tensor."""
+    rng = np.random.default_rng(3)
+    tensors = {"a": rng.standard_normal((64, 33)).astype(np.float32), "b": np.arange(1000, dtype=np.int64)}
+    lmc.save_file(tensors, tmp_path / "t.lmc", chunk_size=4096)
+    outs = [np.zeros(tensors[n].nbytes, dtype=np.uint8) for n in ("a", "b")]
+    _lmc.read_tensors_into(str(tmp_path / "t.lmc"), ["a", "b"], outs)
+    assert outs[0].tobytes() == tensors["a"].tobytes()
+    assert outs[1].tobytes() == tensors["b"].tobytes()
+    with pytest.raises(lmc.LmcError, match=r"tensor \"a\": 8448 bytes, the buffer for it has 8447"):
+        _lmc.read_tensors_into(str(tmp_path / "t.lmc"), ["a"], [np.zeros(8447, dtype=np.uint8)])
+    with pytest.raises(lmc.LmcError, match="not contiguous"):
+        _lmc.read_tensors_into(str(tmp_path / "t.lmc"), ["b"], [np.zeros(16000, dtype=np.uint8)[::2]])
+    with pytest.raises(lmc.LmcError, match="no tensor named"):
+        _lmc.read_tensors_into(str(tmp_path / "t.lmc"), ["c"], [np.zeros(8, dtype=np.uint8)])

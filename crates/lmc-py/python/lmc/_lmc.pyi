@@ -7,7 +7,7 @@ Files come back as ``(metadata, table, buffer)``: the safetensors
 one ``bytearray`` holding the whole decoded file.
 """
 
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 __version__: str
 
@@ -29,6 +29,7 @@ def save_tensors(
 def load(path: str, base: Optional[str] = None) -> Loaded: ...
 def read_metadata(path: str) -> Dict[str, str]: ...
 def read_tensors(path: str, names: List[str]) -> List[bytearray]: ...
+def read_tensors_into(path: str, names: List[str], outs: List[Any]) -> None: ...
 def compress_file(
     src: str,
     dst: str,

@@ -593,8 +593,10 @@ class StorageReader(_StorageReader):
             info = self.storage_data[req.storage_index]
             per_file.setdefault((info.relative_path, info.snapshot), []).append(req)
         for (relative_path, snapshot), reqs in per_file.items():
+            if snapshot is None:
+                reqs = self._read_in_place(relative_path, reqs, planner)
             names = sorted({self.storage_data[r.storage_index].name for r in reqs})
-            decoded = self._decode(relative_path, snapshot, names)
+            decoded = self._decode(relative_path, snapshot, names) if reqs else {}
             for req in reqs:
                 raw = decoded[self.storage_data[req.storage_index].name]
                 if req.type == LoadItemType.BYTE_IO:
@@ -631,6 +633,44 @@ class StorageReader(_StorageReader):
 
     # -- reading ---------------------------------------------------------
 
+    def _read_in_place(self, relative_path: str, reqs: List[ReadItem], planner: LoadPlanner) -> List[ReadItem]:
+        """Decodes the items that fill a whole, contiguous CPU tensor of
+        their own dtype (the common case) straight into that tensor, in
+        parallel with the GIL released, and commits them; returns the
+        others, for the general path."""
+        rest: List[ReadItem] = []
+        direct: List[Tuple[ReadItem, torch.Tensor, Any]] = []
+        for req in reqs:
+            target = buffer = None
+            if req.type != LoadItemType.BYTE_IO and not any(req.storage_offsets):
+                chunk, dtype = self._stored_chunk(req)
+                candidate = planner.resolve_tensor(req).detach()
+                if (
+                    tuple(chunk.sizes) == tuple(req.lengths) == tuple(candidate.size())
+                    and candidate.dtype == dtype
+                    and candidate.device.type == "cpu"
+                    and candidate.is_contiguous()
+                    and candidate.numel() > 0
+                ):
+                    try:
+                        buffer = candidate.reshape(-1).view(torch.uint8).numpy()
+                        target = candidate
+                    except (RuntimeError, TypeError):
+                        pass  # a dtype without a byte view (quantized): the general path
+            if target is None:
+                rest.append(req)
+            else:
+                direct.append((req, target, buffer))
+        if direct:
+            _lmc.read_tensors_into(
+                str(self.path / relative_path),
+                [self.storage_data[req.storage_index].name for req, _, _ in direct],
+                [buffer for _, _, buffer in direct],
+            )
+            for req, target, _ in direct:
+                planner.commit_tensor(req, target)
+        return rest
+
     def _decode(self, relative_path: str, snapshot: Optional[int], names: List[str]) -> Dict[str, Any]:
         where = str(self.path / relative_path)
         if snapshot is None:
@@ -646,6 +686,14 @@ class StorageReader(_StorageReader):
 
     def _stored_tensor(self, req: ReadItem, raw: Any) -> torch.Tensor:
         """The item as it was saved: its chunk of the tensor, with its dtype."""
+        chunk, dtype = self._stored_chunk(req)
+        if len(raw) == 0:
+            return torch.empty(tuple(chunk.sizes), dtype=dtype)
+        flat = torch.frombuffer(raw, dtype=torch.uint8)
+        return flat.view(dtype).reshape(tuple(chunk.sizes))
+
+    def _stored_chunk(self, req: ReadItem) -> Tuple[Any, torch.dtype]:
+        """The metadata of the saved chunk an item reads from, and its dtype."""
         index = req.storage_index
         md = self.metadata.state_dict_metadata[index.fqn]  # type: ignore[union-attr]
         chunk = None
@@ -658,11 +706,7 @@ class StorageReader(_StorageReader):
             chunk = next((c for c in md.chunks if tuple(c.offsets) == want), None)
         if chunk is None:
             raise LmcError(f"the checkpoint's metadata has no chunk of {index.fqn} at {index.offset}")
-        dtype = md.properties.dtype
-        if len(raw) == 0:
-            return torch.empty(tuple(chunk.sizes), dtype=dtype)
-        flat = torch.frombuffer(raw, dtype=torch.uint8)
-        return flat.view(dtype).reshape(tuple(chunk.sizes))
+        return chunk, md.properties.dtype
 
 
 def _narrow(tensor: torch.Tensor, offsets: Sequence[int], sizes: Sequence[int]) -> torch.Tensor:
