@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::codec::PlaneCodec;
+
 /// Which part of a container a problem was found in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Region {
@@ -50,13 +52,18 @@ pub enum Error {
         found: u64,
     },
 
-    /// A plane could not be decoded.
-    #[error("corrupt payload: chunk {chunk} ({segment}), plane {plane}: {detail}")]
+    /// A plane could not be decoded. `offset`: the plane's first stored
+    /// byte in the file.
+    #[error(
+        "corrupt payload: chunk {chunk} ({segment}), plane {plane} at byte offset {offset}: {reason}"
+    )]
     PlaneDecode {
         chunk: usize,
         segment: String,
         plane: usize,
-        detail: String,
+        offset: u64,
+        #[source]
+        reason: DecodeError,
     },
 
     /// The decoded file does not hash to the value recorded at compression time.
@@ -111,6 +118,138 @@ impl From<Error> for std::io::Error {
     }
 }
 
+/// The name of a codec as messages write it.
+fn title(c: &PlaneCodec) -> &'static str {
+    match c {
+        PlaneCodec::Huffman => "Huffman",
+        PlaneCodec::Rans => "rANS",
+        other => other.name(),
+    }
+}
+
+/// Why a plane's stored bytes do not decode: what its decoder expected and
+/// what it found. Byte counts are relative to the plane's stored block;
+/// [`Error::PlaneDecode`] adds the chunk, the plane and the file offset.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The block ends inside one of its parts.
+    #[error("{} block truncated in its {part} ({needed} bytes needed, {available} present)", title(.codec))]
+    Truncated {
+        codec: PlaneCodec,
+        part: &'static str,
+        needed: usize,
+        available: usize,
+    },
+
+    /// A length the plane implies differs from the one found.
+    #[error("{} plane: {what} of {found} bytes, {expected} expected", title(.codec))]
+    LengthMismatch {
+        codec: PlaneCodec,
+        what: &'static str,
+        expected: usize,
+        found: usize,
+    },
+
+    /// The code table (Huffman lengths, rANS frequencies) is unusable.
+    #[error("{} table: {fault}", title(.codec))]
+    BadTable {
+        codec: PlaneCodec,
+        fault: TableFault,
+    },
+
+    /// The stream is too short for the symbols the plane must hold, refused
+    /// before decoding any.
+    #[error("{} stream {stream} of {bytes} bytes cannot hold {symbols} symbols (at most {limit})", title(.codec))]
+    TooManySymbols {
+        codec: PlaneCodec,
+        stream: usize,
+        bytes: usize,
+        symbols: usize,
+        limit: u64,
+    },
+
+    /// A Huffman stream's recorded size runs past the block.
+    #[error("Huffman stream {stream} claims {claimed} bytes, only {available} remain")]
+    StreamOverrun {
+        stream: usize,
+        claimed: usize,
+        available: usize,
+    },
+
+    /// A Huffman stream's symbols do not end in its last byte.
+    #[error("Huffman stream {stream} is {bytes} bytes but its symbols use {bits_used} bits")]
+    Unconsumed {
+        stream: usize,
+        bytes: usize,
+        bits_used: u64,
+    },
+
+    /// An rANS state read from the block is outside [2^23, 2^31).
+    #[error("rANS state {state} is {value:#x}, outside [2^23, 2^31)")]
+    BadState { state: usize, value: u32 },
+
+    /// The rANS stream runs out before the plane is complete.
+    #[error("rANS stream ends before symbol {symbol}")]
+    EndsEarly { symbol: usize },
+
+    /// Decoding ended with states other than the initial ones or bytes left
+    /// over.
+    #[error("rANS block does not end cleanly (states {states:x?}, {left} stream bytes left)")]
+    UncleanEnd { states: [u32; 4], left: usize },
+
+    /// A split plane's part A runs over the room its part B needs.
+    #[error(
+        "split plane: part A of {claimed} bytes leaves no room for part B in {available} bytes"
+    )]
+    PartOverrun { claimed: usize, available: usize },
+
+    /// A split plane's part is stored with a codec a part may not use.
+    #[error("split plane: part {part} has codec {code}")]
+    PartCodec { part: char, code: u8 },
+
+    /// The plane-0 key leaves one part of a split plane empty (the encoder
+    /// never splits so).
+    #[error("split plane: {count} of {len} elements have plane-0 byte {key}, so a part is empty")]
+    EmptyPart { key: u8, count: usize, len: usize },
+
+    /// A part of a split plane does not decode.
+    #[error("split plane, part {part}: {source}")]
+    InPart {
+        part: char,
+        #[source]
+        source: Box<DecodeError>,
+    },
+
+    /// A split plane was decoded without its chunk's plane 0.
+    #[error("a split plane needs its chunk's plane 0 (decode_split)")]
+    NeedsLead,
+
+    /// zstd refused the frame.
+    #[error("zstd: {0}")]
+    Zstd(String),
+}
+
+/// What is wrong with a code table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TableFault {
+    #[error("a length beyond its max symbol {max_symbol}")]
+    LengthBeyondMaxSymbol { max_symbol: u8 },
+    #[error("code length {length} for symbol {symbol} exceeds {max}")]
+    CodeTooLong { symbol: usize, length: u8, max: u32 },
+    #[error("{found} symbols, at least 2 required")]
+    TooFewSymbols { found: usize },
+    #[error("code lengths are not a complete prefix code (Kraft sum {kraft}/{complete})")]
+    Incomplete { kraft: u32, complete: u32 },
+    #[error("decode table outside the kernel's limits")]
+    KernelLimits,
+    #[error("frequencies sum to {found}, not {expected}")]
+    FrequencySum { found: u32, expected: u32 },
+    #[error("codes symbol {symbol} alone (frequency {frequency}); only a constant plane may")]
+    SingleSymbol { symbol: usize, frequency: u32 },
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Longest name, in bytes, that messages quote whole.
@@ -142,5 +281,34 @@ mod tests {
         assert!(q.len() < NAME_SHOWN + 30, "{q}");
         assert!(q.ends_with("\"... (70000 bytes)"), "{q}");
         assert_eq!(quote_name(&"n".repeat(NAME_SHOWN)).len(), NAME_SHOWN + 2);
+    }
+
+    #[test]
+    fn plane_errors_say_where_and_what() {
+        let e = Error::PlaneDecode {
+            chunk: 3,
+            segment: "tensor \"w\"".into(),
+            plane: 1,
+            offset: 4242,
+            reason: DecodeError::InPart {
+                part: 'B',
+                source: Box::new(DecodeError::StreamOverrun {
+                    stream: 2,
+                    claimed: 900,
+                    available: 12,
+                }),
+            },
+        };
+        assert_eq!(
+            e.to_string(),
+            "corrupt payload: chunk 3 (tensor \"w\"), plane 1 at byte offset 4242: \
+             split plane, part B: Huffman stream 2 claims 900 bytes, only 12 remain"
+        );
+        let inner = std::error::Error::source(&e).unwrap();
+        assert!(e.to_string().ends_with(&inner.to_string()));
+        assert_eq!(
+            std::io::Error::from(e).kind(),
+            std::io::ErrorKind::InvalidData
+        );
     }
 }

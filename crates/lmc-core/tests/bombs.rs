@@ -12,7 +12,10 @@ use common::{CraftChunk, craft};
 
 use lmc_core::codec::PlaneCodec;
 use lmc_core::format::{FLAG_RANS, Header, MAX_CHUNK_LEN};
-use lmc_core::{CompressOptions, Container, Dtype, Error, Region, SegmentKind, SegmentSpec};
+use lmc_core::{
+    CompressOptions, Container, DecodeError, Dtype, Error, Region, SegmentKind, SegmentSpec,
+    TableFault,
+};
 
 fn bf16(name: &str) -> SegmentKind {
     SegmentKind::Tensor {
@@ -166,16 +169,22 @@ fn an_original_length_the_chunks_do_not_cover_is_refused() {
     );
 }
 
-/// The plane error of decoding `file`'s chunk 0 with `verify`.
-fn verify_err(file: &[u8]) -> (usize, usize, String) {
+/// The plane error of verifying `file`, whose chunks are each one plane
+/// of `block_len` stored bytes; checks the offset it names. (Chunks decode
+/// in parallel: any of the identical ones may be the one reported.)
+fn verify_err(file: &[u8], block_len: u64) -> (usize, usize, DecodeError) {
     let c = Container::open(file).unwrap();
     match c.verify(&mut |_| true).unwrap_err() {
         Error::PlaneDecode {
             chunk,
             plane,
-            detail,
+            offset,
+            reason,
             ..
-        } => (chunk, plane, detail),
+        } => {
+            assert_eq!(offset, 64 + chunk as u64 * block_len, "chunk {chunk}");
+            (chunk, plane, reason)
+        }
         e => panic!("wrong error: {e}"),
     }
 }
@@ -194,9 +203,18 @@ fn hostile_rans_blocks_fail_before_decoding() {
         )],
         0,
     );
-    let (chunk, plane, detail) = verify_err(&file);
-    assert_eq!((chunk, plane), (0, 0));
-    assert!(detail.contains("codes symbol 0 alone"), "{detail}");
+    let (chunk, plane, reason) = verify_err(&file, rans_one_symbol().len() as u64);
+    assert!(chunk < 3 && plane == 0, "chunk {chunk}, plane {plane}");
+    assert_eq!(
+        reason,
+        DecodeError::BadTable {
+            codec: PlaneCodec::Rans,
+            fault: TableFault::SingleSymbol {
+                symbol: 0,
+                frequency: 4096
+            }
+        }
+    );
     // A skewed block with no stream cannot hold a chunk of symbols: refused
     // up front (before, after decoding them all).
     let file = craft(
@@ -209,11 +227,19 @@ fn hostile_rans_blocks_fail_before_decoding() {
         )],
         0,
     );
-    let (chunk, plane, detail) = verify_err(&file);
-    assert_eq!((chunk, plane), (0, 0));
+    let (chunk, plane, reason) = verify_err(&file, rans_skewed_empty().len() as u64);
+    assert!(chunk < 3 && plane == 0, "chunk {chunk}, plane {plane}");
     assert!(
-        detail.contains("rANS stream of 0 bytes cannot hold 4194304 symbols"),
-        "{detail}"
+        matches!(
+            reason,
+            DecodeError::TooManySymbols {
+                codec: PlaneCodec::Rans,
+                bytes: 0,
+                symbols: 4194304,
+                ..
+            }
+        ),
+        "{reason}"
     );
 }
 
@@ -227,11 +253,17 @@ fn hostile_huffman_streams_fail_before_decoding() {
         vec![bytes_of(1, MAX_CHUNK_LEN, PlaneCodec::Huffman, &block)],
         0,
     );
-    let (chunk, plane, detail) = verify_err(&file);
-    assert_eq!((chunk, plane), (0, 0));
-    assert!(
-        detail.contains("Huffman stream 0 is 0 bytes, too short for 1048576 symbols"),
-        "{detail}"
+    let (chunk, plane, reason) = verify_err(&file, block.len() as u64);
+    assert!(chunk < 3 && plane == 0, "chunk {chunk}, plane {plane}");
+    assert_eq!(
+        reason,
+        DecodeError::TooManySymbols {
+            codec: PlaneCodec::Huffman,
+            stream: 0,
+            bytes: 0,
+            symbols: 1048576,
+            limit: 0
+        }
     );
 }
 
