@@ -37,8 +37,8 @@ impl fmt::Display for Region {
 #[non_exhaustive]
 pub enum Error {
     /// The container is damaged or is not an lmc container.
-    #[error("corrupt {region}: {detail}")]
-    Corrupt { region: Region, detail: String },
+    #[error("corrupt {region}: {reason}")]
+    Corrupt { region: Region, reason: Corruption },
 
     /// A chunk's stored bytes do not match the checksum recorded for them.
     #[error(
@@ -81,7 +81,7 @@ pub enum Error {
     InvalidInput(String),
 
     /// A tensor name asked for is not in the container.
-    #[error("no tensor named {0:?} in the container")]
+    #[error("no tensor named {} in the container", quote_name(.0))]
     NoSuchTensor(String),
 
     /// A delta container was decoded without its base, or with the wrong one.
@@ -97,10 +97,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// A corruption no caller tells apart, in words.
     pub(crate) fn corrupt(region: Region, detail: impl Into<String>) -> Self {
         Error::Corrupt {
             region,
-            detail: detail.into(),
+            reason: Corruption::Other(detail.into()),
         }
     }
 }
@@ -116,6 +117,124 @@ impl From<Error> for std::io::Error {
             other => std::io::Error::new(std::io::ErrorKind::InvalidData, other),
         }
     }
+}
+
+/// What is wrong with a container's header, index or length: the cases a
+/// caller may want to tell apart typed, the rest in words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Corruption {
+    #[error(
+        "file is {len} bytes, shorter than the {}-byte header (truncated, or not an lmc file)",
+        crate::format::HEADER_LEN
+    )]
+    ShortFile { len: usize },
+
+    #[error("bad magic bytes: not an lmc container")]
+    BadMagic,
+
+    /// `unknown_version`: the header's version field when this lmc reads no
+    /// such version (the header is damaged, or from a newer lmc).
+    #[error("{what} checksum mismatch (stored {stored:016x}, computed {computed:016x}){}", version_note(.unknown_version))]
+    Checksum {
+        what: &'static str,
+        stored: u64,
+        computed: u64,
+        unknown_version: Option<u16>,
+    },
+
+    #[error("unknown flags {flags:#06x} or non-zero reserved bytes")]
+    Flags { flags: u16 },
+
+    /// The file's length is not header + payload + index; `described` is
+    /// `None` when that sum overflows.
+    #[error("file is {len} bytes but its header describes {} (header {} + payload {payload} + index {index}): truncated or extended",
+        .described.map_or("more than 2^64".to_string(), |d| d.to_string()), crate::format::HEADER_LEN)]
+    FileLength {
+        len: u64,
+        described: Option<u64>,
+        payload: u64,
+        index: u64,
+    },
+
+    /// The index ends inside a field.
+    #[error("truncated at byte {at} while reading the {field}")]
+    Truncated { at: usize, field: &'static str },
+
+    /// A count (of segments, chunks, names) too large for the index that
+    /// holds it, refused before anything is allocated for it.
+    #[error("{what} {count} cannot fit in a {index_len}-byte index")]
+    CountTooLarge {
+        what: &'static str,
+        count: usize,
+        index_len: usize,
+    },
+
+    #[error("segments cover {covered} bytes, the header says the original has {original}")]
+    Coverage { covered: u64, original: u64 },
+
+    /// A chunk table entry is invalid.
+    #[error("chunk {chunk} ({segment}): {fault}")]
+    Chunk {
+        chunk: usize,
+        segment: String,
+        fault: ChunkFault,
+    },
+
+    #[error("{0}")]
+    Other(String),
+}
+
+fn version_note(unknown: &Option<u16>) -> String {
+    match unknown {
+        None => String::new(),
+        Some(v) => format!(
+            "; the header is damaged, or the container is of version {v}, \
+             which this lmc cannot read (it reads versions 1 to {})",
+            crate::format::VERSION
+        ),
+    }
+}
+
+/// What is wrong with one chunk table entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChunkFault {
+    #[error(
+        "length {len} (index byte {at}) is above the {limit}-byte limit on a chunk \
+             (earlier versions of lmc wrote larger chunks with --chunk-size above 4M: decode such a file with \
+             one of them and compress it again)"
+    )]
+    TooLarge { len: u32, at: usize, limit: u32 },
+
+    #[error(
+        "length {len} (index byte {at}) is zero or not a multiple of the element width {width}"
+    )]
+    BadLength { len: u32, at: usize, width: usize },
+
+    #[error("unknown transform {0}")]
+    UnknownTransform(u8),
+
+    #[error("{found} planes, {expected} expected")]
+    PlaneCount { found: usize, expected: usize },
+
+    #[error("plane {plane}: unknown codec {code}")]
+    UnknownCodec { plane: usize, code: u8 },
+
+    /// A codec whose header flag the container lacks.
+    #[error("plane {plane}: {} codec in a container without the {} flag", .codec.name(), .codec.name())]
+    CodecNotFlagged { plane: usize, codec: PlaneCodec },
+
+    #[error("plane 0: split codec (it splits by plane 0)")]
+    SplitFirst,
+
+    #[error("plane {plane}: {} codec with stored length {stored} for {plane_len} bytes", .codec.name())]
+    StoredLength {
+        plane: usize,
+        codec: PlaneCodec,
+        stored: u32,
+        plane_len: u32,
+    },
 }
 
 /// The name of a codec as messages write it.
