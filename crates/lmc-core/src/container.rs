@@ -216,7 +216,7 @@ impl<'a> Container<'a> {
             segment: seg.describe(),
             plane,
             offset,
-            reason,
+            reason: Box::new(reason),
         };
         let base = match c.transform {
             Transform::None => None,

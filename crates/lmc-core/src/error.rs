@@ -62,8 +62,9 @@ pub enum Error {
         segment: String,
         plane: usize,
         offset: u64,
+        /// Boxed: errors are rare, and `Error` is returned everywhere.
         #[source]
-        reason: DecodeError,
+        reason: Box<DecodeError>,
     },
 
     /// The decoded file does not hash to the value recorded at compression time.
@@ -409,14 +410,14 @@ mod tests {
             segment: "tensor \"w\"".into(),
             plane: 1,
             offset: 4242,
-            reason: DecodeError::InPart {
+            reason: Box::new(DecodeError::InPart {
                 part: 'B',
                 source: Box::new(DecodeError::StreamOverrun {
                     stream: 2,
                     claimed: 900,
                     available: 12,
                 }),
-            },
+            }),
         };
         assert_eq!(
             e.to_string(),

@@ -201,7 +201,7 @@ fn verify_err(file: &[u8], block_len: u64) -> (usize, usize, DecodeError) {
             ..
         } => {
             assert_eq!(offset, 64 + chunk as u64 * block_len, "chunk {chunk}");
-            (chunk, plane, reason)
+            (chunk, plane, *reason)
         }
         e => panic!("wrong error: {e}"),
     }
