@@ -340,3 +340,47 @@ fn write_bombs() {
         std::fs::write(dir.join(name), file).unwrap();
     }
 }
+
+/// Index errors about a tensor quote a hostile 60 KB name by its start.
+#[test]
+fn index_errors_quote_long_names_short() {
+    let name = "n".repeat(60_000);
+    let file = craft(0, vec![(bf16(&name), vec![constant(4096, 2)])], 0);
+    let header = Header::parse(&file).unwrap();
+    let start = 64 + header.payload_len as usize;
+    let at = start
+        + file[start..]
+            .windows(name.len())
+            .position(|w| w == name.as_bytes())
+            .unwrap()
+        + name.len();
+    let refix = |f: &mut Vec<u8>| {
+        let n = f.len();
+        let sum = xxhash_rust::xxh3::xxh3_64(&f[start..n - 8]);
+        f[n - 8..].copy_from_slice(&sum.to_le_bytes());
+    };
+    // A shape that does not match the length.
+    let mut f = file.clone();
+    f[at + 1] ^= 1;
+    refix(&mut f);
+    // A rank above the limit (the dimensions then run on into the chunk table).
+    let mut g = file.clone();
+    g[at] = 65;
+    refix(&mut g);
+    for (f, what) in [(f, "does not match"), (g, "rank 65 exceeds 64")] {
+        let e = open_err(&f);
+        assert!(
+            matches!(
+                e,
+                Error::Corrupt {
+                    region: Region::Index,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = e.to_string();
+        assert!(e.len() < 400, "{} bytes: {}", e.len(), &e[..400]);
+        assert!(e.contains("(60000 bytes)") && e.contains(what), "{e}");
+    }
+}
