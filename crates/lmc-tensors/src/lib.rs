@@ -35,9 +35,14 @@ use lmc_core::error::quote_name;
 pub enum Error {
     #[error("not a valid safetensors file: {0}")]
     Safetensors(String),
-    /// A safetensors header entry refused, with the tensor it describes.
-    #[error("not a valid safetensors file: tensor {}: {detail}", quote_name(.tensor))]
-    SafetensorsTensor { tensor: String, detail: String },
+    /// A safetensors header entry refused, with the tensor it describes;
+    /// `offset`: where the entry puts the tensor's data in the file.
+    #[error("not a valid safetensors file: tensor {}{}: {detail}", quote_name(.tensor), at(.offset))]
+    SafetensorsTensor {
+        tensor: String,
+        offset: Option<u64>,
+        detail: String,
+    },
     #[error("not a valid zip archive: {0}")]
     Zip(String),
     /// A zip member refused; `offset`: its local header's in the archive.
@@ -79,9 +84,11 @@ impl Error {
             | Error::Npy(m)
             | Error::Tree(m)
             | Error::Invalid(m) => m.clone(),
-            Error::SafetensorsTensor { tensor, detail } => {
-                format!("tensor {}: {detail}", quote_name(tensor))
-            }
+            Error::SafetensorsTensor {
+                tensor,
+                offset,
+                detail,
+            } => format!("tensor {}{}: {detail}", quote_name(tensor), at(offset)),
             Error::ZipMember {
                 member,
                 offset,
