@@ -468,13 +468,13 @@ fn hostile_and_truncated_files_are_refused() {
     fails(
         d,
         &["compress", "dotdot.pt"],
-        &["dotdot.pt: not a valid zip archive: member name \"../evil\" is not a relative path"],
+        &["dotdot.pt: not a valid zip archive: member \"../evil\": not a relative path"],
     );
     fs::write(d.join("abs.npz"), zip(&[("/etc/passwd.npy", b"x")])).unwrap();
     fails(
         d,
         &["compress", "abs.npz"],
-        &["abs.npz", "\"/etc/passwd.npy\" is not a relative path"],
+        &["abs.npz", "\"/etc/passwd.npy\": not a relative path"],
     );
     // A member of absurd size.
     let mut big = zip(&[("archive/data.pkl", pkl), ("archive/data/0", &[0; 16])]);
@@ -486,7 +486,7 @@ fn hostile_and_truncated_files_are_refused() {
         &["compress", "big.pt"],
         &[
             "big.pt",
-            "member \"archive/data/0\": 2147483632 bytes",
+            "member \"archive/data/0\" at offset 52: 2147483632 bytes",
             "past the end",
         ],
     );

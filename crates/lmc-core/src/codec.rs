@@ -18,6 +18,7 @@
 //! the previous element's or the row above's, were measured and do not pay;
 //! see docs/BENCHMARKS.md, "Context modeling".)
 
+use crate::error::DecodeError;
 use crate::{huffman, kernels, rans};
 
 /// The codec of one plane, as stored in the chunk table (FORMAT.md, "Plane codecs").
@@ -538,49 +539,61 @@ fn split_histograms(data: &[u8], lead: &[u8], key: u8) -> [[u32; 256]; 2] {
 
 /// Decodes a [`PlaneCodec::Split`] plane whose chunk's plane 0 decoded to
 /// `lead` into `out`. Malformed input gives an error, never a panic.
-pub fn decode_split(stored: &[u8], lead: &[u8], out: &mut [u8]) -> Result<(), String> {
+pub fn decode_split(stored: &[u8], lead: &[u8], out: &mut [u8]) -> Result<(), DecodeError> {
     let n = out.len();
     if lead.len() != n {
-        return Err(format!(
-            "split plane of {n} bytes led by a plane of {}",
-            lead.len()
-        ));
+        return Err(DecodeError::LengthMismatch {
+            codec: PlaneCodec::Split,
+            what: "plane 0 leading it",
+            expected: n,
+            found: lead.len(),
+        });
     }
     let &[key, ca, l0, l1, l2, l3, ref rest @ ..] = stored else {
-        return Err(format!(
-            "split plane header truncated ({} bytes, 6 needed)",
-            stored.len()
-        ));
+        return Err(DecodeError::Truncated {
+            codec: PlaneCodec::Split,
+            part: "header",
+            needed: 6,
+            available: stored.len(),
+        });
     };
     let la = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
     if la >= rest.len() {
-        return Err(format!(
-            "split plane: part A of {la} bytes leaves no room for part B in {} bytes",
-            rest.len()
-        ));
+        return Err(DecodeError::PartOverrun {
+            claimed: la,
+            available: rest.len(),
+        });
     }
     let (sa, rest) = rest.split_at(la);
     let (cb, sb) = (rest[0], &rest[1..]);
-    let part_codec = |c: u8, which: &str| match PlaneCodec::from_code(c) {
-        Some(PlaneCodec::Split) | None => Err(format!("split plane: part {which} has codec {c}")),
+    let part_codec = |code: u8, part: char| match PlaneCodec::from_code(code) {
+        Some(PlaneCodec::Split) | None => Err(DecodeError::PartCodec { part, code }),
         Some(c) => Ok(c),
     };
-    let (ca, cb) = (part_codec(ca, "A")?, part_codec(cb, "B")?);
+    let (ca, cb) = (part_codec(ca, 'A')?, part_codec(cb, 'B')?);
     // Counted in byte-wide sums of up to 255 (they vectorise 16 or 32 lanes a step).
     let na: usize = lead
         .chunks(255)
         .map(|c| usize::from(c.iter().map(|&l| u8::from(l == key)).sum::<u8>()))
         .sum();
     if na == 0 || na == n {
-        return Err(format!(
-            "split plane: {na} of {n} elements have plane-0 byte {key}, so a part is empty"
-        ));
+        return Err(DecodeError::EmptyPart {
+            key,
+            count: na,
+            len: n,
+        });
     }
     PARTS.with_borrow_mut(|buf| {
         buf.resize(n + 2 * kernels::PART_PAD, 0);
         let (a, b) = buf.split_at_mut(na + kernels::PART_PAD);
-        decode_plane(ca, sa, &mut a[..na]).map_err(|e| format!("split plane, part A: {e}"))?;
-        decode_plane(cb, sb, &mut b[..n - na]).map_err(|e| format!("split plane, part B: {e}"))?;
+        let in_part = |part| {
+            move |e| DecodeError::InPart {
+                part,
+                source: Box::new(e),
+            }
+        };
+        decode_plane(ca, sa, &mut a[..na]).map_err(in_part('A'))?;
+        decode_plane(cb, sb, &mut b[..n - na]).map_err(in_part('B'))?;
         kernels::interleave(a, b, lead, key, out);
         Ok(())
     })
@@ -588,40 +601,36 @@ pub fn decode_split(stored: &[u8], lead: &[u8], out: &mut [u8]) -> Result<(), St
 
 /// Decodes a plane stored with `codec` into `out` (whose length is the
 /// plane's length). Malformed input gives an error, never a panic.
-pub fn decode_plane(codec: PlaneCodec, stored: &[u8], out: &mut [u8]) -> Result<(), String> {
+pub fn decode_plane(codec: PlaneCodec, stored: &[u8], out: &mut [u8]) -> Result<(), DecodeError> {
+    let mismatch = |what, expected, found| DecodeError::LengthMismatch {
+        codec,
+        what,
+        expected,
+        found,
+    };
     match codec {
         PlaneCodec::Raw => {
             if stored.len() != out.len() {
-                return Err(format!(
-                    "raw plane holds {} bytes, {} expected",
-                    stored.len(),
-                    out.len()
-                ));
+                return Err(mismatch("stored block", out.len(), stored.len()));
             }
             out.copy_from_slice(stored);
         }
         PlaneCodec::Constant => match stored {
             [b] => out.fill(*b),
             _ => {
-                return Err(format!(
-                    "constant plane holds {} bytes, 1 expected",
-                    stored.len()
-                ));
+                return Err(mismatch("stored block", 1, stored.len()));
             }
         },
         PlaneCodec::Huffman => huffman::decode(stored, out)?,
         PlaneCodec::Rans => rans::decode(stored, out)?,
         PlaneCodec::Split => {
-            return Err("a split plane needs its chunk's plane 0 (decode_split)".into());
+            return Err(DecodeError::NeedsLead);
         }
         PlaneCodec::Zstd => {
-            let got =
-                zstd::bulk::decompress_to_buffer(stored, out).map_err(|e| format!("zstd: {e}"))?;
+            let got = zstd::bulk::decompress_to_buffer(stored, out)
+                .map_err(|e| DecodeError::Zstd(e.to_string()))?;
             if got != out.len() {
-                return Err(format!(
-                    "zstd plane decodes to {got} bytes, {} expected",
-                    out.len()
-                ));
+                return Err(mismatch("decoded output", out.len(), got));
             }
         }
     }
@@ -796,22 +805,38 @@ mod tests {
         }
         let mut b = block.clone();
         b[1] = PlaneCodec::Split as u8;
-        assert!(
-            decode_split(&b, &lead, &mut back)
-                .unwrap_err()
-                .contains("part A has codec 5")
+        assert_eq!(
+            decode_split(&b, &lead, &mut back),
+            Err(DecodeError::PartCodec { part: 'A', code: 5 })
         );
         let mut b = block.clone();
         b[2..6].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(decode_split(&b, &lead, &mut back).is_err());
+        assert!(matches!(
+            decode_split(&b, &lead, &mut back),
+            Err(DecodeError::PartOverrun {
+                claimed: 0xFFFF_FFFF,
+                ..
+            })
+        ));
         // Every element led by the key: part B would be empty.
-        assert!(
-            decode_split(&block, &vec![0; n], &mut back)
-                .unwrap_err()
-                .contains("empty")
+        assert_eq!(
+            decode_split(&block, &vec![block[0]; n], &mut back),
+            Err(DecodeError::EmptyPart {
+                key: block[0],
+                count: n,
+                len: n
+            })
         );
         // A lead of the wrong length.
-        assert!(decode_split(&block, &lead[1..], &mut back).is_err());
+        assert_eq!(
+            decode_split(&block, &lead[1..], &mut back),
+            Err(DecodeError::LengthMismatch {
+                codec: PlaneCodec::Split,
+                what: "plane 0 leading it",
+                expected: n,
+                found: n - 1
+            })
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use crate::codec::{PlaneCodec, decode_plane, decode_split};
 use crate::compress::Progress;
-use crate::error::{Error, Region, Result};
+use crate::error::{DecodeError, Error, Region, Result};
 use crate::format::{
     BaseRef, ChunkEntry, HEADER_LEN, Header, Index, Segment, SegmentKind, Transform,
 };
@@ -211,11 +211,12 @@ impl<'a> Container<'a> {
         }
         let seg = &self.index.segments[c.segment];
         let stored = self.stored(c);
-        let plane_err = |plane: usize, detail: String| Error::PlaneDecode {
+        let plane_err = |plane: usize, offset: u64, reason: DecodeError| Error::PlaneDecode {
             chunk: i,
             segment: seg.describe(),
             plane,
-            detail,
+            offset,
+            reason: Box::new(reason),
         };
         let base = match c.transform {
             Transform::None => None,
@@ -248,12 +249,13 @@ impl<'a> Container<'a> {
         seg: &Segment,
         stored: &[u8],
         out: &mut [u8],
-        plane_err: &dyn Fn(usize, String) -> Error,
+        plane_err: &dyn Fn(usize, u64, DecodeError) -> Error,
     ) -> Result<()> {
         let width = seg.kind.width();
         if width == 1 {
             let p = c.planes[0];
-            return decode_plane(p.codec, stored, out).map_err(|d| plane_err(0, d));
+            return decode_plane(p.codec, stored, out)
+                .map_err(|d| plane_err(0, c.stored_offset, d));
         }
         let SegmentKind::Tensor { dtype, .. } = &seg.kind else {
             unreachable!("only tensors have more than one plane")
@@ -266,7 +268,10 @@ impl<'a> Container<'a> {
             let mut views: Vec<&[u8]> = Vec::with_capacity(width);
             let mut rest_stored = stored;
             let mut rest_scratch = scratch.as_mut_slice();
+            let mut offset = c.stored_offset;
             for (k, p) in c.planes.iter().enumerate() {
+                let at = offset;
+                offset += u64::from(p.stored_len);
                 let (s, r) = rest_stored.split_at(p.stored_len as usize);
                 rest_stored = r;
                 let (buf, r) = std::mem::take(&mut rest_scratch).split_at_mut(plane_len);
@@ -276,11 +281,11 @@ impl<'a> Container<'a> {
                     // Index::parse refused split on plane 0, so views[0]
                     // is there.
                     PlaneCodec::Split => {
-                        decode_split(s, views[0], buf).map_err(|d| plane_err(k, d))?;
+                        decode_split(s, views[0], buf).map_err(|d| plane_err(k, at, d))?;
                         views.push(buf);
                     }
                     _ => {
-                        decode_plane(p.codec, s, buf).map_err(|d| plane_err(k, d))?;
+                        decode_plane(p.codec, s, buf).map_err(|d| plane_err(k, at, d))?;
                         views.push(buf);
                     }
                 }

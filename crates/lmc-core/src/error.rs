@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::codec::PlaneCodec;
+
 /// Which part of a container a problem was found in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Region {
@@ -35,8 +37,8 @@ impl fmt::Display for Region {
 #[non_exhaustive]
 pub enum Error {
     /// The container is damaged or is not an lmc container.
-    #[error("corrupt {region}: {detail}")]
-    Corrupt { region: Region, detail: String },
+    #[error("corrupt {region}: {reason}")]
+    Corrupt { region: Region, reason: Corruption },
 
     /// A chunk's stored bytes do not match the checksum recorded for them.
     #[error(
@@ -50,13 +52,19 @@ pub enum Error {
         found: u64,
     },
 
-    /// A plane could not be decoded.
-    #[error("corrupt payload: chunk {chunk} ({segment}), plane {plane}: {detail}")]
+    /// A plane could not be decoded. `offset`: the plane's first stored
+    /// byte in the file.
+    #[error(
+        "corrupt payload: chunk {chunk} ({segment}), plane {plane} at byte offset {offset}: {reason}"
+    )]
     PlaneDecode {
         chunk: usize,
         segment: String,
         plane: usize,
-        detail: String,
+        offset: u64,
+        /// Boxed: errors are rare, and `Error` is returned everywhere.
+        #[source]
+        reason: Box<DecodeError>,
     },
 
     /// The decoded file does not hash to the value recorded at compression time.
@@ -74,7 +82,7 @@ pub enum Error {
     InvalidInput(String),
 
     /// A tensor name asked for is not in the container.
-    #[error("no tensor named {0:?} in the container")]
+    #[error("no tensor named {} in the container", quote_name(.0))]
     NoSuchTensor(String),
 
     /// A delta container was decoded without its base, or with the wrong one.
@@ -90,10 +98,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// A corruption no caller tells apart, in words.
     pub(crate) fn corrupt(region: Region, detail: impl Into<String>) -> Self {
         Error::Corrupt {
             region,
-            detail: detail.into(),
+            reason: Corruption::Other(detail.into()),
         }
     }
 }
@@ -109,6 +118,256 @@ impl From<Error> for std::io::Error {
             other => std::io::Error::new(std::io::ErrorKind::InvalidData, other),
         }
     }
+}
+
+/// What is wrong with a container's header, index or length: the cases a
+/// caller may want to tell apart typed, the rest in words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Corruption {
+    #[error(
+        "file is {len} bytes, shorter than the {}-byte header (truncated, or not an lmc file)",
+        crate::format::HEADER_LEN
+    )]
+    ShortFile { len: usize },
+
+    #[error("bad magic bytes: not an lmc container")]
+    BadMagic,
+
+    /// `unknown_version`: the header's version field when this lmc reads no
+    /// such version (the header is damaged, or from a newer lmc).
+    #[error("{what} checksum mismatch (stored {stored:016x}, computed {computed:016x}){}", version_note(.unknown_version))]
+    Checksum {
+        what: &'static str,
+        stored: u64,
+        computed: u64,
+        unknown_version: Option<u16>,
+    },
+
+    #[error("unknown flags {flags:#06x} or non-zero reserved bytes")]
+    Flags { flags: u16 },
+
+    /// The file's length is not header + payload + index; `described` is
+    /// `None` when that sum overflows.
+    #[error("file is {len} bytes but its header describes {} (header {} + payload {payload} + index {index}): truncated or extended",
+        .described.map_or("more than 2^64".to_string(), |d| d.to_string()), crate::format::HEADER_LEN)]
+    FileLength {
+        len: u64,
+        described: Option<u64>,
+        payload: u64,
+        index: u64,
+    },
+
+    /// The index ends inside a field.
+    #[error("truncated at byte {at} while reading the {field}")]
+    Truncated { at: usize, field: &'static str },
+
+    /// A count (of segments, chunks, names) too large for the index that
+    /// holds it, refused before anything is allocated for it.
+    #[error("{what} {count} cannot fit in a {index_len}-byte index")]
+    CountTooLarge {
+        what: &'static str,
+        count: usize,
+        index_len: usize,
+    },
+
+    #[error("segments cover {covered} bytes, the header says the original has {original}")]
+    Coverage { covered: u64, original: u64 },
+
+    /// A chunk table entry is invalid.
+    #[error("chunk {chunk} ({segment}): {fault}")]
+    Chunk {
+        chunk: usize,
+        segment: String,
+        fault: ChunkFault,
+    },
+
+    #[error("{0}")]
+    Other(String),
+}
+
+fn version_note(unknown: &Option<u16>) -> String {
+    match unknown {
+        None => String::new(),
+        Some(v) => format!(
+            "; the header is damaged, or the container is of version {v}, \
+             which this lmc cannot read (it reads versions 1 to {})",
+            crate::format::VERSION
+        ),
+    }
+}
+
+/// What is wrong with one chunk table entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChunkFault {
+    #[error(
+        "length {len} (index byte {at}) is above the {limit}-byte limit on a chunk \
+             (earlier versions of lmc wrote larger chunks with --chunk-size above 4M: decode such a file with \
+             one of them and compress it again)"
+    )]
+    TooLarge { len: u32, at: usize, limit: u32 },
+
+    #[error(
+        "length {len} (index byte {at}) is zero or not a multiple of the element width {width}"
+    )]
+    BadLength { len: u32, at: usize, width: usize },
+
+    #[error("unknown transform {0}")]
+    UnknownTransform(u8),
+
+    #[error("{found} planes, {expected} expected")]
+    PlaneCount { found: usize, expected: usize },
+
+    #[error("plane {plane}: unknown codec {code}")]
+    UnknownCodec { plane: usize, code: u8 },
+
+    /// A codec whose header flag the container lacks.
+    #[error("plane {plane}: {} codec in a container without the {} flag", .codec.name(), .codec.name())]
+    CodecNotFlagged { plane: usize, codec: PlaneCodec },
+
+    #[error("plane 0: split codec (it splits by plane 0)")]
+    SplitFirst,
+
+    #[error("plane {plane}: {} codec with stored length {stored} for {plane_len} bytes", .codec.name())]
+    StoredLength {
+        plane: usize,
+        codec: PlaneCodec,
+        stored: u32,
+        plane_len: u32,
+    },
+}
+
+/// The name of a codec as messages write it.
+fn title(c: &PlaneCodec) -> &'static str {
+    match c {
+        PlaneCodec::Huffman => "Huffman",
+        PlaneCodec::Rans => "rANS",
+        other => other.name(),
+    }
+}
+
+/// Why a plane's stored bytes do not decode: what its decoder expected and
+/// what it found. Byte counts are relative to the plane's stored block;
+/// [`Error::PlaneDecode`] adds the chunk, the plane and the file offset.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The block ends inside one of its parts.
+    #[error("{} block truncated in its {part} ({needed} bytes needed, {available} present)", title(.codec))]
+    Truncated {
+        codec: PlaneCodec,
+        part: &'static str,
+        needed: usize,
+        available: usize,
+    },
+
+    /// A length the plane implies differs from the one found.
+    #[error("{} plane: {what} of {found} bytes, {expected} expected", title(.codec))]
+    LengthMismatch {
+        codec: PlaneCodec,
+        what: &'static str,
+        expected: usize,
+        found: usize,
+    },
+
+    /// The code table (Huffman lengths, rANS frequencies) is unusable.
+    #[error("{} table: {fault}", title(.codec))]
+    BadTable {
+        codec: PlaneCodec,
+        fault: TableFault,
+    },
+
+    /// The stream is too short for the symbols the plane must hold, refused
+    /// before decoding any.
+    #[error("{} stream {stream} of {bytes} bytes cannot hold {symbols} symbols (at most {limit})", title(.codec))]
+    TooManySymbols {
+        codec: PlaneCodec,
+        stream: usize,
+        bytes: usize,
+        symbols: usize,
+        limit: u64,
+    },
+
+    /// A Huffman stream's recorded size runs past the block.
+    #[error("Huffman stream {stream} claims {claimed} bytes, only {available} remain")]
+    StreamOverrun {
+        stream: usize,
+        claimed: usize,
+        available: usize,
+    },
+
+    /// A Huffman stream's symbols do not end in its last byte.
+    #[error("Huffman stream {stream} is {bytes} bytes but its symbols use {bits_used} bits")]
+    Unconsumed {
+        stream: usize,
+        bytes: usize,
+        bits_used: u64,
+    },
+
+    /// An rANS state read from the block is outside [2^23, 2^31).
+    #[error("rANS state {state} is {value:#x}, outside [2^23, 2^31)")]
+    BadState { state: usize, value: u32 },
+
+    /// The rANS stream runs out before the plane is complete.
+    #[error("rANS stream ends before symbol {symbol}")]
+    EndsEarly { symbol: usize },
+
+    /// Decoding ended with states other than the initial ones or bytes left
+    /// over.
+    #[error("rANS block does not end cleanly (states {states:x?}, {left} stream bytes left)")]
+    UncleanEnd { states: [u32; 4], left: usize },
+
+    /// A split plane's part A runs over the room its part B needs.
+    #[error(
+        "split plane: part A of {claimed} bytes leaves no room for part B in {available} bytes"
+    )]
+    PartOverrun { claimed: usize, available: usize },
+
+    /// A split plane's part is stored with a codec a part may not use.
+    #[error("split plane: part {part} has codec {code}")]
+    PartCodec { part: char, code: u8 },
+
+    /// The plane-0 key leaves one part of a split plane empty (the encoder
+    /// never splits so).
+    #[error("split plane: {count} of {len} elements have plane-0 byte {key}, so a part is empty")]
+    EmptyPart { key: u8, count: usize, len: usize },
+
+    /// A part of a split plane does not decode.
+    #[error("split plane, part {part}: {source}")]
+    InPart {
+        part: char,
+        #[source]
+        source: Box<DecodeError>,
+    },
+
+    /// A split plane was decoded without its chunk's plane 0.
+    #[error("a split plane needs its chunk's plane 0 (decode_split)")]
+    NeedsLead,
+
+    /// zstd refused the frame.
+    #[error("zstd: {0}")]
+    Zstd(String),
+}
+
+/// What is wrong with a code table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TableFault {
+    #[error("a length beyond its max symbol {max_symbol}")]
+    LengthBeyondMaxSymbol { max_symbol: u8 },
+    #[error("code length {length} for symbol {symbol} exceeds {max}")]
+    CodeTooLong { symbol: usize, length: u8, max: u32 },
+    #[error("{found} symbols, at least 2 required")]
+    TooFewSymbols { found: usize },
+    #[error("code lengths are not a complete prefix code (Kraft sum {kraft}/{complete})")]
+    Incomplete { kraft: u32, complete: u32 },
+    #[error("decode table outside the kernel's limits")]
+    KernelLimits,
+    #[error("frequencies sum to {found}, not {expected}")]
+    FrequencySum { found: u32, expected: u32 },
+    #[error("codes symbol {symbol} alone (frequency {frequency}); only a constant plane may")]
+    SingleSymbol { symbol: usize, frequency: u32 },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -142,5 +401,34 @@ mod tests {
         assert!(q.len() < NAME_SHOWN + 30, "{q}");
         assert!(q.ends_with("\"... (70000 bytes)"), "{q}");
         assert_eq!(quote_name(&"n".repeat(NAME_SHOWN)).len(), NAME_SHOWN + 2);
+    }
+
+    #[test]
+    fn plane_errors_say_where_and_what() {
+        let e = Error::PlaneDecode {
+            chunk: 3,
+            segment: "tensor \"w\"".into(),
+            plane: 1,
+            offset: 4242,
+            reason: Box::new(DecodeError::InPart {
+                part: 'B',
+                source: Box::new(DecodeError::StreamOverrun {
+                    stream: 2,
+                    claimed: 900,
+                    available: 12,
+                }),
+            }),
+        };
+        assert_eq!(
+            e.to_string(),
+            "corrupt payload: chunk 3 (tensor \"w\"), plane 1 at byte offset 4242: \
+             split plane, part B: Huffman stream 2 claims 900 bytes, only 12 remain"
+        );
+        let inner = std::error::Error::source(&e).unwrap();
+        assert!(e.to_string().ends_with(&inner.to_string()));
+        assert_eq!(
+            std::io::Error::from(e).kind(),
+            std::io::ErrorKind::InvalidData
+        );
     }
 }

@@ -36,7 +36,7 @@
 
 use crate::codec::PlaneCodec;
 use crate::dtype::Dtype;
-use crate::error::{Error, Region, Result};
+use crate::error::{ChunkFault, Corruption, Error, Region, Result, quote_name};
 use crate::hash::xxh3_64;
 
 pub const MAGIC: [u8; 8] = *b"\x89LMC\r\n\x1a\n";
@@ -92,15 +92,15 @@ impl Header {
 
     /// Parses and checks the header against the length of the whole file.
     pub fn parse(file: &[u8]) -> Result<Header> {
-        let h = |d: String| Error::corrupt(Region::Header, d);
-        let b = file.get(..HEADER_LEN).ok_or_else(|| {
-            h(format!(
-                "file is {} bytes, shorter than the {HEADER_LEN}-byte header (truncated, or not an lmc file)",
-                file.len()
-            ))
-        })?;
+        let h = |reason| Error::Corrupt {
+            region: Region::Header,
+            reason,
+        };
+        let b = file
+            .get(..HEADER_LEN)
+            .ok_or(h(Corruption::ShortFile { len: file.len() }))?;
         if b[0..8] != MAGIC {
-            return Err(h("bad magic bytes: not an lmc container".into()));
+            return Err(h(Corruption::BadMagic));
         }
         // The checksum first: a flipped bit in the version field is damage,
         // not a container from a newer lmc. (A newer version could move
@@ -111,17 +111,12 @@ impl Header {
         let stored_sum = u64_at(56);
         let sum = xxh3_64(&b[..56]);
         if stored_sum != sum {
-            let unknown = if known {
-                String::new()
-            } else {
-                format!(
-                    "; the header is damaged, or the container is of version {version}, \
-                     which this lmc cannot read (it reads versions 1 to {VERSION})"
-                )
-            };
-            return Err(h(format!(
-                "header checksum mismatch (stored {stored_sum:016x}, computed {sum:016x}){unknown}"
-            )));
+            return Err(h(Corruption::Checksum {
+                what: "header",
+                stored: stored_sum,
+                computed: sum,
+                unknown_version: (!known).then_some(version),
+            }));
         }
         if !known {
             return Err(Error::UnsupportedVersion {
@@ -131,9 +126,7 @@ impl Header {
         }
         let flags = u16::from_le_bytes([b[10], b[11]]);
         if flags & !(FLAG_RANS | FLAG_SPLIT) != 0 || b[12..16] != [0; 4] {
-            return Err(h(format!(
-                "unknown flags {flags:#06x} or non-zero reserved bytes"
-            )));
+            return Err(h(Corruption::Flags { flags }));
         }
         let header = Header {
             version,
@@ -147,16 +140,15 @@ impl Header {
             .checked_add(header.payload_len)
             .and_then(|x| x.checked_add(header.index_len));
         if expected != Some(file.len() as u64) {
-            return Err(Error::corrupt(
-                Region::File,
-                format!(
-                    "file is {} bytes but its header describes {} (header {HEADER_LEN} + payload {} + index {}): truncated or extended",
-                    file.len(),
-                    expected.map_or("more than 2^64".to_string(), |e| e.to_string()),
-                    header.payload_len,
-                    header.index_len
-                ),
-            ));
+            return Err(Error::Corrupt {
+                region: Region::File,
+                reason: Corruption::FileLength {
+                    len: file.len() as u64,
+                    described: expected,
+                    payload: header.payload_len,
+                    index: header.index_len,
+                },
+            });
         }
         Ok(header)
     }
@@ -363,6 +355,17 @@ impl Index {
     /// Parses and validates the index of a container whose header is `header`.
     pub fn parse(bytes: &[u8], header: &Header) -> Result<Index> {
         let bad = |d: String| Error::corrupt(Region::Index, d);
+        let index = |reason| Error::Corrupt {
+            region: Region::Index,
+            reason,
+        };
+        let too_many = |what, count| {
+            index(Corruption::CountTooLarge {
+                what,
+                count,
+                index_len: bytes.len().saturating_sub(8),
+            })
+        };
         if bytes.len() < 8 {
             return Err(bad(format!("index is {} bytes, too short", bytes.len())));
         }
@@ -370,9 +373,12 @@ impl Index {
         let stored = u64::from_le_bytes(sum.try_into().unwrap());
         let computed = xxh3_64(body);
         if stored != computed {
-            return Err(bad(format!(
-                "index checksum mismatch (stored {stored:016x}, computed {computed:016x})"
-            )));
+            return Err(index(Corruption::Checksum {
+                what: "index",
+                stored,
+                computed,
+                unknown_version: None,
+            }));
         }
         let mut r = Reader { b: body, pos: 0 };
 
@@ -383,10 +389,7 @@ impl Index {
             base = Some(BaseRef { len, hash });
             let n = r.u32("removed tensor count")? as usize;
             if n > body.len() / 2 {
-                return Err(bad(format!(
-                    "removed tensor count {n} cannot fit in a {}-byte index",
-                    body.len()
-                )));
+                return Err(too_many("removed tensor count", n));
             }
             removed.reserve(n);
             for k in 0..n {
@@ -399,10 +402,7 @@ impl Index {
 
         let nseg = r.u32("segment count")? as usize;
         if nseg > body.len() / SEGMENT_MIN_LEN {
-            return Err(bad(format!(
-                "segment count {nseg} cannot fit in a {}-byte index",
-                body.len()
-            )));
+            return Err(too_many("segment count", nseg));
         }
         let mut segments = Vec::with_capacity(nseg);
         let (mut offset, mut first_chunk) = (0u64, 0usize);
@@ -423,7 +423,8 @@ impl Index {
                     let rank = r.u8("rank")? as usize;
                     if rank > MAX_RANK {
                         return Err(bad(format!(
-                            "tensor {name:?}: rank {rank} exceeds {MAX_RANK}"
+                            "tensor {}: rank {rank} exceeds {MAX_RANK}",
+                            quote_name(&name)
                         )));
                     }
                     let mut shape = Vec::with_capacity(rank);
@@ -434,7 +435,8 @@ impl Index {
                     let bytes = elems.and_then(|e| e.checked_mul(dtype.width() as u64));
                     if bytes != Some(len) {
                         return Err(bad(format!(
-                            "tensor {name:?}: shape {shape:?} of {dtype} does not match its length {len}"
+                            "tensor {}: shape {shape:?} of {dtype} does not match its length {len}",
+                            quote_name(&name)
                         )));
                     }
                     SegmentKind::Tensor { name, dtype, shape }
@@ -476,10 +478,10 @@ impl Index {
             segments.push(seg);
         }
         if offset != header.original_len {
-            return Err(bad(format!(
-                "segments cover {offset} bytes, the header says the original has {}",
-                header.original_len
-            )));
+            return Err(index(Corruption::Coverage {
+                covered: offset,
+                original: header.original_len,
+            }));
         }
 
         let nchunks = r.u32("chunk count")? as usize;
@@ -489,10 +491,7 @@ impl Index {
             )));
         }
         if nchunks > body.len() / CHUNK_MIN_LEN {
-            return Err(bad(format!(
-                "chunk count {nchunks} cannot fit in a {}-byte index",
-                body.len()
-            )));
+            return Err(too_many("chunk count", nchunks));
         }
         let mut chunks = Vec::with_capacity(nchunks);
         let mut stored_offset = HEADER_LEN as u64;
@@ -500,13 +499,19 @@ impl Index {
             let width = seg.kind.width();
             let mut raw_offset = seg.offset;
             for ci in seg.first_chunk..seg.first_chunk + seg.chunk_count {
-                let ctx = |d: String| bad(format!("chunk {ci} ({}): {d}", seg.describe()));
+                let ctx = |fault| {
+                    index(Corruption::Chunk {
+                        chunk: ci,
+                        segment: seg.describe(),
+                        fault,
+                    })
+                };
                 let raw_at = r.pos;
                 let raw_len = r.u32("chunk length")?;
                 let transform = if seg.base_offset.is_some() {
                     let code = r.u8("chunk transform")?;
                     Transform::from_code(code)
-                        .ok_or_else(|| ctx(format!("unknown transform {code}")))?
+                        .ok_or_else(|| ctx(ChunkFault::UnknownTransform(code)))?
                 } else {
                     Transform::None
                 };
@@ -514,52 +519,55 @@ impl Index {
                 let nplanes = r.u8("plane count")? as usize;
                 // Checked before anything is allocated or decoded for it.
                 if raw_len > MAX_CHUNK_LEN {
-                    return Err(ctx(format!(
-                        "length {raw_len} (index byte {raw_at}) is above the {MAX_CHUNK_LEN}-byte limit on a chunk \
-                         (earlier versions of lmc wrote larger chunks with --chunk-size above 4M: decode such a file with \
-                         one of them and compress it again)"
-                    )));
+                    return Err(ctx(ChunkFault::TooLarge {
+                        len: raw_len,
+                        at: raw_at,
+                        limit: MAX_CHUNK_LEN,
+                    }));
                 }
                 if raw_len == 0 || !(raw_len as usize).is_multiple_of(width) {
-                    return Err(ctx(format!(
-                        "length {raw_len} (index byte {raw_at}) is zero or not a multiple of the element width {width}"
-                    )));
+                    return Err(ctx(ChunkFault::BadLength {
+                        len: raw_len,
+                        at: raw_at,
+                        width,
+                    }));
                 }
                 if nplanes != width {
-                    return Err(ctx(format!("{nplanes} planes, {width} expected")));
+                    return Err(ctx(ChunkFault::PlaneCount {
+                        found: nplanes,
+                        expected: width,
+                    }));
                 }
                 let plane_len = raw_len / width as u32;
                 let mut planes = Vec::with_capacity(nplanes);
                 for p in 0..nplanes {
                     let code = r.u8("plane codec")?;
                     let codec = PlaneCodec::from_code(code)
-                        .ok_or_else(|| ctx(format!("plane {p}: unknown codec {code}")))?;
+                        .ok_or_else(|| ctx(ChunkFault::UnknownCodec { plane: p, code }))?;
                     let stored_len = r.u32("plane length")?;
                     let ok = match codec {
                         PlaneCodec::Raw => stored_len == plane_len,
                         PlaneCodec::Constant => stored_len == 1,
                         PlaneCodec::Rans if header.flags & FLAG_RANS == 0 => {
-                            return Err(ctx(format!(
-                                "plane {p}: rans codec in a container without the rans flag"
-                            )));
+                            return Err(ctx(ChunkFault::CodecNotFlagged { plane: p, codec }));
                         }
                         PlaneCodec::Split if header.flags & FLAG_SPLIT == 0 => {
-                            return Err(ctx(format!(
-                                "plane {p}: split codec in a container without the split flag"
-                            )));
+                            return Err(ctx(ChunkFault::CodecNotFlagged { plane: p, codec }));
                         }
                         PlaneCodec::Split if p == 0 => {
-                            return Err(ctx("plane 0: split codec (it splits by plane 0)".into()));
+                            return Err(ctx(ChunkFault::SplitFirst));
                         }
                         // Key, part A's codec and length, part B's codec.
                         PlaneCodec::Split => stored_len >= 7,
                         PlaneCodec::Huffman | PlaneCodec::Zstd | PlaneCodec::Rans => stored_len > 0,
                     };
                     if !ok {
-                        return Err(ctx(format!(
-                            "plane {p}: {} codec with stored length {stored_len} for {plane_len} bytes",
-                            codec.name()
-                        )));
+                        return Err(ctx(ChunkFault::StoredLength {
+                            plane: p,
+                            codec,
+                            stored: stored_len,
+                            plane_len,
+                        }));
                     }
                     planes.push(PlaneEntry { codec, stored_len });
                 }
@@ -616,30 +624,31 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8]> {
         let s = self
             .pos
             .checked_add(n)
             .and_then(|end| self.b.get(self.pos..end))
-            .ok_or_else(|| {
-                Error::corrupt(
-                    Region::Index,
-                    format!("truncated at byte {} while reading the {what}", self.pos),
-                )
+            .ok_or(Error::Corrupt {
+                region: Region::Index,
+                reason: Corruption::Truncated {
+                    at: self.pos,
+                    field: what,
+                },
             })?;
         self.pos += n;
         Ok(s)
     }
-    fn u8(&mut self, what: &str) -> Result<u8> {
+    fn u8(&mut self, what: &'static str) -> Result<u8> {
         Ok(self.take(1, what)?[0])
     }
-    fn u16(&mut self, what: &str) -> Result<u16> {
+    fn u16(&mut self, what: &'static str) -> Result<u16> {
         Ok(u16::from_le_bytes(self.take(2, what)?.try_into().unwrap()))
     }
-    fn u32(&mut self, what: &str) -> Result<u32> {
+    fn u32(&mut self, what: &'static str) -> Result<u32> {
         Ok(u32::from_le_bytes(self.take(4, what)?.try_into().unwrap()))
     }
-    fn u64(&mut self, what: &str) -> Result<u64> {
+    fn u64(&mut self, what: &'static str) -> Result<u64> {
         Ok(u64::from_le_bytes(self.take(8, what)?.try_into().unwrap()))
     }
 }

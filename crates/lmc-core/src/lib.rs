@@ -60,5 +60,5 @@ pub use compress::{
 };
 pub use container::Container;
 pub use dtype::Dtype;
-pub use error::{Error, Region, Result};
+pub use error::{ChunkFault, Corruption, DecodeError, Error, Region, Result, TableFault};
 pub use format::SegmentKind;

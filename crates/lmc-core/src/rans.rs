@@ -25,6 +25,9 @@
 //! `x < 2^23` shift in the next stream byte: `x = x << 8 | byte`. A valid
 //! block ends with every state back at 2^23 and the stream consumed.
 
+use crate::codec::PlaneCodec;
+use crate::error::{DecodeError, TableFault};
+
 /// log2 of the frequency total.
 pub const SCALE_BITS: u32 = 12;
 /// The frequencies of a block sum to this.
@@ -260,12 +263,16 @@ impl EncSymbol {
 
 /// Decodes a block into `out` (its length is the symbol count). Malformed
 /// blocks give an error, never a panic or a wrong result that passes.
-pub fn decode(block: &[u8], out: &mut [u8]) -> Result<(), String> {
+pub fn decode(block: &[u8], out: &mut [u8]) -> Result<(), DecodeError> {
+    let truncated = |part, needed| DecodeError::Truncated {
+        codec: PlaneCodec::Rans,
+        part,
+        needed,
+        available: block.len(),
+    };
     let mut pos = 0usize;
-    let mut byte = |what: &str| -> Result<u8, String> {
-        let b = *block
-            .get(pos)
-            .ok_or_else(|| format!("rANS block truncated in its {what}"))?;
+    let mut byte = |what: &'static str| -> Result<u8, DecodeError> {
+        let b = *block.get(pos).ok_or(truncated(what, pos + 1))?;
         pos += 1;
         Ok(b)
     };
@@ -281,14 +288,24 @@ pub fn decode(block: &[u8], out: &mut [u8]) -> Result<(), String> {
     }
     let total: u32 = freq.iter().sum();
     if total != TOTAL {
-        return Err(format!("rANS frequencies sum to {total}, not {TOTAL}"));
+        return Err(DecodeError::BadTable {
+            codec: PlaneCodec::Rans,
+            fault: TableFault::FrequencySum {
+                found: total,
+                expected: TOTAL,
+            },
+        });
     }
     // Its steps would leave the states unchanged and read nothing. Writers
     // store such a plane as a constant.
     if let Some(s) = freq.iter().position(|&f| f == TOTAL) {
-        return Err(format!(
-            "rANS block codes symbol {s} alone (frequency {TOTAL}); only a constant plane may"
-        ));
+        return Err(DecodeError::BadTable {
+            codec: PlaneCodec::Rans,
+            fault: TableFault::SingleSymbol {
+                symbol: s,
+                frequency: TOTAL,
+            },
+        });
     }
     // One entry a slot: symbol (8 bits), frequency - 1 (12 bits) and
     // slot - cum[symbol] (12 bits), so a decode step is one lookup.
@@ -307,23 +324,28 @@ pub fn decode(block: &[u8], out: &mut [u8]) -> Result<(), String> {
     for (j, xj) in x.iter_mut().enumerate() {
         let b = block
             .get(pos..pos + 4)
-            .ok_or("rANS block truncated in its states")?;
+            .ok_or(truncated("states", pos + 4))?;
         *xj = u32::from_le_bytes(b.try_into().unwrap());
         pos += 4;
         if !(LOW..LOW << 8).contains(xj) {
-            return Err(format!("rANS state {j} is {xj:#x}, outside [2^23, 2^31)"));
+            return Err(DecodeError::BadState {
+                state: j,
+                value: *xj,
+            });
         }
     }
     let stream = &block[pos..];
     let most = (stream.len() as u64 + 4).saturating_mul(MAX_SYMBOLS_PER_BYTE);
     if out.len() as u64 > most {
-        return Err(format!(
-            "rANS stream of {} bytes cannot hold {} symbols (at most {most})",
-            stream.len(),
-            out.len()
-        ));
+        return Err(DecodeError::TooManySymbols {
+            codec: PlaneCodec::Rans,
+            stream: 0,
+            bytes: stream.len(),
+            symbols: out.len(),
+            limit: most,
+        });
     }
-    let truncated = |i: usize| format!("rANS stream ends before symbol {i}");
+    let truncated = |symbol: usize| DecodeError::EndsEarly { symbol };
     // A state in [2^23, 2^31) leaves a step at 2^11 or more (frequency >= 1),
     // so renormalising takes at most two bytes a symbol, eight a group of four.
     let [mut x0, mut x1, mut x2, mut x3] = x;
@@ -360,10 +382,10 @@ pub fn decode(block: &[u8], out: &mut [u8]) -> Result<(), String> {
         *o = step_checked(&table, &mut x[k], stream, &mut p).ok_or_else(|| truncated(i + k))?;
     }
     if x != [LOW; STATES] || p != stream.len() {
-        return Err(format!(
-            "rANS block does not end cleanly (states {x:x?}, {} stream bytes left)",
-            stream.len() - p
-        ));
+        return Err(DecodeError::UncleanEnd {
+            states: x,
+            left: stream.len() - p,
+        });
     }
     Ok(())
 }
@@ -588,8 +610,16 @@ mod tests {
         for _ in 0..4 {
             one.extend_from_slice(&LOW.to_le_bytes());
         }
-        let err = decode(&one, &mut [0u8; 10]).unwrap_err();
-        assert!(err.contains("codes symbol 0 alone"), "{err}");
+        assert_eq!(
+            decode(&one, &mut [0u8; 10]),
+            Err(DecodeError::BadTable {
+                codec: PlaneCodec::Rans,
+                fault: TableFault::SingleSymbol {
+                    symbol: 0,
+                    frequency: TOTAL
+                }
+            })
+        );
     }
 
     #[test]

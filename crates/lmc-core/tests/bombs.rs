@@ -12,7 +12,10 @@ use common::{CraftChunk, craft};
 
 use lmc_core::codec::PlaneCodec;
 use lmc_core::format::{FLAG_RANS, Header, MAX_CHUNK_LEN};
-use lmc_core::{CompressOptions, Container, Dtype, Error, Region, SegmentKind, SegmentSpec};
+use lmc_core::{
+    ChunkFault, CompressOptions, Container, Corruption, DecodeError, Dtype, Error, Region,
+    SegmentKind, SegmentSpec, TableFault,
+};
 
 fn bf16(name: &str) -> SegmentKind {
     SegmentKind::Tensor {
@@ -106,12 +109,13 @@ fn chunks_above_the_limit_are_refused_at_open() {
         match open_err(&file) {
             Error::Corrupt {
                 region: Region::Index,
-                detail,
-            } => assert!(
-                detail.starts_with(&format!("chunk {chunk} ("))
-                    && detail.contains("above the 4194304-byte limit"),
-                "{detail}"
-            ),
+                reason:
+                    Corruption::Chunk {
+                        chunk: c,
+                        fault: ChunkFault::TooLarge { len, limit, .. },
+                        ..
+                    },
+            } => assert_eq!((c, limit), (chunk, 4194304), "length {len}"),
             e => panic!("wrong error: {e}"),
         }
     }
@@ -124,7 +128,22 @@ fn chunks_above_the_limit_are_refused_at_open() {
         )],
         0,
     );
-    let e = open_err(&file).to_string();
+    let e = open_err(&file);
+    assert!(
+        matches!(
+            &e,
+            Error::Corrupt {
+                reason: Corruption::Chunk {
+                    chunk: 1,
+                    fault: ChunkFault::TooLarge { len: 4194306, .. },
+                    ..
+                },
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = e.to_string();
     assert!(
         e.contains("chunk 1 (tensor \"w\")") && e.contains("index byte"),
         "{e}"
@@ -159,23 +178,31 @@ fn an_original_length_the_chunks_do_not_cover_is_refused() {
     let mut header = Header::parse(&file).unwrap();
     header.original_len = 1 << 40;
     file[..64].copy_from_slice(&header.to_bytes());
-    let e = open_err(&file).to_string();
-    assert!(
-        e.contains("segments cover 8192 bytes, the header says the original has 1099511627776"),
-        "{e}"
-    );
+    match open_err(&file) {
+        Error::Corrupt {
+            region: Region::Index,
+            reason: Corruption::Coverage { covered, original },
+        } => assert_eq!((covered, original), (8192, 1 << 40)),
+        e => panic!("wrong error: {e}"),
+    }
 }
 
-/// The plane error of decoding `file`'s chunk 0 with `verify`.
-fn verify_err(file: &[u8]) -> (usize, usize, String) {
+/// The plane error of verifying `file`, whose chunks are each one plane
+/// of `block_len` stored bytes; checks the offset it names. (Chunks decode
+/// in parallel: any of the identical ones may be the one reported.)
+fn verify_err(file: &[u8], block_len: u64) -> (usize, usize, DecodeError) {
     let c = Container::open(file).unwrap();
     match c.verify(&mut |_| true).unwrap_err() {
         Error::PlaneDecode {
             chunk,
             plane,
-            detail,
+            offset,
+            reason,
             ..
-        } => (chunk, plane, detail),
+        } => {
+            assert_eq!(offset, 64 + chunk as u64 * block_len, "chunk {chunk}");
+            (chunk, plane, *reason)
+        }
         e => panic!("wrong error: {e}"),
     }
 }
@@ -194,9 +221,18 @@ fn hostile_rans_blocks_fail_before_decoding() {
         )],
         0,
     );
-    let (chunk, plane, detail) = verify_err(&file);
-    assert_eq!((chunk, plane), (0, 0));
-    assert!(detail.contains("codes symbol 0 alone"), "{detail}");
+    let (chunk, plane, reason) = verify_err(&file, rans_one_symbol().len() as u64);
+    assert!(chunk < 3 && plane == 0, "chunk {chunk}, plane {plane}");
+    assert_eq!(
+        reason,
+        DecodeError::BadTable {
+            codec: PlaneCodec::Rans,
+            fault: TableFault::SingleSymbol {
+                symbol: 0,
+                frequency: 4096
+            }
+        }
+    );
     // A skewed block with no stream cannot hold a chunk of symbols: refused
     // up front (before, after decoding them all).
     let file = craft(
@@ -209,11 +245,19 @@ fn hostile_rans_blocks_fail_before_decoding() {
         )],
         0,
     );
-    let (chunk, plane, detail) = verify_err(&file);
-    assert_eq!((chunk, plane), (0, 0));
+    let (chunk, plane, reason) = verify_err(&file, rans_skewed_empty().len() as u64);
+    assert!(chunk < 3 && plane == 0, "chunk {chunk}, plane {plane}");
     assert!(
-        detail.contains("rANS stream of 0 bytes cannot hold 4194304 symbols"),
-        "{detail}"
+        matches!(
+            reason,
+            DecodeError::TooManySymbols {
+                codec: PlaneCodec::Rans,
+                bytes: 0,
+                symbols: 4194304,
+                ..
+            }
+        ),
+        "{reason}"
     );
 }
 
@@ -227,11 +271,17 @@ fn hostile_huffman_streams_fail_before_decoding() {
         vec![bytes_of(1, MAX_CHUNK_LEN, PlaneCodec::Huffman, &block)],
         0,
     );
-    let (chunk, plane, detail) = verify_err(&file);
-    assert_eq!((chunk, plane), (0, 0));
-    assert!(
-        detail.contains("Huffman stream 0 is 0 bytes, too short for 1048576 symbols"),
-        "{detail}"
+    let (chunk, plane, reason) = verify_err(&file, block.len() as u64);
+    assert!(chunk < 3 && plane == 0, "chunk {chunk}, plane {plane}");
+    assert_eq!(
+        reason,
+        DecodeError::TooManySymbols {
+            codec: PlaneCodec::Huffman,
+            stream: 0,
+            bytes: 0,
+            symbols: 1048576,
+            limit: 0
+        }
     );
 }
 
@@ -288,5 +338,49 @@ fn write_bombs() {
         ("terabyte-within.lmc", within(4100)),
     ] {
         std::fs::write(dir.join(name), file).unwrap();
+    }
+}
+
+/// Index errors about a tensor quote a hostile 60 KB name by its start.
+#[test]
+fn index_errors_quote_long_names_short() {
+    let name = "n".repeat(60_000);
+    let file = craft(0, vec![(bf16(&name), vec![constant(4096, 2)])], 0);
+    let header = Header::parse(&file).unwrap();
+    let start = 64 + header.payload_len as usize;
+    let at = start
+        + file[start..]
+            .windows(name.len())
+            .position(|w| w == name.as_bytes())
+            .unwrap()
+        + name.len();
+    let refix = |f: &mut Vec<u8>| {
+        let n = f.len();
+        let sum = xxhash_rust::xxh3::xxh3_64(&f[start..n - 8]);
+        f[n - 8..].copy_from_slice(&sum.to_le_bytes());
+    };
+    // A shape that does not match the length.
+    let mut f = file.clone();
+    f[at + 1] ^= 1;
+    refix(&mut f);
+    // A rank above the limit (the dimensions then run on into the chunk table).
+    let mut g = file.clone();
+    g[at] = 65;
+    refix(&mut g);
+    for (f, what) in [(f, "does not match"), (g, "rank 65 exceeds 64")] {
+        let e = open_err(&f);
+        assert!(
+            matches!(
+                e,
+                Error::Corrupt {
+                    region: Region::Index,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = e.to_string();
+        assert!(e.len() < 400, "{} bytes: {}", e.len(), &e[..400]);
+        assert!(e.contains("(60000 bytes)") && e.contains(what), "{e}");
     }
 }

@@ -9,8 +9,8 @@ use std::io::Cursor;
 
 use lmc_core::format::{Transform, VERSION_1, VERSION_2};
 use lmc_core::{
-    CompressOptions, Container, DeltaBase, Dtype, Error, SegmentKind, SegmentSpec, compress,
-    compress_delta, compress_parts,
+    ChunkFault, CompressOptions, Container, Corruption, DeltaBase, Dtype, Error, Region,
+    SegmentKind, SegmentSpec, compress, compress_delta, compress_parts,
 };
 use proptest::prelude::*;
 
@@ -328,6 +328,22 @@ fn rans_planes_need_the_header_flag() {
     packed[..HEADER_LEN].copy_from_slice(&h.to_bytes());
     assert_eq!(xxh3_64(&packed[..56]).to_le_bytes(), packed[56..64]);
     let err = Container::open(&packed).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::Corrupt {
+                region: Region::Index,
+                reason: Corruption::Chunk {
+                    fault: ChunkFault::CodecNotFlagged {
+                        codec: PlaneCodec::Rans,
+                        ..
+                    },
+                    ..
+                },
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("without the rans flag"), "{err}");
 }
 
@@ -375,5 +391,21 @@ fn split_planes_need_the_header_flag() {
     packed[..HEADER_LEN].copy_from_slice(&h.to_bytes());
     assert_eq!(xxh3_64(&packed[..56]).to_le_bytes(), packed[56..64]);
     let err = Container::open(&packed).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::Corrupt {
+                region: Region::Index,
+                reason: Corruption::Chunk {
+                    fault: ChunkFault::CodecNotFlagged {
+                        codec: PlaneCodec::Split,
+                        ..
+                    },
+                    ..
+                },
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("without the split flag"), "{err}");
 }

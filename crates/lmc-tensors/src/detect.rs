@@ -128,9 +128,11 @@ pub fn detect(bytes: &[u8]) -> Result<Detected, Error> {
                 continue;
             }
             let mut at = e.data_offset;
-            for s in npy::layout(data, stem)
-                .map_err(|err| Error::Npy(format!("member {:?}: {}", e.name, strip(&err))))?
-            {
+            for s in npy::layout(data, stem).map_err(|err| Error::NpzMember {
+                member: e.name.clone(),
+                offset: e.data_offset,
+                detail: err.detail(),
+            })? {
                 if matches!(s.kind, SegmentKind::Tensor { .. }) {
                     regions.push(Region {
                         offset: at,
@@ -164,18 +166,6 @@ pub fn detect(bytes: &[u8]) -> Result<Detected, Error> {
         notes: Vec::new(),
         pickle_refusals: Vec::new(),
     })
-}
-
-/// The message of an error without its "not a valid ..." prefix.
-fn strip(e: &Error) -> String {
-    match e {
-        Error::Safetensors(m)
-        | Error::Zip(m)
-        | Error::Torch(m)
-        | Error::Npy(m)
-        | Error::Tree(m)
-        | Error::Invalid(m) => m.clone(),
-    }
 }
 
 /// Puts `prefix` before the name of every tensor of `layout`

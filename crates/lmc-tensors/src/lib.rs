@@ -27,6 +27,7 @@ pub mod zip;
 pub use detect::{Detected, Format, detect, prefix_names};
 use lmc_core::SegmentKind;
 pub use lmc_core::SegmentSpec;
+use lmc_core::error::quote_name;
 
 /// A file that is not what it was taken for.
 #[derive(Debug, thiserror::Error)]
@@ -34,8 +35,31 @@ pub use lmc_core::SegmentSpec;
 pub enum Error {
     #[error("not a valid safetensors file: {0}")]
     Safetensors(String),
+    /// A safetensors header entry refused, with the tensor it describes;
+    /// `offset`: where the entry puts the tensor's data in the file.
+    #[error("not a valid safetensors file: tensor {}{}: {detail}", quote_name(.tensor), at(.offset))]
+    SafetensorsTensor {
+        tensor: String,
+        offset: Option<u64>,
+        detail: String,
+    },
     #[error("not a valid zip archive: {0}")]
     Zip(String),
+    /// A zip member refused; `offset`: its local header's in the archive.
+    #[error("not a valid zip archive: member {}{}: {detail}", quote_name(.member), at(.offset))]
+    ZipMember {
+        member: String,
+        offset: Option<u64>,
+        detail: String,
+    },
+    /// An `.npy` member of an `.npz` archive refused; `offset`: its data's
+    /// in the archive.
+    #[error("not a valid .npy file: member {} at offset {offset}: {detail}", quote_name(.member))]
+    NpzMember {
+        member: String,
+        offset: u64,
+        detail: String,
+    },
     #[error("not a valid PyTorch checkpoint: {0}")]
     Torch(String),
     #[error("not a valid .npy file: {0}")]
@@ -44,6 +68,55 @@ pub enum Error {
     Tree(String),
     #[error("{0}")]
     Invalid(String),
+}
+
+fn at(offset: &Option<u64>) -> String {
+    offset.map_or(String::new(), |o| format!(" at offset {o}"))
+}
+
+impl Error {
+    /// The message without its "not a valid ..." prefix.
+    pub(crate) fn detail(&self) -> String {
+        match self {
+            Error::Safetensors(m)
+            | Error::Zip(m)
+            | Error::Torch(m)
+            | Error::Npy(m)
+            | Error::Tree(m)
+            | Error::Invalid(m) => m.clone(),
+            Error::SafetensorsTensor {
+                tensor,
+                offset,
+                detail,
+            } => format!("tensor {}{}: {detail}", quote_name(tensor), at(offset)),
+            Error::ZipMember {
+                member,
+                offset,
+                detail,
+            } => format!("member {}{}: {detail}", quote_name(member), at(offset)),
+            Error::NpzMember {
+                member,
+                offset,
+                detail,
+            } => format!("member {} at offset {offset}: {detail}", quote_name(member)),
+        }
+    }
+}
+
+/// Longest message, in bytes, taken whole from a library that may echo
+/// a file's contents (a JSON error quoting a hostile string).
+const MESSAGE_SHOWN: usize = 400;
+
+/// `msg` cut to [`MESSAGE_SHOWN`] bytes, its length said when cut.
+pub(crate) fn bounded(msg: String) -> String {
+    if msg.len() <= MESSAGE_SHOWN {
+        return msg;
+    }
+    let mut end = MESSAGE_SHOWN;
+    while !msg.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &msg[..end], msg.len())
 }
 
 /// A part of a file with a known kind (usually a tensor), at `offset`.

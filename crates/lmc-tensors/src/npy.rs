@@ -40,8 +40,9 @@ pub struct Header {
     pub shape: Vec<u64>,
 }
 
+/// Cut short: shapes and dtypes come from the header, which may be huge.
 fn bad(msg: impl Into<String>) -> Error {
-    Error::Npy(msg.into())
+    Error::Npy(crate::bounded(msg.into()))
 }
 
 /// Reads the header of an `.npy` file.
@@ -103,7 +104,12 @@ pub fn header(bytes: &[u8]) -> Result<Header, Error> {
             ("descr", Lit::Other) => descr = true,
             ("fortran_order", Lit::Bool(b)) => (h.fortran_order, fortran) = (b, true),
             ("shape", Lit::Tuple(t)) => (h.shape, shape) = (t, true),
-            (k, _) => return Err(bad(format!("unexpected header key or value for {k:?}"))),
+            (k, _) => {
+                return Err(bad(format!(
+                    "unexpected header key or value for {}",
+                    lmc_core::error::quote_name(k)
+                )));
+            }
         }
     }
     if !(descr && fortran && shape) {

@@ -49,10 +49,39 @@ fn dtype(d: safetensors::Dtype) -> Option<Dtype> {
     })
 }
 
+/// The safetensors crate's error as ours: the tensor it names apart (and
+/// quoted short), any other message cut short, since serde's can quote
+/// a hostile header's strings whole.
+fn refused(bytes: &[u8], e: safetensors::SafeTensorError) -> Error {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::InvalidOffset(tensor) => Error::SafetensorsTensor {
+            offset: data_start(bytes, &tensor),
+            tensor,
+            detail: "its data offsets do not start where the previous tensor's end, or end before they start".into(),
+        },
+        E::TensorNotFound(tensor) => Error::SafetensorsTensor {
+            tensor,
+            offset: None,
+            detail: "not found".into(),
+        },
+        e => Error::Safetensors(crate::bounded(e.to_string())),
+    }
+}
+
+/// Where the header puts `tensor`'s data in the file, if it can be read
+/// (only for a message: the header was already refused).
+fn data_start(bytes: &[u8], tensor: &str) -> Option<u64> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let header = bytes.get(8..usize::try_from(n).ok()?.checked_add(8)?)?;
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(header).ok()?;
+    let start = map.get(tensor)?.get("data_offsets")?.get(0)?.as_u64()?;
+    (8 + n).checked_add(start)
+}
+
 /// The layout of a safetensors file.
 pub fn layout(bytes: &[u8]) -> Result<Vec<SegmentSpec>, Error> {
-    let (n, meta) =
-        SafeTensors::read_metadata(bytes).map_err(|e| Error::Safetensors(e.to_string()))?;
+    let (n, meta) = SafeTensors::read_metadata(bytes).map_err(|e| refused(bytes, e))?;
     let mut layout = vec![SegmentSpec {
         kind: SegmentKind::Bytes,
         len: 8 + n as u64,
@@ -77,8 +106,7 @@ pub fn layout(bytes: &[u8]) -> Result<Vec<SegmentSpec>, Error> {
 
 /// The `__metadata__` of a safetensors file (empty when it has none).
 pub fn metadata(bytes: &[u8]) -> Result<std::collections::HashMap<String, String>, Error> {
-    let (_, meta) =
-        SafeTensors::read_metadata(bytes).map_err(|e| Error::Safetensors(e.to_string()))?;
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| refused(bytes, e))?;
     Ok(meta.metadata().clone().unwrap_or_default())
 }
 
@@ -206,7 +234,22 @@ mod tests {
         assert!(layout(&file(h, &[0; 5])).is_err());
         // A hole between tensors.
         let h = r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#;
-        assert!(layout(&file(h, &[0; 12])).is_err());
+        assert!(matches!(
+            layout(&file(h, &[0; 12])),
+            Err(Error::SafetensorsTensor { tensor, offset: Some(o), .. })
+                if tensor == "b" && o == 8 + h.len() as u64 + 8
+        ));
+        // Hostile strings are not echoed whole: a long tensor name, a long
+        // unknown dtype (serde quotes it).
+        let long = "x".repeat(70_000);
+        let hl = format!(
+            r#"{{"a":{{"dtype":"F32","shape":[1],"data_offsets":[0,4]}},"{long}":{{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}}}"#
+        );
+        let e = layout(&file(&hl, &[0; 12])).unwrap_err().to_string();
+        assert!(e.len() < 500 && e.contains("(70000 bytes)"), "{e}");
+        let hl = format!(r#"{{"a":{{"dtype":"{long}","shape":[1],"data_offsets":[0,4]}}}}"#);
+        let e = layout(&file(&hl, &[0; 4])).unwrap_err().to_string();
+        assert!(e.len() < 500 && e.contains("bytes)"), "{e}");
         // Header length beyond the file.
         let mut f = file(h, &[0; 12]);
         f[..8].copy_from_slice(&u64::MAX.to_le_bytes());

@@ -36,6 +36,7 @@ use lmc_core::{Dtype, SegmentKind};
 use crate::pickle::{self, Obj, Pickle, Value};
 use crate::zip::Entry;
 use crate::{Error, Region};
+use lmc_core::error::quote_name;
 
 /// The dtype of a torch storage type name (`FloatStorage`), and how many of
 /// it make one element (complex numbers are pairs). `None`: stored as bytes.
@@ -193,16 +194,20 @@ fn allowed_name(module: &str, name: &str) -> bool {
 /// use. This is lmc's one pickle rule; the front ends apply it through
 /// `lmc_files`.
 pub fn pickle_refusals(p: &Pickle, what: &str) -> Vec<String> {
+    // A hostile pickle's global names can be any length.
+    let dotted = |m: &str, n: &str| crate::bounded(format!("{m}.{n}"));
     let mut out = Vec::new();
     for (m, n, at) in p.globals() {
         if !allowed_name(m, n) {
-            out.push(format!("{what} names {m}.{n} (offset {at})"));
+            out.push(format!("{what} names {} (offset {at})", dotted(m, n)));
         }
     }
     for &f in &p.calls {
         match p.global(f) {
             Some((m, n)) if KNOWN_CALLS.contains(&(m, n)) => {}
-            Some((m, n)) if allowed_name(m, n) => out.push(format!("{what} calls {m}.{n}")),
+            Some((m, n)) if allowed_name(m, n) => {
+                out.push(format!("{what} calls {}", dotted(m, n)))
+            }
             Some(_) => {} // reported as a name above
             None => out.push(format!("{what} calls a callable built inside the pickle")),
         }
@@ -508,14 +513,16 @@ pub fn legacy_regions(bytes: &[u8]) -> Result<(Vec<Region>, PickleSummary, Vec<S
         let key = keys.string(*k).unwrap_or("?");
         let s = by_key.get(key).ok_or_else(|| {
             Error::Torch(format!(
-                "legacy file: storage {key:?} is listed but no tensor uses it"
+                "legacy file: storage {} is listed but no tensor uses it",
+                quote_name(key)
             ))
         })?;
+        let key = quote_name(key);
         // Element size: from the storage type; unknown types make the rest bytes.
         let Some((dtype, per)) = s.dtype.filter(|_| little_endian) else {
             notes.push(format!(
                 "legacy file: storage {key} has type {}; it and the storages after it are stored as bytes",
-                s.type_name
+                quote_name(&s.type_name)
             ));
             break;
         };
@@ -539,7 +546,7 @@ pub fn legacy_regions(bytes: &[u8]) -> Result<(Vec<Region>, PickleSummary, Vec<S
             .ok_or_else(|| {
                 Error::Torch(format!(
                     "legacy file: storage {key} ({count} elements of {}) runs past the end of the {}-byte file (truncated?)",
-                    s.type_name,
+                    quote_name(&s.type_name),
                     bytes.len()
                 ))
             })?;

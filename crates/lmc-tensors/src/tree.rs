@@ -39,6 +39,8 @@ pub const MAX_PATH: usize = 4096;
 /// bits are neither stored nor restored.
 pub const MODE_MASK: u32 = 0o777;
 
+use lmc_core::error::quote_name;
+
 fn bad(msg: impl Into<String>) -> Error {
     Error::Tree(msg.into())
 }
@@ -146,8 +148,9 @@ pub fn check_path(path: &str) -> Result<(), Error> {
             .any(|c| c.is_empty() || c == "." || c == "..")
     {
         return Err(bad(format!(
-            "path {path:?} is not a plain relative path (absolute, empty, '.' or '..' \
-             components, a backslash or NUL)"
+            "path {} is not a plain relative path (absolute, empty, '.' or '..' \
+             components, a backslash or NUL)",
+            quote_name(path)
         )));
     }
     Ok(())
@@ -158,7 +161,9 @@ pub fn check_path(path: &str) -> Result<(), Error> {
 pub fn check_link(path: &str, target: &str) -> Result<(), Error> {
     if target.is_empty() || target.starts_with('/') || target.contains('\0') {
         return Err(bad(format!(
-            "link {path:?} -> {target:?}: the target is not a relative path"
+            "link {} -> {}: the target is not a relative path",
+            quote_name(path),
+            quote_name(target)
         )));
     }
     let mut depth = path.split('/').count() as i64 - 1;
@@ -170,7 +175,9 @@ pub fn check_link(path: &str, target: &str) -> Result<(), Error> {
         }
         if depth < 0 {
             return Err(bad(format!(
-                "link {path:?} -> {target:?} points outside the directory"
+                "link {} -> {} points outside the directory",
+                quote_name(path),
+                quote_name(target)
             )));
         }
     }
@@ -214,8 +221,10 @@ impl std::fmt::Display for LinkRefused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "link {:?} -> {:?} {}",
-            self.link, self.target, self.reason
+            "link {} -> {} {}",
+            quote_name(&self.link),
+            quote_name(&self.target),
+            self.reason
         )
     }
 }
@@ -268,14 +277,16 @@ impl Index {
                 Some(&p) if matches!(self.nodes[p].2, Node::Dir(_)) => (p, name),
                 _ => {
                     return Err(bad(format!(
-                        "{path:?} comes before its folder {parent:?} is declared"
+                        "{} comes before its folder {} is declared",
+                        quote_name(path),
+                        quote_name(parent)
                     )));
                 }
             },
             None => (0, path),
         };
         if self.by_path.contains_key(path) {
-            return Err(bad(format!("{path:?} appears twice")));
+            return Err(bad(format!("{} appears twice", quote_name(path))));
         }
         let node = match kind {
             Kind::Dir => Node::Dir(HashMap::new()),
@@ -318,7 +329,7 @@ impl Index {
                     String::new()
                 } else {
                     let (p, t) = self.link(at);
-                    format!(" (through link {p:?} -> {t:?})")
+                    format!(" (through link {} -> {})", quote_name(p), quote_name(t))
                 };
                 return Err(LinkRefused {
                     link: path.to_string(),
@@ -534,7 +545,10 @@ impl Reader {
                     if self.gather(&mut data, n) {
                         let target =
                             String::from_utf8(std::mem::take(&mut self.buf)).map_err(|_| {
-                                bad(format!("the target of link {:?} is not UTF-8", e.path))
+                                bad(format!(
+                                    "the target of link {} is not UTF-8",
+                                    quote_name(&e.path)
+                                ))
                             })?;
                         self.index.add(Kind::Symlink, &e.path, Some(&target))?;
                         sink.symlink(&e, &target)?;
@@ -562,7 +576,10 @@ impl Reader {
         match e.kind {
             Kind::Dir => {
                 if e.len != 0 {
-                    return Err(bad(format!("directory {:?} has a length", e.path)));
+                    return Err(bad(format!(
+                        "directory {} has a length",
+                        quote_name(&e.path)
+                    )));
                 }
                 sink.dir(&e)?;
                 self.state = State::Fixed;
@@ -580,8 +597,9 @@ impl Reader {
             Kind::Symlink => {
                 if e.len == 0 || e.len > MAX_PATH as u64 {
                     return Err(bad(format!(
-                        "link {:?} has a target of {} bytes",
-                        e.path, e.len
+                        "link {} has a target of {} bytes",
+                        quote_name(&e.path),
+                        e.len
                     )));
                 }
                 self.state = State::Target(e);

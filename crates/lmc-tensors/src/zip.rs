@@ -13,6 +13,7 @@
 //! members may not overlap.
 
 use crate::Error;
+use lmc_core::error::quote_name;
 
 const EOCD_SIG: u32 = 0x0605_4b50;
 const EOCD_LEN: usize = 22;
@@ -201,7 +202,11 @@ pub fn entries(file: &[u8]) -> Result<Vec<Entry>, Error> {
         let name = String::from_utf8(name_bytes.to_vec())
             .unwrap_or_else(|_| String::from_utf8_lossy(name_bytes).into_owned());
         check_name(&name)?;
-        let shown = lmc_core::error::quote_name(&name);
+        let member = |offset, detail: String| Error::ZipMember {
+            member: name.clone(),
+            offset,
+            detail,
+        };
         // Zip64 extra field: the 64-bit values of the fields set to all ones,
         // in this order.
         let mut extra = &rec[CENTRAL_LEN + name_len..CENTRAL_LEN + name_len + extra_len];
@@ -210,14 +215,13 @@ pub fn entries(file: &[u8]) -> Result<Vec<Entry>, Error> {
             let n = le16(extra, 2).unwrap() as usize;
             let body = extra
                 .get(4..4 + n)
-                .ok_or_else(|| bad(format!("member {shown}: extra field runs past its end")))?;
+                .ok_or_else(|| member(None, "extra field runs past its end".into()))?;
             if id == 1 {
                 let mut k = 0;
                 for field in [&mut len, &mut compressed_len, &mut header_offset] {
                     if *field == u32::MAX as u64 {
-                        *field = le64(body, k).ok_or_else(|| {
-                            bad(format!("member {shown}: zip64 extra field is too short"))
-                        })?;
+                        *field = le64(body, k)
+                            .ok_or_else(|| member(None, "zip64 extra field is too short".into()))?;
                         k += 8;
                     }
                 }
@@ -229,11 +233,7 @@ pub fn entries(file: &[u8]) -> Result<Vec<Entry>, Error> {
             .ok()
             .and_then(|h| file.get(h..h.checked_add(LOCAL_LEN)?))
             .filter(|l| le32(l, 0) == Some(LOCAL_SIG))
-            .ok_or_else(|| {
-                bad(format!(
-                    "member {shown}: no local header at offset {header_offset}"
-                ))
-            })?;
+            .ok_or_else(|| member(Some(header_offset), "no local header there".into()))?;
         let local_name = le16(local, 26).unwrap() as u64;
         let local_extra = le16(local, 28).unwrap() as u64;
         let data_offset = header_offset + LOCAL_LEN as u64 + local_name + local_extra;
@@ -241,23 +241,30 @@ pub fn entries(file: &[u8]) -> Result<Vec<Entry>, Error> {
             .get(header_offset as usize + LOCAL_LEN..)
             .and_then(|r| r.get(..local_name as usize));
         if named != Some(name_bytes) {
-            return Err(bad(format!(
-                "member {shown}: its local header at offset {header_offset} names another file"
-            )));
+            return Err(member(
+                Some(header_offset),
+                "its local header names another file".into(),
+            ));
         }
         match data_offset.checked_add(compressed_len) {
             Some(e) if e <= file.len() as u64 => {}
             _ => {
-                return Err(bad(format!(
-                    "member {shown}: {compressed_len} bytes at offset {data_offset} run past the end of the {}-byte file (absurd size, or truncated)",
-                    file.len()
-                )));
+                return Err(member(
+                    Some(header_offset),
+                    format!(
+                        "{compressed_len} bytes at offset {data_offset} run past the end of the {}-byte file (absurd size, or truncated)",
+                        file.len()
+                    ),
+                ));
             }
         }
         if method == STORED && flags & 1 == 0 && compressed_len != len {
-            return Err(bad(format!(
-                "member {shown} is stored but its sizes differ ({compressed_len} in the file, {len} declared)"
-            )));
+            return Err(member(
+                Some(header_offset),
+                format!(
+                    "stored, but its sizes differ ({compressed_len} in the file, {len} declared)"
+                ),
+            ));
         }
         out.push(Entry {
             name,
@@ -285,24 +292,34 @@ pub fn entries(file: &[u8]) -> Result<Vec<Entry>, Error> {
     spans.sort_unstable();
     for w in spans.windows(2) {
         if w[1].0 < w[0].1 {
-            return Err(bad(format!(
-                "members {:?} and {:?} overlap",
-                w[0].2, w[1].2
-            )));
+            return Err(Error::ZipMember {
+                member: w[1].2.to_string(),
+                offset: Some(w[1].0),
+                detail: format!(
+                    "overlaps member {}, which ends at offset {}",
+                    quote_name(w[0].2),
+                    w[0].1
+                ),
+            });
         }
     }
     if let Some(last) = spans.last()
         && last.1 > dir.offset
     {
-        return Err(bad(format!(
-            "member {:?} overlaps the central directory",
-            last.2
-        )));
+        return Err(Error::ZipMember {
+            member: last.2.to_string(),
+            offset: Some(last.0),
+            detail: format!("overlaps the central directory at offset {}", dir.offset),
+        });
     }
     let mut names: Vec<&str> = out.iter().map(|e| e.name.as_str()).collect();
     names.sort_unstable();
     if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-        return Err(bad(format!("two members are named {:?}", w[0])));
+        return Err(Error::ZipMember {
+            member: w[0].to_string(),
+            offset: None,
+            detail: "the name of two members".into(),
+        });
     }
     Ok(out)
 }
@@ -315,10 +332,11 @@ fn check_name(name: &str) -> Result<(), Error> {
         || name.contains('\0')
         || name.split('/').any(|c| c == "..");
     if hostile {
-        return Err(bad(format!(
-            "member name {} is not a relative path inside the archive",
-            lmc_core::error::quote_name(name)
-        )));
+        return Err(Error::ZipMember {
+            member: name.to_string(),
+            offset: None,
+            detail: "not a relative path inside the archive".into(),
+        });
     }
     Ok(())
 }
@@ -450,19 +468,45 @@ pub(crate) mod tests {
     #[test]
     fn refuses_hostile_archives() {
         for name in ["../evil", "a/../../b", "/etc/passwd", "a\\b", ""] {
-            let e = entries(&write(&[(name, b"x", 0)])).unwrap_err().to_string();
-            assert!(e.contains("not a relative path"), "{name}: {e}");
+            match entries(&write(&[(name, b"x", 0)])).unwrap_err() {
+                Error::ZipMember { member, detail, .. } => {
+                    assert_eq!(member, name);
+                    assert!(detail.contains("not a relative path"), "{name}: {detail}");
+                }
+                e => panic!("{name}: {e}"),
+            }
         }
+        // A long hostile name is quoted by its start.
+        let long = "../".repeat(20_000);
+        let e = entries(&write(&[(&long, b"x", 0)]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 400 && e.contains("(60000 bytes)"), "{e}");
+        // Two members of one name.
+        let e = entries(&write(&[("a", b"x", 0), ("a", b"y", 0)])).unwrap_err();
+        assert!(
+            matches!(&e, Error::ZipMember { member, offset: None, .. } if member == "a"),
+            "{e}"
+        );
         // An absurd size.
         let mut z = write(&[("a", b"hello", 0)]);
         let cd = z.len() - EOCD_LEN - CENTRAL_LEN - 1;
         z[cd + 20..cd + 24].copy_from_slice(&u32::MAX.to_le_bytes());
         z[cd + 24..cd + 28].copy_from_slice(&u32::MAX.to_le_bytes());
-        let e = entries(&z).unwrap_err().to_string();
-        assert!(
-            e.contains("4294967295 bytes at offset 31 run past the end"),
-            "{e}"
-        );
+        match entries(&z).unwrap_err() {
+            Error::ZipMember {
+                member,
+                offset,
+                detail,
+            } => {
+                assert_eq!((member.as_str(), offset), ("a", Some(0)));
+                assert!(
+                    detail.contains("4294967295 bytes at offset 31 run past the end"),
+                    "{detail}"
+                );
+            }
+            e => panic!("{e}"),
+        }
         let mut z = write(&[("a", b"hello", 0)]);
         z[cd + 20..cd + 24].copy_from_slice(&1_000_000u32.to_le_bytes());
         z[cd + 24..cd + 28].copy_from_slice(&1_000_000u32.to_le_bytes());
@@ -472,7 +516,12 @@ pub(crate) mod tests {
         let mut z = write(&[("a", b"hello", 0), ("b", b"hello", 0)]);
         let cd2 = z.len() - EOCD_LEN - CENTRAL_LEN - 1;
         z[cd2 + 42..cd2 + 46].copy_from_slice(&0u32.to_le_bytes());
-        let e = entries(&z).unwrap_err().to_string();
+        let e = entries(&z).unwrap_err();
+        assert!(
+            matches!(&e, Error::ZipMember { member, offset: Some(0), .. } if member == "b"),
+            "{e}"
+        );
+        let e = e.to_string();
         assert!(
             e.contains("names another file") || e.contains("overlap"),
             "{e}"

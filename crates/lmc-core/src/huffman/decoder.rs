@@ -3,6 +3,8 @@
 
 use super::table::read_description;
 use super::{MAX_CODE_LEN, STREAMS};
+use crate::codec::PlaneCodec;
+use crate::error::{DecodeError, TableFault};
 use crate::kernels::{self, MULTI, StreamPos};
 
 const TABLE_SIZE: usize = 1 << MAX_CODE_LEN;
@@ -59,12 +61,14 @@ fn peek(data: &[u8], bit: u64) -> u64 {
 
 /// Checks that a stream of `len` bytes was consumed to its last byte
 /// (`used` bits) and not beyond.
-fn check_consumed(stream: usize, len: usize, used: u64) -> Result<(), String> {
+fn check_consumed(stream: usize, len: usize, used: u64) -> Result<(), DecodeError> {
     let avail = len as u64 * 8;
     if used > avail || avail - used >= 8 {
-        return Err(format!(
-            "Huffman stream {stream} is {len} bytes but its symbols use {used} bits"
-        ));
+        return Err(DecodeError::Unconsumed {
+            stream,
+            bytes: len,
+            bits_used: used,
+        });
     }
     Ok(())
 }
@@ -136,14 +140,19 @@ impl MultiTable {
 
 /// Decodes one Huffman block into `out`, whose length is the number of
 /// symbols. Any malformed input gives an error, never a panic.
-pub fn decode(block: &[u8], out: &mut [u8]) -> Result<(), String> {
+pub fn decode(block: &[u8], out: &mut [u8]) -> Result<(), DecodeError> {
     let (lengths, used) = read_description(block)?;
     let codes = super::table::canonical_codes(&lengths);
     let table = Table::new(&codes);
     let sizes_len = 4 * (STREAMS - 1);
     let sizes = block
         .get(used..used + sizes_len)
-        .ok_or("Huffman block too short for its stream sizes")?;
+        .ok_or(DecodeError::Truncated {
+            codec: PlaneCodec::Huffman,
+            part: "stream sizes",
+            needed: used + sizes_len,
+            available: block.len(),
+        })?;
     // The streams lie one after another in `data`: stream k from
     // starts[k] to starts[k + 1].
     let data = &block[used + sizes_len..];
@@ -152,10 +161,11 @@ pub fn decode(block: &[u8], out: &mut [u8]) -> Result<(), String> {
         let len = u32::from_le_bytes(sizes[4 * k..4 * k + 4].try_into().unwrap()) as usize;
         starts[k + 1] = starts[k] + len;
         if starts[k + 1] > data.len() {
-            return Err(format!(
-                "Huffman stream {k} claims {len} bytes, only {} remain",
-                data.len() - starts[k]
-            ));
+            return Err(DecodeError::StreamOverrun {
+                stream: k,
+                claimed: len,
+                available: data.len() - starts[k],
+            });
         }
     }
     starts[STREAMS] = data.len();
@@ -168,9 +178,13 @@ pub fn decode(block: &[u8], out: &mut [u8]) -> Result<(), String> {
     for k in 0..STREAMS {
         let (len, symbols) = (starts[k + 1] - starts[k], bounds[k + 1] - bounds[k]);
         if (len as u64) * 8 < symbols as u64 {
-            return Err(format!(
-                "Huffman stream {k} is {len} bytes, too short for {symbols} symbols of a bit or more"
-            ));
+            return Err(DecodeError::TooManySymbols {
+                codec: PlaneCodec::Huffman,
+                stream: k,
+                bytes: len,
+                symbols,
+                limit: len as u64 * 8,
+            });
         }
     }
     let mut pos: [StreamPos; STREAMS] = std::array::from_fn(|k| StreamPos {
@@ -184,8 +198,12 @@ pub fn decode(block: &[u8], out: &mut [u8]) -> Result<(), String> {
     // at different distances from their ends.
     if n >= MULTI_MIN_SYMBOLS {
         // A complete code fills every entry within the kernel's limits.
-        let multi = kernels::HuffmanDecodeTable::new(MultiTable::new(&codes).0)
-            .ok_or("Huffman decode table outside the kernel's limits")?;
+        let multi = kernels::HuffmanDecodeTable::new(MultiTable::new(&codes).0).ok_or(
+            DecodeError::BadTable {
+                codec: PlaneCodec::Huffman,
+                fault: TableFault::KernelLimits,
+            },
+        )?;
         // Measured on MiniLM's BF16 exponent plane (examples/kernels.rs):
         // one symbol a lookup 1.39 GB/s; up to two, streams in pairs
         // 1.50 GB/s; up to two, four streams 1.63-1.78 GB/s; up to four,

@@ -1,6 +1,8 @@
 //! Code lengths, canonical codes and the table description.
 
 use super::MAX_CODE_LEN;
+use crate::codec::PlaneCodec;
+use crate::error::{DecodeError, TableFault};
 
 /// Counts how often each byte value occurs. Eight sets of counters, one for
 /// each byte of an 8-byte word, avoid most store-to-load stalls of
@@ -180,32 +182,40 @@ pub(crate) fn description_size(lengths: &[u8; 256]) -> usize {
 /// Rejects lengths above [`MAX_CODE_LEN`], fewer than two symbols, and codes
 /// that are not complete (Kraft sum other than exactly 1), so that every
 /// entry of the decode table is a valid code.
-pub(crate) fn read_description(data: &[u8]) -> Result<([u8; 256], usize), String> {
-    let &max_sym = data.first().ok_or("missing Huffman table")?;
+pub(crate) fn read_description(data: &[u8]) -> Result<([u8; 256], usize), DecodeError> {
+    let bad = |fault| DecodeError::BadTable {
+        codec: PlaneCodec::Huffman,
+        fault,
+    };
+    let truncated = |needed| DecodeError::Truncated {
+        codec: PlaneCodec::Huffman,
+        part: "table",
+        needed,
+        available: data.len(),
+    };
+    let &max_sym = data.first().ok_or(truncated(1))?;
     let nbytes = (max_sym as usize + 2) / 2;
-    let packed = data.get(1..1 + nbytes).ok_or_else(|| {
-        format!(
-            "Huffman table needs {} bytes, {} present",
-            1 + nbytes,
-            data.len()
-        )
-    })?;
+    let packed = data.get(1..1 + nbytes).ok_or(truncated(1 + nbytes))?;
     let mut lengths = [0u8; 256];
     for (i, &b) in packed.iter().enumerate() {
         lengths[2 * i] = b & 0x0F;
         if 2 * i < max_sym as usize {
             lengths[2 * i + 1] = b >> 4;
         } else if b >> 4 != 0 {
-            return Err("Huffman table has a length beyond its max symbol".into());
+            return Err(bad(TableFault::LengthBeyondMaxSymbol {
+                max_symbol: max_sym,
+            }));
         }
     }
     let mut kraft = 0u32;
     let mut used = 0;
     for (s, &l) in lengths.iter().enumerate() {
         if l as u32 > MAX_CODE_LEN {
-            return Err(format!(
-                "Huffman code length {l} for symbol {s} exceeds {MAX_CODE_LEN}"
-            ));
+            return Err(bad(TableFault::CodeTooLong {
+                symbol: s,
+                length: l,
+                max: MAX_CODE_LEN,
+            }));
         }
         if l > 0 {
             used += 1;
@@ -213,15 +223,13 @@ pub(crate) fn read_description(data: &[u8]) -> Result<([u8; 256], usize), String
         }
     }
     if used < 2 {
-        return Err(format!(
-            "Huffman table has {used} symbols, at least 2 required"
-        ));
+        return Err(bad(TableFault::TooFewSymbols { found: used }));
     }
     if kraft != 1 << MAX_CODE_LEN {
-        return Err(format!(
-            "Huffman code lengths are not a complete prefix code (Kraft sum {kraft}/{})",
-            1 << MAX_CODE_LEN
-        ));
+        return Err(bad(TableFault::Incomplete {
+            kraft,
+            complete: 1 << MAX_CODE_LEN,
+        }));
     }
     Ok((lengths, 1 + nbytes))
 }
@@ -302,25 +310,43 @@ mod tests {
         let (back, used) = read_description(&buf).unwrap();
         assert_eq!((back, used), (l, buf.len()));
 
+        let fault = |d: &[u8]| match read_description(d) {
+            Err(DecodeError::BadTable { fault, .. }) => fault,
+            other => panic!("{other:?}"),
+        };
         // Incomplete code: two symbols of length 2.
-        assert!(read_description(&[1, 0x22]).unwrap_err().contains("Kraft"));
+        assert_eq!(
+            fault(&[1, 0x22]),
+            TableFault::Incomplete {
+                kraft: 1024,
+                complete: 2048
+            }
+        );
         // Length above the limit.
-        assert!(
-            read_description(&[1, 0xC1])
-                .unwrap_err()
-                .contains("exceeds")
+        assert_eq!(
+            fault(&[1, 0xC1]),
+            TableFault::CodeTooLong {
+                symbol: 1,
+                length: 12,
+                max: 11
+            }
         );
         // One symbol.
-        assert!(
-            read_description(&[0, 0x01])
-                .unwrap_err()
-                .contains("at least 2")
+        assert_eq!(fault(&[0, 0x01]), TableFault::TooFewSymbols { found: 1 });
+        // A length in the spare half-byte.
+        assert_eq!(
+            fault(&[0, 0x11]),
+            TableFault::LengthBeyondMaxSymbol { max_symbol: 0 }
         );
         // Truncated.
-        assert!(
-            read_description(&[200, 1, 2])
-                .unwrap_err()
-                .contains("needs")
+        assert_eq!(
+            read_description(&[200, 1, 2]).unwrap_err(),
+            DecodeError::Truncated {
+                codec: PlaneCodec::Huffman,
+                part: "table",
+                needed: 102,
+                available: 3
+            }
         );
         assert!(read_description(&[]).is_err());
     }
