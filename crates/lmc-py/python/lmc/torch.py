@@ -523,10 +523,15 @@ class StorageReader(_StorageReader):
         path: the checkpoint directory (or incremental run directory).
         step: incremental runs: the save to load, by its step label
             (default: the latest save).
+        allow_pickle_calls: hand DCP non-tensor items (and read a
+            ``.metadata``) that ``torch.load(weights_only=True)`` would
+            refuse; refused by default.
 
     Only the tensors asked for are decoded (each chunk's checksum checked),
-    in parallel; loading into a different sharding than was saved works as
-    with ``FileSystemReader``.
+    in parallel; an item that fills a whole, contiguous CPU tensor of its
+    dtype (the usual case) is decoded straight into that tensor, without a
+    copy. Loading into a different sharding than was saved works as with
+    ``FileSystemReader``.
     """
 
     def __init__(
