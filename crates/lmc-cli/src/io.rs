@@ -46,7 +46,16 @@ impl Input {
         }
     }
 
+    /// Maps `path`, or reads it where a map is not possible; `-` is
+    /// standard input, read into memory whole (a container or a
+    /// checkpoint is read at random, not as a stream).
     pub fn open(path: &Path) -> Result<Input> {
+        if is_stdio(path) {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut v)
+                .context("cannot read standard input")?;
+            return Ok(Input::owned(v));
+        }
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let meta = file
             .metadata()
@@ -112,17 +121,39 @@ impl Input {
     }
 }
 
+/// Whether `path` is `-`: standard input or output.
+pub fn is_stdio(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
 /// An output file written under a temporary name in the destination's
 /// folder and renamed into place only by [`Output::commit`]. Dropped without
 /// a commit (an error, a panic, Ctrl-C), the temporary file is removed (and
 /// [`crate::signals`] removes it if a signal ends lmc first), so
 /// no partial output is ever left under the destination's name.
+///
+/// `-` is standard output. A container (which is written with a seek back to
+/// its header) goes to an anonymous temporary file first and is copied out
+/// by `commit`, so nothing reaches the pipe unless it is complete; decoded
+/// bytes go out as they come, each chunk checked against its checksum
+/// before it is written, and the exit status says whether the whole-file
+/// hash matched (as `gzip -dc` does).
 pub struct Output {
-    dest: PathBuf,
-    force: bool,
-    tmp: BufWriter<tempfile::NamedTempFile>,
-    /// The temporary file, removed if a signal ends lmc.
-    _registered: crate::signals::Registered,
+    sink: Sink,
+}
+
+enum Sink {
+    File {
+        dest: PathBuf,
+        force: bool,
+        tmp: BufWriter<tempfile::NamedTempFile>,
+        /// The temporary file, removed if a signal ends lmc.
+        _registered: crate::signals::Registered,
+    },
+    /// To standard output through an anonymous (already unlinked) file.
+    Spooled(BufWriter<File>),
+    /// Straight to standard output.
+    Stdout(BufWriter<std::io::Stdout>),
 }
 
 impl Output {
@@ -144,53 +175,107 @@ impl Output {
             .with_context(|| format!("cannot create a temporary file beside {}", dest.display()))?;
         let registered = crate::signals::temp_file(tmp.path());
         Ok(Output {
-            _registered: registered,
-            dest: dest.to_path_buf(),
-            force,
-            // Chunks (256 KiB by default) are larger than the buffer and go
-            // straight to the file; only small writes are gathered.
-            tmp: BufWriter::with_capacity(64 << 10, tmp),
+            sink: Sink::File {
+                _registered: registered,
+                dest: dest.to_path_buf(),
+                force,
+                // Chunks (256 KiB by default) are larger than the buffer and go
+                // straight to the file; only small writes are gathered.
+                tmp: BufWriter::with_capacity(64 << 10, tmp),
+            },
         })
     }
 
-    pub fn writer(&mut self) -> &mut BufWriter<tempfile::NamedTempFile> {
-        &mut self.tmp
-    }
-
-    /// Flushes, syncs and renames the file into place.
-    pub fn commit(self) -> Result<()> {
-        let tmp = self
-            .tmp
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .context("cannot write the output")?;
-        tmp.as_file().sync_all().context("cannot sync the output")?;
-        let res = if self.force {
-            tmp.persist(&self.dest).map(|_| ())
+    /// Standard output; `seekable` (a container) goes through an anonymous
+    /// temporary file. Refused when standard output is a terminal.
+    pub fn stdout(seekable: bool) -> Result<Output> {
+        use std::io::IsTerminal;
+        if std::io::stdout().is_terminal() {
+            bail!(
+                "standard output is a terminal; lmc does not write binary data there \
+                 (redirect it, or give -o FILE)"
+            );
+        }
+        let sink = if seekable {
+            let f = tempfile::tempfile().context("cannot create a temporary file")?;
+            Sink::Spooled(BufWriter::with_capacity(64 << 10, f))
         } else {
-            tmp.persist_noclobber(&self.dest).map(|_| ())
+            Sink::Stdout(BufWriter::with_capacity(1 << 20, std::io::stdout()))
         };
-        res.map_err(|e| e.error).with_context(|| {
-            format!(
-                "cannot move the output into place at {}",
-                self.dest.display()
-            )
-        })
+        Ok(Output { sink })
+    }
+
+    /// Whether this writes to standard output (the summary then goes to
+    /// standard error).
+    pub fn is_stdout(&self) -> bool {
+        !matches!(self.sink, Sink::File { .. })
+    }
+
+    /// Flushes, syncs and renames the file into place; for standard output,
+    /// copies the spooled container out, or flushes.
+    pub fn commit(self) -> Result<()> {
+        match self.sink {
+            Sink::File {
+                dest, force, tmp, ..
+            } => {
+                let tmp = tmp
+                    .into_inner()
+                    .map_err(|e| e.into_error())
+                    .context("cannot write the output")?;
+                tmp.as_file().sync_all().context("cannot sync the output")?;
+                let res = if force {
+                    tmp.persist(&dest).map(|_| ())
+                } else {
+                    tmp.persist_noclobber(&dest).map(|_| ())
+                };
+                res.map_err(|e| e.error).with_context(|| {
+                    format!("cannot move the output into place at {}", dest.display())
+                })
+            }
+            Sink::Spooled(w) => {
+                let mut f = w
+                    .into_inner()
+                    .map_err(|e| e.into_error())
+                    .context("cannot write the output")?;
+                f.seek(std::io::SeekFrom::Start(0))
+                    .context("cannot read back the output")?;
+                let mut out = std::io::stdout().lock();
+                std::io::copy(&mut f, &mut out)
+                    .and_then(|_| out.flush())
+                    .context("cannot write to standard output")
+            }
+            Sink::Stdout(mut w) => w.flush().context("cannot write to standard output"),
+        }
     }
 }
 
 impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.tmp.write(buf)
+        match &mut self.sink {
+            Sink::File { tmp, .. } => tmp.write(buf),
+            Sink::Spooled(w) => w.write(buf),
+            Sink::Stdout(w) => w.write(buf),
+        }
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        self.tmp.flush()
+        match &mut self.sink {
+            Sink::File { tmp, .. } => tmp.flush(),
+            Sink::Spooled(w) => w.flush(),
+            Sink::Stdout(w) => w.flush(),
+        }
     }
 }
 
 impl Seek for Output {
     fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
-        self.tmp.seek(pos)
+        match &mut self.sink {
+            Sink::File { tmp, .. } => tmp.seek(pos),
+            Sink::Spooled(w) => w.seek(pos),
+            Sink::Stdout(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "standard output cannot seek",
+            )),
+        }
     }
 }
 

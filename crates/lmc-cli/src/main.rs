@@ -48,10 +48,15 @@ enum Command {
     /// Compress a checkpoint (safetensors, PyTorch .pt/.bin, NumPy .npy/.npz,
     /// raw with --dtype) or a whole directory into IN.lmc.
     Compress {
+        /// The checkpoint, or `-` for standard input (read whole).
         input: PathBuf,
-        /// Output file (default: the input's name with .lmc appended).
+        /// Output file (default: the input's name with .lmc appended; `-`:
+        /// standard output).
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Write to standard output (as `-o -`).
+        #[arg(short = 'c', long = "stdout", conflicts_with = "output")]
+        stdout: bool,
         /// Overwrite the output if it exists.
         #[arg(short, long)]
         force: bool,
@@ -81,10 +86,15 @@ enum Command {
     },
     /// Restore the original file or directory from an .lmc container.
     Decompress {
+        /// The container, or `-` for standard input (read whole).
         input: PathBuf,
-        /// Output file (default: the input's name without .lmc).
+        /// Output file (default: the input's name without .lmc; `-`:
+        /// standard output).
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Write to standard output (as `-o -`).
+        #[arg(short = 'c', long = "stdout", conflicts_with = "output")]
+        stdout: bool,
         /// Overwrite the output if it exists.
         #[arg(short, long)]
         force: bool,
@@ -192,6 +202,7 @@ fn run(cli: Cli) -> ExitCode {
         Command::Compress {
             input,
             output,
+            stdout,
             force,
             dtype,
             chunk_size,
@@ -200,7 +211,7 @@ fn run(cli: Cli) -> ExitCode {
             best,
         } => commands::compress::run(
             &input,
-            output,
+            if stdout { Some("-".into()) } else { output },
             force,
             dtype.as_deref(),
             compress_options(chunk_size, best),
@@ -211,9 +222,16 @@ fn run(cli: Cli) -> ExitCode {
         Command::Decompress {
             input,
             output,
+            stdout,
             force,
             base,
-        } => commands::decompress::run(&input, output, force, base.as_deref(), quiet),
+        } => commands::decompress::run(
+            &input,
+            if stdout { Some("-".into()) } else { output },
+            force,
+            base.as_deref(),
+            quiet,
+        ),
         Command::Verify { input, base } => commands::verify::run(&input, base.as_deref(), quiet),
         Command::Info { input, json } => commands::info::run(&input, json),
         Command::Bench(args) => commands::bench::run(&args),

@@ -1247,3 +1247,56 @@ fn input_is_never_modified() {
         names(&["a.safetensors", "a.safetensors.lmc", "b.lmc", "g.lmc", "g"])
     );
 }
+
+/// `-` is standard input, `-c` (or `-o -`) standard output: a container
+/// piped through compress and decompress comes back byte for byte, the
+/// summary goes to stderr, and a failure writes nothing to the pipe.
+#[test]
+fn pipes_in_and_out() {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let dir = tmp();
+    let d = dir.path();
+    let original = small();
+    fs::write(d.join("a.safetensors"), &original).unwrap();
+    let run = |args: &[&str], stdin: &[u8]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lmc"))
+            .current_dir(d)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let c = run(&["compress", "-", "-c"], &original);
+    assert!(c.status.success(), "{}", text(&c.stderr));
+    assert!(
+        text(&c.stderr).contains("- -> -:"),
+        "the summary goes to stderr"
+    );
+    let file = run(&["-q", "compress", "a.safetensors", "-o", "-"], b"");
+    assert_eq!(
+        c.stdout, file.stdout,
+        "stdin and a file give the same container"
+    );
+    let back = run(&["-q", "decompress", "-", "-c"], &c.stdout);
+    assert!(back.status.success(), "{}", text(&back.stderr));
+    assert_eq!(back.stdout, original);
+    // A damaged container: an error, and nothing decoded reaches the pipe
+    // (the damage is in the index, so no chunk is written).
+    let mut bad = c.stdout.clone();
+    bad[70] ^= 1;
+    let out = run(&["decompress", "-", "-c"], &bad);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    // A compress that fails writes nothing either: the container is spooled.
+    let out = run(&["compress", "-", "-c"], b"not a checkpoint");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let out = run(&["compress", "-"], &original);
+    assert!(text(&out.stderr).contains("give the output with -o FILE, or -c"));
+    assert_eq!(listing(d), names(&["a.safetensors"]), "no file is written");
+}

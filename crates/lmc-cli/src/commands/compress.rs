@@ -24,12 +24,16 @@ pub fn run(
     quiet: bool,
 ) -> Result<()> {
     let mut text = String::new();
+    if crate::io::is_stdio(input) && output.is_none() {
+        bail!("reading standard input: give the output with -o FILE, or -c for standard output");
+    }
     let dest = output.unwrap_or_else(|| {
         // `ckpt/` -> `ckpt.lmc`, not `ckpt/.lmc`.
         let mut s = input.components().as_path().as_os_str().to_owned();
         s.push(".lmc");
         PathBuf::from(s)
     });
+    let to_stdout = crate::io::is_stdio(&dest);
     if input.is_dir() {
         if dtype.is_some() {
             bail!(
@@ -42,6 +46,9 @@ pub fn run(
                 "--base is for single files; {} is a directory (a snapshot store, `lmc snapshot`, keeps directories as deltas)",
                 input.display()
             );
+        }
+        if to_stdout {
+            bail!("a directory's container cannot go to standard output; give -o FILE");
         }
         return super::dir::compress(input, &dest, force, options, allow_pickle_calls, quiet);
     }
@@ -87,7 +94,11 @@ pub fn run(
             );
         }
     }
-    let mut out = Output::create(&dest, input, force)?;
+    let mut out = if to_stdout {
+        Output::stdout(true)?
+    } else {
+        Output::create(&dest, input, force)?
+    };
     let start = Instant::now();
     let summary = {
         let bar = Bar::new(bytes.len() as u64, "compressing", quiet);
@@ -103,6 +114,7 @@ pub fn run(
     if let Some((bb, _)) = &base_bytes {
         bb.check_unchanged()?;
     }
+    let out_is_stdout = out.is_stdout();
     out.commit()?;
     let secs = start.elapsed().as_secs_f64();
     if !quiet {
@@ -117,6 +129,10 @@ pub fn run(
             secs,
             summary.original_len as f64 / 1e6 / secs.max(1e-9)
         )?;
+    }
+    if out_is_stdout {
+        eprint!("{text}");
+        return Ok(());
     }
     emit(&text)
 }

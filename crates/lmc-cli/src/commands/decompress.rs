@@ -19,6 +19,9 @@ pub fn run(
     quiet: bool,
 ) -> Result<()> {
     let mut text = String::new();
+    if crate::io::is_stdio(input) && output.is_none() {
+        bail!("reading standard input: give the output with -o FILE, or -c for standard output");
+    }
     let dest = match output {
         Some(o) => o,
         None => match input.to_str().and_then(|s| s.strip_suffix(".lmc")) {
@@ -39,6 +42,12 @@ pub fn run(
                 b.display()
             );
         }
+        if crate::io::is_stdio(&dest) {
+            bail!(
+                "{} holds a directory, which cannot go to standard output; give -o DIR",
+                input.display()
+            );
+        }
         return super::dir::restore(input, &container, &dest, force, quiet);
     }
     let base_bytes = super::load_base(input, &container, base)?;
@@ -51,14 +60,19 @@ pub fn run(
     if base.is_some_and(|b| crate::io::same_file(&dest, b)) {
         bail!("output {} is the base file", dest.display());
     }
-    let mut out = Output::create(&dest, input, force)?;
+    let mut out = if crate::io::is_stdio(&dest) {
+        Output::stdout(false)?
+    } else {
+        Output::create(&dest, input, force)?
+    };
     let start = Instant::now();
     {
         let bar = Bar::new(container.header().original_len, "decompressing", quiet);
         container
-            .decompress_to(out.writer(), &mut bar.callback())
+            .decompress_to(&mut out, &mut bar.callback())
             .with_context(|| format!("{}", input.display()))?;
     }
+    let out_is_stdout = out.is_stdout();
     out.commit()?;
     let secs = start.elapsed().as_secs_f64();
     if !quiet {
@@ -72,6 +86,10 @@ pub fn run(
             secs,
             n as f64 / 1e6 / secs.max(1e-9)
         )?;
+    }
+    if out_is_stdout {
+        eprint!("{text}");
+        return Ok(());
     }
     emit(&text)
 }
