@@ -5,7 +5,7 @@
 //! ```text
 //! STORE/
 //!   manifest.json     the list of snapshots (see [`manifest`]); replaced atomically
-//!   lock              held by a writer (exclusive) or readers (shared)
+//!   lock              flock'ed by the one writer at work; readers take no lock
 //!   objects/          one lmc container per file per snapshot
 //!     000000000200-0000-g7.lmc
 //! ```
@@ -20,7 +20,16 @@
 //! longer listed. A crash before the commit leaves the old manifest and
 //! every object it lists; a crash after leaves the new one. Objects no
 //! manifest lists are removed by the next writer. One writer at a time:
-//! the lock refuses a second.
+//! the lock refuses a second, or makes it wait ([`WriteOptions::wait`]).
+//!
+//! Concurrent readers: a reader ([`Store::open`]) takes no lock; it reads
+//! the last committed manifest and the objects it names. A change that
+//! stops naming an object (prune, remove) retires it: the new manifest
+//! lists it under `retired` with the commit time, and writers delete it
+//! only once it is older than the grace period ([`DEFAULT_RETIRE_GRACE`]),
+//! so a reader that loaded the old manifest can finish. A reader that
+//! still finds an object gone (it took longer than that) loads the newly
+//! committed manifest and tries once more.
 //!
 //! ```
 //! # fn main() -> Result<(), lmc_store::Error> {
@@ -42,6 +51,7 @@
 
 mod fsutil;
 pub mod manifest;
+mod prune;
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
@@ -50,11 +60,12 @@ use std::path::{Path, PathBuf};
 use lmc_core::{CompressOptions, Container, DeltaBase, Dtype, SegmentKind, SegmentSpec};
 use lmc_tensors::safetensors::TensorInfo;
 
-pub use fsutil::FAILPOINT_VAR;
+pub use fsutil::{FAILPOINT_VAR, Wait};
 use fsutil::{Lock, failpoint, sync_dir, write_atomic};
 pub use lmc_files::{folder_and_name, temp_beside};
-pub use manifest::{FileEntry, Kind, Manifest, Snapshot};
+pub use manifest::{FileEntry, Kind, Manifest, Retired, Snapshot};
 use manifest::{check_relative_path, counterpart, hex};
+pub use prune::PruneReport;
 
 /// The mode of a restored file added without one (from memory).
 const FILE_MODE: u32 = 0o644;
@@ -67,6 +78,15 @@ pub const DEFAULT_KEYFRAME_EVERY: u32 = 8;
 
 const MANIFEST: &str = "manifest.json";
 const OBJECTS: &str = "objects";
+
+/// How long an object no snapshot names any more is kept for readers that
+/// loaded an older manifest (see the crate documentation): 15 minutes.
+pub const DEFAULT_RETIRE_GRACE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// The environment variable that, set to a number of seconds, replaces
+/// [`DEFAULT_RETIRE_GRACE`] for the writers of this process (tests use 0
+/// or 1 to make writers delete retired objects at once).
+pub const RETIRE_GRACE_VAR: &str = "LMC_STORE_RETIRE_GRACE";
 
 /// What can go wrong with a store.
 #[derive(Debug, thiserror::Error)]
@@ -195,16 +215,6 @@ pub struct VerifyReport {
     pub unreferenced: Vec<String>,
 }
 
-/// What [`Store::prune`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PruneReport {
-    pub removed: Vec<u64>,
-    /// Kept snapshots re-encoded because their parent was removed.
-    pub rebuilt: Vec<u64>,
-    pub stored_before: u64,
-    pub stored_after: u64,
-}
-
 /// The layout lmc uses for a file in a store: whatever
 /// [`lmc_tensors::detect`] recognises (safetensors, PyTorch, NumPy),
 /// otherwise (or if the file is damaged) one byte segment.
@@ -233,7 +243,9 @@ pub struct Store {
     options: CompressOptions,
     observer: Option<Observer>,
     cancel: Option<&'static std::sync::atomic::AtomicBool>,
-    _lock: Lock,
+    retire_grace: std::time::Duration,
+    /// Held by a writer; a reader holds no lock.
+    _lock: Option<Lock>,
 }
 
 impl std::fmt::Debug for Store {
@@ -246,6 +258,102 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// How a writer opens a store ([`WriteOptions::open`]): whether to wait
+/// for another writer, whether to create the store, its keyframe interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    wait: Wait,
+    create: bool,
+    keyframe_every: Option<u32>,
+}
+
+impl WriteOptions {
+    pub fn new() -> WriteOptions {
+        WriteOptions::default()
+    }
+
+    /// Whether (and how long) to wait while another writer holds the store
+    /// (default: fail at once with [`Error::Locked`]).
+    pub fn wait(self, wait: Wait) -> WriteOptions {
+        WriteOptions { wait, ..self }
+    }
+
+    /// Creates the store if `root` holds none yet (default: fail).
+    pub fn create(self, create: bool) -> WriteOptions {
+        WriteOptions { create, ..self }
+    }
+
+    /// The keyframe interval: of a new store, or the new one of an existing
+    /// store (default: [`DEFAULT_KEYFRAME_EVERY`] for a new store, an
+    /// existing store's own).
+    pub fn keyframe_every(self, k: u32) -> WriteOptions {
+        WriteOptions {
+            keyframe_every: Some(k),
+            ..self
+        }
+    }
+
+    /// Opens (or creates) the store in `root` for writing, taking the writer
+    /// lock and removing what an interrupted change left. While another
+    /// writer holds the lock and the options say to wait, `waiting` is
+    /// called once, then the lock is tried again with a growing pause.
+    pub fn open(self, root: impl AsRef<Path>, waiting: &mut dyn FnMut()) -> Result<Store> {
+        let root = root.as_ref();
+        if self.keyframe_every == Some(0) {
+            return Err(Error::Invalid("--keyframe-every must be at least 1".into()));
+        }
+        if self.create {
+            std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+        } else {
+            not_a_store_unless_manifest(root)?;
+        }
+        let lock = Lock::acquire(root, self.wait, waiting)?;
+        // Looked at again under the lock: another writer may have created
+        // the store while this one waited.
+        let manifest_path = root.join(MANIFEST);
+        let store = if manifest_path.is_file() {
+            let mut manifest = Manifest::load(&manifest_path)?;
+            if let Some(k) = self.keyframe_every {
+                manifest.keyframe_every = k;
+            }
+            let store = Store::with(root, manifest, Some(lock));
+            store.collect_garbage()?;
+            store
+        } else if self.create {
+            Store::init(
+                root,
+                self.keyframe_every.unwrap_or(DEFAULT_KEYFRAME_EVERY),
+                lock,
+            )?
+        } else {
+            return Err(not_a_store(root));
+        };
+        Ok(store)
+    }
+}
+
+fn not_a_store(root: &Path) -> Error {
+    Error::Invalid(format!(
+        "{} is not an lmc snapshot store (no {MANIFEST})",
+        root.display()
+    ))
+}
+
+fn not_a_store_unless_manifest(root: &Path) -> Result<()> {
+    if root.join(MANIFEST).is_file() {
+        Ok(())
+    } else {
+        Err(not_a_store(root))
+    }
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 impl Store {
     /// Creates a store in `root` (a new or empty directory) and opens it for writing.
     pub fn create(root: impl AsRef<Path>, keyframe_every: u32) -> Result<Store> {
@@ -254,7 +362,12 @@ impl Store {
             return Err(Error::Invalid("--keyframe-every must be at least 1".into()));
         }
         std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
-        let lock = Lock::acquire(root, true)?;
+        let lock = Lock::acquire(root, Wait::No, &mut || {})?;
+        Store::init(root, keyframe_every, lock)
+    }
+
+    /// Makes a new store in `root`, whose writer lock this process holds.
+    fn init(root: &Path, keyframe_every: u32, lock: Lock) -> Result<Store> {
         let entries = std::fs::read_dir(root)
             .map_err(|e| Error::io(root, e))?
             .filter_map(|e| e.ok())
@@ -271,62 +384,66 @@ impl Store {
         sync_dir(root)?;
         let manifest = Manifest::new(keyframe_every);
         write_atomic(root, MANIFEST, &manifest.to_json())?;
-        Ok(Store {
+        Ok(Store::with(root, manifest, Some(lock)))
+    }
+
+    fn with(root: &Path, manifest: Manifest, lock: Option<Lock>) -> Store {
+        let retire_grace = std::env::var(RETIRE_GRACE_VAR)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(DEFAULT_RETIRE_GRACE, std::time::Duration::from_secs);
+        Store {
             root: root.to_path_buf(),
             manifest,
-            writable: true,
+            writable: lock.is_some(),
             options: CompressOptions::default(),
             observer: None,
             cancel: None,
+            retire_grace,
             _lock: lock,
-        })
+        }
     }
 
     /// Opens an existing store for reading (list, restore, verify). Readers
-    /// share the lock; a writer at work makes this fail rather than wait.
+    /// take no lock, so they neither wait for a writer nor hold one up: they
+    /// read the last committed manifest and the objects it names, and if a
+    /// writer has meanwhile deleted one of those (it keeps them for
+    /// [`DEFAULT_RETIRE_GRACE`] first), a restore or verify loads the newly
+    /// committed manifest and tries once more.
     pub fn open(root: impl AsRef<Path>) -> Result<Store> {
-        Self::open_with(root.as_ref(), false)
-    }
-
-    /// Opens an existing store for writing (add, prune), removing objects
-    /// left by an interrupted change.
-    pub fn open_mut(root: impl AsRef<Path>) -> Result<Store> {
-        let store = Self::open_with(root.as_ref(), true)?;
-        store.collect_garbage()?;
-        Ok(store)
-    }
-
-    /// Opens `root` for writing, creating the store if `root` does not hold one yet.
-    pub fn open_or_create(root: impl AsRef<Path>, keyframe_every: u32) -> Result<Store> {
         let root = root.as_ref();
-        if root.join(MANIFEST).exists() {
-            let mut s = Self::open_mut(root)?;
-            s.manifest.keyframe_every = keyframe_every.max(1);
-            Ok(s)
-        } else {
-            Self::create(root, keyframe_every)
-        }
+        not_a_store_unless_manifest(root)?;
+        let manifest = Manifest::load(&root.join(MANIFEST))?;
+        Ok(Store::with(root, manifest, None))
     }
 
-    fn open_with(root: &Path, writable: bool) -> Result<Store> {
-        let manifest_path = root.join(MANIFEST);
-        if !manifest_path.is_file() {
-            return Err(Error::Invalid(format!(
-                "{} is not an lmc snapshot store (no {MANIFEST})",
-                root.display()
-            )));
-        }
-        let lock = Lock::acquire(root, writable)?;
-        let manifest = Manifest::load(&manifest_path)?;
-        Ok(Store {
-            root: root.to_path_buf(),
-            manifest,
-            writable,
-            options: CompressOptions::default(),
-            observer: None,
-            cancel: None,
-            _lock: lock,
-        })
+    /// Loads the manifest committed last (for a reader that lives long).
+    pub fn reload(&mut self) -> Result<()> {
+        self.manifest = Manifest::load(&self.root.join(MANIFEST))?;
+        Ok(())
+    }
+
+    /// Opens an existing store for writing (add, prune, remove), removing
+    /// objects left by an interrupted change; fails at once if another
+    /// writer holds it ([`WriteOptions`] can wait).
+    pub fn open_mut(root: impl AsRef<Path>) -> Result<Store> {
+        WriteOptions::new().open(root, &mut || {})
+    }
+
+    /// Opens `root` for writing, creating the store if `root` does not hold
+    /// one yet; sets the keyframe interval.
+    pub fn open_or_create(root: impl AsRef<Path>, keyframe_every: u32) -> Result<Store> {
+        WriteOptions::new()
+            .create(true)
+            .keyframe_every(keyframe_every.max(1))
+            .open(root, &mut || {})
+    }
+
+    /// How long a writer keeps objects no snapshot names any more before
+    /// deleting them (default [`DEFAULT_RETIRE_GRACE`], or
+    /// [`RETIRE_GRACE_VAR`] seconds).
+    pub fn set_retire_grace(&mut self, grace: std::time::Duration) {
+        self.retire_grace = grace;
     }
 
     pub fn root(&self) -> &Path {
@@ -547,9 +664,7 @@ impl Store {
             kind,
             parent: parent.filter(|_| is_delta),
             depth,
-            added: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            added: unix_now(),
             files: entries,
         };
         let mut m = self.manifest.clone();
@@ -622,8 +737,31 @@ impl Store {
         })
     }
 
-    /// Makes the objects written so far durable and `m` the manifest.
-    fn commit(&mut self, m: Manifest) -> Result<()> {
+    /// Makes the objects written so far durable and `m` the manifest. The
+    /// objects the old manifest named and `m` does not are retired: listed
+    /// in `m` with the time, and deleted by a later writer once they are
+    /// older than the grace period (at once if it is 0).
+    fn commit(&mut self, mut m: Manifest) -> Result<()> {
+        let now = unix_now();
+        let named: std::collections::HashSet<&str> = m.objects().collect();
+        let mut retired: Vec<manifest::Retired> = self
+            .manifest
+            .retired
+            .iter()
+            .filter(|r| !named.contains(r.object.as_str()) && !self.expired(r, now))
+            .cloned()
+            .collect();
+        if !self.retire_grace.is_zero() {
+            for o in self.manifest.objects() {
+                if !named.contains(o) && !retired.iter().any(|r| r.object == o) {
+                    retired.push(manifest::Retired {
+                        object: o.to_string(),
+                        since: now,
+                    });
+                }
+            }
+        }
+        m.retired = retired;
         sync_dir(&self.objects())?;
         failpoint("commit:objects-synced");
         write_atomic(&self.root, MANIFEST, &m.to_json())?;
@@ -631,14 +769,26 @@ impl Store {
         self.collect_garbage()
     }
 
-    /// Removes what no snapshot lists: objects of interrupted or superseded
-    /// changes, and temporary files.
+    /// Whether a retired object is old enough to delete.
+    fn expired(&self, r: &manifest::Retired, now: u64) -> bool {
+        now.saturating_sub(r.since) >= self.retire_grace.as_secs()
+    }
+
+    /// Removes what no snapshot names and no reader may still use: objects
+    /// of interrupted changes, retired objects past the grace period, and
+    /// temporary files.
     fn collect_garbage(&self) -> Result<()> {
+        let now = unix_now();
         let keep: std::collections::HashSet<&str> = self
             .manifest
-            .snapshots
-            .iter()
-            .flat_map(|s| s.files.iter().map(|f| f.object.as_str()))
+            .objects()
+            .chain(
+                self.manifest
+                    .retired
+                    .iter()
+                    .filter(|r| !self.expired(r, now))
+                    .map(|r| r.object.as_str()),
+            )
             .collect();
         let objects = self.objects();
         let mut removed = false;
@@ -646,7 +796,12 @@ impl Store {
             let e = e.map_err(|e| Error::io(&objects, e))?;
             let name = e.file_name();
             if !name.to_str().is_some_and(|n| keep.contains(n)) {
-                std::fs::remove_file(e.path()).map_err(|err| Error::io(&e.path(), err))?;
+                match std::fs::remove_file(e.path()) {
+                    Ok(()) => {}
+                    // Gone already: a retired object some tool removed.
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(err) => return Err(Error::io(&e.path(), err)),
+                }
                 removed = true;
                 failpoint("gc:removed-one");
             }
@@ -664,6 +819,30 @@ impl Store {
             sync_dir(&objects)?;
         }
         Ok(())
+    }
+
+    /// Runs `f` on the manifest. A reader that finds an object missing (a
+    /// writer committed after this reader loaded the manifest and deleted an
+    /// object it no longer names) loads the newly committed manifest and
+    /// runs `f` once more. A writer holds the lock: to it, a missing object
+    /// is damage.
+    fn retrying<T>(&self, f: impl Fn(&Manifest) -> Result<T>) -> Result<T> {
+        match f(&self.manifest) {
+            Err(e) if !self.writable && self.is_missing_object(&e) => {
+                self.tell(
+                    "retrying",
+                    "an object was retired meanwhile; reading the new manifest",
+                );
+                f(&Manifest::load(&self.root.join(MANIFEST))?)
+            }
+            r => r,
+        }
+    }
+
+    fn is_missing_object(&self, e: &Error) -> bool {
+        matches!(e, Error::Io { path, source }
+            if source.kind() == std::io::ErrorKind::NotFound
+                && path.parent() == Some(self.objects().as_path()))
     }
 
     // -----------------------------------------------------------------
@@ -724,8 +903,8 @@ impl Store {
 
     /// Decodes file `path` of snapshot `idx`: its keyframe, then each delta
     /// of its chain in turn.
-    fn restore_file(&self, idx: usize, path: &str) -> Result<RestoredFile> {
-        let snaps = &self.manifest.snapshots;
+    fn restore_file(&self, m: &Manifest, idx: usize, path: &str) -> Result<RestoredFile> {
+        let snaps = &m.snapshots;
         // Walk back to the keyframe of this file's chain. The manifest's
         // checks guarantee each delta's base is the same path one snapshot up.
         let mut i = idx;
@@ -761,12 +940,19 @@ impl Store {
 
     /// Every file of the snapshot at `step`, decoded and checked.
     pub fn restore_files(&self, step: u64) -> Result<Vec<RestoredFile>> {
-        let idx = self.manifest.find(step).ok_or(Error::NoSuchStep(step))?;
-        self.manifest.snapshots[idx]
+        Ok(self.retrying(|m| self.restore_files_in(m, step))?.1)
+    }
+
+    /// The kind and the files of the snapshot at `step` of `m`.
+    fn restore_files_in(&self, m: &Manifest, step: u64) -> Result<(Kind, Vec<RestoredFile>)> {
+        let idx = m.find(step).ok_or(Error::NoSuchStep(step))?;
+        let s = &m.snapshots[idx];
+        let files = s
             .files
             .iter()
-            .map(|f| self.restore_file(idx, &f.path))
-            .collect()
+            .map(|f| self.restore_file(m, idx, &f.path))
+            .collect::<Result<_>>()?;
+        Ok((s.kind, files))
     }
 
     /// Restores the snapshot at `step` to `out`: the file, or the directory
@@ -774,8 +960,7 @@ impl Store {
     /// name and renamed, so a failure leaves nothing at `out`; an existing
     /// `out` is replaced only with `force`.
     pub fn restore_to(&self, step: u64, out: &Path, force: bool) -> Result<()> {
-        let idx = self.manifest.find(step).ok_or(Error::NoSuchStep(step))?;
-        let kind = self.manifest.snapshots[idx].kind;
+        self.manifest.find(step).ok_or(Error::NoSuchStep(step))?;
         // The rule every lmc output follows: replaced only with `force`, and
         // a directory with something in it never.
         lmc_files::check_dir_destination(out, force)?;
@@ -785,7 +970,7 @@ impl Store {
                 out.display()
             )));
         }
-        let files = self.restore_files(step)?;
+        let (kind, files) = self.retrying(|m| self.restore_files_in(m, step))?;
         match kind {
             Kind::File => {
                 let f = &files[0];
@@ -832,12 +1017,17 @@ impl Store {
     /// Decodes every snapshot (each chain once, in order) and checks every
     /// checksum and hash; reports objects no snapshot lists.
     pub fn verify(&self, progress: &mut dyn FnMut(&Snapshot)) -> Result<VerifyReport> {
+        let progress = std::cell::RefCell::new(progress);
+        self.retrying(|m| self.verify_in(m, &mut *progress.borrow_mut()))
+    }
+
+    fn verify_in(&self, m: &Manifest, progress: &mut dyn FnMut(&Snapshot)) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         // The previous snapshot's files, with their hashes (checked as they
         // were decoded).
         let mut prev: Vec<(RestoredFile, u128)> = Vec::new();
         let mut prev_kind = Kind::Dir;
-        for s in &self.manifest.snapshots {
+        for s in &m.snapshots {
             let mut cur = Vec::with_capacity(s.files.len());
             for f in &s.files {
                 let base = match &f.base {
@@ -870,11 +1060,19 @@ impl Store {
             prev = cur;
             prev_kind = s.kind;
         }
-        let listed: std::collections::HashSet<&str> = self
-            .manifest
-            .snapshots
-            .iter()
-            .flat_map(|s| s.files.iter().map(|f| f.object.as_str()))
+        // Objects retired but kept for readers are accounted for; so are
+        // those of a change committed since `m` was loaded.
+        let latest = match self.writable {
+            true => None,
+            false => Manifest::load(&self.root.join(MANIFEST)).ok(),
+        };
+        let listed: std::collections::HashSet<&str> = [Some(m), latest.as_ref()]
+            .into_iter()
+            .flatten()
+            .flat_map(|m| {
+                m.objects()
+                    .chain(m.retired.iter().map(|r| r.object.as_str()))
+            })
             .collect();
         let objects = self.objects();
         for e in std::fs::read_dir(&objects).map_err(|e| Error::io(&objects, e))? {
@@ -885,93 +1083,6 @@ impl Store {
             }
         }
         report.unreferenced.sort();
-        Ok(report)
-    }
-
-    /// Removes snapshots, keeping the last `keep_last` and, with
-    /// `keep_every`, those whose step is a multiple of it. A kept snapshot
-    /// whose parent goes is re-encoded against the kept snapshot before it
-    /// (or as a keyframe), so every chain stays whole. Commits atomically.
-    pub fn prune(&mut self, keep_last: usize, keep_every: Option<u64>) -> Result<PruneReport> {
-        self.check_writable()?;
-        if keep_last == 0 {
-            return Err(Error::Invalid("--keep-last must be at least 1".into()));
-        }
-        if keep_every == Some(0) {
-            return Err(Error::Invalid("--keep-every must be at least 1".into()));
-        }
-        let snaps = &self.manifest.snapshots;
-        let n = snaps.len();
-        let keep: Vec<bool> = snaps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| i + keep_last >= n || keep_every.is_some_and(|m| s.step % m == 0))
-            .collect();
-        let mut report = PruneReport {
-            stored_before: snaps.iter().map(Snapshot::stored_len).sum(),
-            ..Default::default()
-        };
-        let generation = self.manifest.generation + 1;
-        let mut created = Cleanup::new(self.objects());
-        let mut new_snaps: Vec<Snapshot> = Vec::new();
-        let mut last_kept: Option<usize> = None;
-        for (i, s) in snaps.iter().enumerate() {
-            if !keep[i] {
-                report.removed.push(s.step);
-                continue;
-            }
-            let parent_kept = s.parent.is_some() && i > 0 && keep[i - 1];
-            if s.parent.is_none() || parent_kept {
-                let mut s2 = s.clone();
-                s2.depth = match (parent_kept, new_snaps.last()) {
-                    (true, Some(p)) => p.depth + 1,
-                    _ => 0,
-                };
-                new_snaps.push(s2);
-            } else {
-                // The parent goes: re-encode against the kept snapshot before
-                // (restored through the old chains, still on disk), or whole.
-                let base_idx = last_kept.filter(|_| {
-                    new_snaps
-                        .last()
-                        .is_some_and(|p| p.depth + 1 < self.manifest.keyframe_every)
-                });
-                let files = self.restore_files(s.step)?;
-                let base_files = match base_idx {
-                    Some(b) => self.restore_files(snaps[b].step)?,
-                    None => Vec::new(),
-                };
-                let base_kind = base_idx.map_or(Kind::Dir, |b| snaps[b].kind);
-                let mut entries = Vec::with_capacity(files.len());
-                for (fi, f) in files.iter().enumerate() {
-                    let input = FileInput::from_bytes(f.path.clone(), &f.bytes, f.mode);
-                    let base = counterpart(&base_files, |b| &b.path, base_kind, s.kind, &f.path);
-                    let name = format!("{:012}-{fi:04}-g{generation}.lmc", s.step);
-                    entries.push(self.write_object(&input, base, &name, &mut created)?);
-                }
-                let is_delta = entries.iter().any(|e| e.base.is_some());
-                new_snaps.push(Snapshot {
-                    step: s.step,
-                    kind: s.kind,
-                    parent: base_idx.filter(|_| is_delta).map(|b| snaps[b].step),
-                    depth: match (is_delta, new_snaps.last()) {
-                        (true, Some(p)) => p.depth + 1,
-                        _ => 0,
-                    },
-                    added: s.added,
-                    files: entries,
-                });
-                report.rebuilt.push(s.step);
-            }
-            last_kept = Some(i);
-        }
-        failpoint("prune:objects-written");
-        report.stored_after = new_snaps.iter().map(Snapshot::stored_len).sum();
-        let mut m = self.manifest.clone();
-        m.generation = generation;
-        m.snapshots = new_snaps;
-        self.commit(m)?;
-        created.keep();
         Ok(report)
     }
 }
