@@ -370,6 +370,51 @@ fn crashes_during_prune_lose_nothing_kept() {
     }
 }
 
+/// `remove` commits as prune does: a crash at any of its steps leaves the
+/// store with the snapshot or without it, everything in it restorable.
+#[test]
+fn crashes_during_remove_lose_nothing_kept() {
+    let n = 20_000;
+    for point in [
+        "prune:objects-written",
+        "commit:objects-synced",
+        "commit:before-rename",
+        "commit:before-dir-sync",
+        "gc:removed-one",
+    ] {
+        let fx = Fixture::new();
+        for step in 1..=4 {
+            fx.add(step, n);
+        }
+        crash_at(
+            point,
+            &[
+                "snapshot".as_ref(),
+                "remove".as_ref(),
+                "-q".as_ref(),
+                fx.store.as_os_str(),
+                "2".as_ref(),
+            ],
+        );
+        let steps = fx.steps();
+        assert!(
+            steps == [1, 2, 3, 4] || steps == [1, 3, 4],
+            "after a crash at {point}: {steps:?}"
+        );
+        fx.check_all(n);
+        if steps.len() == 4 {
+            lmc()
+                .args(["snapshot", "remove", "-q"])
+                .arg(&fx.store)
+                .arg("2")
+                .assert()
+                .success();
+        }
+        assert_eq!(fx.steps(), [1, 3, 4]);
+        fx.check_all(n);
+    }
+}
+
 #[test]
 fn sigkill_at_random_moments_during_add() {
     let n = 400_000;

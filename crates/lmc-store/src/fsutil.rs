@@ -105,8 +105,8 @@ impl Lock {
             };
             if left.is_zero() {
                 return Err(Error::Locked(format!(
-                    "store {} is in use by another lmc process (another writer is adding, \
-                     pruning or removing{}); {}",
+                    "store {} is in use by another lmc process (a writer adding, pruning or \
+                     removing, or an older lmc reading{}); {}",
                     root.display(),
                     if first {
                         String::new()
