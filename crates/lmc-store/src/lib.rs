@@ -49,8 +49,10 @@
 
 #![forbid(unsafe_code)]
 
+mod commit;
 mod fsutil;
 pub mod manifest;
+mod open;
 mod prune;
 
 use std::collections::BTreeMap;
@@ -61,10 +63,11 @@ use lmc_core::{CompressOptions, Container, DeltaBase, Dtype, SegmentKind, Segmen
 use lmc_tensors::safetensors::TensorInfo;
 
 pub use fsutil::{FAILPOINT_VAR, Wait};
-use fsutil::{Lock, failpoint, sync_dir, write_atomic};
+use fsutil::{Lock, failpoint};
 pub use lmc_files::{folder_and_name, temp_beside};
 pub use manifest::{FileEntry, Kind, Manifest, Retired, Snapshot};
 use manifest::{check_relative_path, counterpart, hex};
+pub use open::WriteOptions;
 pub use prune::PruneReport;
 
 /// The mode of a restored file added without one (from memory).
@@ -258,95 +261,6 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// How a writer opens a store ([`WriteOptions::open`]): whether to wait
-/// for another writer, whether to create the store, its keyframe interval.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WriteOptions {
-    wait: Wait,
-    create: bool,
-    keyframe_every: Option<u32>,
-}
-
-impl WriteOptions {
-    pub fn new() -> WriteOptions {
-        WriteOptions::default()
-    }
-
-    /// Whether (and how long) to wait while another writer holds the store
-    /// (default: fail at once with [`Error::Locked`]).
-    pub fn wait(self, wait: Wait) -> WriteOptions {
-        WriteOptions { wait, ..self }
-    }
-
-    /// Creates the store if `root` holds none yet (default: fail).
-    pub fn create(self, create: bool) -> WriteOptions {
-        WriteOptions { create, ..self }
-    }
-
-    /// The keyframe interval: of a new store, or the new one of an existing
-    /// store (default: [`DEFAULT_KEYFRAME_EVERY`] for a new store, an
-    /// existing store's own).
-    pub fn keyframe_every(self, k: u32) -> WriteOptions {
-        WriteOptions {
-            keyframe_every: Some(k),
-            ..self
-        }
-    }
-
-    /// Opens (or creates) the store in `root` for writing, taking the writer
-    /// lock and removing what an interrupted change left. While another
-    /// writer holds the lock and the options say to wait, `waiting` is
-    /// called once, then the lock is tried again with a growing pause.
-    pub fn open(self, root: impl AsRef<Path>, waiting: &mut dyn FnMut()) -> Result<Store> {
-        let root = root.as_ref();
-        if self.keyframe_every == Some(0) {
-            return Err(Error::Invalid("--keyframe-every must be at least 1".into()));
-        }
-        if self.create {
-            std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
-        } else {
-            not_a_store_unless_manifest(root)?;
-        }
-        let lock = Lock::acquire(root, self.wait, waiting)?;
-        // Looked at again under the lock: another writer may have created
-        // the store while this one waited.
-        let manifest_path = root.join(MANIFEST);
-        let store = if manifest_path.is_file() {
-            let mut manifest = Manifest::load(&manifest_path)?;
-            if let Some(k) = self.keyframe_every {
-                manifest.keyframe_every = k;
-            }
-            let store = Store::with(root, manifest, Some(lock));
-            store.collect_garbage()?;
-            store
-        } else if self.create {
-            Store::init(
-                root,
-                self.keyframe_every.unwrap_or(DEFAULT_KEYFRAME_EVERY),
-                lock,
-            )?
-        } else {
-            return Err(not_a_store(root));
-        };
-        Ok(store)
-    }
-}
-
-fn not_a_store(root: &Path) -> Error {
-    Error::Invalid(format!(
-        "{} is not an lmc snapshot store (no {MANIFEST})",
-        root.display()
-    ))
-}
-
-fn not_a_store_unless_manifest(root: &Path) -> Result<()> {
-    if root.join(MANIFEST).is_file() {
-        Ok(())
-    } else {
-        Err(not_a_store(root))
-    }
-}
-
 /// Seconds since the Unix epoch.
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -355,97 +269,6 @@ fn unix_now() -> u64 {
 }
 
 impl Store {
-    /// Creates a store in `root` (a new or empty directory) and opens it for writing.
-    pub fn create(root: impl AsRef<Path>, keyframe_every: u32) -> Result<Store> {
-        let root = root.as_ref();
-        if keyframe_every == 0 {
-            return Err(Error::Invalid("--keyframe-every must be at least 1".into()));
-        }
-        std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
-        let lock = Lock::acquire(root, Wait::No, &mut || {})?;
-        Store::init(root, keyframe_every, lock)
-    }
-
-    /// Makes a new store in `root`, whose writer lock this process holds.
-    fn init(root: &Path, keyframe_every: u32, lock: Lock) -> Result<Store> {
-        let entries = std::fs::read_dir(root)
-            .map_err(|e| Error::io(root, e))?
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name() != "lock")
-            .count();
-        if entries > 0 {
-            return Err(Error::Invalid(format!(
-                "cannot create a store in {}: the directory is not empty",
-                root.display()
-            )));
-        }
-        let objects = root.join(OBJECTS);
-        std::fs::create_dir(&objects).map_err(|e| Error::io(&objects, e))?;
-        sync_dir(root)?;
-        let manifest = Manifest::new(keyframe_every);
-        write_atomic(root, MANIFEST, &manifest.to_json())?;
-        Ok(Store::with(root, manifest, Some(lock)))
-    }
-
-    fn with(root: &Path, manifest: Manifest, lock: Option<Lock>) -> Store {
-        let retire_grace = std::env::var(RETIRE_GRACE_VAR)
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map_or(DEFAULT_RETIRE_GRACE, std::time::Duration::from_secs);
-        Store {
-            root: root.to_path_buf(),
-            manifest,
-            writable: lock.is_some(),
-            options: CompressOptions::default(),
-            observer: None,
-            cancel: None,
-            retire_grace,
-            _lock: lock,
-        }
-    }
-
-    /// Opens an existing store for reading (list, restore, verify). Readers
-    /// take no lock, so they neither wait for a writer nor hold one up: they
-    /// read the last committed manifest and the objects it names, and if a
-    /// writer has meanwhile deleted one of those (it keeps them for
-    /// [`DEFAULT_RETIRE_GRACE`] first), a restore or verify loads the newly
-    /// committed manifest and tries once more.
-    pub fn open(root: impl AsRef<Path>) -> Result<Store> {
-        let root = root.as_ref();
-        not_a_store_unless_manifest(root)?;
-        let manifest = Manifest::load(&root.join(MANIFEST))?;
-        Ok(Store::with(root, manifest, None))
-    }
-
-    /// Loads the manifest committed last (for a reader that lives long).
-    pub fn reload(&mut self) -> Result<()> {
-        self.manifest = Manifest::load(&self.root.join(MANIFEST))?;
-        Ok(())
-    }
-
-    /// Opens an existing store for writing (add, prune, remove), removing
-    /// objects left by an interrupted change; fails at once if another
-    /// writer holds it ([`WriteOptions`] can wait).
-    pub fn open_mut(root: impl AsRef<Path>) -> Result<Store> {
-        WriteOptions::new().open(root, &mut || {})
-    }
-
-    /// Opens `root` for writing, creating the store if `root` does not hold
-    /// one yet; sets the keyframe interval.
-    pub fn open_or_create(root: impl AsRef<Path>, keyframe_every: u32) -> Result<Store> {
-        WriteOptions::new()
-            .create(true)
-            .keyframe_every(keyframe_every.max(1))
-            .open(root, &mut || {})
-    }
-
-    /// How long a writer keeps objects no snapshot names any more before
-    /// deleting them (default [`DEFAULT_RETIRE_GRACE`], or
-    /// [`RETIRE_GRACE_VAR`] seconds).
-    pub fn set_retire_grace(&mut self, grace: std::time::Duration) {
-        self.retire_grace = grace;
-    }
-
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -735,114 +558,6 @@ impl Store {
             base: summary.base_hash.map(hex),
             mode: f.mode.map(|m| m & lmc_files::MODE_MASK),
         })
-    }
-
-    /// Makes the objects written so far durable and `m` the manifest. The
-    /// objects the old manifest named and `m` does not are retired: listed
-    /// in `m` with the time, and deleted by a later writer once they are
-    /// older than the grace period (at once if it is 0).
-    fn commit(&mut self, mut m: Manifest) -> Result<()> {
-        let now = unix_now();
-        let named: std::collections::HashSet<&str> = m.objects().collect();
-        let mut retired: Vec<manifest::Retired> = self
-            .manifest
-            .retired
-            .iter()
-            .filter(|r| !named.contains(r.object.as_str()) && !self.expired(r, now))
-            .cloned()
-            .collect();
-        if !self.retire_grace.is_zero() {
-            for o in self.manifest.objects() {
-                if !named.contains(o) && !retired.iter().any(|r| r.object == o) {
-                    retired.push(manifest::Retired {
-                        object: o.to_string(),
-                        since: now,
-                    });
-                }
-            }
-        }
-        m.retired = retired;
-        sync_dir(&self.objects())?;
-        failpoint("commit:objects-synced");
-        write_atomic(&self.root, MANIFEST, &m.to_json())?;
-        self.manifest = m;
-        self.collect_garbage()
-    }
-
-    /// Whether a retired object is old enough to delete.
-    fn expired(&self, r: &manifest::Retired, now: u64) -> bool {
-        now.saturating_sub(r.since) >= self.retire_grace.as_secs()
-    }
-
-    /// Removes what no snapshot names and no reader may still use: objects
-    /// of interrupted changes, retired objects past the grace period, and
-    /// temporary files.
-    fn collect_garbage(&self) -> Result<()> {
-        let now = unix_now();
-        let keep: std::collections::HashSet<&str> = self
-            .manifest
-            .objects()
-            .chain(
-                self.manifest
-                    .retired
-                    .iter()
-                    .filter(|r| !self.expired(r, now))
-                    .map(|r| r.object.as_str()),
-            )
-            .collect();
-        let objects = self.objects();
-        let mut removed = false;
-        for e in std::fs::read_dir(&objects).map_err(|e| Error::io(&objects, e))? {
-            let e = e.map_err(|e| Error::io(&objects, e))?;
-            let name = e.file_name();
-            if !name.to_str().is_some_and(|n| keep.contains(n)) {
-                match std::fs::remove_file(e.path()) {
-                    Ok(()) => {}
-                    // Gone already: a retired object some tool removed.
-                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(err) => return Err(Error::io(&e.path(), err)),
-                }
-                removed = true;
-                failpoint("gc:removed-one");
-            }
-        }
-        for e in std::fs::read_dir(&self.root).map_err(|e| Error::io(&self.root, e))? {
-            let e = e.map_err(|e| Error::io(&self.root, e))?;
-            if e.file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with(".tmp-"))
-            {
-                std::fs::remove_file(e.path()).map_err(|err| Error::io(&e.path(), err))?;
-            }
-        }
-        if removed {
-            sync_dir(&objects)?;
-        }
-        Ok(())
-    }
-
-    /// Runs `f` on the manifest. A reader that finds an object missing (a
-    /// writer committed after this reader loaded the manifest and deleted an
-    /// object it no longer names) loads the newly committed manifest and
-    /// runs `f` once more. A writer holds the lock: to it, a missing object
-    /// is damage.
-    fn retrying<T>(&self, f: impl Fn(&Manifest) -> Result<T>) -> Result<T> {
-        match f(&self.manifest) {
-            Err(e) if !self.writable && self.is_missing_object(&e) => {
-                self.tell(
-                    "retrying",
-                    "an object was retired meanwhile; reading the new manifest",
-                );
-                f(&Manifest::load(&self.root.join(MANIFEST))?)
-            }
-            r => r,
-        }
-    }
-
-    fn is_missing_object(&self, e: &Error) -> bool {
-        matches!(e, Error::Io { path, source }
-            if source.kind() == std::io::ErrorKind::NotFound
-                && path.parent() == Some(self.objects().as_path()))
     }
 
     // -----------------------------------------------------------------
