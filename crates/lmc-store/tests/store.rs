@@ -532,6 +532,17 @@ fn readers_and_a_writer_never_wait_for_each_other() {
     let mut reader = reader;
     reader.reload().unwrap();
     assert_eq!(reader.snapshots().len(), 3);
+    drop(writer);
+
+    // Without retired objects the manifest is exactly what lmc wrote before
+    // retirement (version 1, no new field), so earlier versions read it,
+    // and such a manifest, written by them, is read and changed here.
+    let text = fs::read_to_string(root.join("manifest.json")).unwrap();
+    assert!(text.contains("\"version\": 1") && !text.contains("retired"), "{text}");
+    let mut writer = Store::open_mut(&root).unwrap();
+    writer.remove(3).unwrap();
+    add_file(&mut writer, 4, &run.file(4));
+    assert!(writer.restore_files(4).unwrap()[0].bytes == run.file(4));
 }
 
 /// A second writer fails at once, or waits (calling `waiting` once) until
@@ -571,6 +582,15 @@ fn a_second_writer_waits_when_asked() {
     assert_eq!(calls, 1);
     add_file(&mut second, 1, &Run::new(100, 1).file(1));
     drop(second);
+
+    // An lmc from before concurrent readers took a shared lock to read: a
+    // writer waits for it as for another writer; readers do not.
+    let old_reader = fs::File::open(root.join("lock")).unwrap();
+    old_reader.try_lock_shared().unwrap();
+    assert!(matches!(Store::open_mut(&root), Err(Error::Locked(_))));
+    Store::open(&root).unwrap().restore_files(1).unwrap();
+    drop(old_reader);
+    drop(Store::open_mut(&root).unwrap());
 
     // Two writers that both create the store: the second finds it made.
     let other = dir.path().join("t");
