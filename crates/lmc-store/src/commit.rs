@@ -101,7 +101,8 @@ impl Store {
             Err(e) if !self.writable && self.is_missing_object(&e) => {
                 self.tell(
                     "retrying",
-                    "an object was retired meanwhile; reading the new manifest",
+                    "from the manifest committed since (a writer deleted an object the \
+                     one loaded names)",
                 );
                 f(&Manifest::load(&self.root.join(MANIFEST))?)
             }

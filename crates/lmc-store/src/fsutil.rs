@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::{Error, Result};
@@ -68,8 +69,14 @@ const LONGEST_PAUSE: Duration = Duration::from_millis(500);
 impl Lock {
     /// Takes the writer lock of the store in `root`, creating the lock file
     /// if needed. While it is busy and `wait` allows, tries again with a
-    /// growing pause, calling `waiting` once before the first pause.
-    pub fn acquire(root: &Path, wait: Wait, waiting: &mut dyn FnMut()) -> Result<Lock> {
+    /// growing pause, calling `waiting` once before the first pause, until
+    /// `cancel` (if any) is set.
+    pub fn acquire(
+        root: &Path,
+        wait: Wait,
+        cancel: Option<&AtomicBool>,
+        waiting: &mut dyn FnMut(),
+    ) -> Result<Lock> {
         let path = root.join("lock");
         let file = match std::fs::OpenOptions::new()
             .create(true)
@@ -117,6 +124,12 @@ impl Lock {
                         Wait::No => "try again when it has finished, or wait for it with --wait",
                         _ => "try again when it has finished, or wait longer",
                     }
+                )));
+            }
+            if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
+                return Err(Error::Locked(format!(
+                    "stopped waiting for another lmc process to finish with store {}",
+                    root.display()
                 )));
             }
             if first {

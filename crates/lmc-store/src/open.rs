@@ -12,12 +12,13 @@ use crate::{
 
 /// How a writer opens a store ([`WriteOptions::open`]): whether to wait
 /// for another writer, whether to create the store, its keyframe interval.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct WriteOptions {
     wait: Wait,
     create: bool,
     keyframe_every: Option<u32>,
     retire_grace: Option<std::time::Duration>,
+    cancel: Option<&'static std::sync::atomic::AtomicBool>,
 }
 
 impl WriteOptions {
@@ -56,6 +57,15 @@ impl WriteOptions {
         }
     }
 
+    /// Stops waiting for the lock once `flag` is set, and gives the store
+    /// it as [`Store::set_cancel_flag`] does.
+    pub fn cancel(self, flag: &'static std::sync::atomic::AtomicBool) -> WriteOptions {
+        WriteOptions {
+            cancel: Some(flag),
+            ..self
+        }
+    }
+
     /// Opens (or creates) the store in `root` for writing, taking the writer
     /// lock and removing what an interrupted change left. While another
     /// writer holds the lock and the options say to wait, `waiting` is
@@ -70,7 +80,7 @@ impl WriteOptions {
         } else {
             not_a_store_unless_manifest(root)?;
         }
-        let lock = Lock::acquire(root, self.wait, waiting)?;
+        let lock = Lock::acquire(root, self.wait, self.cancel, waiting)?;
         // Looked at again under the lock: another writer may have created
         // the store while this one waited.
         let manifest_path = root.join(MANIFEST);
@@ -97,6 +107,7 @@ impl WriteOptions {
         if let Some(g) = self.retire_grace {
             store.retire_grace = g;
         }
+        store.cancel = self.cancel;
         Ok(store)
     }
 }
@@ -124,7 +135,7 @@ impl Store {
             return Err(Error::Invalid("--keyframe-every must be at least 1".into()));
         }
         std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
-        let lock = Lock::acquire(root, Wait::No, &mut || {})?;
+        let lock = Lock::acquire(root, Wait::No, None, &mut || {})?;
         Store::init(root, keyframe_every, lock)
     }
 

@@ -538,7 +538,10 @@ fn readers_and_a_writer_never_wait_for_each_other() {
     // retirement (version 1, no new field), so earlier versions read it,
     // and such a manifest, written by them, is read and changed here.
     let text = fs::read_to_string(root.join("manifest.json")).unwrap();
-    assert!(text.contains("\"version\": 1") && !text.contains("retired"), "{text}");
+    assert!(
+        text.contains("\"version\": 1") && !text.contains("retired"),
+        "{text}"
+    );
     let mut writer = Store::open_mut(&root).unwrap();
     writer.remove(3).unwrap();
     add_file(&mut writer, 4, &run.file(4));
@@ -568,6 +571,15 @@ fn a_second_writer_waits_when_asked() {
     assert!(err.to_string().contains("still after"), "{err}");
     assert!(t.elapsed() >= std::time::Duration::from_millis(300));
     assert_eq!(calls, 1);
+
+    // A wait stops when the cancel flag (Ctrl-C in the CLI) is set.
+    static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+    let err = WriteOptions::new()
+        .wait(Wait::Forever)
+        .cancel(&STOP)
+        .open(&root, &mut || {})
+        .unwrap_err();
+    assert!(err.to_string().contains("stopped waiting"), "{err}");
 
     let first = std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_millis(300));

@@ -117,7 +117,10 @@ fn open_writer(
             );
         }
     };
-    Ok(options.wait(wait).open(store, &mut waiting)?)
+    Ok(options
+        .wait(wait)
+        .cancel(crate::progress::interrupted_flag())
+        .open(store, &mut waiting)?)
 }
 
 /// What prune and remove did, in one line.
