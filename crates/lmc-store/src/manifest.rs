@@ -17,8 +17,9 @@ pub const FORMAT: &str = "lmc-store";
 /// The version of a manifest with no retired objects: what every lmc reads.
 pub const VERSION: u32 = 1;
 /// The version of a manifest that lists retired objects (see
-/// [`Manifest::retired`]); written only then, so that an lmc from before
-/// retirement refuses it by its version rather than by an unknown field.
+/// [`Manifest::retired`]); written only then, so that a store whose
+/// manifest lists none stays readable by an lmc from before retirement
+/// (which refuses the `retired` field as unknown).
 pub const VERSION_RETIRED: u32 = 2;
 
 /// The whole manifest.
