@@ -21,7 +21,7 @@ pub(crate) fn store_err(root: &Path) -> impl Fn(lmc_store::Error) -> PyErr + '_ 
 pub(crate) fn wait_for(timeout: Option<f64>) -> PyResult<Wait> {
     match timeout {
         None => Ok(Wait::Forever),
-        Some(t) if t == 0.0 => Ok(Wait::No),
+        Some(0.0) => Ok(Wait::No),
         Some(t) if t.is_finite() && t > 0.0 => {
             Ok(Wait::For(std::time::Duration::from_secs_f64(t.min(1e9))))
         }
