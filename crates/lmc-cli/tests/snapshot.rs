@@ -258,10 +258,13 @@ fn a_second_writer_is_refused() {
 }
 
 /// Runs `lmc` with a failpoint set; it must die there (abort), not succeed.
+/// Retired objects are deleted at once (grace 0), so that the garbage
+/// collection's failpoint is reached too.
 fn crash_at(point: &str, args: &[&std::ffi::OsStr]) {
     let out = StdCommand::new(assert_cmd::cargo::cargo_bin("lmc"))
         .args(args)
         .env(lmc_store::FAILPOINT_VAR, point)
+        .env(lmc_store::RETIRE_GRACE_VAR, "0")
         .output()
         .unwrap();
     assert!(
@@ -367,6 +370,51 @@ fn crashes_during_prune_lose_nothing_kept() {
     }
 }
 
+/// `remove` commits as prune does: a crash at any of its steps leaves the
+/// store with the snapshot or without it, everything in it restorable.
+#[test]
+fn crashes_during_remove_lose_nothing_kept() {
+    let n = 20_000;
+    for point in [
+        "prune:objects-written",
+        "commit:objects-synced",
+        "commit:before-rename",
+        "commit:before-dir-sync",
+        "gc:removed-one",
+    ] {
+        let fx = Fixture::new();
+        for step in 1..=4 {
+            fx.add(step, n);
+        }
+        crash_at(
+            point,
+            &[
+                "snapshot".as_ref(),
+                "remove".as_ref(),
+                "-q".as_ref(),
+                fx.store.as_os_str(),
+                "2".as_ref(),
+            ],
+        );
+        let steps = fx.steps();
+        assert!(
+            steps == [1, 2, 3, 4] || steps == [1, 3, 4],
+            "after a crash at {point}: {steps:?}"
+        );
+        fx.check_all(n);
+        if steps.len() == 4 {
+            lmc()
+                .args(["snapshot", "remove", "-q"])
+                .arg(&fx.store)
+                .arg("2")
+                .assert()
+                .success();
+        }
+        assert_eq!(fx.steps(), [1, 3, 4]);
+        fx.check_all(n);
+    }
+}
+
 #[test]
 fn sigkill_at_random_moments_during_add() {
     let n = 400_000;
@@ -453,4 +501,295 @@ fn add_refuses_checkpoints_whose_pickles_run_code() {
         fs::read(d.join("back.pt")).unwrap(),
         fs::read(&fixture).unwrap()
     );
+}
+
+/// Readers never wait for a writer, or fail because of one: `list`,
+/// `restore` and `verify` work while the lock is held, and without
+/// `--wait` a second writer fails at once with a clear message.
+#[test]
+fn readers_work_while_a_writer_holds_the_store() {
+    let fx = Fixture::new();
+    let n = 2000;
+    fx.add(1, n);
+    let lock = fs::File::options()
+        .write(true)
+        .open(fx.store.join("lock"))
+        .unwrap();
+    lock.try_lock().unwrap();
+    assert_eq!(fx.steps(), [1]);
+    fx.check_all(n);
+    let start = std::time::Instant::now();
+    expect(
+        lmc()
+            .args(["snapshot", "add"])
+            .arg(&fx.store)
+            .arg(fx.file(2, n)),
+        false,
+        &["in use by another lmc process", "--wait"],
+    );
+    expect(
+        lmc().args(["snapshot", "remove"]).arg(&fx.store).arg("1"),
+        false,
+        &["in use by another lmc process"],
+    );
+    assert!(start.elapsed() < Duration::from_secs(10));
+    // With --wait, a second writer waits for the first, says so, and goes on.
+    let child = StdCommand::new(assert_cmd::cargo::cargo_bin("lmc"))
+        .args(["snapshot", "add", "--wait=60"])
+        .arg(&fx.store)
+        .arg(fx.file(2, n))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    drop(lock);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("waiting for another writer"), "{stderr}");
+    assert_eq!(fx.steps(), [1, 2]);
+    // A bounded wait that runs out says how long it waited.
+    let lock = fs::File::options()
+        .write(true)
+        .open(fx.store.join("lock"))
+        .unwrap();
+    lock.try_lock().unwrap();
+    expect(
+        lmc()
+            .args(["snapshot", "prune", "--keep-last", "1", "--wait=0.3"])
+            .arg(&fx.store),
+        false,
+        &["in use by another lmc process", "still after"],
+    );
+    expect(
+        lmc()
+            .args(["snapshot", "add", "--wait=x"])
+            .arg(&fx.store)
+            .arg(fx.file(3, n)),
+        false,
+        &["--wait"],
+    );
+    drop(lock);
+}
+
+#[test]
+fn remove_takes_out_one_snapshot() {
+    let fx = Fixture::new();
+    let n = 5000;
+    for step in [10, 20, 30, 40] {
+        fx.add(step, n);
+    }
+    // A step typed wrong: removed, and the snapshot coded against it is
+    // re-encoded.
+    expect(
+        lmc().args(["snapshot", "remove"]).arg(&fx.store).arg("20"),
+        true,
+        &["removed 1 snapshot (step 20), re-encoded 1"],
+    );
+    assert_eq!(fx.steps(), [10, 30, 40]);
+    fx.check_all(n);
+    expect(
+        lmc().args(["snapshot", "remove"]).arg(&fx.store).arg("20"),
+        false,
+        &["no snapshot at step 20"],
+    );
+    fx.add(50, n);
+    fx.check_all(n);
+    for step in ["10", "30", "40", "50"] {
+        lmc()
+            .args(["snapshot", "remove", "-q"])
+            .arg(&fx.store)
+            .arg(step)
+            .assert()
+            .success();
+    }
+    assert!(fx.steps().is_empty());
+    fx.check_all(n);
+    fx.add(60, n);
+    assert_eq!(fx.steps(), [60]);
+    fx.check_all(n);
+}
+
+/// A tiny deterministic generator for the test's random moments.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// One writer process after another adds the next step and prunes
+/// (`--keep-last 2 --keep-every 5`, so every fifth step stays, re-encoded
+/// when its parent goes), with retired objects deleted after `grace`
+/// seconds (not the default 15 minutes, so that deletions happen; 0 would
+/// let a reader slower than two commits fail twice), while
+/// three reader processes list, restore the steps that stay, and verify.
+/// With `kill`, some writers are killed (SIGKILL) at random moments.
+/// Every restore must be byte-identical and no reader may fail; afterwards
+/// `verify` passes, everything listed restores and a new writer can add.
+fn writer_and_readers(kill: bool, grace: &str, seconds: u64) {
+    let fx = std::sync::Arc::new(Fixture::new());
+    let n = 20_000;
+    fx.add(1, n);
+    for step in 2..=400 {
+        fx.file(step, n);
+    }
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|r| {
+            let (fx, done) = (fx.clone(), done.clone());
+            std::thread::spawn(move || {
+                let (mut restores, mut verifies, mut retries) = (0u32, 0u32, 0u32);
+                let mut rng = Lcg(r);
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    let steps: Vec<u64> = fx.steps().into_iter().filter(|s| s % 5 == 0).collect();
+                    if rng.below(4) == 0 || steps.is_empty() {
+                        let out = lmc()
+                            .args(["snapshot", "verify", "-q"])
+                            .arg(&fx.store)
+                            .output()
+                            .unwrap();
+                        assert!(
+                            out.status.success(),
+                            "reader {r}: verify failed: {}",
+                            String::from_utf8_lossy(&out.stderr)
+                        );
+                        verifies += 1;
+                        continue;
+                    }
+                    let step = steps[rng.below(steps.len() as u64) as usize];
+                    let dest = fx.dir.path().join(format!("r{r}-{step}-{restores}"));
+                    // Not quiet: the store says when it retries.
+                    let out = lmc()
+                        .args(["snapshot", "restore"])
+                        .arg(&fx.store)
+                        .arg(step.to_string())
+                        .arg("-o")
+                        .arg(&dest)
+                        .output()
+                        .unwrap();
+                    assert!(
+                        out.status.success(),
+                        "reader {r}: restore of step {step} failed: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                    assert!(
+                        fs::read(&dest).unwrap() == checkpoint(step, n),
+                        "reader {r}: step {step} differs"
+                    );
+                    fs::remove_file(&dest).unwrap();
+                    restores += 1;
+                    retries += u32::from(String::from_utf8_lossy(&out.stderr).contains("retrying"));
+                }
+                (restores, verifies, retries)
+            })
+        })
+        .collect();
+
+    let mut rng = Lcg(if kill { 99 } else { 7 });
+    let (mut writes, mut killed) = (0u32, 0u32);
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(seconds) {
+        let next = fx.steps().last().map_or(1, |s| s + 1);
+        for prune in [false, true] {
+            let mut cmd = StdCommand::new(assert_cmd::cargo::cargo_bin("lmc"));
+            cmd.args(["snapshot"]);
+            if prune {
+                cmd.args(["prune", "-q", "--keep-last", "2", "--keep-every", "5"])
+                    .arg(&fx.store);
+            } else {
+                cmd.args(["add", "-q"]).arg(&fx.store).arg(fx.file(next, n));
+            }
+            let mut child = cmd
+                .env(lmc_store::RETIRE_GRACE_VAR, grace)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            if kill && rng.below(3) == 0 {
+                std::thread::sleep(Duration::from_millis(rng.below(120)));
+                let _ = child.kill();
+                let status = child.wait().unwrap();
+                killed += u32::from(!status.success());
+            } else {
+                let out = child.wait_with_output().unwrap();
+                assert!(
+                    out.status.success(),
+                    "writer failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            writes += 1;
+        }
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    for (r, h) in readers.into_iter().enumerate() {
+        let (restores, verifies, retries) = h.join().unwrap();
+        eprintln!(
+            "reader {r}: {restores} restores ({retries} retried from a newer manifest), \
+             {verifies} verifies"
+        );
+        assert!(restores + verifies > 0, "reader {r} did nothing");
+    }
+    eprintln!("{writes} writers, {killed} killed; steps {:?}", fx.steps());
+    assert!(writes >= 4, "the writer loop ran {writes} times only");
+    // Nothing lost: whatever the moment a writer died, the store verifies,
+    // every listed snapshot restores, every fifth step is there, and a new
+    // writer adds (cleaning up what killed writers left).
+    fx.check_all(n);
+    let steps = fx.steps();
+    let last = *steps.last().unwrap();
+    for s in (5..last).step_by(5) {
+        assert!(steps.contains(&s), "step {s} was lost: {steps:?}");
+    }
+    fx.add(last + 1, n);
+    lmc()
+        .args([
+            "snapshot",
+            "prune",
+            "-q",
+            "--keep-last",
+            "2",
+            "--keep-every",
+            "5",
+        ])
+        .arg(&fx.store)
+        .env(lmc_store::RETIRE_GRACE_VAR, "0")
+        .assert()
+        .success();
+    fx.check_all(n);
+    let out = lmc()
+        .args(["snapshot", "verify", "-q"])
+        .arg(&fx.store)
+        .output()
+        .unwrap();
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: usize = fx.list()["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["files"].as_u64().unwrap() as usize)
+        .sum();
+    let objects = fs::read_dir(fx.store.join("objects")).unwrap().count();
+    assert_eq!(objects, listed, "objects left behind");
+}
+
+#[test]
+fn readers_never_fail_while_a_writer_adds_and_prunes() {
+    writer_and_readers(false, "1", 8);
+}
+
+#[test]
+fn writers_killed_at_random_moments_block_no_one_and_lose_nothing() {
+    writer_and_readers(true, "1", 8);
 }

@@ -70,5 +70,6 @@ fn _lmc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(store::store_restore_to, m)?)?;
     m.add_function(wrap_pyfunction!(store::store_verify, m)?)?;
     m.add_function(wrap_pyfunction!(store::store_prune, m)?)?;
+    m.add_function(wrap_pyfunction!(store::store_remove, m)?)?;
     Ok(())
 }

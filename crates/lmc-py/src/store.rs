@@ -1,10 +1,11 @@
-//! Snapshot stores (lmc-store), opened for each call so that several
-//! processes can use one store in turn.
+//! Snapshot stores (lmc-store), opened for each call: readers take no lock
+//! and work while a writer is at work; writers take turns, each waiting for
+//! the one before as long as its `timeout` says.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use lmc_store::{Kind, Snapshot, Store, TensorInput};
+use lmc_store::{Kind, PruneReport, Snapshot, Store, TensorInput, Wait, WriteOptions};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -15,23 +16,35 @@ pub(crate) fn store_err(root: &Path) -> impl Fn(lmc_store::Error) -> PyErr + '_ 
     move |e| err(format!("store {}", root.display()), e)
 }
 
-/// Opens `root` for writing, creating it if it holds no store yet; an
-/// existing store keeps its keyframe interval unless one is given.
+/// How long a writing call waits for another writer: `timeout` seconds,
+/// `None` for as long as it takes (Python's convention), 0 not at all.
+pub(crate) fn wait_for(timeout: Option<f64>) -> PyResult<Wait> {
+    match timeout {
+        None => Ok(Wait::Forever),
+        Some(0.0) => Ok(Wait::No),
+        Some(t) if t.is_finite() && t > 0.0 => {
+            Ok(Wait::For(std::time::Duration::from_secs_f64(t.min(1e9))))
+        }
+        Some(t) => Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "timeout must be None or a number of seconds, 0 or more, not {t}"
+        ))),
+    }
+}
+
+/// Opens `root` for writing (waiting as `wait` says), creating it if
+/// `create` and it holds no store yet; an existing store keeps its keyframe
+/// interval unless one is given.
 pub(crate) fn open_for_writing(
     root: &Path,
+    create: bool,
     keyframe_every: Option<u32>,
+    wait: Wait,
 ) -> Result<Store, lmc_store::Error> {
-    if root.join("manifest.json").exists() {
-        match keyframe_every {
-            Some(k) => Store::open_or_create(root, k),
-            None => Store::open_mut(root),
-        }
-    } else {
-        Store::create(
-            root,
-            keyframe_every.unwrap_or(lmc_store::DEFAULT_KEYFRAME_EVERY),
-        )
+    let mut options = WriteOptions::new().create(create).wait(wait);
+    if let Some(k) = keyframe_every {
+        options = options.keyframe_every(k);
     }
+    options.open(root, &mut || {})
 }
 
 pub(crate) fn snapshot_dict<'py>(py: Python<'py>, s: &Snapshot) -> PyResult<Bound<'py, PyDict>> {
@@ -64,9 +77,10 @@ pub(crate) fn snapshot_dict<'py>(py: Python<'py>, s: &Snapshot) -> PyResult<Boun
 
 /// Adds tensors held in memory as a snapshot at `step` (one safetensors file
 /// named `file_name`), a delta against the previous snapshot unless a
-/// keyframe is due. Creates the store if needed.
+/// keyframe is due. Creates the store if needed. Waits for another writer
+/// for up to `timeout` seconds (`None`: as long as it takes).
 #[pyfunction]
-#[pyo3(signature = (root, step, file_name, tensors, metadata=None, keyframe_every=None, chunk_size=None))]
+#[pyo3(signature = (root, step, file_name, tensors, metadata=None, keyframe_every=None, chunk_size=None, timeout=0.0))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn store_add<'py>(
     py: Python<'py>,
@@ -77,7 +91,9 @@ pub(crate) fn store_add<'py>(
     metadata: Option<BTreeMap<String, String>>,
     keyframe_every: Option<u32>,
     chunk_size: Option<usize>,
+    timeout: Option<f64>,
 ) -> PyResult<Bound<'py, PyDict>> {
+    let wait = wait_for(timeout)?;
     let metadata = metadata.unwrap_or_default();
     let mut inputs = Vec::with_capacity(tensors.len());
     for (name, dtype, shape, bytes) in &tensors {
@@ -90,7 +106,7 @@ pub(crate) fn store_add<'py>(
     }
     let snapshot = py
         .detach(|| -> Result<Snapshot, lmc_store::Error> {
-            let mut store = open_for_writing(&root, keyframe_every)?;
+            let mut store = open_for_writing(&root, true, keyframe_every, wait)?;
             if let Some(c) = chunk_size {
                 store.set_chunk_size(c);
             }
@@ -184,23 +200,45 @@ pub(crate) fn store_verify<'py>(py: Python<'py>, root: PathBuf) -> PyResult<Boun
     Ok(d)
 }
 
-/// Keeps the last `keep_last` snapshots (and those whose step is a multiple
-/// of `keep_every`), re-encoding what must be so every chain stays whole.
-#[pyfunction]
-#[pyo3(signature = (root, keep_last, keep_every=None))]
-pub(crate) fn store_prune<'py>(
-    py: Python<'py>,
-    root: PathBuf,
-    keep_last: usize,
-    keep_every: Option<u64>,
-) -> PyResult<Bound<'py, PyDict>> {
-    let report = py
-        .detach(|| Store::open_mut(&root)?.prune(keep_last, keep_every))
-        .map_err(store_err(&root))?;
+fn prune_dict<'py>(py: Python<'py>, report: PruneReport) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("removed", report.removed)?;
     d.set_item("rebuilt", report.rebuilt)?;
     d.set_item("stored_before", report.stored_before)?;
     d.set_item("stored_after", report.stored_after)?;
     Ok(d)
+}
+
+/// Keeps the last `keep_last` snapshots (and those whose step is a multiple
+/// of `keep_every`), re-encoding what must be so every chain stays whole.
+#[pyfunction]
+#[pyo3(signature = (root, keep_last, keep_every=None, timeout=0.0))]
+pub(crate) fn store_prune<'py>(
+    py: Python<'py>,
+    root: PathBuf,
+    keep_last: usize,
+    keep_every: Option<u64>,
+    timeout: Option<f64>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let wait = wait_for(timeout)?;
+    let report = py
+        .detach(|| open_for_writing(&root, false, None, wait)?.prune(keep_last, keep_every))
+        .map_err(store_err(&root))?;
+    prune_dict(py, report)
+}
+
+/// Removes the snapshot at `step`, re-encoding the one coded against it.
+#[pyfunction]
+#[pyo3(signature = (root, step, timeout=0.0))]
+pub(crate) fn store_remove<'py>(
+    py: Python<'py>,
+    root: PathBuf,
+    step: u64,
+    timeout: Option<f64>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let wait = wait_for(timeout)?;
+    let report = py
+        .detach(|| open_for_writing(&root, false, None, wait)?.remove(step))
+        .map_err(store_err(&root))?;
+    prune_dict(py, report)
 }

@@ -89,3 +89,54 @@ def test_the_cli_reads_the_store(tmp_path, run_lmc):
     # A directory that holds no store is refused, with lmc's message.
     with pytest.raises(lmc.LmcError, match="not an lmc snapshot store"):
         lmc.SnapshotStore(tmp_path / "nothing").list()
+
+
+def test_readers_work_while_a_writer_holds_the_store_and_writers_wait(tmp_path):
+    import fcntl
+    import threading
+    import time
+
+    root = tmp_path / "run.lmcstore"
+    store = lmc.SnapshotStore(root)
+    states = training_states(3)
+    store.add(states[0], step=1)
+    held = open(root / "lock", "w")
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        # Readers take no lock.
+        assert store.steps() == [1]
+        assert same(store.restore(1)["2.bias"], states[0]["2.bias"])
+        assert store.verify()["snapshots"] == 1
+        # A writer fails at once by default, or after its timeout.
+        with pytest.raises(lmc.LmcError, match="in use by another lmc process"):
+            store.add(states[1], step=2)
+        t = time.monotonic()
+        with pytest.raises(lmc.LmcError, match="still after"):
+            store.prune(keep_last=1, timeout=0.3)
+        assert time.monotonic() - t >= 0.3
+        with pytest.raises(ValueError, match="timeout"):
+            store.remove(1, timeout=-1)
+        # timeout=None waits as long as it takes.
+        threading.Timer(0.5, held.close).start()
+        store.add(states[1], step=2, timeout=None)
+    finally:
+        held.close()
+    assert store.steps() == [1, 2]
+
+
+def test_remove(tmp_path):
+    store = lmc.SnapshotStore(tmp_path / "run.lmcstore")
+    states = training_states(3)
+    for i, sd in enumerate(states):
+        store.add(sd, step=i + 1)
+    report = store.remove(2)
+    assert report["removed"] == [2] and report["rebuilt"] == [3]
+    assert store.steps() == [1, 3]
+    assert same(store.restore(3)["0.weight"], states[2]["0.weight"])
+    with pytest.raises(lmc.LmcError, match="no snapshot at step 2"):
+        store.remove(2)
+    store.remove(1)
+    store.remove(3)
+    assert store.steps() == []
+    store.add(states[0], step=7)
+    assert store.steps() == [7]

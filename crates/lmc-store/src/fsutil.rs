@@ -1,10 +1,12 @@
 //! The file-system steps the store's crash safety rests on: atomic
-//! replacement, fsync of files and directories, the store lock, and the
+//! replacement, fsync of files and directories, the writer lock, and the
 //! failpoints the crash tests use.
 
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::{Error, Result};
 
@@ -30,40 +32,60 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     sync_dir(dir)
 }
 
-/// The store's lock: `STORE/lock`, held exclusively by a writer and shared
-/// by readers for as long as the [`Lock`] lives. The operating system
-/// releases it when the process ends, however it ends.
+/// The writer lock: an exclusive `flock` on `STORE/lock`, held for as long
+/// as the [`Lock`] lives. Only writers take it; readers take no lock at all
+/// (they follow the committed manifest and the objects it names, which a
+/// writer never deletes while a reader may still use them; see the crate
+/// documentation).
 ///
-/// Readers need no write access: they open the lock file read-only (a
-/// shared `flock` needs no more), and where even that is impossible (a
-/// store on a read-only medium made without one, or a lock file they may
-/// not read) they read without the lock. That is safe because a reader
-/// only ever follows the committed manifest, which a writer replaces
-/// atomically, and objects are named by content and checked on decode: a
-/// writer at work (one that can write where this reader cannot) can at
-/// worst remove an object a reader is about to open, which fails clearly,
-/// never silently.
+/// The kernel releases a `flock` when the last descriptor of the open file
+/// closes, however the process ends (`kill -9` included), so a dead writer
+/// never leaves a lock behind: there is no lock *file* with a pid to go
+/// stale. (The descriptor is opened close-on-exec, so no child a writer
+/// might start keeps the lock alive either.) An lmc older than this one
+/// takes a shared lock to read; a writer then waits for it like for
+/// another writer.
 #[derive(Debug)]
 pub struct Lock {
-    _file: Option<File>,
+    _file: File,
 }
 
+/// How long to go on trying for the writer lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Wait {
+    /// Fail at once if another process holds it.
+    #[default]
+    No,
+    /// Try again (with backoff) for up to this long.
+    For(Duration),
+    /// Try again until it is free.
+    Forever,
+}
+
+/// The first pause between two tries for a busy lock, and the longest.
+const FIRST_PAUSE: Duration = Duration::from_millis(10);
+const LONGEST_PAUSE: Duration = Duration::from_millis(500);
+
 impl Lock {
-    pub fn acquire(root: &Path, exclusive: bool) -> Result<Lock> {
+    /// Takes the writer lock of the store in `root`, creating the lock file
+    /// if needed. While it is busy and `wait` allows, tries again with a
+    /// growing pause, calling `waiting` once before the first pause, until
+    /// `cancel` (if any) is set.
+    pub fn acquire(
+        root: &Path,
+        wait: Wait,
+        cancel: Option<&AtomicBool>,
+        waiting: &mut dyn FnMut(),
+    ) -> Result<Lock> {
         let path = root.join("lock");
-        let opened = if exclusive {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-        } else {
-            std::fs::File::open(&path)
-        };
-        let file = match opened {
+        let file = match std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+        {
             Ok(f) => f,
-            Err(e) if !exclusive && unlockable(&e) => return Ok(Lock { _file: None }),
-            Err(e) if exclusive && unlockable(&e) && e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound && unwritable(&e) => {
                 return Err(Error::Invalid(format!(
                     "store {} cannot be changed here ({}: {e}); it can still be listed, \
                      verified and restored from",
@@ -73,41 +95,60 @@ impl Lock {
             }
             Err(e) => return Err(Error::io(&path, e)),
         };
-        let got = if exclusive {
-            file.try_lock()
-        } else {
-            file.try_lock_shared()
-        };
-        match got {
-            Ok(()) => Ok(Lock { _file: Some(file) }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked(format!(
-                "store {} is in use by another lmc process ({}); try again when it has finished",
-                root.display(),
-                if exclusive {
-                    "another process is reading or changing it"
-                } else {
-                    "another process is changing it"
-                }
-            ))),
-            // Some file systems (a few network ones) have no locks at all.
-            Err(std::fs::TryLockError::Error(e))
-                if !exclusive && e.kind() == std::io::ErrorKind::Unsupported =>
-            {
-                Ok(Lock { _file: None })
+        let start = Instant::now();
+        let mut pause = FIRST_PAUSE;
+        let mut first = true;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Lock { _file: file }),
+                Err(std::fs::TryLockError::WouldBlock) => {}
+                Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
             }
-            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+            let waited = start.elapsed();
+            let left = match wait {
+                Wait::No => Duration::ZERO,
+                Wait::For(d) => d.saturating_sub(waited),
+                Wait::Forever => Duration::MAX,
+            };
+            if left.is_zero() {
+                return Err(Error::Locked(format!(
+                    "store {} is in use by another lmc process (a writer adding, pruning or \
+                     removing, or an older lmc reading{}); {}",
+                    root.display(),
+                    if first {
+                        String::new()
+                    } else {
+                        format!(", still after {:.1} s", waited.as_secs_f64())
+                    },
+                    match wait {
+                        Wait::No => "try again when it has finished, or wait for it with --wait",
+                        _ => "try again when it has finished, or wait longer",
+                    }
+                )));
+            }
+            if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
+                return Err(Error::Locked(format!(
+                    "stopped waiting for another lmc process to finish with store {}",
+                    root.display()
+                )));
+            }
+            if first {
+                waiting();
+                first = false;
+            }
+            std::thread::sleep(pause.min(left));
+            pause = (pause * 2).min(LONGEST_PAUSE);
         }
     }
 }
 
-/// Whether a reader may go on without the lock after failing to open it:
-/// the store has none (made on a medium that is now read-only) or this user
-/// may not read it.
-fn unlockable(e: &std::io::Error) -> bool {
+/// Whether opening the lock file failed because this process may not write
+/// there (a read-only medium, a store others own).
+fn unwritable(e: &std::io::Error) -> bool {
     use std::io::ErrorKind;
     matches!(
         e.kind(),
-        ErrorKind::NotFound | ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem
+        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem
     )
 }
 

@@ -5,7 +5,7 @@
 //! ```text
 //! STORE/
 //!   manifest.json     the list of snapshots (see [`manifest`]); replaced atomically
-//!   lock              held by a writer (exclusive) or readers (shared)
+//!   lock              flock'ed by the one writer at work; readers take no lock
 //!   objects/          one lmc container per file per snapshot
 //!     000000000200-0000-g7.lmc
 //! ```
@@ -20,7 +20,16 @@
 //! longer listed. A crash before the commit leaves the old manifest and
 //! every object it lists; a crash after leaves the new one. Objects no
 //! manifest lists are removed by the next writer. One writer at a time:
-//! the lock refuses a second.
+//! the lock refuses a second, or makes it wait ([`WriteOptions::wait`]).
+//!
+//! Concurrent readers: a reader ([`Store::open`]) takes no lock; it reads
+//! the last committed manifest and the objects it names. A change that
+//! stops naming an object (prune, remove) retires it: the new manifest
+//! lists it under `retired` with the commit time, and writers delete it
+//! only once it is older than the grace period ([`DEFAULT_RETIRE_GRACE`]),
+//! so a reader that loaded the old manifest can finish. A reader that
+//! still finds an object gone (it took longer than that) loads the newly
+//! committed manifest and tries once more.
 //!
 //! ```
 //! # fn main() -> Result<(), lmc_store::Error> {
@@ -40,8 +49,11 @@
 
 #![forbid(unsafe_code)]
 
+mod commit;
 mod fsutil;
 pub mod manifest;
+mod open;
+mod prune;
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
@@ -50,11 +62,13 @@ use std::path::{Path, PathBuf};
 use lmc_core::{CompressOptions, Container, DeltaBase, Dtype, SegmentKind, SegmentSpec};
 use lmc_tensors::safetensors::TensorInfo;
 
-pub use fsutil::FAILPOINT_VAR;
-use fsutil::{Lock, failpoint, sync_dir, write_atomic};
+pub use fsutil::{FAILPOINT_VAR, Wait};
+use fsutil::{Lock, failpoint};
 pub use lmc_files::{folder_and_name, temp_beside};
-pub use manifest::{FileEntry, Kind, Manifest, Snapshot};
+pub use manifest::{FileEntry, Kind, Manifest, Retired, Snapshot};
 use manifest::{check_relative_path, counterpart, hex};
+pub use open::WriteOptions;
+pub use prune::PruneReport;
 
 /// The mode of a restored file added without one (from memory).
 const FILE_MODE: u32 = 0o644;
@@ -67,6 +81,15 @@ pub const DEFAULT_KEYFRAME_EVERY: u32 = 8;
 
 const MANIFEST: &str = "manifest.json";
 const OBJECTS: &str = "objects";
+
+/// How long an object no snapshot names any more is kept for readers that
+/// loaded an older manifest (see the crate documentation): 15 minutes.
+pub const DEFAULT_RETIRE_GRACE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// The environment variable that, set to a number of seconds, replaces
+/// [`DEFAULT_RETIRE_GRACE`] for the writers of this process (tests use 0
+/// or 1 to make writers delete retired objects at once).
+pub const RETIRE_GRACE_VAR: &str = "LMC_STORE_RETIRE_GRACE";
 
 /// What can go wrong with a store.
 #[derive(Debug, thiserror::Error)]
@@ -195,16 +218,6 @@ pub struct VerifyReport {
     pub unreferenced: Vec<String>,
 }
 
-/// What [`Store::prune`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PruneReport {
-    pub removed: Vec<u64>,
-    /// Kept snapshots re-encoded because their parent was removed.
-    pub rebuilt: Vec<u64>,
-    pub stored_before: u64,
-    pub stored_after: u64,
-}
-
 /// The layout lmc uses for a file in a store: whatever
 /// [`lmc_tensors::detect`] recognises (safetensors, PyTorch, NumPy),
 /// otherwise (or if the file is damaged) one byte segment.
@@ -233,7 +246,9 @@ pub struct Store {
     options: CompressOptions,
     observer: Option<Observer>,
     cancel: Option<&'static std::sync::atomic::AtomicBool>,
-    _lock: Lock,
+    retire_grace: std::time::Duration,
+    /// Held by a writer; a reader holds no lock.
+    _lock: Option<Lock>,
 }
 
 impl std::fmt::Debug for Store {
@@ -246,89 +261,14 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 impl Store {
-    /// Creates a store in `root` (a new or empty directory) and opens it for writing.
-    pub fn create(root: impl AsRef<Path>, keyframe_every: u32) -> Result<Store> {
-        let root = root.as_ref();
-        if keyframe_every == 0 {
-            return Err(Error::Invalid("--keyframe-every must be at least 1".into()));
-        }
-        std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
-        let lock = Lock::acquire(root, true)?;
-        let entries = std::fs::read_dir(root)
-            .map_err(|e| Error::io(root, e))?
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name() != "lock")
-            .count();
-        if entries > 0 {
-            return Err(Error::Invalid(format!(
-                "cannot create a store in {}: the directory is not empty",
-                root.display()
-            )));
-        }
-        let objects = root.join(OBJECTS);
-        std::fs::create_dir(&objects).map_err(|e| Error::io(&objects, e))?;
-        sync_dir(root)?;
-        let manifest = Manifest::new(keyframe_every);
-        write_atomic(root, MANIFEST, &manifest.to_json())?;
-        Ok(Store {
-            root: root.to_path_buf(),
-            manifest,
-            writable: true,
-            options: CompressOptions::default(),
-            observer: None,
-            cancel: None,
-            _lock: lock,
-        })
-    }
-
-    /// Opens an existing store for reading (list, restore, verify). Readers
-    /// share the lock; a writer at work makes this fail rather than wait.
-    pub fn open(root: impl AsRef<Path>) -> Result<Store> {
-        Self::open_with(root.as_ref(), false)
-    }
-
-    /// Opens an existing store for writing (add, prune), removing objects
-    /// left by an interrupted change.
-    pub fn open_mut(root: impl AsRef<Path>) -> Result<Store> {
-        let store = Self::open_with(root.as_ref(), true)?;
-        store.collect_garbage()?;
-        Ok(store)
-    }
-
-    /// Opens `root` for writing, creating the store if `root` does not hold one yet.
-    pub fn open_or_create(root: impl AsRef<Path>, keyframe_every: u32) -> Result<Store> {
-        let root = root.as_ref();
-        if root.join(MANIFEST).exists() {
-            let mut s = Self::open_mut(root)?;
-            s.manifest.keyframe_every = keyframe_every.max(1);
-            Ok(s)
-        } else {
-            Self::create(root, keyframe_every)
-        }
-    }
-
-    fn open_with(root: &Path, writable: bool) -> Result<Store> {
-        let manifest_path = root.join(MANIFEST);
-        if !manifest_path.is_file() {
-            return Err(Error::Invalid(format!(
-                "{} is not an lmc snapshot store (no {MANIFEST})",
-                root.display()
-            )));
-        }
-        let lock = Lock::acquire(root, writable)?;
-        let manifest = Manifest::load(&manifest_path)?;
-        Ok(Store {
-            root: root.to_path_buf(),
-            manifest,
-            writable,
-            options: CompressOptions::default(),
-            observer: None,
-            cancel: None,
-            _lock: lock,
-        })
-    }
-
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -547,9 +487,7 @@ impl Store {
             kind,
             parent: parent.filter(|_| is_delta),
             depth,
-            added: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            added: unix_now(),
             files: entries,
         };
         let mut m = self.manifest.clone();
@@ -622,50 +560,6 @@ impl Store {
         })
     }
 
-    /// Makes the objects written so far durable and `m` the manifest.
-    fn commit(&mut self, m: Manifest) -> Result<()> {
-        sync_dir(&self.objects())?;
-        failpoint("commit:objects-synced");
-        write_atomic(&self.root, MANIFEST, &m.to_json())?;
-        self.manifest = m;
-        self.collect_garbage()
-    }
-
-    /// Removes what no snapshot lists: objects of interrupted or superseded
-    /// changes, and temporary files.
-    fn collect_garbage(&self) -> Result<()> {
-        let keep: std::collections::HashSet<&str> = self
-            .manifest
-            .snapshots
-            .iter()
-            .flat_map(|s| s.files.iter().map(|f| f.object.as_str()))
-            .collect();
-        let objects = self.objects();
-        let mut removed = false;
-        for e in std::fs::read_dir(&objects).map_err(|e| Error::io(&objects, e))? {
-            let e = e.map_err(|e| Error::io(&objects, e))?;
-            let name = e.file_name();
-            if !name.to_str().is_some_and(|n| keep.contains(n)) {
-                std::fs::remove_file(e.path()).map_err(|err| Error::io(&e.path(), err))?;
-                removed = true;
-                failpoint("gc:removed-one");
-            }
-        }
-        for e in std::fs::read_dir(&self.root).map_err(|e| Error::io(&self.root, e))? {
-            let e = e.map_err(|e| Error::io(&self.root, e))?;
-            if e.file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with(".tmp-"))
-            {
-                std::fs::remove_file(e.path()).map_err(|err| Error::io(&e.path(), err))?;
-            }
-        }
-        if removed {
-            sync_dir(&objects)?;
-        }
-        Ok(())
-    }
-
     // -----------------------------------------------------------------
     // Restoring
     // -----------------------------------------------------------------
@@ -724,8 +618,8 @@ impl Store {
 
     /// Decodes file `path` of snapshot `idx`: its keyframe, then each delta
     /// of its chain in turn.
-    fn restore_file(&self, idx: usize, path: &str) -> Result<RestoredFile> {
-        let snaps = &self.manifest.snapshots;
+    fn restore_file(&self, m: &Manifest, idx: usize, path: &str) -> Result<RestoredFile> {
+        let snaps = &m.snapshots;
         // Walk back to the keyframe of this file's chain. The manifest's
         // checks guarantee each delta's base is the same path one snapshot up.
         let mut i = idx;
@@ -761,12 +655,19 @@ impl Store {
 
     /// Every file of the snapshot at `step`, decoded and checked.
     pub fn restore_files(&self, step: u64) -> Result<Vec<RestoredFile>> {
-        let idx = self.manifest.find(step).ok_or(Error::NoSuchStep(step))?;
-        self.manifest.snapshots[idx]
+        Ok(self.retrying(|m| self.restore_files_in(m, step))?.1)
+    }
+
+    /// The kind and the files of the snapshot at `step` of `m`.
+    fn restore_files_in(&self, m: &Manifest, step: u64) -> Result<(Kind, Vec<RestoredFile>)> {
+        let idx = m.find(step).ok_or(Error::NoSuchStep(step))?;
+        let s = &m.snapshots[idx];
+        let files = s
             .files
             .iter()
-            .map(|f| self.restore_file(idx, &f.path))
-            .collect()
+            .map(|f| self.restore_file(m, idx, &f.path))
+            .collect::<Result<_>>()?;
+        Ok((s.kind, files))
     }
 
     /// Restores the snapshot at `step` to `out`: the file, or the directory
@@ -774,8 +675,7 @@ impl Store {
     /// name and renamed, so a failure leaves nothing at `out`; an existing
     /// `out` is replaced only with `force`.
     pub fn restore_to(&self, step: u64, out: &Path, force: bool) -> Result<()> {
-        let idx = self.manifest.find(step).ok_or(Error::NoSuchStep(step))?;
-        let kind = self.manifest.snapshots[idx].kind;
+        self.manifest.find(step).ok_or(Error::NoSuchStep(step))?;
         // The rule every lmc output follows: replaced only with `force`, and
         // a directory with something in it never.
         lmc_files::check_dir_destination(out, force)?;
@@ -785,7 +685,7 @@ impl Store {
                 out.display()
             )));
         }
-        let files = self.restore_files(step)?;
+        let (kind, files) = self.retrying(|m| self.restore_files_in(m, step))?;
         match kind {
             Kind::File => {
                 let f = &files[0];
@@ -832,12 +732,17 @@ impl Store {
     /// Decodes every snapshot (each chain once, in order) and checks every
     /// checksum and hash; reports objects no snapshot lists.
     pub fn verify(&self, progress: &mut dyn FnMut(&Snapshot)) -> Result<VerifyReport> {
+        let progress = std::cell::RefCell::new(progress);
+        self.retrying(|m| self.verify_in(m, &mut *progress.borrow_mut()))
+    }
+
+    fn verify_in(&self, m: &Manifest, progress: &mut dyn FnMut(&Snapshot)) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         // The previous snapshot's files, with their hashes (checked as they
         // were decoded).
         let mut prev: Vec<(RestoredFile, u128)> = Vec::new();
         let mut prev_kind = Kind::Dir;
-        for s in &self.manifest.snapshots {
+        for s in &m.snapshots {
             let mut cur = Vec::with_capacity(s.files.len());
             for f in &s.files {
                 let base = match &f.base {
@@ -870,11 +775,19 @@ impl Store {
             prev = cur;
             prev_kind = s.kind;
         }
-        let listed: std::collections::HashSet<&str> = self
-            .manifest
-            .snapshots
-            .iter()
-            .flat_map(|s| s.files.iter().map(|f| f.object.as_str()))
+        // Objects retired but kept for readers are accounted for; so are
+        // those of a change committed since `m` was loaded.
+        let latest = match self.writable {
+            true => None,
+            false => Manifest::load(&self.root.join(MANIFEST)).ok(),
+        };
+        let listed: std::collections::HashSet<&str> = [Some(m), latest.as_ref()]
+            .into_iter()
+            .flatten()
+            .flat_map(|m| {
+                m.objects()
+                    .chain(m.retired.iter().map(|r| r.object.as_str()))
+            })
             .collect();
         let objects = self.objects();
         for e in std::fs::read_dir(&objects).map_err(|e| Error::io(&objects, e))? {
@@ -885,93 +798,6 @@ impl Store {
             }
         }
         report.unreferenced.sort();
-        Ok(report)
-    }
-
-    /// Removes snapshots, keeping the last `keep_last` and, with
-    /// `keep_every`, those whose step is a multiple of it. A kept snapshot
-    /// whose parent goes is re-encoded against the kept snapshot before it
-    /// (or as a keyframe), so every chain stays whole. Commits atomically.
-    pub fn prune(&mut self, keep_last: usize, keep_every: Option<u64>) -> Result<PruneReport> {
-        self.check_writable()?;
-        if keep_last == 0 {
-            return Err(Error::Invalid("--keep-last must be at least 1".into()));
-        }
-        if keep_every == Some(0) {
-            return Err(Error::Invalid("--keep-every must be at least 1".into()));
-        }
-        let snaps = &self.manifest.snapshots;
-        let n = snaps.len();
-        let keep: Vec<bool> = snaps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| i + keep_last >= n || keep_every.is_some_and(|m| s.step % m == 0))
-            .collect();
-        let mut report = PruneReport {
-            stored_before: snaps.iter().map(Snapshot::stored_len).sum(),
-            ..Default::default()
-        };
-        let generation = self.manifest.generation + 1;
-        let mut created = Cleanup::new(self.objects());
-        let mut new_snaps: Vec<Snapshot> = Vec::new();
-        let mut last_kept: Option<usize> = None;
-        for (i, s) in snaps.iter().enumerate() {
-            if !keep[i] {
-                report.removed.push(s.step);
-                continue;
-            }
-            let parent_kept = s.parent.is_some() && i > 0 && keep[i - 1];
-            if s.parent.is_none() || parent_kept {
-                let mut s2 = s.clone();
-                s2.depth = match (parent_kept, new_snaps.last()) {
-                    (true, Some(p)) => p.depth + 1,
-                    _ => 0,
-                };
-                new_snaps.push(s2);
-            } else {
-                // The parent goes: re-encode against the kept snapshot before
-                // (restored through the old chains, still on disk), or whole.
-                let base_idx = last_kept.filter(|_| {
-                    new_snaps
-                        .last()
-                        .is_some_and(|p| p.depth + 1 < self.manifest.keyframe_every)
-                });
-                let files = self.restore_files(s.step)?;
-                let base_files = match base_idx {
-                    Some(b) => self.restore_files(snaps[b].step)?,
-                    None => Vec::new(),
-                };
-                let base_kind = base_idx.map_or(Kind::Dir, |b| snaps[b].kind);
-                let mut entries = Vec::with_capacity(files.len());
-                for (fi, f) in files.iter().enumerate() {
-                    let input = FileInput::from_bytes(f.path.clone(), &f.bytes, f.mode);
-                    let base = counterpart(&base_files, |b| &b.path, base_kind, s.kind, &f.path);
-                    let name = format!("{:012}-{fi:04}-g{generation}.lmc", s.step);
-                    entries.push(self.write_object(&input, base, &name, &mut created)?);
-                }
-                let is_delta = entries.iter().any(|e| e.base.is_some());
-                new_snaps.push(Snapshot {
-                    step: s.step,
-                    kind: s.kind,
-                    parent: base_idx.filter(|_| is_delta).map(|b| snaps[b].step),
-                    depth: match (is_delta, new_snaps.last()) {
-                        (true, Some(p)) => p.depth + 1,
-                        _ => 0,
-                    },
-                    added: s.added,
-                    files: entries,
-                });
-                report.rebuilt.push(s.step);
-            }
-            last_kept = Some(i);
-        }
-        failpoint("prune:objects-written");
-        report.stored_after = new_snaps.iter().map(Snapshot::stored_len).sum();
-        let mut m = self.manifest.clone();
-        m.generation = generation;
-        m.snapshots = new_snaps;
-        self.commit(m)?;
-        created.keep();
         Ok(report)
     }
 }

@@ -14,7 +14,13 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 
 pub const FORMAT: &str = "lmc-store";
+/// The version of a manifest with no retired objects: what every lmc reads.
 pub const VERSION: u32 = 1;
+/// The version of a manifest that lists retired objects (see
+/// [`Manifest::retired`]); written only then, so that a store whose
+/// manifest lists none stays readable by an lmc from before retirement
+/// (which refuses the `retired` field as unknown).
+pub const VERSION_RETIRED: u32 = 2;
 
 /// The whole manifest.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -22,7 +28,7 @@ pub const VERSION: u32 = 1;
 pub struct Manifest {
     /// Always `"lmc-store"`.
     pub format: String,
-    /// Always 1 for this layout.
+    /// 1, or 2 when `retired` is not empty.
     pub version: u32,
     /// Incremented by every committed change; new objects carry it in their
     /// names, so a retried change never overwrites an object in use.
@@ -31,6 +37,24 @@ pub struct Manifest {
     pub keyframe_every: u32,
     /// Snapshots in increasing step order.
     pub snapshots: Vec<Snapshot>,
+    /// Objects that an earlier manifest named and this one does not, with
+    /// when they stopped being named: readers that loaded the earlier
+    /// manifest may still be decoding them, so writers delete them only
+    /// once they are older than the grace period. Absent when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<Retired>,
+}
+
+/// An object no snapshot names any more, kept for the readers that may
+/// still be using it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Retired {
+    /// The object's file name under `objects/`.
+    pub object: String,
+    /// Seconds since the Unix epoch when the manifest that stopped naming
+    /// it was committed.
+    pub since: u64,
 }
 
 /// Whether a snapshot was one file or a directory of files.
@@ -116,6 +140,7 @@ impl Manifest {
             generation: 0,
             keyframe_every,
             snapshots: Vec::new(),
+            retired: Vec::new(),
         }
     }
 
@@ -133,11 +158,20 @@ impl Manifest {
     /// The rules every manifest obeys; a manifest that breaks one was not
     /// written by lmc, and nothing is done with it.
     fn check(&self) -> std::result::Result<(), String> {
-        if self.format != FORMAT || self.version != VERSION {
+        if self.format != FORMAT || !(self.version == VERSION || self.version == VERSION_RETIRED) {
             return Err(format!(
-                "format {:?} version {}, expected {FORMAT:?} version {VERSION}",
+                "format {:?} version {}, expected {FORMAT:?} version {VERSION} or \
+                 {VERSION_RETIRED} (a newer lmc may read it)",
                 self.format, self.version
             ));
+        }
+        if self.version == VERSION && !self.retired.is_empty() {
+            return Err(format!("version {VERSION} lists retired objects"));
+        }
+        for r in &self.retired {
+            if !object_name_ok(&r.object) {
+                return Err(format!("bad retired object name {:?}", r.object));
+            }
         }
         if self.keyframe_every == 0 {
             return Err("keyframe_every is 0".into());
@@ -172,10 +206,7 @@ impl Manifest {
                 if !paths.insert(f.path.as_str()) {
                     return Err(format!("step {}: path {:?} listed twice", s.step, f.path));
                 }
-                if f.object.is_empty()
-                    || f.object.contains(['/', '\\'])
-                    || f.object.starts_with('.')
-                {
+                if !object_name_ok(&f.object) {
                     return Err(format!("step {}: bad object name {:?}", s.step, f.object));
                 }
                 if f.hash.len() != 32 || u128::from_str_radix(&f.hash, 16).is_err() {
@@ -202,11 +233,30 @@ impl Manifest {
         self.snapshots.binary_search_by_key(&step, |s| s.step).ok()
     }
 
+    /// Every object the snapshots name.
+    pub fn objects(&self) -> impl Iterator<Item = &str> {
+        self.snapshots
+            .iter()
+            .flat_map(|s| s.files.iter().map(|f| f.object.as_str()))
+    }
+
+    /// The manifest as written: version 2 exactly when it lists retired objects.
     pub fn to_json(&self) -> Vec<u8> {
-        let mut v = serde_json::to_vec_pretty(self).expect("a manifest always serialises");
+        let mut m = self.clone();
+        m.version = if m.retired.is_empty() {
+            VERSION
+        } else {
+            VERSION_RETIRED
+        };
+        let mut v = serde_json::to_vec_pretty(&m).expect("a manifest always serialises");
         v.push(b'\n');
         v
     }
+}
+
+/// An object's name: a plain file name under `objects/`, not hidden.
+fn object_name_ok(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['/', '\\']) && !name.starts_with('.')
 }
 
 /// A path inside a checkpoint: relative, `/`-separated, no `.`, `..` or

@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 
 use lmc_core::Dtype;
-use lmc_store::{Error, FileInput, Kind, Store, TensorInput};
+use lmc_store::{Error, FileInput, Kind, Store, TensorInput, Wait, WriteOptions};
 
 /// SplitMix64.
 struct Rng(u64);
@@ -387,9 +387,239 @@ fn prune_keeps_chains_whole() {
             Err(e) => panic!("{e}"),
         }
     }
-    // Only objects of kept snapshots remain.
+    // The objects of removed or re-encoded snapshots are retired, not
+    // deleted: a reader that loaded the old manifest may still use them.
+    let retired = store.manifest().retired.len();
+    assert!(retired > 0);
     let objects = fs::read_dir(root.join("objects")).unwrap().count();
-    assert_eq!(objects, 5);
+    assert_eq!(objects, 5 + retired);
+    let text = fs::read_to_string(root.join("manifest.json")).unwrap();
+    assert!(text.contains("\"version\": 2"), "{text}");
+    // Past the grace period the next writer deletes them, and the manifest
+    // is version 1 again.
+    drop(store);
+    let mut w = Store::open_mut(&root).unwrap();
+    w.set_retire_grace(std::time::Duration::ZERO);
+    w.add(
+        130,
+        Kind::File,
+        &[FileInput::from_bytes(
+            "model.safetensors",
+            &run.file(130),
+            None,
+        )],
+    )
+    .unwrap();
+    assert!(w.manifest().retired.is_empty());
+    let objects = fs::read_dir(root.join("objects")).unwrap().count();
+    assert_eq!(objects, 6);
+    let text = fs::read_to_string(root.join("manifest.json")).unwrap();
+    assert!(text.contains("\"version\": 1"), "{text}");
+}
+
+#[test]
+fn remove_takes_out_one_snapshot_and_keeps_chains_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("s");
+    let mut store = Store::create(&root, 4).unwrap();
+    let mut run = Run::new(3000, 11);
+    let mut originals = BTreeMap::new();
+    for step in 1..=6u64 {
+        let bytes = run.file(step);
+        add_file(&mut store, step, &bytes);
+        originals.insert(step, bytes);
+        run.step();
+    }
+    // 1 (keyframe) 2 3 4, 5 (keyframe) 6: removing 2 re-encodes 3 against 1.
+    let r = store.remove(2).unwrap();
+    assert_eq!(
+        (r.removed.as_slice(), r.rebuilt.as_slice()),
+        (&[2][..], &[3][..])
+    );
+    // The keyframe 1: 3 (now a delta against 1) becomes a keyframe.
+    let r = store.remove(1).unwrap();
+    assert_eq!(r.rebuilt, [3]);
+    // The last one: nothing depends on it.
+    let r = store.remove(6).unwrap();
+    assert!(r.rebuilt.is_empty());
+    assert!(matches!(store.remove(6), Err(Error::NoSuchStep(6))));
+    originals.remove(&1);
+    originals.remove(&2);
+    originals.remove(&6);
+    let check = |store: &Store, want: &BTreeMap<u64, Vec<u8>>| {
+        let steps: Vec<u64> = store.snapshots().iter().map(|s| s.step).collect();
+        assert_eq!(steps, want.keys().copied().collect::<Vec<_>>());
+        for (step, bytes) in want {
+            assert!(
+                store.restore_files(*step).unwrap()[0].bytes == *bytes,
+                "step {step}"
+            );
+        }
+        store.verify(&mut |_| {}).unwrap();
+    };
+    check(&store, &originals);
+    drop(store);
+    check(&Store::open(&root).unwrap(), &originals);
+
+    // A removed step can be added again (after the last), and the store may
+    // be emptied: it then works as a new one does.
+    let mut store = Store::open_mut(&root).unwrap();
+    for step in [3, 4, 5] {
+        store.remove(step).unwrap();
+    }
+    assert!(store.snapshots().is_empty());
+    drop(store);
+    let reader = Store::open(&root).unwrap();
+    assert!(reader.snapshots().is_empty());
+    assert_eq!(reader.verify(&mut |_| {}).unwrap().snapshots, 0);
+    let mut store = Store::open_mut(&root).unwrap();
+    let bytes = run.file(9);
+    add_file(&mut store, 9, &bytes);
+    assert!(store.restore_files(9).unwrap()[0].bytes == bytes);
+}
+
+/// A reader that loaded a manifest before a writer re-encoded and deleted
+/// the objects it names (grace 0) reads the newly committed manifest and
+/// tries once more; with the default grace it never needs to.
+#[test]
+fn readers_retry_once_from_the_new_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("s");
+    let mut store = Store::create(&root, 8).unwrap();
+    let mut run = Run::new(2000, 12);
+    let mut originals = Vec::new();
+    for step in 1..=4u64 {
+        let bytes = run.file(step);
+        add_file(&mut store, step, &bytes);
+        originals.push(bytes);
+        run.step();
+    }
+    drop(store);
+    for grace in [std::time::Duration::ZERO, lmc_store::DEFAULT_RETIRE_GRACE] {
+        let reader = Store::open(&root).unwrap();
+        let mut writer = Store::open_mut(&root).unwrap();
+        writer.set_retire_grace(grace);
+        // 4 was a delta against 3: re-encoded, its old object retired.
+        let last = writer.snapshots().last().unwrap().step;
+        let prev = writer.snapshots()[writer.snapshots().len() - 2].step;
+        writer.remove(prev).unwrap();
+        let gone = fs::read_dir(root.join("objects")).unwrap().count()
+            < reader.manifest().objects().count();
+        assert_eq!(gone, grace.is_zero());
+        let got = reader.restore_files(last).unwrap();
+        assert!(got[0].bytes == originals[3], "grace {grace:?}");
+        reader.verify(&mut |_| {}).unwrap();
+        drop(writer);
+    }
+}
+
+/// Readers take no lock: they open, list, restore and verify while a
+/// writer holds the store, and a writer opens while readers read.
+#[test]
+fn readers_and_a_writer_never_wait_for_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("s");
+    let mut store = Store::create(&root, 8).unwrap();
+    let run = Run::new(500, 13);
+    add_file(&mut store, 1, &run.file(1));
+    let reader = Store::open(&root).unwrap();
+    assert!(reader.restore_files(1).unwrap()[0].bytes == run.file(1));
+    add_file(&mut store, 2, &run.file(2));
+    drop(store);
+    let mut writer = Store::open_mut(&root).unwrap();
+    add_file(&mut writer, 3, &run.file(3));
+    assert_eq!(reader.snapshots().len(), 1);
+    let mut reader = reader;
+    reader.reload().unwrap();
+    assert_eq!(reader.snapshots().len(), 3);
+    drop(writer);
+
+    // Without retired objects the manifest is exactly what lmc wrote before
+    // retirement (version 1, no new field), so earlier versions read it,
+    // and such a manifest, written by them, is read and changed here.
+    let text = fs::read_to_string(root.join("manifest.json")).unwrap();
+    assert!(
+        text.contains("\"version\": 1") && !text.contains("retired"),
+        "{text}"
+    );
+    let mut writer = Store::open_mut(&root).unwrap();
+    writer.remove(3).unwrap();
+    add_file(&mut writer, 4, &run.file(4));
+    assert!(writer.restore_files(4).unwrap()[0].bytes == run.file(4));
+}
+
+/// A second writer fails at once, or waits (calling `waiting` once) until
+/// the first is done or its time is up.
+#[test]
+fn a_second_writer_waits_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("s");
+    let store = Store::create(&root, 8).unwrap();
+
+    let t = std::time::Instant::now();
+    let err = Store::open_mut(&root).unwrap_err();
+    assert!(t.elapsed() < std::time::Duration::from_millis(500));
+    assert!(err.to_string().contains("--wait"), "{err}");
+
+    let mut calls = 0;
+    let t = std::time::Instant::now();
+    let err = WriteOptions::new()
+        .wait(Wait::For(std::time::Duration::from_millis(300)))
+        .open(&root, &mut || calls += 1)
+        .unwrap_err();
+    assert!(matches!(err, Error::Locked(_)), "{err}");
+    assert!(err.to_string().contains("still after"), "{err}");
+    assert!(t.elapsed() >= std::time::Duration::from_millis(300));
+    assert_eq!(calls, 1);
+
+    // A wait stops when the cancel flag (Ctrl-C in the CLI) is set.
+    static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+    let err = WriteOptions::new()
+        .wait(Wait::Forever)
+        .cancel(&STOP)
+        .open(&root, &mut || {})
+        .unwrap_err();
+    assert!(err.to_string().contains("stopped waiting"), "{err}");
+
+    let first = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(store);
+    });
+    let mut calls = 0;
+    let mut second = WriteOptions::new()
+        .wait(Wait::Forever)
+        .open(&root, &mut || calls += 1)
+        .unwrap();
+    first.join().unwrap();
+    assert_eq!(calls, 1);
+    add_file(&mut second, 1, &Run::new(100, 1).file(1));
+    drop(second);
+
+    // An lmc from before concurrent readers took a shared lock to read: a
+    // writer waits for it as for another writer; readers do not.
+    let old_reader = fs::File::open(root.join("lock")).unwrap();
+    old_reader.try_lock_shared().unwrap();
+    assert!(matches!(Store::open_mut(&root), Err(Error::Locked(_))));
+    Store::open(&root).unwrap().restore_files(1).unwrap();
+    drop(old_reader);
+    drop(Store::open_mut(&root).unwrap());
+
+    // Two writers that both create the store: the second finds it made.
+    let other = dir.path().join("t");
+    let a = WriteOptions::new()
+        .create(true)
+        .open(&other, &mut || {})
+        .unwrap();
+    let h = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        drop(a);
+    });
+    WriteOptions::new()
+        .create(true)
+        .wait(Wait::Forever)
+        .open(&other, &mut || {})
+        .unwrap();
+    h.join().unwrap();
 }
 
 #[test]
@@ -414,14 +644,14 @@ fn requests_out_of_order_and_second_writers_are_refused() {
     };
     assert!(store.add(6, Kind::Dir, &[bad]).is_err());
 
-    // A second writer, and a reader, are refused while this writer lives.
+    // A second writer is refused while this writer lives; readers are not.
     let err = Store::open_mut(&root).unwrap_err();
     assert!(matches!(err, Error::Locked(_)), "{err}");
-    assert!(matches!(Store::open(&root), Err(Error::Locked(_))));
+    Store::open(&root).unwrap();
     drop(store);
     let r1 = Store::open(&root).unwrap();
     let r2 = Store::open(&root).unwrap();
-    assert!(matches!(Store::open_mut(&root), Err(Error::Locked(_))));
+    drop(Store::open_mut(&root).unwrap());
     drop((r1, r2));
 
     // Creating over a non-empty directory, or opening a non-store, fails clearly.

@@ -2,11 +2,11 @@
 //! against the one before (see the lmc-store crate).
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use lmc_store::{DEFAULT_KEYFRAME_EVERY, FileInput, Store};
+use lmc_store::{FileInput, PruneReport, Store, Wait, WriteOptions};
 use serde_json::json;
 
 use super::{emit, human};
@@ -37,6 +37,10 @@ pub enum SnapshotCommand {
         /// and to restore).
         #[arg(long)]
         best: bool,
+        /// If another writer is at work on the store, wait for it (at most
+        /// SECONDS, if given) instead of failing at once.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, require_equals = true)]
+        wait: Option<Option<f64>>,
     },
     /// List the snapshots: step, size, ratio, parent, chain depth.
     List {
@@ -68,7 +72,81 @@ pub enum SnapshotCommand {
         /// Also keep snapshots whose step is a multiple of M.
         #[arg(long, value_name = "M")]
         keep_every: Option<u64>,
+        /// If another writer is at work on the store, wait for it (at most
+        /// SECONDS, if given) instead of failing at once.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, require_equals = true)]
+        wait: Option<Option<f64>>,
     },
+    /// Remove the snapshot at STEP; a snapshot coded against it is
+    /// re-encoded, so every other snapshot stays restorable.
+    Remove {
+        store: PathBuf,
+        step: u64,
+        /// If another writer is at work on the store, wait for it (at most
+        /// SECONDS, if given) instead of failing at once.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, require_equals = true)]
+        wait: Option<Option<f64>>,
+    },
+}
+
+/// Opens `store` for writing, waiting for another writer as `--wait` says
+/// (saying so once, unless quiet).
+fn open_writer(
+    store: &Path,
+    options: WriteOptions,
+    wait: Option<Option<f64>>,
+    quiet: bool,
+) -> Result<Store> {
+    let wait = match wait {
+        None => Wait::No,
+        Some(None) => Wait::Forever,
+        Some(Some(secs)) if secs.is_finite() && secs >= 0.0 => {
+            Wait::For(Duration::from_secs_f64(secs.min(1e9)))
+        }
+        Some(Some(secs)) => bail!("--wait={secs}: give a number of seconds, 0 or more"),
+    };
+    let mut waiting = || {
+        if !quiet {
+            eprintln!(
+                "waiting for another writer of {} to finish{}...",
+                store.display(),
+                match wait {
+                    Wait::For(d) => format!(" (at most {:.0} s)", d.as_secs_f64()),
+                    _ => String::new(),
+                }
+            );
+        }
+    };
+    Ok(options
+        .wait(wait)
+        .cancel(crate::progress::interrupted_flag())
+        .open(store, &mut waiting)?)
+}
+
+/// What prune and remove did, in one line.
+fn removed_line(store: &Path, r: &PruneReport) -> String {
+    format!(
+        "{}: removed {} snapshot{}{}, re-encoded {}; {} -> {}",
+        store.display(),
+        r.removed.len(),
+        if r.removed.len() == 1 { "" } else { "s" },
+        if r.removed.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (step{} {})",
+                if r.removed.len() == 1 { "" } else { "s" },
+                r.removed
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        },
+        r.rebuilt.len(),
+        human(r.stored_before),
+        human(r.stored_after)
+    )
 }
 
 fn watch(store: &mut Store, quiet: bool) {
@@ -88,6 +166,7 @@ pub fn run(cmd: &SnapshotCommand, quiet: bool) -> Result<()> {
             keyframe_every,
             allow_pickle_calls,
             best,
+            wait,
         } => {
             let (kind, files) = lmc_store::checkpoint_files(checkpoint)?;
             let maps = files
@@ -102,11 +181,11 @@ pub fn run(cmd: &SnapshotCommand, quiet: bool) -> Result<()> {
                     FileInput::checked(f.path.clone(), &f.source, m, f.mode, *allow_pickle_calls)
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let mut s = match keyframe_every {
-                Some(k) => Store::open_or_create(store, *k)?,
-                None if store.join("manifest.json").exists() => Store::open_mut(store)?,
-                None => Store::create(store, DEFAULT_KEYFRAME_EVERY)?,
-            };
+            let mut options = WriteOptions::new().create(true);
+            if let Some(k) = keyframe_every {
+                options = options.keyframe_every(*k);
+            }
+            let mut s = open_writer(store, options, *wait, quiet)?;
             watch(&mut s, quiet);
             if *best {
                 s.set_options(lmc_core::CompressOptions::default().best(true));
@@ -243,7 +322,7 @@ pub fn run(cmd: &SnapshotCommand, quiet: bool) -> Result<()> {
             }
             if !report.unreferenced.is_empty() {
                 eprintln!(
-                    "note: {} objects are not part of any snapshot (left by an interrupted change; the next add or prune removes them): {}",
+                    "note: {} objects are not part of any snapshot (being written by a change at work, or left by an interrupted one; the next add, prune or remove cleans up): {}",
                     report.unreferenced.len(),
                     report.unreferenced.join(", ")
                 );
@@ -253,35 +332,26 @@ pub fn run(cmd: &SnapshotCommand, quiet: bool) -> Result<()> {
             store,
             keep_last,
             keep_every,
+            wait,
         } => {
             if *keep_last == 0 {
                 bail!("--keep-last must be at least 1");
             }
-            let mut s = Store::open_mut(store)?;
+            let mut s = open_writer(store, WriteOptions::new(), *wait, quiet)?;
             watch(&mut s, quiet);
             let r = s.prune(*keep_last, *keep_every)?;
             if !quiet {
-                writeln!(
-                    text,
-                    "{}: removed {} snapshots{}, re-encoded {}; {} -> {}",
-                    store.display(),
-                    r.removed.len(),
-                    if r.removed.is_empty() {
-                        String::new()
-                    } else {
-                        format!(
-                            " (steps {})",
-                            r.removed
-                                .iter()
-                                .map(|s| s.to_string())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )
-                    },
-                    r.rebuilt.len(),
-                    human(r.stored_before),
-                    human(r.stored_after)
-                )?;
+                writeln!(text, "{}", removed_line(store, &r))?;
+            }
+        }
+        SnapshotCommand::Remove { store, step, wait } => {
+            let mut s = open_writer(store, WriteOptions::new(), *wait, quiet)?;
+            watch(&mut s, quiet);
+            let r = s
+                .remove(*step)
+                .with_context(|| format!("cannot remove step {step} from {}", store.display()))?;
+            if !quiet {
+                writeln!(text, "{}", removed_line(store, &r))?;
             }
         }
     }

@@ -245,9 +245,10 @@ class SnapshotStore:
     It is the store of ``lmc snapshot`` (``lmc snapshot list/restore/verify``
     work on it). Adding is crash-safe: a snapshot exists once its manifest
     is committed, and an interrupted ``add`` leaves the store as it was. The
-    store is opened for each call and locked meanwhile (a writer
-    excludes everyone else; readers share), so several processes may use
-    one store in turn.
+    store is opened for each call. Readers (``list``, ``restore``,
+    ``verify``) take no lock and work while another process adds or
+    prunes; writers (``add``, ``prune``, ``remove``) take turns: one finding
+    another at work fails at once, or waits up to ``timeout`` seconds.
 
     Example::
 
@@ -287,6 +288,7 @@ class SnapshotStore:
         *,
         metadata: Optional[Mapping[str, str]] = None,
         file_name: str = "model.safetensors",
+        timeout: Optional[float] = 0,
     ) -> Dict[str, Any]:
         """Add a flat dict of tensors (``model.state_dict()``) as the snapshot
         at ``step``, which must be after the last snapshot's.
@@ -294,6 +296,11 @@ class SnapshotStore:
         Stored as one safetensors file named ``file_name``, as a delta against
         the previous snapshot (tensors with the same name, dtype and shape
         are XORed with it) unless a keyframe is due.
+
+        Args:
+            timeout: how long to wait, in seconds, if another process is
+                writing to the store: 0 (the default) fails at once, None
+                waits as long as it takes.
 
         Returns:
             The snapshot as ``list()`` describes it.
@@ -310,6 +317,7 @@ class SnapshotStore:
             meta,
             self.keyframe_every,
             self.chunk_size,
+            timeout,
         )
 
     def restore(self, step: Optional[int] = None, *, framework: Optional[str] = None) -> Dict[str, Any]:
@@ -341,9 +349,18 @@ class SnapshotStore:
         "files", "bytes", "unreferenced"}``."""
         return _lmc.store_verify(self.path)
 
-    def prune(self, keep_last: int, keep_every: Optional[int] = None) -> Dict[str, Any]:
+    def prune(
+        self, keep_last: int, keep_every: Optional[int] = None, *, timeout: Optional[float] = 0
+    ) -> Dict[str, Any]:
         """Remove old snapshots, keeping the last ``keep_last`` and those whose
         step is a multiple of ``keep_every``; kept deltas whose parent goes
         are re-encoded, so every chain stays whole. Returns ``{"removed",
-        "rebuilt", "stored_before", "stored_after"}``."""
-        return _lmc.store_prune(self.path, keep_last, keep_every)
+        "rebuilt", "stored_before", "stored_after"}``. ``timeout`` as for
+        ``add``."""
+        return _lmc.store_prune(self.path, keep_last, keep_every, timeout)
+
+    def remove(self, step: int, *, timeout: Optional[float] = 0) -> Dict[str, Any]:
+        """Remove the snapshot at ``step`` (``lmc snapshot remove``); the one
+        coded against it is re-encoded. Returns what ``prune`` returns;
+        ``timeout`` as for ``add``."""
+        return _lmc.store_remove(self.path, step, timeout)

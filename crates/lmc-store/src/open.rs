@@ -1,0 +1,221 @@
+//! Opening a store: readers (no lock, the committed manifest), writers
+//! (the writer lock, waiting if asked, clean-up of interrupted changes) and
+//! creating one.
+
+use std::path::Path;
+
+use crate::fsutil::{Lock, Wait, sync_dir, write_atomic};
+use crate::{
+    CompressOptions, DEFAULT_KEYFRAME_EVERY, DEFAULT_RETIRE_GRACE, Error, MANIFEST, Manifest,
+    OBJECTS, RETIRE_GRACE_VAR, Result, Store,
+};
+
+/// How a writer opens a store ([`WriteOptions::open`]): whether to wait
+/// for another writer, whether to create the store, its keyframe interval.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteOptions {
+    wait: Wait,
+    create: bool,
+    keyframe_every: Option<u32>,
+    retire_grace: Option<std::time::Duration>,
+    cancel: Option<&'static std::sync::atomic::AtomicBool>,
+}
+
+impl WriteOptions {
+    pub fn new() -> WriteOptions {
+        WriteOptions::default()
+    }
+
+    /// Whether (and how long) to wait while another writer holds the store
+    /// (default: fail at once with [`Error::Locked`]).
+    pub fn wait(self, wait: Wait) -> WriteOptions {
+        WriteOptions { wait, ..self }
+    }
+
+    /// Creates the store if `root` holds none yet (default: fail).
+    pub fn create(self, create: bool) -> WriteOptions {
+        WriteOptions { create, ..self }
+    }
+
+    /// The keyframe interval: of a new store, or the new one of an existing
+    /// store (default: [`DEFAULT_KEYFRAME_EVERY`] for a new store, an
+    /// existing store's own).
+    pub fn keyframe_every(self, k: u32) -> WriteOptions {
+        WriteOptions {
+            keyframe_every: Some(k),
+            ..self
+        }
+    }
+
+    /// How long to keep objects no snapshot names any more before deleting
+    /// them (default: [`RETIRE_GRACE_VAR`] seconds if set, else
+    /// [`DEFAULT_RETIRE_GRACE`]); also applies to the clean-up on opening.
+    pub fn retire_grace(self, grace: std::time::Duration) -> WriteOptions {
+        WriteOptions {
+            retire_grace: Some(grace),
+            ..self
+        }
+    }
+
+    /// Stops waiting for the lock once `flag` is set, and gives the store
+    /// it as [`Store::set_cancel_flag`] does.
+    pub fn cancel(self, flag: &'static std::sync::atomic::AtomicBool) -> WriteOptions {
+        WriteOptions {
+            cancel: Some(flag),
+            ..self
+        }
+    }
+
+    /// Opens (or creates) the store in `root` for writing, taking the writer
+    /// lock and removing what an interrupted change left. While another
+    /// writer holds the lock and the options say to wait, `waiting` is
+    /// called once, then the lock is tried again with a growing pause.
+    pub fn open(self, root: impl AsRef<Path>, waiting: &mut dyn FnMut()) -> Result<Store> {
+        let root = root.as_ref();
+        if self.keyframe_every == Some(0) {
+            return Err(Error::Invalid("--keyframe-every must be at least 1".into()));
+        }
+        if self.create {
+            std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+        } else {
+            not_a_store_unless_manifest(root)?;
+        }
+        let lock = Lock::acquire(root, self.wait, self.cancel, waiting)?;
+        // Looked at again under the lock: another writer may have created
+        // the store while this one waited.
+        let manifest_path = root.join(MANIFEST);
+        let mut store = if manifest_path.is_file() {
+            let mut manifest = Manifest::load(&manifest_path)?;
+            if let Some(k) = self.keyframe_every {
+                manifest.keyframe_every = k;
+            }
+            let mut store = Store::with(root, manifest, Some(lock));
+            if let Some(g) = self.retire_grace {
+                store.retire_grace = g;
+            }
+            store.collect_garbage()?;
+            store
+        } else if self.create {
+            Store::init(
+                root,
+                self.keyframe_every.unwrap_or(DEFAULT_KEYFRAME_EVERY),
+                lock,
+            )?
+        } else {
+            return Err(not_a_store(root));
+        };
+        if let Some(g) = self.retire_grace {
+            store.retire_grace = g;
+        }
+        store.cancel = self.cancel;
+        Ok(store)
+    }
+}
+
+fn not_a_store(root: &Path) -> Error {
+    Error::Invalid(format!(
+        "{} is not an lmc snapshot store (no {MANIFEST})",
+        root.display()
+    ))
+}
+
+fn not_a_store_unless_manifest(root: &Path) -> Result<()> {
+    if root.join(MANIFEST).is_file() {
+        Ok(())
+    } else {
+        Err(not_a_store(root))
+    }
+}
+
+impl Store {
+    /// Creates a store in `root` (a new or empty directory) and opens it for writing.
+    pub fn create(root: impl AsRef<Path>, keyframe_every: u32) -> Result<Store> {
+        let root = root.as_ref();
+        if keyframe_every == 0 {
+            return Err(Error::Invalid("--keyframe-every must be at least 1".into()));
+        }
+        std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+        let lock = Lock::acquire(root, Wait::No, None, &mut || {})?;
+        Store::init(root, keyframe_every, lock)
+    }
+
+    /// Makes a new store in `root`, whose writer lock this process holds.
+    fn init(root: &Path, keyframe_every: u32, lock: Lock) -> Result<Store> {
+        let entries = std::fs::read_dir(root)
+            .map_err(|e| Error::io(root, e))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name() != "lock")
+            .count();
+        if entries > 0 {
+            return Err(Error::Invalid(format!(
+                "cannot create a store in {}: the directory is not empty",
+                root.display()
+            )));
+        }
+        let objects = root.join(OBJECTS);
+        std::fs::create_dir(&objects).map_err(|e| Error::io(&objects, e))?;
+        sync_dir(root)?;
+        let manifest = Manifest::new(keyframe_every);
+        write_atomic(root, MANIFEST, &manifest.to_json())?;
+        Ok(Store::with(root, manifest, Some(lock)))
+    }
+
+    fn with(root: &Path, manifest: Manifest, lock: Option<Lock>) -> Store {
+        let retire_grace = std::env::var(RETIRE_GRACE_VAR)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(DEFAULT_RETIRE_GRACE, std::time::Duration::from_secs);
+        Store {
+            root: root.to_path_buf(),
+            manifest,
+            writable: lock.is_some(),
+            options: CompressOptions::default(),
+            observer: None,
+            cancel: None,
+            retire_grace,
+            _lock: lock,
+        }
+    }
+
+    /// Opens an existing store for reading (list, restore, verify). Readers
+    /// take no lock, so they neither wait for a writer nor hold one up: they
+    /// read the last committed manifest and the objects it names, and if a
+    /// writer has meanwhile deleted one of those (it keeps them for
+    /// [`DEFAULT_RETIRE_GRACE`] first), a restore or verify loads the newly
+    /// committed manifest and tries once more.
+    pub fn open(root: impl AsRef<Path>) -> Result<Store> {
+        let root = root.as_ref();
+        not_a_store_unless_manifest(root)?;
+        let manifest = Manifest::load(&root.join(MANIFEST))?;
+        Ok(Store::with(root, manifest, None))
+    }
+
+    /// Loads the manifest committed last (for a reader that lives long).
+    pub fn reload(&mut self) -> Result<()> {
+        self.manifest = Manifest::load(&self.root.join(MANIFEST))?;
+        Ok(())
+    }
+
+    /// Opens an existing store for writing (add, prune, remove), removing
+    /// objects left by an interrupted change; fails at once if another
+    /// writer holds it ([`WriteOptions`] can wait).
+    pub fn open_mut(root: impl AsRef<Path>) -> Result<Store> {
+        WriteOptions::new().open(root, &mut || {})
+    }
+
+    /// Opens `root` for writing, creating the store if `root` does not hold
+    /// one yet; sets the keyframe interval.
+    pub fn open_or_create(root: impl AsRef<Path>, keyframe_every: u32) -> Result<Store> {
+        WriteOptions::new()
+            .create(true)
+            .keyframe_every(keyframe_every.max(1))
+            .open(root, &mut || {})
+    }
+
+    /// How long a writer keeps objects no snapshot names any more before
+    /// deleting them (default [`DEFAULT_RETIRE_GRACE`], or
+    /// [`RETIRE_GRACE_VAR`] seconds).
+    pub fn set_retire_grace(&mut self, grace: std::time::Duration) {
+        self.retire_grace = grace;
+    }
+}
