@@ -25,7 +25,7 @@ time_restore() {
   local t0 t1
   t0=$(date +%s.%N); $L -q -t 1 snapshot restore $W/store 4 -o $W/out.safetensors --force; t1=$(date +%s.%N)
   cmp -s $W/out.safetensors $W/step-004.safetensors || { echo "restore differs"; exit 1; }
-  echo "$t1 - $t0" | bc
+  python3 -c "print(round($t1 - $t0, 3))"
 }
 echo "idle:"; idle=(); for i in 1 2 3 4 5 6 7; do idle+=($(time_restore)); done; printf '%s\n' "${idle[@]}" | sort -n | sed -n 4p
 ( for s in 5 6 7 8 9 10 11 12; do $L -q -t 1 snapshot add $W/store $W/step-$(printf %03d $s).safetensors --step $s --wait=60; done ) &
