@@ -132,10 +132,11 @@ pub fn detect_input(
             }
         }
     })?;
+    // The danger first: a plain pickle is also a file of no known format.
+    check_pickles(path, &found, allow_pickle_calls)?;
     if found.format == Format::Unknown {
         return Err(InputError::UnknownFormat { path: shown(path) });
     }
-    check_pickles(path, &found, allow_pickle_calls)?;
     Ok(found)
 }
 
@@ -170,12 +171,47 @@ pub fn detect_member(
                 error,
             })
         }
-        Err(e) => Ok(Detected {
-            format: Format::Unknown,
-            layout: lmc_tensors::tile(bytes.len() as u64, Vec::new())
-                .expect("an empty region list tiles any length"),
-            notes: vec![format!("stored as plain bytes ({e})")],
-            pickle_refusals: Vec::new(),
+        Err(e) => {
+            let found = Detected {
+                format: Format::Unknown,
+                layout: lmc_tensors::tile(bytes.len() as u64, Vec::new())
+                    .expect("an empty region list tiles any length"),
+                notes: vec![format!("stored as plain bytes ({e})")],
+                pickle_refusals: lmc_tensors::torch::raw_pickle_refusals(bytes),
+            };
+            check_pickles(path, &found, allow_pickle_calls)?;
+            Ok(found)
+        }
+    }
+}
+
+/// Refuses the bytes of an object saved with `torch.save` (a DCP item,
+/// `what`) unless they are a `torch.save` archive or legacy file whose
+/// pickles pass the rule: DCP hands them to `torch.load(weights_only=False)`,
+/// which would unpickle anything else from its first byte.
+pub fn check_saved_object(
+    what: &str,
+    bytes: &[u8],
+    allow_pickle_calls: bool,
+) -> Result<(), InputError> {
+    if allow_pickle_calls {
+        return Ok(());
+    }
+    let path = Path::new(what);
+    match lmc_tensors::detect(bytes) {
+        Ok(found) if matches!(found.format, Format::Torch | Format::TorchLegacy) => {
+            check_pickles(path, &found, false)
+        }
+        Ok(_) => Err(InputError::UnsafePickle {
+            path: what.to_string(),
+            refusals: vec![
+                "it is not a torch.save archive, and torch.load would unpickle it from its first byte"
+                    .into(),
+            ],
+        }),
+        Err(error) => Err(InputError::Uncheckable {
+            path: what.to_string(),
+            error,
         }),
     }
 }

@@ -40,7 +40,10 @@ pub mod walk;
 pub use base::{Base, BaseError, load_base};
 pub use builder::{DirBuilder, check_dir_destination};
 pub use error::{Error, Result};
-pub use input::{InputError, check_pickles, detect_base, detect_input, detect_member, parse_dtype};
+pub use input::{
+    InputError, check_pickles, check_saved_object, detect_base, detect_input, detect_member,
+    parse_dtype,
+};
 pub use listing::{EntryInfo, list_tree};
 pub use lmc_tensors::tree::check_path;
 pub use mode::{MODE_MASK, mode_of, set_mode};

@@ -71,7 +71,7 @@ fn refused(bytes: &[u8]) -> Option<String> {
     assert!(detect_member(p, bytes, true).is_ok());
     let member = detect_member(p, bytes, false);
     match detect_input(p, bytes, None, false) {
-        Ok(_) => {
+        Ok(_) | Err(InputError::UnknownFormat { .. }) => {
             assert!(member.is_ok());
             None
         }
@@ -225,4 +225,118 @@ fn an_unreadable_archive_is_refused_in_a_directory_too() {
     // Other files of unknown format are bytes without any fuss.
     let text = detect_member(Path::new("notes.txt"), b"hello", false).unwrap();
     assert!(text.notes.is_empty() && text.pickle_refusals.is_empty());
+}
+
+const EVIL: &[u8] = b"\x80\x02cposix\nsystem\nX\x04\x00\x00\x00true\x85R.";
+
+/// torch's zip reader (miniz) matches names ignoring case: `data.PKL` is
+/// the pickle it loads, and two names that differ only in case are refused.
+#[test]
+fn pickle_names_in_any_case_are_checked() {
+    let f = zip(&[
+        ("archive/data.PKL", 0, EVIL),
+        ("archive/data/0", 0, &[0u8; 8]),
+    ]);
+    let why = refused(&f).unwrap();
+    assert!(why.contains("archive/data.PKL names posix.system"), "{why}");
+    let f = zip(&[("archive/data.pkl", 0, GOOD), ("archive/DATA.PKL", 0, EVIL)]);
+    let why = refused(&f).unwrap();
+    assert!(why.contains("but for letter case"), "{why}");
+}
+
+/// A second end record hidden in the archive comment: other readers take
+/// the last signature, lmc the one whose comment ends the file.
+#[test]
+fn an_archive_with_two_end_records_is_refused() {
+    let mut f = torch_file(GOOD, 0);
+    let n = f.len();
+    // A comment of 23 bytes holding a second (empty) end record.
+    let mut comment = b"PK\x05\x06".to_vec();
+    comment.resize(23, 0);
+    f[n - 2..].copy_from_slice(&(comment.len() as u16).to_le_bytes());
+    f.extend_from_slice(&comment);
+    let why = refused(&f).unwrap();
+    assert!(
+        why.contains("two end of central directory records"),
+        "{why}"
+    );
+}
+
+/// A ustar header block for a member `name` of `len` bytes.
+fn tar_header(name: &str, len: usize) -> Vec<u8> {
+    let mut h = vec![0u8; 512];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    h[100..108].copy_from_slice(b"0000644\0");
+    h[124..136].copy_from_slice(format!("{len:011o}\0").as_bytes());
+    h[156] = b'0';
+    h[257..265].copy_from_slice(b"ustar\x0000");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| b as u32).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    h
+}
+
+fn tar(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut t = Vec::new();
+    for (name, data) in members {
+        t.extend(tar_header(name, data.len()));
+        t.extend_from_slice(data);
+        t.resize(t.len().div_ceil(512) * 512, 0);
+    }
+    t.resize(t.len() + 1024, 0);
+    t
+}
+
+/// torch.load reads any file that is not a zip archive as a legacy file:
+/// a plain pickle is unpickled from its first byte, and a tar archive's
+/// `sys_info`, `pickle` and `storages` members are unpickled.
+#[test]
+fn plain_pickles_and_torch_tar_archives_are_refused() {
+    let why = refused(EVIL).unwrap();
+    assert!(why.contains("its pickle names posix.system"), "{why}");
+    // Only names Python could import count where the reader stops early.
+    let stops = b"cposix\nsystem\n\xff";
+    assert!(refused(stops).unwrap().contains("names posix.system"));
+    for text in [
+        &b"cat notes.txt\nthen this\n"[..],
+        b"{\"a\": 1}",
+        b"]\x00\x01",
+    ] {
+        let found = detect_member(Path::new("x"), text, false).unwrap();
+        assert!(found.pickle_refusals.is_empty(), "{text:?}");
+    }
+    let t = tar(&[("storages", EVIL), ("tensors", b""), ("pickle", GOOD)]);
+    let why = refused(&t).unwrap();
+    assert!(
+        why.contains("tar archive with a member \"storages\""),
+        "{why}"
+    );
+    let other = tar(&[("notes.txt", b"hello")]);
+    assert!(detect_member(Path::new("x.tar"), &other, false).is_ok());
+    // A legacy file that is also a tar archive (its magic in the name field).
+    let mut poly = legacy(b"\x80\x02}.", b"\x80\x02}.", b"\x80\x02].");
+    poly.resize(100, 0);
+    let mut h = tar_header("x", 0);
+    h[..100].copy_from_slice(&poly);
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| b as u32).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut poly = h;
+    poly.extend(tar(&[("sys_info", EVIL)]));
+    let why = refused(&poly).unwrap();
+    assert!(why.contains("also a tar archive"), "{why}");
+}
+
+/// DCP items: only a torch.save archive whose pickles pass goes to torch.
+#[test]
+fn saved_objects_must_be_torch_save_archives() {
+    use lmc_files::check_saved_object;
+    assert!(check_saved_object("item w", &torch_file(GOOD, 0), false).is_ok());
+    let e = check_saved_object("item w", EVIL, false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("item w: it is not a torch.save archive"), "{e}");
+    let plain_zip = zip(&[("a.txt", 0, b"hi")]);
+    assert!(check_saved_object("item w", &plain_zip, false).is_err());
+    assert!(check_saved_object("item w", EVIL, true).is_ok());
 }

@@ -196,18 +196,14 @@ fn fail_with(e: lmc_files::InputError) -> PyErr {
     fail(e.to_string())
 }
 
-/// Refuses the bytes of a pickled object (a DCP byte item, `what`) whose
-/// pickles fail lmc's rule ([`lmc_files::check_pickles`]) unless
-/// `allow_pickle_calls`: raises `LmcError` naming `what`.
+/// Refuses the bytes of an object DCP saved with `torch.save` (an item,
+/// `what`) unless they are a `torch.save` file whose pickles pass lmc's rule
+/// ([`lmc_files::check_saved_object`]), unless `allow_pickle_calls`: raises
+/// `LmcError` naming `what`.
 #[pyfunction]
 #[pyo3(signature = (data, what, allow_pickle_calls=false))]
 pub(crate) fn check_pickle(data: &[u8], what: &str, allow_pickle_calls: bool) -> PyResult<()> {
-    if allow_pickle_calls {
-        return Ok(());
-    }
-    lmc_files::detect_member(Path::new(what), data, false)
-        .map(drop)
-        .map_err(fail_with)
+    lmc_files::check_saved_object(what, data, allow_pickle_calls).map_err(fail_with)
 }
 
 /// Cuts `bytes` into one slice per segment of `layout`.

@@ -88,12 +88,14 @@ pub struct Detected {
 /// [`Format::Unknown`] with one byte segment.
 pub fn detect(bytes: &[u8]) -> Result<Detected, Error> {
     let len = bytes.len() as u64;
+    // torch.load unpickles any file that is not a zip archive from its
+    // first byte, whatever else it is: those are checked too.
     if safetensors::looks_like(bytes) {
         return Ok(Detected {
             format: Format::Safetensors,
             layout: safetensors::layout(bytes)?,
             notes: Vec::new(),
-            pickle_refusals: Vec::new(),
+            pickle_refusals: torch::raw_pickle_refusals(bytes),
         });
     }
     if npy::looks_like(bytes) {
@@ -101,7 +103,7 @@ pub fn detect(bytes: &[u8]) -> Result<Detected, Error> {
             format: Format::Npy,
             layout: npy::layout(bytes, "array")?,
             notes: Vec::new(),
-            pickle_refusals: Vec::new(),
+            pickle_refusals: torch::raw_pickle_refusals(bytes),
         });
     }
     if zip::looks_like(bytes) {
@@ -147,7 +149,7 @@ pub fn detect(bytes: &[u8]) -> Result<Detected, Error> {
             format: if npz { Format::Npz } else { Format::Zip },
             layout: tile(len, regions)?,
             notes: Vec::new(),
-            pickle_refusals: Vec::new(),
+            pickle_refusals: torch::zip_pickle_refusals(bytes, &entries),
         });
     }
     if torch::looks_like_legacy(bytes) {
@@ -164,7 +166,7 @@ pub fn detect(bytes: &[u8]) -> Result<Detected, Error> {
         format: Format::Unknown,
         layout: tile(len, Vec::new())?,
         notes: Vec::new(),
-        pickle_refusals: Vec::new(),
+        pickle_refusals: torch::raw_pickle_refusals(bytes),
     })
 }
 

@@ -352,6 +352,115 @@ fn storage_of(p: &Pickle, pid: Value) -> Option<Storage> {
     })
 }
 
+/// What [`pickle_refusals`] finds in every pickle of a zip archive (any
+/// member named `*.pkl`, in any letter case, as torch's zip reader matches
+/// names): not only the one lmc reads storages from, since which one
+/// torch.load reads is torch's choice. A compressed pickle cannot be checked.
+pub fn zip_pickle_refusals(bytes: &[u8], entries: &[Entry]) -> Vec<String> {
+    let mut refusals = Vec::new();
+    for e in entries
+        .iter()
+        .filter(|e| e.name.to_ascii_lowercase().ends_with(".pkl"))
+    {
+        if e.is_stored() {
+            let p = pickle::read(e.data(bytes), 0);
+            refusals.extend(pickle_refusals(&p, &e.name));
+        } else {
+            refusals.push(format!(
+                "{} is compressed inside the archive (torch.save never does that), so what its \
+                 pickle would do when loaded cannot be checked",
+                e.name
+            ));
+        }
+    }
+    refusals.dedup();
+    refusals
+}
+
+/// What `torch.load` would run in a file that is neither a zip archive nor
+/// a legacy torch file: torch unpickles such a file from its first byte (or,
+/// if it is a tar archive, the pickles in it). Refused: a complete pickle
+/// that [`pickle_refusals`] refuses, any name a pickle would import that is
+/// not allowed (even if lmc's reader stops later), and a tar archive with the
+/// members torch's legacy loader reads. Other files (text, JSON, images)
+/// give nothing.
+pub fn raw_pickle_refusals(bytes: &[u8]) -> Vec<String> {
+    if let Some(member) = torch_tar_member(bytes) {
+        return vec![format!(
+            "it is a tar archive with a member {member:?}, from which torch.load's legacy \
+             loader unpickles; lmc cannot check it"
+        )];
+    }
+    let p = pickle::read(bytes, 0);
+    let mut out = pickle_refusals(&p, "its pickle");
+    if p.end.is_none() {
+        // Not a pickle lmc can follow: only names Python could import count.
+        let importable = |m: &str, n: &str| {
+            let ident = |s: &str| {
+                !s.is_empty()
+                    && s.split('.').all(|part| {
+                        part.chars()
+                            .next()
+                            .is_some_and(|c| c.is_alphabetic() || c == '_')
+                            && part.chars().all(|c| c.is_alphanumeric() || c == '_')
+                    })
+            };
+            ident(m) && ident(n)
+        };
+        out = p
+            .globals()
+            .filter(|&(m, n, _)| importable(m, n) && !allowed_name(m, n))
+            .map(|(m, n, at)| format!("its pickle names {m}.{n} (offset {at})"))
+            .collect();
+    }
+    out
+}
+
+/// The first member of a tar archive that torch's legacy loader reads
+/// (`sys_info`, `pickle`, `storages`, `tensors`), if `bytes` is a tar
+/// archive (ustar or v7 headers with valid checksums) with one.
+fn torch_tar_member(bytes: &[u8]) -> Option<&'static str> {
+    const NAMES: [&str; 4] = ["sys_info", "pickle", "storages", "tensors"];
+    let mut at = 0usize;
+    // Bounded by the file: each header moves at least one block on.
+    while let Some(h) = bytes.get(at..at.checked_add(512)?) {
+        if h.iter().all(|&b| b == 0) {
+            return None;
+        }
+        let stored = std::str::from_utf8(&h[148..156])
+            .ok()
+            .map(|s| s.trim_matches(|c: char| c == '\0' || c == ' '))
+            .and_then(|s| u32::from_str_radix(s, 8).ok())?;
+        let sum: u32 = h
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| {
+                if (148..156).contains(&i) {
+                    32
+                } else {
+                    b as u32
+                }
+            })
+            .sum();
+        if sum != stored {
+            return None;
+        }
+        let name_end = h[..100].iter().position(|&b| b == 0).unwrap_or(100);
+        let name = std::str::from_utf8(&h[..name_end]).unwrap_or("");
+        let name = name.trim_start_matches("./");
+        if let Some(n) = NAMES.iter().find(|n| **n == name) {
+            return Some(n);
+        }
+        let size = std::str::from_utf8(&h[124..136])
+            .ok()
+            .map(|s| s.trim_matches(|c: char| c == '\0' || c == ' '))
+            .and_then(|s| u64::from_str_radix(s, 8).ok())?;
+        let blocks = usize::try_from(size.div_ceil(512)).ok()?;
+        at = at.checked_add(512)?.checked_add(blocks.checked_mul(512)?)?;
+    }
+    None
+}
+
 /// Whether a zip archive's members look like a torch checkpoint: a
 /// `FOLDER/data.pkl` member. Returns the folder.
 pub fn torch_folder(entries: &[Entry]) -> Option<&str> {
@@ -369,22 +478,7 @@ pub fn zip_regions(
 ) -> Result<(Vec<Region>, PickleSummary, Vec<String>), Error> {
     let mut notes = Vec::new();
     let by_name: BTreeMap<&str, &Entry> = entries.iter().map(|e| (e.name.as_str(), e)).collect();
-    // Every pickle in the archive is checked, not only the one lmc reads
-    // storages from: which one torch.load reads is torch's choice.
-    let mut refusals = Vec::new();
-    for e in entries.iter().filter(|e| e.name.ends_with(".pkl")) {
-        if e.is_stored() {
-            let p = pickle::read(e.data(bytes), 0);
-            refusals.extend(pickle_refusals(&p, &e.name));
-        } else {
-            refusals.push(format!(
-                "{} is compressed inside the archive (torch.save never does that), so what its \
-                 pickle would do when loaded cannot be checked",
-                e.name
-            ));
-        }
-    }
-    refusals.dedup();
+    let refusals = zip_pickle_refusals(bytes, entries);
     let pkl = by_name[format!("{folder}/data.pkl").as_str()];
     if !pkl.is_stored() {
         notes.push(format!(
@@ -454,6 +548,13 @@ pub fn looks_like_legacy(bytes: &[u8]) -> bool {
 
 /// The regions of a legacy torch file's storages.
 pub fn legacy_regions(bytes: &[u8]) -> Result<(Vec<Region>, PickleSummary, Vec<String>), Error> {
+    // torch's legacy loader tries the file as a tar archive first.
+    if let Some(member) = torch_tar_member(bytes) {
+        return Err(Error::Torch(format!(
+            "it is also a tar archive with a member {member:?}, which torch.load would read \
+             instead of the pickles lmc checks"
+        )));
+    }
     let mut notes = Vec::new();
     let mut at = 0;
     // Magic number, protocol version, system info: torch.load unpickles

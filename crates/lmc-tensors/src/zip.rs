@@ -92,8 +92,26 @@ struct Directory {
 }
 
 /// Finds the end of central directory record: the last one whose comment
-/// ends exactly at the end of the file.
+/// ends exactly at the end of the file. Other readers (miniz, which
+/// `torch.load` uses, and Python's zipfile) take the last signature instead,
+/// without checking the comment's length; an archive where the two differ
+/// (a second end record hidden in the comment) would show them another
+/// directory than lmc checked, so it is refused.
 fn find_end(file: &[u8]) -> Result<(usize, Directory), Error> {
+    let (at, dir) = find_end_by_comment(file)?;
+    let last = (at + 1..=file.len() - EOCD_LEN)
+        .rev()
+        .find(|&p| le32(file, p) == Some(EOCD_SIG));
+    if let Some(other) = last {
+        return Err(bad(format!(
+            "two end of central directory records (offsets {at} and {other}): readers \
+             disagree on which directory the archive has"
+        )));
+    }
+    Ok((at, dir))
+}
+
+fn find_end_by_comment(file: &[u8]) -> Result<(usize, Directory), Error> {
     if file.len() < EOCD_LEN {
         return Err(bad(format!(
             "the file is {} bytes, too short for a zip archive (truncated?)",
@@ -312,13 +330,26 @@ pub fn entries(file: &[u8]) -> Result<Vec<Entry>, Error> {
             detail: format!("overlaps the central directory at offset {}", dir.offset),
         });
     }
-    let mut names: Vec<&str> = out.iter().map(|e| e.name.as_str()).collect();
+    // miniz (torch.load) looks names up ignoring ASCII case: two names it
+    // cannot tell apart would let it read another member than lmc checked.
+    let mut names: Vec<(String, &str)> = out
+        .iter()
+        .map(|e| (e.name.to_ascii_lowercase(), e.name.as_str()))
+        .collect();
     names.sort_unstable();
-    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+    if let Some(w) = names.windows(2).find(|w| w[0].0 == w[1].0) {
         return Err(Error::ZipMember {
-            member: w[0].to_string(),
+            member: w[0].1.to_string(),
             offset: None,
-            detail: "the name of two members".into(),
+            detail: if w[0].1 == w[1].1 {
+                "the name of two members".into()
+            } else {
+                format!(
+                    "the name of another member, {}, but for letter case (torch's zip reader \
+                     cannot tell them apart)",
+                    quote_name(w[1].1)
+                )
+            },
         });
     }
     Ok(out)
