@@ -11,6 +11,7 @@ previous checkpoint loadable.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -236,3 +237,62 @@ def test_pickled_items_follow_the_pickle_rule(tmp_path):
     (tmp_path / "ok" / ".metadata").write_bytes(pickle.dumps(Boom()))
     with pytest.raises(refused, match=r"\.metadata: names (posix|os)\.system"):
         dcp.load(back, storage_reader=lmc.torch.StorageReader(tmp_path / "ok"), no_dist=True)
+
+
+def test_tied_weights_load_bit_exactly(tmp_path, monkeypatch):
+    """Targets that share memory (tied weights: the same tensor twice, or
+    overlapping views of one storage) are never decoded into the same bytes
+    at once: of overlapping ones, one is decoded in place, the others copied
+    after; targets that only touch still go in place."""
+    w = torch.randn(16, 8)
+    base = torch.randn(32, 8)
+    state = {"a": w, "b": w, "c": base[:16], "d": base[8:24], "e": base[24:32]}
+    dcp.save(state, storage_writer=lmc.torch.StorageWriter(tmp_path / "tied"), no_dist=True)
+
+    in_place = []
+    real = lmc.torch._lmc.read_tensors_into
+
+    def recording(path, names, buffers):
+        ranges = sorted((b.__array_interface__["data"][0], b.nbytes) for b in buffers)
+        for (s0, n0), (s1, _) in zip(ranges, ranges[1:]):
+            assert s0 + n0 <= s1, f"buffers decoded in place overlap: {names}"
+        in_place.extend(names)
+        return real(path, names, buffers)
+
+    monkeypatch.setattr(lmc.torch._lmc, "read_tensors_into", recording)
+    t = torch.zeros(16, 8)
+    into = torch.zeros(32, 8)
+    back = {"a": t, "b": t, "c": into[:16], "d": into[8:24], "e": into[24:32]}
+    dcp.load(back, storage_reader=lmc.torch.StorageReader(tmp_path / "tied"), no_dist=True)
+    assert back["a"] is t and back["b"] is t
+    assert torch.equal(t.view(torch.int32), w.view(torch.int32))
+    assert torch.equal(into.view(torch.int32), base.view(torch.int32))
+    # One of a/b, one of c/d, and e (touching d's end, overlapping nothing).
+    assert len(in_place) == 3, in_place
+
+
+def test_data_files_outside_the_checkpoint_are_refused(tmp_path):
+    """A hostile .metadata cannot make the reader open a .lmc file outside
+    the checkpoint directory (absolute, or through ..)."""
+    state = {"w": torch.arange(8.0)}
+    ckpt = tmp_path / "ckpt"
+    dcp.save(state, storage_writer=lmc.torch.StorageWriter(ckpt), no_dist=True)
+    with open(ckpt / ".metadata", "rb") as f:
+        md = pickle.load(f)
+    (index, info), = md.storage_data.items()
+    # A real shard there: without the check, the load would succeed.
+    (tmp_path / "x.lmc").write_bytes((ckpt / info.relative_path).read_bytes())
+    refused = (lmc.LmcError, CheckpointException)
+    for bad in ["../x.lmc", str(tmp_path / "x.lmc"), "sub/../../x.lmc"]:
+        md.storage_data[index] = dataclasses.replace(info, relative_path=bad)
+        (ckpt / ".metadata").write_bytes(pickle.dumps(md))
+        back = {"w": torch.zeros(8)}
+        with pytest.raises(refused, match=r"item w .*not a plain relative path"):
+            dcp.load(back, storage_reader=lmc.torch.StorageReader(ckpt), no_dist=True)
+        assert torch.equal(back["w"], torch.zeros(8)), bad
+    # Put back, it loads.
+    md.storage_data[index] = info
+    (ckpt / ".metadata").write_bytes(pickle.dumps(md))
+    back = {"w": torch.zeros(8)}
+    dcp.load(back, storage_reader=lmc.torch.StorageReader(ckpt), no_dist=True)
+    assert torch.equal(back["w"], state["w"])

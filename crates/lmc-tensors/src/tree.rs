@@ -237,6 +237,11 @@ type Memo = Option<Result<(Place, u32), ()>>;
 /// Why a link's resolution was refused, and at which link.
 enum Refusal {
     Outside(usize),
+    /// A `..` after a name the directory does not hold: what that name
+    /// will be on disk is unknown (on a case-insensitive filesystem `b` is
+    /// the directory's `B`, which may hold a link to an ancestor), so where
+    /// the `..` leads is unknown too.
+    Unknown(usize),
     Loop(usize),
     TooDeep(usize),
 }
@@ -314,7 +319,10 @@ impl Index {
     /// restore holds), stays inside the directory, in no loop and in no
     /// chain of more than [`MAX_LINK_HOPS`] links. A `..` goes to the real
     /// parent of where a link led, as the system's does, so a link to an
-    /// ancestor cannot be used to climb out of the directory.
+    /// ancestor cannot be used to climb out of the directory. A `..` after
+    /// a name the directory does not hold is refused: on a case-insensitive
+    /// filesystem that name may be an entry spelled otherwise (a link to an
+    /// ancestor), so where it leads cannot be known here.
     pub fn check_links(&self) -> Result<(), LinkRefused> {
         let mut memo: Vec<Memo> = vec![None; self.nodes.len()];
         for &l in &self.links {
@@ -322,6 +330,9 @@ impl Index {
                 let (path, target) = self.link(l);
                 let (at, what) = match why {
                     Refusal::Outside(at) => (at, "leads outside the directory"),
+                    Refusal::Unknown(at) => {
+                        (at, "has a `..` after a name the directory does not hold")
+                    }
                     Refusal::Loop(at) => (at, "is part of a loop of links"),
                     Refusal::TooDeep(at) => (at, "goes through more than 40 links"),
                 };
@@ -375,7 +386,11 @@ impl Index {
         for c in target.split('/') {
             match c {
                 "" | "." => {}
-                ".." if at.beyond > 0 => at.beyond -= 1,
+                // Past a name the directory does not hold (a dangling
+                // link, a name under a file, or a name the filesystem may
+                // match to another entry: case-insensitive, normalizing),
+                // a `..` could lead anywhere.
+                ".." if at.beyond > 0 => return Err(Refusal::Unknown(id)),
                 ".." if at.node == 0 => return Err(Refusal::Outside(id)),
                 ".." => at.node = self.nodes[at.node].0,
                 name => {
@@ -859,7 +874,8 @@ mod tests {
         assert!(e.contains("more than 40 links"), "{e}");
 
         // Allowed: links to ancestors that stay inside, a link through
-        // a link, dangling targets inside, names under a file.
+        // a link, dangling targets inside, names under a file (with no
+        // `..` after them).
         let (mut entries, deep) = deep_with_up();
         entries.push(entry(Kind::File, "f", b"x"));
         entries.push(entry(
@@ -869,9 +885,73 @@ mod tests {
         ));
         entries.push(entry(Kind::Symlink, "root", b"d1/.."));
         entries.push(entry(Kind::Symlink, "twice", b"root/root/f"));
-        entries.push(entry(Kind::Symlink, "missing", b"not/yet/../there"));
-        entries.push(entry(Kind::Symlink, "under", b"f/x/../.."));
+        entries.push(entry(Kind::Symlink, "missing", b"not/yet/there"));
+        entries.push(entry(Kind::Symlink, "missing_file", b"missing_file2"));
+        entries.push(entry(Kind::Symlink, "x", b"missing_file"));
+        entries.push(entry(Kind::Symlink, "through_dangling", b"x/y/z"));
+        entries.push(entry(Kind::Symlink, "under", b"f/x"));
+        entries.push(entry(Kind::Symlink, "up_then_missing", b"d1/../nothing"));
         assert!(read_all(&stream(&entries), 9).is_ok());
+    }
+
+    #[test]
+    fn refuses_dotdot_after_a_name_the_stream_does_not_hold() {
+        // On a case-insensitive filesystem `b` is `B`, `b/c` the link to
+        // `..`, and `a` the parent of the output folder; the index sees `b`
+        // as missing, so lexically `a` stayed inside.
+        let entries = vec![
+            entry(Kind::Dir, "B", b""),
+            entry(Kind::Symlink, "B/c", b".."),
+            entry(Kind::Symlink, "a", b"b/c/.."),
+        ];
+        let e = read_all(&stream(&entries), 7).unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "link \"a\" -> \"b/c/..\" has a `..` after a name the directory does not hold"
+            ),
+            "{e}"
+        );
+        // The same with the right case is an ordinary link to the root.
+        let entries = vec![
+            entry(Kind::Dir, "B", b""),
+            entry(Kind::Symlink, "B/c", b".."),
+            entry(Kind::Symlink, "a", b"B/c"),
+        ];
+        assert!(read_all(&stream(&entries), 7).is_ok());
+        // A `..` after a dangling name, after a name under a file, after
+        // a dangling link (followed), and through a link that does so.
+        for (entries, needle) in [
+            (
+                vec![entry(Kind::Symlink, "m", b"not/yet/../there")],
+                "link \"m\" -> \"not/yet/../there\" has a `..`",
+            ),
+            (
+                vec![
+                    entry(Kind::File, "f", b"x"),
+                    entry(Kind::Symlink, "under", b"f/x/../.."),
+                ],
+                "link \"under\" -> \"f/x/../..\" has a `..`",
+            ),
+            (
+                vec![
+                    entry(Kind::Symlink, "x", b"missing_file"),
+                    entry(Kind::Symlink, "y", b"x/.."),
+                ],
+                "link \"y\" -> \"x/..\" has a `..`",
+            ),
+            (
+                vec![
+                    entry(Kind::Symlink, "y", b"x/z"),
+                    entry(Kind::Symlink, "x", b"b/.."),
+                    entry(Kind::Dir, "B", b""),
+                ],
+                "link \"y\" -> \"x/z\" has a `..` after a name the directory does not \
+                 hold (through link \"x\" -> \"b/..\")",
+            ),
+        ] {
+            let e = read_all(&stream(&entries), 5).unwrap_err().to_string();
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
     }
 
     #[test]

@@ -56,7 +56,7 @@ import pickle
 import re
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -531,7 +531,18 @@ class StorageReader(_StorageReader):
     in parallel; an item that fills a whole, contiguous CPU tensor of its
     dtype (the usual case) is decoded straight into that tensor, without a
     copy. Loading into a different sharding than was saved works as with
-    ``FileSystemReader``.
+    ``FileSystemReader``. Items whose target tensors share memory (tied
+    weights) are copied one after the other, never decoded into the same
+    memory at once.
+
+    A load is not atomic (no more than DCP's own readers): one that fails
+    part way (a damaged chunk, a missing file) may leave some of the target
+    tensors already overwritten with the checkpoint's values and others
+    not; load again, or from another checkpoint, before using them.
+
+    The ``.lmc`` files (or stores) an item names in ``.metadata`` must be
+    plain relative paths under the checkpoint directory: an absolute path
+    or one with a ``..`` is refused before anything is opened.
     """
 
     def __init__(
@@ -596,6 +607,7 @@ class StorageReader(_StorageReader):
         per_file: Dict[Tuple[str, Optional[int]], List[ReadItem]] = {}
         for req in plan.items:
             info = self.storage_data[req.storage_index]
+            _check_relative_path(info.relative_path, req.storage_index.fqn)
             per_file.setdefault((info.relative_path, info.snapshot), []).append(req)
         for (relative_path, snapshot), reqs in per_file.items():
             if snapshot is None:
@@ -642,10 +654,18 @@ class StorageReader(_StorageReader):
         """Decodes the items that fill a whole, contiguous CPU tensor of
         their own dtype (the common case) straight into that tensor, in
         parallel with the GIL released, and commits them; returns the
-        others, for the general path."""
+        others, for the general path.
+
+        Targets that share memory (tied weights: the same tensor, or views
+        of one storage) would be decoded into the same bytes at once: of
+        those whose bytes overlap, only the first (lowest address) is
+        decoded in place, the others go to the general path (a copy each,
+        one after the other)."""
         rest: List[ReadItem] = []
         direct: List[Tuple[ReadItem, torch.Tensor, Any]] = []
-        for req in reqs:
+        # (start, end, position in reqs, req, target, buffer) of each candidate.
+        candidates: List[Tuple[int, int, int, ReadItem, torch.Tensor, Any]] = []
+        for i, req in enumerate(reqs):
             target = buffer = None
             if req.type != LoadItemType.BYTE_IO and not any(req.storage_offsets):
                 chunk, dtype = self._stored_chunk(req)
@@ -665,7 +685,24 @@ class StorageReader(_StorageReader):
             if target is None:
                 rest.append(req)
             else:
+                size = target.element_size()
+                start = target.untyped_storage().data_ptr() + target.storage_offset() * size
+                candidates.append((start, start + target.numel() * size, i, req, target, buffer))
+        # Sorted by start, a range overlaps one chosen before it exactly when
+        # it starts before the furthest end chosen so far.
+        candidates.sort(key=lambda c: (c[0], c[2]))
+        end_so_far: Optional[int] = None
+        shared: List[Tuple[int, ReadItem]] = []
+        for start, end, i, req, target, buffer in candidates:
+            if end_so_far is not None and start < end_so_far:
+                shared.append((i, req))
+            else:
                 direct.append((req, target, buffer))
+                end_so_far = end if end_so_far is None else max(end_so_far, end)
+        if shared:
+            # The general path, in the plan's order.
+            positions = {id(req): i for i, req in enumerate(reqs)}
+            rest = sorted(rest + [req for _, req in shared], key=lambda r: positions[id(r)])
         if direct:
             _lmc.read_tensors_into(
                 str(self.path / relative_path),
@@ -712,6 +749,27 @@ class StorageReader(_StorageReader):
         if chunk is None:
             raise LmcError(f"the checkpoint's metadata has no chunk of {index.fqn} at {index.offset}")
         return chunk, md.properties.dtype
+
+
+def _check_relative_path(relative_path: Any, fqn: str) -> None:
+    """Refuses a data file named in ``.metadata`` that is not a plain
+    relative path under the checkpoint directory (absolute, ``..``): a
+    hostile ``.metadata`` must not make the reader open other files."""
+    if not isinstance(relative_path, str):
+        raise LmcError(f"the checkpoint's metadata names for item {fqn} a data file that is not a path: {relative_path!r}")
+    parts = relative_path.replace("\\", "/").split("/")
+    if (
+        not relative_path
+        or "\0" in relative_path
+        or PurePosixPath(relative_path).is_absolute()
+        or PureWindowsPath(relative_path).is_absolute()
+        or PureWindowsPath(relative_path).drive
+        or ".." in parts
+    ):
+        raise LmcError(
+            f"the checkpoint's metadata names for item {fqn} the data file {relative_path!r}, "
+            "which is not a plain relative path under the checkpoint directory (absolute, or with ..)"
+        )
 
 
 def _narrow(tensor: torch.Tensor, offsets: Sequence[int], sizes: Sequence[int]) -> torch.Tensor:
