@@ -119,6 +119,28 @@ pub(crate) fn bounded(msg: String) -> String {
     format!("{}... ({} bytes)", &msg[..end], msg.len())
 }
 
+/// [`bounded`] of `parts` joined, without copying more than
+/// [`MESSAGE_SHOWN`] bytes of them (a pickle can name one long string many
+/// times for a few bytes each).
+pub(crate) fn bounded_concat(parts: &[&str]) -> String {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if len <= MESSAGE_SHOWN {
+        return parts.concat();
+    }
+    let mut s = String::with_capacity(MESSAGE_SHOWN);
+    for p in parts {
+        let mut end = (MESSAGE_SHOWN - s.len()).min(p.len());
+        while !p.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.push_str(&p[..end]);
+        if end < p.len() {
+            break;
+        }
+    }
+    format!("{s}... ({len} bytes)")
+}
+
 /// A part of a file with a known kind (usually a tensor), at `offset`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Region {
@@ -201,5 +223,31 @@ mod tests {
         assert!(tile(10, vec![t(2, 4), t(5, 2)]).is_err());
         assert!(tile(10, vec![t(8, 4)]).is_err());
         assert!(tile(10, vec![t(u64::MAX, 4)]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod bounded_tests {
+    use super::*;
+
+    #[test]
+    fn bounded_concat_is_bounded_of_the_join() {
+        let long = "é".repeat(300);
+        for (m, n) in [
+            ("a", "b"),
+            (&long[..], "x"),
+            ("x", &long[..]),
+            (&long[..], &long[..]),
+        ] {
+            for cut in [0, 1, 2, 399, 400] {
+                let mut cut = cut.min(m.len());
+                while !m.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                let m = &m[..cut];
+                assert_eq!(bounded_concat(&[m, ".", n]), bounded(format!("{m}.{n}")));
+            }
+            assert_eq!(bounded_concat(&[m, ".", n]), bounded(format!("{m}.{n}")));
+        }
     }
 }

@@ -70,8 +70,9 @@ pub enum Obj {
 pub struct Pickle {
     strings: Vec<String>,
     /// Every `GLOBAL`, `STACK_GLOBAL`, `INST` and `EXT` name, with the
-    /// offset of its opcode.
-    globals: Vec<(String, String, usize)>,
+    /// offset of its opcode; the module and name are indices into
+    /// `strings` (a `STACK_GLOBAL` of memoized strings copies nothing).
+    globals: Vec<(u32, u32, usize)>,
     objs: Vec<Obj>,
     /// The value `STOP` returned; `None` if reading stopped before.
     pub root: Option<Value>,
@@ -103,7 +104,7 @@ impl Pickle {
             Value::Global(i) => self
                 .globals
                 .get(i as usize)
-                .map(|(m, n, _)| (m.as_str(), n.as_str())),
+                .map(|&(m, n, _)| (self.str_at(m), self.str_at(n))),
             _ => None,
         }
     }
@@ -114,7 +115,11 @@ impl Pickle {
     pub fn globals(&self) -> impl Iterator<Item = (&str, &str, usize)> {
         self.globals
             .iter()
-            .map(|(m, n, at)| (m.as_str(), n.as_str(), *at))
+            .map(|&(m, n, at)| (self.str_at(m), self.str_at(n), at))
+    }
+
+    fn str_at(&self, i: u32) -> &str {
+        self.strings.get(i as usize).map_or("", |s| s.as_str())
     }
 
     pub fn obj(&self, v: Value) -> Option<&Obj> {
@@ -138,36 +143,50 @@ impl Pickle {
     /// with the call's own path, so a tensor rebuilt by
     /// `_rebuild_tensor_v2(storage, ...)` names its storage by the key it
     /// is stored under. Each container is visited once (the first path
-    /// wins), at most [`MAX_DEPTH`] deep.
-    pub fn walk(&self, mut visit: impl FnMut(&str, Value)) {
+    /// wins), at most [`MAX_DEPTH`] deep; a call's argument tuple counts as
+    /// visited once its items have been, so a tuple shared by many calls is
+    /// gone through once.
+    ///
+    /// The path is not built unless the visitor renders it ([`WalkPath`]
+    /// is a chain of parent links), so a pickle that names one long string
+    /// many times costs the walk a few words per reference, not a copy of
+    /// the string each time.
+    pub fn walk(&self, mut visit: impl FnMut(&WalkPath<'_>, Value)) {
         let Some(root) = self.root else { return };
         let mut seen = vec![false; self.objs.len()];
-        let mut todo: Vec<(Value, String, usize)> = vec![(root, String::new(), 0)];
-        while let Some((v, path, depth)) = todo.pop() {
-            visit(&path, v);
+        let mut nodes: Vec<PathNode> = Vec::new();
+        // (value, path node or ROOT, depth); a container's children are
+        // pushed, then reversed in place so that they are visited in order.
+        let mut todo: Vec<(Value, u32, usize)> = vec![(root, ROOT, 0)];
+        while let Some((v, node, depth)) = todo.pop() {
+            visit(
+                &WalkPath {
+                    pickle: self,
+                    nodes: &nodes,
+                    node,
+                },
+                v,
+            );
             let Value::Obj(i) = v else { continue };
             if depth >= MAX_DEPTH || std::mem::replace(&mut seen[i as usize], true) {
                 continue;
             }
-            let child = |key: &str| {
-                if path.is_empty() {
-                    key.to_string()
-                } else {
-                    format!("{path}.{key}")
-                }
-            };
-            // Pushed in reverse so that children are visited in order.
-            let mut next: Vec<(Value, String, usize)> = Vec::new();
             let d = depth + 1;
+            let mut child = |key: Key| {
+                nodes.push(PathNode { parent: node, key });
+                (nodes.len() - 1) as u32
+            };
+            let start = todo.len();
+            let next = &mut todo;
             match &self.objs[i as usize] {
                 Obj::Tuple(xs) | Obj::List(xs) | Obj::Set(xs) => {
                     for (k, x) in xs.iter().enumerate() {
-                        next.push((*x, child(&k.to_string()), d));
+                        next.push((*x, child(Key::Index(k as u64)), d));
                     }
                 }
                 Obj::Dict(items) => {
                     for (k, x) in items {
-                        next.push((*x, child(&self.key_text(*k)), d));
+                        next.push((*x, child(Key::Of(*k)), d));
                     }
                 }
                 Obj::Call {
@@ -177,40 +196,166 @@ impl Pickle {
                     elems,
                     ..
                 } => {
-                    match self.obj(*args) {
-                        Some(Obj::Tuple(xs)) => {
-                            for x in xs {
-                                next.push((*x, path.clone(), d));
+                    match args {
+                        Value::Obj(a) => match &self.objs[*a as usize] {
+                            Obj::Tuple(xs) if !seen[*a as usize] => {
+                                seen[*a as usize] = true;
+                                for x in xs {
+                                    next.push((*x, node, d));
+                                }
                             }
-                        }
-                        _ => next.push((*args, path.clone(), d)),
+                            _ => next.push((*args, node, d)),
+                        },
+                        _ => next.push((*args, node, d)),
                     }
                     for (k, x) in items {
-                        next.push((*x, child(&self.key_text(*k)), d));
+                        next.push((*x, child(Key::Of(*k)), d));
                     }
                     for (k, x) in elems.iter().enumerate() {
-                        next.push((*x, child(&k.to_string()), d));
+                        next.push((*x, child(Key::Index(k as u64)), d));
                     }
                     if let Some(s) = state {
-                        next.push((*s, path.clone(), d));
+                        next.push((*s, node, d));
                     }
                 }
-                Obj::Persistent(p) => next.push((*p, path.clone(), d)),
+                Obj::Persistent(p) => next.push((*p, node, d)),
             }
-            todo.extend(next.into_iter().rev());
+            todo[start..].reverse();
         }
     }
 
-    /// A dict key as a path component.
-    fn key_text(&self, k: Value) -> String {
+    /// Writes a dict key as a path component, at most [`MAX_KEY_PART`]
+    /// bytes of it.
+    fn write_key(&self, k: Key, out: &mut String) {
+        use std::fmt::Write;
         match k {
-            Value::Str(_) => self.string(k).unwrap_or_default().to_string(),
-            Value::Int(i) => i.to_string(),
-            Value::Bool(b) => b.to_string(),
-            Value::None => "None".into(),
-            _ => "?".into(),
+            Key::Index(i) => {
+                let _ = write!(out, "{i}");
+            }
+            Key::Of(v @ Value::Str(_)) => {
+                let s = self.string(v).unwrap_or_default();
+                if s.len() <= MAX_KEY_PART {
+                    out.push_str(s);
+                } else {
+                    out.push_str(&s[..floor_char_boundary(s, MAX_KEY_PART)]);
+                    out.push('…');
+                }
+            }
+            Key::Of(Value::Int(i)) => {
+                let _ = write!(out, "{i}");
+            }
+            Key::Of(Value::Bool(b)) => {
+                let _ = write!(out, "{b}");
+            }
+            Key::Of(Value::None) => out.push_str("None"),
+            Key::Of(_) => out.push('?'),
         }
     }
+
+    /// Whether a key renders as the empty string.
+    fn key_is_empty(&self, k: Key) -> bool {
+        matches!(k, Key::Of(v @ Value::Str(_)) if self.string(v).unwrap_or_default().is_empty())
+    }
+}
+
+/// The most bytes of one dict key a [`WalkPath`] renders; a longer key is
+/// cut there and ends with `…`.
+pub const MAX_KEY_PART: usize = 200;
+
+/// The most bytes a rendered [`WalkPath`] has before it is cut and ends
+/// with `…`.
+pub const MAX_PATH: usize = 1024;
+
+/// The parent of the root's children.
+const ROOT: u32 = u32::MAX;
+
+/// One step of a path: a dict key or an index.
+#[derive(Debug, Clone, Copy)]
+enum Key {
+    Index(u64),
+    Of(Value),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PathNode {
+    parent: u32,
+    key: Key,
+}
+
+/// Where [`Pickle::walk`] found a value: rendered (with `Display`) as the
+/// dict keys and indices from the root joined with `.`, each key cut to
+/// [`MAX_KEY_PART`] bytes and the whole to [`MAX_PATH`] bytes. Nothing is
+/// built until it is rendered.
+pub struct WalkPath<'a> {
+    pickle: &'a Pickle,
+    nodes: &'a [PathNode],
+    node: u32,
+}
+
+impl WalkPath<'_> {
+    /// The keys from the root down (at most [`MAX_DEPTH`] of them).
+    fn keys(&self) -> Vec<Key> {
+        let mut keys = Vec::new();
+        let mut n = self.node;
+        while n != ROOT {
+            let node = self.nodes[n as usize];
+            keys.push(node.key);
+            n = node.parent;
+        }
+        keys.reverse();
+        keys
+    }
+
+    /// Whether the path renders as the empty string (the root, or only
+    /// empty keys on the way to it).
+    pub fn is_empty(&self) -> bool {
+        let mut n = self.node;
+        while n != ROOT {
+            let node = self.nodes[n as usize];
+            if !self.pickle.key_is_empty(node.key) {
+                return false;
+            }
+            n = node.parent;
+        }
+        true
+    }
+}
+
+impl std::fmt::Display for WalkPath<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = String::new();
+        for k in self.keys() {
+            // An empty path takes the key as it is; a key after a path
+            // follows a `.` (so leading empty keys leave no dots).
+            if !out.is_empty() {
+                out.push('.');
+            }
+            self.pickle.write_key(k, &mut out);
+            if out.len() > MAX_PATH {
+                break;
+            }
+        }
+        if out.len() > MAX_PATH {
+            out.truncate(floor_char_boundary(&out, MAX_PATH));
+            out.push('…');
+        }
+        f.write_str(&out)
+    }
+}
+
+impl std::fmt::Debug for WalkPath<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.to_string())
+    }
+}
+
+/// The largest char boundary of `s` at or below `i`.
+fn floor_char_boundary(s: &str, i: usize) -> usize {
+    let mut i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
 }
 
 /// Reads the pickle that starts at `start` in `bytes`, up to its `STOP`
@@ -378,6 +523,13 @@ impl Machine<'_> {
     }
 
     fn global(&mut self, module: String, name: String, at: usize) -> Step {
+        let (Value::Str(m), Value::Str(n)) = (self.string(module), self.string(name)) else {
+            unreachable!("strings are Value::Str")
+        };
+        self.global_ids(m, n, at)
+    }
+
+    fn global_ids(&mut self, module: u32, name: u32, at: usize) -> Step {
         self.p.globals.push((module, name, at));
         self.stack
             .push(Value::Global(self.p.globals.len() as u32 - 1));
@@ -621,11 +773,10 @@ impl Machine<'_> {
                 0x93 => {
                     let name = self.pop()?;
                     let module = self.pop()?;
-                    let (Some(m), Some(n)) = (self.p.string(module), self.p.string(name)) else {
+                    let (Value::Str(m), Value::Str(n)) = (module, name) else {
                         return Err(format!("STACK_GLOBAL without two strings at offset {at}"));
                     };
-                    let (m, n) = (m.to_string(), n.to_string());
-                    self.global(m, n, at)?
+                    self.global_ids(m, n, at)?
                 }
                 0x82..=0x84 => {
                     // EXT1/2/4: a registered extension code, named as such.
@@ -837,5 +988,76 @@ mod tests {
         let p = read(&deep, 0);
         assert_eq!(p.stopped, None);
         assert_eq!(paths(&p).len(), MAX_DEPTH + 1);
+    }
+
+    /// A short string opcode: `X` and a 4-byte length.
+    fn unicode(s: &str) -> Vec<u8> {
+        let mut b = vec![b'X'];
+        b.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        b.extend_from_slice(s.as_bytes());
+        b
+    }
+
+    /// Empty keys leave no leading dots, as joining did before paths were
+    /// rendered lazily; long keys and long paths are cut.
+    #[test]
+    fn path_text_and_caps() {
+        // {'': {'a': {'': 1}}}
+        let mut b = b"\x80\x02}".to_vec();
+        b.extend(unicode(""));
+        b.push(b'}');
+        b.extend(unicode("a"));
+        b.push(b'}');
+        b.extend(unicode(""));
+        b.extend_from_slice(b"K\x01sss.");
+        let p = read(&b, 0);
+        assert_eq!(p.stopped, None, "{:?}", p.stopped);
+        let mut got = Vec::new();
+        p.walk(|path, _| got.push((path.to_string(), path.is_empty())));
+        assert_eq!(
+            got,
+            [
+                (String::new(), true),
+                (String::new(), true),
+                ("a".to_string(), false),
+                ("a.".to_string(), false)
+            ]
+        );
+        // 300 nested dicts, each under the same memoized 1000-byte key.
+        let key = "é".repeat(500);
+        let mut b = b"\x80\x02".to_vec();
+        b.push(b'}');
+        b.extend(unicode(&key));
+        b.extend_from_slice(b"q\x00");
+        for _ in 1..300 {
+            b.extend_from_slice(b"}h\x00");
+        }
+        b.extend_from_slice(b"N");
+        b.extend(std::iter::repeat_n(b's', 300));
+        b.push(b'.');
+        let p = read(&b, 0);
+        assert_eq!(p.stopped, None, "{:?}", p.stopped);
+        let mut longest = String::new();
+        let mut n = 0;
+        p.walk(|path, _| {
+            n += 1;
+            let s = path.to_string();
+            if n == 2 {
+                assert_eq!(s, format!("{}…", &key[..MAX_KEY_PART]));
+            }
+            if s.len() > longest.len() {
+                longest = s;
+            }
+        });
+        assert_eq!(n, MAX_DEPTH + 1);
+        let mut visited = 0usize;
+        p.walk(|_, _| visited += 1); // as fuzz/src/parsers.rs calls it
+        assert_eq!(visited, n);
+        assert!(
+            longest.len() <= MAX_PATH + '…'.len_utf8(),
+            "{}",
+            longest.len()
+        );
+        assert!(longest.len() > MAX_PATH - MAX_KEY_PART && longest.ends_with('…'));
     }
 }

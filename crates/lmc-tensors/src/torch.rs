@@ -29,7 +29,7 @@
 //! among the ones PyTorch's own `weights_only` loader allows are reported
 //! (a checkpoint can hold code; lmc stores it as bytes like the rest).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use lmc_core::{Dtype, SegmentKind};
 
@@ -195,21 +195,40 @@ fn allowed_name(module: &str, name: &str) -> bool {
 /// `lmc_files`.
 pub fn pickle_refusals(p: &Pickle, what: &str) -> Vec<String> {
     // A hostile pickle's global names can be any length.
-    let dotted = |m: &str, n: &str| crate::bounded(format!("{m}.{n}"));
+    let dotted = |m: &str, n: &str| crate::bounded_concat(&[m, ".", n]);
     let mut out = Vec::new();
+    // Each name is checked and reported once, at its first offset: the
+    // reader keeps each string once, so a name is its strings' addresses,
+    // and a pickle naming one long string many times (`STACK_GLOBAL` of
+    // memoized strings) costs a hash lookup per reference, not a scan.
+    let id = |m: &str, n: &str| (m.as_ptr() as usize, n.as_ptr() as usize);
+    let mut checked: HashMap<(usize, usize), bool> = HashMap::new();
+    let mut allowed = |m: &str, n: &str| {
+        *checked
+            .entry(id(m, n))
+            .or_insert_with(|| allowed_name(m, n))
+    };
+    let mut reported = HashSet::new();
     for (m, n, at) in p.globals() {
-        if !allowed_name(m, n) {
+        if !allowed(m, n) && reported.insert(id(m, n)) {
             out.push(format!("{what} names {} (offset {at})", dotted(m, n)));
         }
     }
+    let mut reported = HashSet::new();
     for &f in &p.calls {
         match p.global(f) {
             Some((m, n)) if KNOWN_CALLS.contains(&(m, n)) => {}
-            Some((m, n)) if allowed_name(m, n) => {
-                out.push(format!("{what} calls {}", dotted(m, n)))
+            Some((m, n)) if allowed(m, n) => {
+                if reported.insert(Some(id(m, n))) {
+                    out.push(format!("{what} calls {}", dotted(m, n)))
+                }
             }
             Some(_) => {} // reported as a name above
-            None => out.push(format!("{what} calls a callable built inside the pickle")),
+            None => {
+                if reported.insert(None) {
+                    out.push(format!("{what} calls a callable built inside the pickle"))
+                }
+            }
         }
     }
     if let Some(why) = &p.stopped {
@@ -252,16 +271,21 @@ pub struct PickleSummary {
 /// pickle in refusals.
 pub fn summarize(bytes: &[u8], start: usize, what: &str) -> PickleSummary {
     let p = pickle::read(bytes, start);
-    let mut by_key: HashMap<String, usize> = HashMap::new();
+    // Storages by the pickle's id of their key string (the reader keeps
+    // each string once, so equal ids are equal keys): a pickle can name
+    // one long key many times for a few bytes each, and neither hashing
+    // nor copying it may happen per reference.
+    let mut by_key: HashMap<u32, usize> = HashMap::new();
     let mut storages: Vec<Storage> = Vec::new();
     for &pid in &p.persistent_ids {
-        let Some(s) = storage_of(&p, pid) else {
+        if storage_key_id(&p, pid).is_none_or(|k| by_key.contains_key(&k)) {
+            continue;
+        }
+        let (Some(k), Some(s)) = (storage_key_id(&p, pid), storage_of(&p, pid)) else {
             continue;
         };
-        if !by_key.contains_key(&s.key) {
-            by_key.insert(s.key.clone(), storages.len());
-            storages.push(s);
-        }
+        by_key.insert(k, storages.len());
+        storages.push(s);
     }
     // Names and dtype hints from the structure.
     let mut named: Vec<Option<String>> = vec![None; storages.len()];
@@ -269,8 +293,8 @@ pub fn summarize(bytes: &[u8], start: usize, what: &str) -> PickleSummary {
         let Some(obj) = p.obj(v) else { return };
         match obj {
             Obj::Persistent(pid) => {
-                if let Some(key) = storage_key(&p, *pid)
-                    && let Some(&i) = by_key.get(key)
+                if let Some(key) = storage_key_id(&p, *pid)
+                    && let Some(&i) = by_key.get(&key)
                     && named[i].is_none()
                 {
                     named[i] = Some(if path.is_empty() {
@@ -286,7 +310,7 @@ pub fn summarize(bytes: &[u8], start: usize, what: &str) -> PickleSummary {
                 // Untyped storages take the dtype of the tensor that uses them.
                 let Some(a) = p.tuple(*args) else { return };
                 let key = a.first().and_then(|s| match p.obj(*s) {
-                    Some(Obj::Persistent(pid)) => storage_key(&p, *pid),
+                    Some(Obj::Persistent(pid)) => storage_key_id(&p, *pid),
                     _ => None,
                 });
                 let dtype = a.get(6).and_then(|d| match p.global(*d) {
@@ -294,7 +318,7 @@ pub fn summarize(bytes: &[u8], start: usize, what: &str) -> PickleSummary {
                     _ => None,
                 });
                 if let (Some(k), Some(d)) = (key, dtype)
-                    && let Some(&i) = by_key.get(k)
+                    && let Some(&i) = by_key.get(&k)
                 {
                     let s = &mut storages[i];
                     if s.dtype.is_none() && s.type_name == "UntypedStorage" {
@@ -334,15 +358,25 @@ fn storage_key(p: &Pickle, pid: Value) -> Option<&str> {
     p.string(*t.get(2)?)
 }
 
+/// The [`storage_key`] as the pickle's string id.
+fn storage_key_id(p: &Pickle, pid: Value) -> Option<u32> {
+    storage_key(p, pid)?;
+    match p.tuple(pid)?.get(2)? {
+        Value::Str(i) => Some(*i),
+        _ => None,
+    }
+}
+
 fn storage_of(p: &Pickle, pid: Value) -> Option<Storage> {
     let t = p.tuple(pid)?;
-    let key = storage_key(p, pid)?.to_string();
+    let key = storage_key(p, pid)?;
     let (_, type_name) = p.global(*t.get(1)?)?;
-    let type_name = type_name.to_string();
     let Value::Int(numel) = *t.get(4)? else {
         return None;
     };
     let numel = u64::try_from(numel).ok()?;
+    // Copied only once the rest is read.
+    let (key, type_name) = (key.to_string(), type_name.to_string());
     Some(Storage {
         dtype: storage_dtype(&type_name),
         key,
@@ -610,9 +644,17 @@ pub fn legacy_regions(bytes: &[u8]) -> Result<(Vec<Region>, PickleSummary, Vec<S
         .map(|s| (s.key.as_str(), s))
         .collect();
     let mut regions = Vec::new();
+    // Looked up once per distinct key string: the list can name one long
+    // key many times.
+    let mut found: HashMap<Option<u32>, Option<&Storage>> = HashMap::new();
     for k in list {
         let key = keys.string(*k).unwrap_or("?");
-        let s = by_key.get(key).ok_or_else(|| {
+        let id = match k {
+            Value::Str(i) => Some(*i),
+            _ => None,
+        };
+        let s = *found.entry(id).or_insert_with(|| by_key.get(key).copied());
+        let s = s.ok_or_else(|| {
             Error::Torch(format!(
                 "legacy file: storage {} is listed but no tensor uses it",
                 quote_name(key)
