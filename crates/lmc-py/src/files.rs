@@ -114,17 +114,34 @@ pub(crate) fn read_metadata(path: PathBuf) -> PyResult<BTreeMap<String, String>>
 }
 
 /// Decodes only the named tensors of a (full) `.lmc` file, in parallel; each
-/// chunk's checksum is checked. Returns one `bytearray` per name.
+/// chunk's checksum is checked. Returns one `bytearray` per name. With
+/// `expected`, a tensor whose length is not the one given for it (what a
+/// DCP checkpoint's metadata says) is refused before anything is allocated
+/// for it: a small hostile container cannot claim a huge tensor.
 #[pyfunction]
+#[pyo3(signature = (path, names, expected=None))]
 pub(crate) fn read_tensors<'py>(
     py: Python<'py>,
     path: PathBuf,
     names: Vec<String>,
+    expected: Option<Vec<Option<u64>>>,
 ) -> PyResult<Vec<Bound<'py, PyByteArray>>> {
     let bytes = read_file(&path)?;
     let decoded: Vec<Vec<u8>> = py
         .detach(|| -> Result<_, lmc_core::Error> {
             let c = Container::open(&bytes)?;
+            if let Some(expected) = &expected {
+                for (n, want) in names.iter().zip(expected) {
+                    let len = c.tensor_len(n)?;
+                    if let Some(want) = want.filter(|&w| w != len) {
+                        return Err(lmc_core::Error::InvalidInput(format!(
+                            "tensor {}: the container holds {len} bytes of it, the checkpoint's \
+                             metadata says {want}",
+                            lmc_core::error::quote_name(n)
+                        )));
+                    }
+                }
+            }
             names.par_iter().map(|n| c.read_tensor(n)).collect()
         })
         .map_err(|e| err(path.display(), e))?;

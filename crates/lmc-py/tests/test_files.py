@@ -396,3 +396,9 @@ def test_read_tensors_into_fills_buffers_in_place(tmp_path):
         _lmc.read_tensors_into(str(tmp_path / "t.lmc"), ["b"], [np.zeros(16000, dtype=np.uint8)[::2]])
     with pytest.raises(lmc.LmcError, match="no tensor named"):
         _lmc.read_tensors_into(str(tmp_path / "t.lmc"), ["c"], [np.zeros(8, dtype=np.uint8)])
+    # The general path checks each tensor's length against what the caller
+    # expects (DCP's metadata) before allocating for it.
+    got = _lmc.read_tensors(str(tmp_path / "t.lmc"), ["a", "b"], [8448, None])
+    assert bytes(got[0]) == tensors["a"].tobytes() and bytes(got[1]) == tensors["b"].tobytes()
+    with pytest.raises(lmc.LmcError, match=r"tensor \"a\": the container holds 8448 bytes of it, the checkpoint's metadata says 8"):
+        _lmc.read_tensors(str(tmp_path / "t.lmc"), ["a"], [8])

@@ -613,7 +613,16 @@ class StorageReader(_StorageReader):
             if snapshot is None:
                 reqs = self._read_in_place(relative_path, reqs, planner)
             names = sorted({self.storage_data[r.storage_index].name for r in reqs})
-            decoded = self._decode(relative_path, snapshot, names) if reqs else {}
+            expected: Dict[str, Optional[int]] = {}
+            for r in reqs:
+                if r.type != LoadItemType.BYTE_IO:
+                    chunk, dtype = self._stored_chunk(r)
+                    numel = 1
+                    for n in chunk.sizes:
+                        numel *= n
+                    size = numel * torch.empty((), dtype=dtype).element_size()
+                    expected[self.storage_data[r.storage_index].name] = size
+            decoded = self._decode(relative_path, snapshot, names, expected) if reqs else {}
             for req in reqs:
                 raw = decoded[self.storage_data[req.storage_index].name]
                 if req.type == LoadItemType.BYTE_IO:
@@ -713,10 +722,17 @@ class StorageReader(_StorageReader):
                 planner.commit_tensor(req, target)
         return rest
 
-    def _decode(self, relative_path: str, snapshot: Optional[int], names: List[str]) -> Dict[str, Any]:
+    def _decode(
+        self,
+        relative_path: str,
+        snapshot: Optional[int],
+        names: List[str],
+        expected: Dict[str, Optional[int]],
+    ) -> Dict[str, Any]:
         where = str(self.path / relative_path)
         if snapshot is None:
-            return dict(zip(names, _lmc.read_tensors(where, names)))
+            sizes = [expected.get(n) for n in names]
+            return dict(zip(names, _lmc.read_tensors(where, names, sizes)))
         _, _, table, buf = _lmc.store_restore(where, snapshot)
         spans = {name: (start, end) for name, _, _, start, end in table}
         missing = [n for n in names if n not in spans]
