@@ -14,22 +14,11 @@ fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
 }
 
-/// Every file under `fuzz/corpus/<target>` and `fuzz/regressions/<target>`.
+#[path = "../../../fuzz/src/corpus.rs"]
+mod corpus;
+
 fn inputs(target: &str) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for dir in ["corpus", "regressions"] {
-        let Ok(entries) = std::fs::read_dir(fuzz_dir().join(dir).join(target)) else {
-            continue;
-        };
-        for e in entries {
-            let path = e.unwrap().path();
-            if path.is_file() {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    files
+    corpus::inputs(&fuzz_dir(), target)
 }
 
 fn replay(target: &str, check: fn(&[u8])) -> usize {

@@ -9,22 +9,14 @@ use std::path::{Path, PathBuf};
 #[path = "../../../fuzz/src/parsers.rs"]
 mod parsers;
 
+#[path = "../../../fuzz/src/corpus.rs"]
+mod corpus;
+
 fn inputs(target: &str) -> Vec<PathBuf> {
-    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
-    let mut files = Vec::new();
-    for dir in ["corpus", "regressions"] {
-        let Ok(entries) = std::fs::read_dir(fuzz.join(dir).join(target)) else {
-            continue;
-        };
-        for e in entries {
-            let path = e.unwrap().path();
-            if path.is_file() {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    files
+    corpus::inputs(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz"),
+        target,
+    )
 }
 
 /// xorshift64*: the same mutations on every run.

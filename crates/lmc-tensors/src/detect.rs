@@ -149,7 +149,7 @@ pub fn detect(bytes: &[u8]) -> Result<Detected, Error> {
             format: if npz { Format::Npz } else { Format::Zip },
             layout: tile(len, regions)?,
             notes: Vec::new(),
-            pickle_refusals: torch::zip_pickle_refusals(bytes, &entries),
+            pickle_refusals: torch::zip_pickle_refusals(bytes, &entries, None),
         });
     }
     if torch::looks_like_legacy(bytes) {

@@ -390,11 +390,12 @@ fn storage_of(p: &Pickle, pid: Value) -> Option<Storage> {
 /// member named `*.pkl`, in any letter case, as torch's zip reader matches
 /// names): not only the one lmc reads storages from, since which one
 /// torch.load reads is torch's choice. A compressed pickle cannot be checked.
-pub fn zip_pickle_refusals(bytes: &[u8], entries: &[Entry]) -> Vec<String> {
+/// `skip` names a member the caller checks itself.
+pub fn zip_pickle_refusals(bytes: &[u8], entries: &[Entry], skip: Option<&str>) -> Vec<String> {
     let mut refusals = Vec::new();
     for e in entries
         .iter()
-        .filter(|e| e.name.to_ascii_lowercase().ends_with(".pkl"))
+        .filter(|e| e.name.to_ascii_lowercase().ends_with(".pkl") && Some(e.name.as_str()) != skip)
     {
         if e.is_stored() {
             let p = pickle::read(e.data(bytes), 0);
@@ -512,8 +513,10 @@ pub fn zip_regions(
 ) -> Result<(Vec<Region>, PickleSummary, Vec<String>), Error> {
     let mut notes = Vec::new();
     let by_name: BTreeMap<&str, &Entry> = entries.iter().map(|e| (e.name.as_str(), e)).collect();
-    let refusals = zip_pickle_refusals(bytes, entries);
     let pkl = by_name[format!("{folder}/data.pkl").as_str()];
+    // A stored data.pkl is read (and checked) once, by `summarize` below.
+    let skip = pkl.is_stored().then_some(pkl.name.as_str());
+    let refusals = zip_pickle_refusals(bytes, entries, skip);
     if !pkl.is_stored() {
         notes.push(format!(
             "{} is compressed in the archive; its storages are stored as bytes",
@@ -529,7 +532,7 @@ pub fn zip_regions(
         .get(format!("{folder}/byteorder").as_str())
         .is_some_and(|e| e.is_stored() && e.data(bytes) == b"big");
     let mut summary = summarize(pkl.data(bytes), 0, &pkl.name);
-    summary.refusals = refusals;
+    summary.refusals.extend(refusals);
     if let Some(why) = &summary.stopped {
         notes.push(format!(
             "{}: {why}; storages named after that point are stored as bytes",

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import os
 import pickle
 import re
@@ -617,11 +618,9 @@ class StorageReader(_StorageReader):
             for r in reqs:
                 if r.type != LoadItemType.BYTE_IO:
                     chunk, dtype = self._stored_chunk(r)
-                    numel = 1
-                    for n in chunk.sizes:
-                        numel *= n
-                    size = numel * torch.empty((), dtype=dtype).element_size()
-                    expected[self.storage_data[r.storage_index].name] = size
+                    expected[self.storage_data[r.storage_index].name] = (
+                        math.prod(chunk.sizes) * dtype.itemsize
+                    )
             decoded = self._decode(relative_path, snapshot, names, expected) if reqs else {}
             for req in reqs:
                 raw = decoded[self.storage_data[req.storage_index].name]
