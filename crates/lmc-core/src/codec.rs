@@ -19,7 +19,7 @@
 //! see docs/BENCHMARKS.md, "Context modeling".)
 
 use crate::error::DecodeError;
-use crate::{huffman, kernels, rans};
+use crate::{huffman, kernels, rans, runs};
 
 /// The codec of one plane, as stored in the chunk table (FORMAT.md, "Plane codecs").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,6 +41,10 @@ pub enum PlaneCodec {
     /// chunk, in containers whose header has the
     /// [`crate::format::FLAG_SPLIT`] flag.
     Split = 5,
+    /// Runs of one byte value and the other bytes, each coded alone (see
+    /// [`crate::runs`]); only in containers whose header has the
+    /// [`crate::format::FLAG_RUNS`] flag.
+    Runs = 6,
 }
 
 impl PlaneCodec {
@@ -52,6 +56,7 @@ impl PlaneCodec {
             3 => PlaneCodec::Zstd,
             4 => PlaneCodec::Rans,
             5 => PlaneCodec::Split,
+            6 => PlaneCodec::Runs,
             _ => return None,
         })
     }
@@ -64,6 +69,7 @@ impl PlaneCodec {
             PlaneCodec::Zstd => "zstd",
             PlaneCodec::Rans => "rans",
             PlaneCodec::Split => "split",
+            PlaneCodec::Runs => "runs",
         }
     }
 }
@@ -96,6 +102,9 @@ const MIN_GAIN_DIVISOR: usize = 64;
 /// pretraining delta all of it.
 const RANS_MIN_GAIN: f64 = 0.10;
 
+/// The default [`Tuning::runs_slack`].
+const RUNS_SLACK: f64 = 0.02;
+
 /// How the encoder trades decoding speed and its own time for ratio. The
 /// decoder is the same whatever the tuning: it only changes which codec
 /// each plane gets, within the same format.
@@ -118,6 +127,11 @@ pub struct Tuning {
     /// only where the estimate of the two parts is smaller than that of the
     /// whole plane by at least this fraction.
     pub split_min_gain: f64,
+    /// A plane where one byte value fills at least half is also judged as
+    /// [`PlaneCodec::Runs`], which is used where its estimate is at most
+    /// this fraction larger than the best entropy coder's (runs decode a
+    /// step per literal, not per byte).
+    pub runs_slack: f64,
 }
 
 impl Tuning {
@@ -134,6 +148,7 @@ impl Tuning {
         lz_min_elems: LZ_MIN_ELEMS,
         lz_chunk_size: Some(4 << 20),
         split_min_gain: SPLIT_MIN_GAIN,
+        runs_slack: RUNS_SLACK,
     };
     /// The smallest output (`lmc compress --best`): rANS wherever its
     /// estimate is smaller at all, zstd level 9, repeated strings looked for
@@ -147,6 +162,7 @@ impl Tuning {
         lz_min_elems: 64 << 10,
         lz_chunk_size: Some(4 << 20),
         split_min_gain: 0.0,
+        runs_slack: 0.0,
     };
 }
 
@@ -381,15 +397,17 @@ fn encode_counted(
         Some(e) => *e,
         None => estimate(hist, n, tuning),
     };
-    match est.codec {
-        PlaneCodec::Rans => rans::encode(data, hist, out),
-        PlaneCodec::Huffman => huffman::encoder::encode_with(data, &est.lengths, out),
-        _ => {}
-    }
-    let mut best = (est.codec, out.len() - start);
-    if est.codec == PlaneCodec::Raw {
-        best.1 = n;
-    }
+    // Runs where one byte fills the plane and they code about as small;
+    // else the entropy coder the estimate chose (raw: stored below).
+    let runs = runs_fill(hist, n).and_then(|fill| encode_runs(data, hist, fill, &est, tuning, out));
+    let mut best = match runs {
+        Some(size) => (PlaneCodec::Runs, size),
+        None if est.codec == PlaneCodec::Raw => (PlaneCodec::Raw, n),
+        None => {
+            encode_entropy(data, hist, &est, out);
+            (est.codec, out.len() - start)
+        }
+    };
 
     let try_zstd = match kind {
         PlaneKind::Generic | PlaneKind::TensorLz => true,
@@ -414,6 +432,131 @@ fn encode_counted(
         out.extend_from_slice(data);
     }
     best.0
+}
+
+/// Codes `data` with the entropy coder `est` chose (constant, Huffman,
+/// rANS, or nothing for raw: the caller stores the bytes).
+fn encode_entropy(data: &[u8], hist: &[u32; 256], est: &Estimate, out: &mut Vec<u8>) {
+    match est.codec {
+        PlaneCodec::Constant => out.push(data[0]),
+        PlaneCodec::Rans => rans::encode(data, hist, out),
+        PlaneCodec::Huffman => huffman::encoder::encode_with(data, &est.lengths, out),
+        _ => {}
+    }
+}
+
+/// Planes shorter than this are not run coded: the streams' two tables
+/// would weigh too much.
+const RUNS_MIN_PLANE: usize = 1024;
+
+/// The byte a plane of `n` bytes with histogram `hist` is worth run coding
+/// by: its most frequent, if it fills at least half the plane.
+fn runs_fill(hist: &[u32; 256], n: usize) -> Option<u8> {
+    if n < RUNS_MIN_PLANE {
+        return None;
+    }
+    let (fill, &count) = hist.iter().enumerate().max_by_key(|&(_, c)| *c)?;
+    (2 * count as usize >= n).then_some(fill as u8)
+}
+
+thread_local! {
+    /// Per-thread room for a runs plane's tokens and literals.
+    static RUNS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const {
+        std::cell::RefCell::new((Vec::new(), Vec::new()))
+    };
+}
+
+/// Codes `data` as a [`PlaneCodec::Runs`] block of runs of `fill` into
+/// `out` if its estimate is within [`Tuning::runs_slack`] of `est`, the
+/// best entropy coder's; returns the bytes written, or `None` (and writes
+/// nothing) if it is not.
+fn encode_runs(
+    data: &[u8],
+    hist: &[u32; 256],
+    fill: u8,
+    est: &Estimate,
+    tuning: &Tuning,
+    out: &mut Vec<u8>,
+) -> Option<usize> {
+    RUNS.with_borrow_mut(|(tokens, literals)| {
+        runs::tokenize(data, fill, tokens, literals);
+        let th = huffman::histogram(tokens);
+        let mut lh = *hist;
+        lh[fill as usize] = 0;
+        // rANS decodes several times slower than Huffman, but on a stream
+        // a fraction of the plane's length: it must save that fraction of
+        // the gain it must save on a whole plane.
+        let n = data.len() as f64;
+        let inner = |len: usize| Tuning {
+            rans_min_gain: tuning.rans_min_gain * len as f64 / n,
+            ..*tuning
+        };
+        let te = estimate(&th, tokens.len(), &inner(tokens.len()));
+        let le = estimate(&lh, literals.len(), &inner(literals.len()));
+        let stored = |e: &Estimate, len: usize| {
+            if e.codec == PlaneCodec::Raw {
+                len
+            } else {
+                e.size
+            }
+        };
+        let size = runs::OVERHEAD + stored(&te, tokens.len()) + stored(&le, literals.len());
+        let rival = if est.codec == PlaneCodec::Raw {
+            data.len()
+        } else {
+            est.size
+        };
+        if size as f64 > rival as f64 * (1.0 + tuning.runs_slack) {
+            return None;
+        }
+        let start = out.len();
+        out.push(fill);
+        out.extend_from_slice(&(tokens.len() as u32).to_le_bytes());
+        let stream = |data: &[u8], hist: &[u32; 256], e: &Estimate, out: &mut Vec<u8>| {
+            encode_entropy(data, hist, e, out);
+            if e.codec == PlaneCodec::Raw {
+                out.extend_from_slice(data);
+            }
+            e.codec as u8
+        };
+        let at = out.len();
+        out.extend_from_slice(&[0; 5]);
+        out[at] = stream(tokens, &th, &te, out);
+        let a = (out.len() - at - 5) as u32;
+        out[at + 1..at + 5].copy_from_slice(&a.to_le_bytes());
+        let at = out.len();
+        out.push(0);
+        out[at] = stream(literals, &lh, &le, out);
+        Some(out.len() - start)
+    })
+}
+
+/// The header flags a plane stored with `codec` as `stored` needs
+/// (FORMAT.md: a writer sets bit 2 wherever codec 6 appears, split parts
+/// included).
+pub fn flags_needed(codec: PlaneCodec, stored: &[u8]) -> u16 {
+    use crate::format::{FLAG_RANS, FLAG_RUNS, FLAG_SPLIT};
+    let of = |code: u8| match PlaneCodec::from_code(code) {
+        Some(PlaneCodec::Rans) => FLAG_RANS,
+        Some(PlaneCodec::Runs) => FLAG_RUNS,
+        _ => 0,
+    };
+    match codec {
+        PlaneCodec::Rans => FLAG_RANS,
+        PlaneCodec::Runs => FLAG_RUNS,
+        PlaneCodec::Split => {
+            let mut f = FLAG_SPLIT;
+            if let [_, ca, l0, l1, l2, l3, rest @ ..] = stored {
+                f |= of(*ca);
+                let la = u32::from_le_bytes([*l0, *l1, *l2, *l3]) as usize;
+                if let Some(&cb) = rest.get(la) {
+                    f |= of(cb);
+                }
+            }
+            f
+        }
+        _ => 0,
+    }
 }
 
 /// Planes shorter than this are never split: the parts' two tables would
@@ -623,6 +766,7 @@ pub fn decode_plane(codec: PlaneCodec, stored: &[u8], out: &mut [u8]) -> Result<
         },
         PlaneCodec::Huffman => huffman::decode(stored, out)?,
         PlaneCodec::Rans => rans::decode(stored, out)?,
+        PlaneCodec::Runs => runs::decode(stored, out)?,
         PlaneCodec::Split => {
             return Err(DecodeError::NeedsLead);
         }
@@ -701,8 +845,132 @@ mod tests {
             .map(|i| (i.trailing_zeros() * 3) as u8)
             .collect();
         let (c, size) = round_trip(&skewed, PlaneKind::Tensor);
-        assert!(matches!(c, PlaneCodec::Huffman | PlaneCodec::Zstd), "{c:?}");
+        assert!(
+            matches!(c, PlaneCodec::Huffman | PlaneCodec::Zstd | PlaneCodec::Runs),
+            "{c:?}"
+        );
         assert!(size < 65536 / 2);
+    }
+
+    /// A delta-like plane: 92% zeros, the rest small values.
+    fn sparse_plane(n: usize, seed: u64) -> Vec<u8> {
+        noise(2 * n, seed)
+            .chunks(2)
+            .map(|r| if r[0] < 236 { 0 } else { 1 + (r[1] & 7) })
+            .collect()
+    }
+
+    #[test]
+    fn sparse_planes_are_run_coded_smaller_than_rans() {
+        // (On iid bytes like these runs gain nothing over order-0 rANS; they
+        // are chosen within the slack for their decoding speed.)
+        for n in [65536, 1 << 20] {
+            let d = sparse_plane(n, n as u64);
+            let (c, size) = round_trip(&d, PlaneKind::Tensor);
+            assert_eq!(c, PlaneCodec::Runs, "{n}");
+            let mut r = Vec::new();
+            rans::encode(&d, &huffman::histogram(&d), &mut r);
+            // Within the default slack of rANS, and far below Huffman's bit a byte.
+            assert!(
+                size as f64 <= r.len() as f64 * 1.02 + 16.0,
+                "{n}: {size} vs {}",
+                r.len()
+            );
+            assert!(size < n / 8, "{n}: {size}");
+        }
+        // Runs of a byte other than 0, and runs longer than 255.
+        let mut d = vec![0x7Fu8; 100_000];
+        for i in (0..d.len()).step_by(997) {
+            d[i] = (i % 5) as u8;
+        }
+        assert_eq!(round_trip(&d, PlaneKind::Tensor).0, PlaneCodec::Runs);
+        // Too small to be worth two tables.
+        assert_ne!(
+            round_trip(&sparse_plane(500, 1), PlaneKind::Tensor).0,
+            PlaneCodec::Runs
+        );
+    }
+
+    /// Truncations and byte changes of a runs block give an error or some
+    /// bytes, never a panic; streams with a codec they may not use and
+    /// tokens that run past the plane are errors.
+    #[test]
+    fn damaged_runs_planes_are_errors() {
+        let n = 65536;
+        let d = sparse_plane(n, 9);
+        let mut block = Vec::new();
+        assert_eq!(
+            encode_plane(&d, PlaneKind::Tensor, &mut block),
+            PlaneCodec::Runs
+        );
+        let mut back = vec![0u8; n];
+        for len in 0..block.len() {
+            assert!(
+                decode_plane(PlaneCodec::Runs, &block[..len], &mut back).is_err(),
+                "{len}"
+            );
+        }
+        for i in 0..block.len() {
+            for x in [1u8, 0x80, 0xFF] {
+                let mut b = block.clone();
+                b[i] ^= x;
+                if decode_plane(PlaneCodec::Runs, &b, &mut back).is_ok() && i > 0 {
+                    // Only the fill byte's value and the streams' bytes can change
+                    // the result without an error; the chunk checksum catches those.
+                }
+            }
+        }
+        for (at, code) in [(5, 5u8), (5, 6), (5, 200)] {
+            let mut b = block.clone();
+            b[at] = code;
+            assert_eq!(
+                decode_plane(PlaneCodec::Runs, &b, &mut back),
+                Err(DecodeError::StreamCodec {
+                    stream: "tokens",
+                    code
+                })
+            );
+        }
+        // A token count beyond the plane is refused before any allocation.
+        let mut b = block.clone();
+        b[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            decode_plane(PlaneCodec::Runs, &b, &mut back),
+            Err(DecodeError::LengthMismatch {
+                what: "token count",
+                ..
+            })
+        ));
+        // The same block for a shorter plane: its tokens overflow it.
+        assert!(decode_plane(PlaneCodec::Runs, &block, &mut back[..n / 2]).is_err());
+    }
+
+    #[test]
+    fn flags_cover_runs_in_split_parts() {
+        use crate::format::{FLAG_RUNS, FLAG_SPLIT};
+        let n = 65536;
+        let (lead, _) = led_planes(n, 3);
+        // Part A (lead 0) sparse, part B random: A is run coded.
+        let r = noise(n, 4);
+        let sparse = sparse_plane(n, 5);
+        let data: Vec<u8> = (0..n)
+            .map(|i| if lead[i] == 0 { sparse[i] } else { r[i] })
+            .collect();
+        let mut out = Vec::new();
+        let c = encode_plane_led(
+            &data,
+            &lead,
+            0,
+            PlaneKind::Tensor,
+            &Tuning::DEFAULT,
+            &mut out,
+        );
+        assert_eq!(c, PlaneCodec::Split);
+        assert_eq!(out[1], PlaneCodec::Runs as u8);
+        assert_eq!(flags_needed(c, &out), FLAG_SPLIT | FLAG_RUNS);
+        let mut back = vec![0u8; n];
+        decode_split(&out, &lead, &mut back).unwrap();
+        assert_eq!(back, data);
     }
 
     /// A delta-like pair of planes: `lead` mostly 0 (exponent unchanged),

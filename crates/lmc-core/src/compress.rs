@@ -8,7 +8,7 @@ use crate::hash::Xxh3_128;
 use rayon::prelude::*;
 
 use crate::codec::{
-    PlaneCodec, PlaneKind, Tuning, encode_plane_led, encode_plane_with, lz_planes_with, split_key,
+    PlaneKind, Tuning, encode_plane_led, encode_plane_with, lz_planes_with, split_key,
 };
 use crate::error::{Error, Result};
 use crate::format::{
@@ -347,6 +347,8 @@ pub fn compress_parts<W: Write + Seek + Send>(
     let mut hasher = Xxh3_128::new();
     let mut chunks: Vec<ChunkEntry> = Vec::with_capacity(jobs.len());
     let mut payload_len = 0u64;
+    // The header flags the chunks' codecs need (FORMAT.md, "Header").
+    let mut flags = 0u16;
     let groups: Vec<&[Job]> = batches(jobs.iter().map(|j| (j.end - j.start) as u64))
         .into_iter()
         .map(|r| &jobs[r])
@@ -390,6 +392,7 @@ pub fn compress_parts<W: Write + Seek + Send>(
                         segment: job.segment,
                     });
                     payload_len += enc.bytes.len() as u64;
+                    flags |= enc.flags;
                     done += (job.end - job.start) as u64;
                 }
                 Ok(())
@@ -429,19 +432,6 @@ pub fn compress_parts<W: Write + Seek + Send>(
     }
     let index_bytes = index.to_bytes();
     out.write_all(&index_bytes)?;
-    let uses = |codec| {
-        index
-            .chunks
-            .iter()
-            .any(|c| c.planes.iter().any(|p| p.codec == codec))
-    };
-    let mut flags = 0;
-    if uses(PlaneCodec::Rans) {
-        flags |= crate::format::FLAG_RANS;
-    }
-    if uses(PlaneCodec::Split) {
-        flags |= crate::format::FLAG_SPLIT;
-    }
     let header = Header {
         version: index.version(),
         flags,
@@ -611,6 +601,8 @@ struct EncodedChunk {
     transform: Transform,
     checksum: u64,
     planes: Vec<PlaneEntry>,
+    /// The header flags its planes need.
+    flags: u16,
 }
 
 /// Whether a tensor (`data`, planes `lz` to have zstd tried) codes smaller
@@ -680,6 +672,7 @@ fn encode_planes(
         checksum,
         planes: entries,
         transform,
+        flags,
     } = enc;
     // Planes are split by plane 0 only in XOR deltas, where it pays (0.5%
     // to 3.9% of the delta's size on the generated series, docs/BENCHMARKS.md);
@@ -688,6 +681,7 @@ fn encode_planes(
     let try_split = *transform == Transform::Xor;
     out.clear();
     entries.clear();
+    *flags = 0;
     let kind_of = |k: usize| {
         if lz >> k & 1 == 1 {
             PlaneKind::TensorLz
@@ -702,6 +696,7 @@ fn encode_planes(
             Some((lead, key)) => encode_plane_led(plane, lead, key, pk, tuning, out),
             None => encode_plane_with(plane, pk, tuning, out),
         };
+        *flags |= crate::codec::flags_needed(codec, &out[start..]);
         entries.push(PlaneEntry {
             codec,
             stored_len: (out.len() - start) as u32,

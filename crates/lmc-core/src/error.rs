@@ -341,6 +341,22 @@ pub enum DecodeError {
         source: Box<DecodeError>,
     },
 
+    /// A runs plane's stream is stored with a codec a stream may not use.
+    #[error("runs plane: its {stream} have codec {code}")]
+    StreamCodec { stream: &'static str, code: u8 },
+
+    /// A stream of a runs plane does not decode.
+    #[error("runs plane, {stream}: {source}")]
+    InStream {
+        stream: &'static str,
+        #[source]
+        source: Box<DecodeError>,
+    },
+
+    /// A runs plane's tokens place bytes beyond the plane's end.
+    #[error("runs plane: tokens cover {covered} bytes of a {len}-byte plane")]
+    RunsOverflow { covered: usize, len: usize },
+
     /// A split plane was decoded without its chunk's plane 0.
     #[error("a split plane needs its chunk's plane 0 (decode_split)")]
     NeedsLead,

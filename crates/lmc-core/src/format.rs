@@ -23,7 +23,7 @@
 //! |---|---|---|
 //! | 0  | 8  | magic `89 4C 4D 43 0D 0A 1A 0A` ("\x89LMC\r\n\x1a\n") |
 //! | 8  | 2  | format version (1, or 2 for a delta container) |
-//! | 10 | 2  | flags: bit 0 [`FLAG_RANS`], bit 1 [`FLAG_SPLIT`]; readers reject others |
+//! | 10 | 2  | flags: bit 0 [`FLAG_RANS`], bit 1 [`FLAG_SPLIT`], bit 2 [`FLAG_RUNS`]; readers reject others |
 //! | 12 | 4  | reserved (0) |
 //! | 16 | 8  | original file length |
 //! | 24 | 16 | XXH3-128 of the original file |
@@ -53,6 +53,8 @@ pub const FLAG_RANS: u16 = 1;
 /// Header flag: planes may use the split codec ([`PlaneCodec::Split`]).
 /// Readers that do not know it reject the file, as they must.
 pub const FLAG_SPLIT: u16 = 2;
+/// Header flag: planes (and split parts) may use the runs codec ([`PlaneCodec::Runs`]).
+pub const FLAG_RUNS: u16 = 4;
 
 /// Largest original size of one chunk: 4 MiB, the largest chunk lmc's
 /// encoder writes (its `--chunk-size` maximum, and the chunk size of tensors
@@ -125,7 +127,7 @@ impl Header {
             });
         }
         let flags = u16::from_le_bytes([b[10], b[11]]);
-        if flags & !(FLAG_RANS | FLAG_SPLIT) != 0 || b[12..16] != [0; 4] {
+        if flags & !(FLAG_RANS | FLAG_SPLIT | FLAG_RUNS) != 0 || b[12..16] != [0; 4] {
             return Err(h(Corruption::Flags { flags }));
         }
         let header = Header {
@@ -554,11 +556,16 @@ impl Index {
                         PlaneCodec::Split if header.flags & FLAG_SPLIT == 0 => {
                             return Err(ctx(ChunkFault::CodecNotFlagged { plane: p, codec }));
                         }
+                        PlaneCodec::Runs if header.flags & FLAG_RUNS == 0 => {
+                            return Err(ctx(ChunkFault::CodecNotFlagged { plane: p, codec }));
+                        }
                         PlaneCodec::Split if p == 0 => {
                             return Err(ctx(ChunkFault::SplitFirst));
                         }
                         // Key, part A's codec and length, part B's codec.
                         PlaneCodec::Split => stored_len >= 7,
+                        // Fill, token count, the tokens' codec and length, the literals' codec.
+                        PlaneCodec::Runs => stored_len >= 11,
                         PlaneCodec::Huffman | PlaneCodec::Zstd | PlaneCodec::Rans => stored_len > 0,
                     };
                     if !ok {

@@ -4,7 +4,8 @@
 //! - [`huffman`]: our canonical, length-limited Huffman coder.
 //! - [`planes`]: byte grouping of tensor elements into planes.
 //! - [`rans`]: our rANS coder, for skewed planes where Huffman's whole bits lose.
-//! - [`codec`]: per-plane choice of raw, constant, Huffman, rANS or zstd.
+//! - [`runs`]: run coding of planes dominated by one byte (XOR deltas).
+//! - [`codec`]: per-plane choice of raw, constant, Huffman, rANS, runs or zstd.
 //! - [`format`](mod@format): the container's bytes (see FORMAT.md).
 //! - [`compress`](mod@compress) and [`container`]: the parallel pipeline, both directions.
 //! - [`hash`]: the format's XXH3 checksums.
@@ -43,6 +44,7 @@ pub mod huffman;
 mod kernels;
 pub mod planes;
 pub mod rans;
+pub mod runs;
 pub mod stats;
 #[cfg(test)]
 mod test_rng;

@@ -63,23 +63,25 @@ fn decode_corpus_holds_valid_containers() {
     assert!(valid > 0, "no valid container in fuzz/corpus/decode");
 }
 
-/// Single-byte changes all over the golden split-plane delta container (a
-/// corpus seed), each run through the decode check, which repairs the
+/// Single-byte changes all over the golden split-plane and runs-plane
+/// delta containers, each run through the decode check, which repairs the
 /// checksums so that the change reaches the plane decoders: a mutation
-/// pass on stable, over the split planes' paths in particular.
+/// pass on stable, over the split and runs planes' paths in particular.
 #[test]
-fn mutated_split_container_never_panics() {
-    let path = fuzz_dir().join("../tests/data/split/next.safetensors.lmc");
-    let seed = std::fs::read(path).unwrap();
-    // Every byte of the header and the start of the payload (the chunk's
-    // planes), every 13th after that, with three kinds of change.
-    let positions = (0..seed.len()).filter(|&i| i < 600 || i % 13 == 0);
-    for i in positions {
-        for x in [0x01u8, 0x80, 0xFF] {
-            let mut m = seed.clone();
-            m[i] ^= x;
-            let run = std::panic::catch_unwind(|| lmc_fuzz::decode(&m));
-            assert!(run.is_ok(), "byte {i} ^ {x:#x} of the split seed panics");
+fn mutated_split_and_runs_containers_never_panic() {
+    for golden in ["split", "runs"] {
+        let path = fuzz_dir().join(format!("../tests/data/{golden}/next.safetensors.lmc"));
+        let seed = std::fs::read(path).unwrap();
+        // Every byte of the header and the start of the payload (the chunk's
+        // planes), every 13th after that, with three kinds of change.
+        let positions = (0..seed.len()).filter(|&i| i < 600 || i % 13 == 0);
+        for i in positions {
+            for x in [0x01u8, 0x80, 0xFF] {
+                let mut m = seed.clone();
+                m[i] ^= x;
+                let run = std::panic::catch_unwind(|| lmc_fuzz::decode(&m));
+                assert!(run.is_ok(), "byte {i} ^ {x:#x} of the {golden} seed panics");
+            }
         }
     }
 }

@@ -538,12 +538,15 @@ fn two_symbol_planes() {
             let packed = roundtrip(&data, &flat(Dtype::U8, &data), chunk);
             if chunk == DEFAULT_CHUNK_SIZE {
                 let c = codecs(&packed);
-                // One bit a symbol is what Huffman spends; rANS or zstd
-                // spend less where one symbol dominates.
+                // One bit a symbol is what Huffman spends; rANS, runs or
+                // zstd spend less where one symbol dominates.
                 assert!(
                     matches!(
                         c[0],
-                        PlaneCodec::Huffman | PlaneCodec::Zstd | PlaneCodec::Rans
+                        PlaneCodec::Huffman
+                            | PlaneCodec::Zstd
+                            | PlaneCodec::Rans
+                            | PlaneCodec::Runs
                     ),
                     "{c:?}"
                 );

@@ -1,0 +1,69 @@
+//! The runs-plane golden container (`tests/data/runs/`): a delta whose
+//! exponent plane is a runs plane, and whose low plane is a split plane
+//! with a runs part, decodes with its base to exactly the golden file,
+//! through the library and the CLI. The files are never regenerated (see
+//! the README there).
+
+mod common;
+use common::{golden, read_golden};
+
+use std::fs;
+
+use assert_cmd::Command;
+use lmc_core::Container;
+use lmc_core::codec::PlaneCodec;
+use lmc_core::format::{FLAG_RUNS, FLAG_SPLIT};
+
+#[test]
+fn golden_runs_delta_decodes() {
+    let base = read_golden("runs/base.safetensors", 131_152);
+    let next = read_golden("runs/next.safetensors", 131_152);
+    let packed = read_golden("runs/next.safetensors.lmc", 19_195);
+
+    let c = Container::open(&packed).unwrap();
+    assert_eq!(c.header().version, 2);
+    assert_eq!(c.header().flags, FLAG_SPLIT | FLAG_RUNS);
+    let tensor = c.chunks().last().unwrap();
+    let codecs: Vec<PlaneCodec> = tensor.planes.iter().map(|p| p.codec).collect();
+    assert_eq!(codecs, [PlaneCodec::Runs, PlaneCodec::Split]);
+    // Part A's codec: the second byte of the split plane.
+    let split_at = tensor.stored_offset as usize + tensor.planes[0].stored_len as usize;
+    assert_eq!(packed[split_at + 1], PlaneCodec::Runs as u8);
+
+    let c = c.with_base(&base).unwrap();
+    let mut out = Vec::new();
+    c.decompress_to(&mut out, &mut |_| true).unwrap();
+    assert!(out == next);
+    let mut w = vec![0u8; 131_072];
+    c.read_tensor_into("w", &mut w).unwrap();
+    assert!(w[..] == next[80..]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("next.safetensors");
+    Command::cargo_bin("lmc")
+        .unwrap()
+        .arg("decompress")
+        .arg(golden("runs/next.safetensors.lmc"))
+        .arg("--base")
+        .arg(golden("runs/base.safetensors"))
+        .arg("-o")
+        .arg(&dest)
+        .assert()
+        .success();
+    assert!(fs::read(&dest).unwrap() == next);
+}
+
+/// lmc before runs refused the golden file by its header flag; a reader
+/// now refuses a runs plane in a file whose header lacks the flag.
+#[test]
+fn runs_without_the_flag_are_refused() {
+    use lmc_core::format::{HEADER_LEN, Header};
+    let mut packed = read_golden("runs/next.safetensors.lmc", 19_195);
+    let h = Header {
+        flags: FLAG_SPLIT,
+        ..Container::open(&packed).unwrap().header().clone()
+    };
+    packed[..HEADER_LEN].copy_from_slice(&h.to_bytes());
+    let err = Container::open(&packed).err().expect("refused").to_string();
+    assert!(err.contains("runs"), "{err}");
+}
