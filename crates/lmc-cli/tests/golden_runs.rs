@@ -18,7 +18,7 @@ use lmc_core::format::{FLAG_RUNS, FLAG_SPLIT};
 fn golden_runs_delta_decodes() {
     let base = read_golden("runs/base.safetensors", 131_152);
     let next = read_golden("runs/next.safetensors", 131_152);
-    let packed = read_golden("runs/next.safetensors.lmc", 19_195);
+    let packed = read_golden("runs/next.safetensors.lmc", 19_199);
 
     let c = Container::open(&packed).unwrap();
     assert_eq!(c.header().version, 2);
@@ -58,7 +58,7 @@ fn golden_runs_delta_decodes() {
 #[test]
 fn runs_without_the_flag_are_refused() {
     use lmc_core::format::{HEADER_LEN, Header};
-    let mut packed = read_golden("runs/next.safetensors.lmc", 19_195);
+    let mut packed = read_golden("runs/next.safetensors.lmc", 19_199);
     let h = Header {
         flags: FLAG_SPLIT,
         ..Container::open(&packed).unwrap().header().clone()

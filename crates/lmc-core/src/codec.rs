@@ -460,9 +460,9 @@ fn runs_fill(hist: &[u32; 256], n: usize) -> Option<u8> {
 }
 
 thread_local! {
-    /// Per-thread room for a runs plane's tokens and literals.
-    static RUNS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const {
-        std::cell::RefCell::new((Vec::new(), Vec::new()))
+    /// Per-thread room for a runs plane's tokens, extra bits and literals.
+    static RUNS: std::cell::RefCell<[Vec<u8>; 3]> = const {
+        std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new()])
     };
 }
 
@@ -478,8 +478,8 @@ fn encode_runs(
     tuning: &Tuning,
     out: &mut Vec<u8>,
 ) -> Option<usize> {
-    RUNS.with_borrow_mut(|(tokens, literals)| {
-        runs::tokenize(data, fill, tokens, literals);
+    RUNS.with_borrow_mut(|[tokens, extra, literals]| {
+        runs::tokenize(data, fill, tokens, extra, literals);
         let th = huffman::histogram(tokens);
         let mut lh = *hist;
         lh[fill as usize] = 0;
@@ -500,7 +500,8 @@ fn encode_runs(
                 e.size
             }
         };
-        let size = runs::OVERHEAD + stored(&te, tokens.len()) + stored(&le, literals.len());
+        let size =
+            runs::OVERHEAD + stored(&te, tokens.len()) + extra.len() + stored(&le, literals.len());
         let rival = if est.codec == PlaneCodec::Raw {
             data.len()
         } else {
@@ -511,7 +512,7 @@ fn encode_runs(
         }
         let start = out.len();
         out.push(fill);
-        out.extend_from_slice(&(tokens.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(literals.len() as u32).to_le_bytes());
         let stream = |data: &[u8], hist: &[u32; 256], e: &Estimate, out: &mut Vec<u8>| {
             encode_entropy(data, hist, e, out);
             if e.codec == PlaneCodec::Raw {
@@ -524,6 +525,8 @@ fn encode_runs(
         out[at] = stream(tokens, &th, &te, out);
         let a = (out.len() - at - 5) as u32;
         out[at + 1..at + 5].copy_from_slice(&a.to_le_bytes());
+        out.extend_from_slice(&(extra.len() as u32).to_le_bytes());
+        out.extend_from_slice(extra);
         let at = out.len();
         out.push(0);
         out[at] = stream(literals, &lh, &le, out);
@@ -937,7 +940,7 @@ mod tests {
         assert!(matches!(
             decode_plane(PlaneCodec::Runs, &b, &mut back),
             Err(DecodeError::LengthMismatch {
-                what: "token count",
+                what: "literal count",
                 ..
             })
         ));

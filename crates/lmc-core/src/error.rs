@@ -357,6 +357,18 @@ pub enum DecodeError {
     #[error("runs plane: tokens cover {covered} bytes of a {len}-byte plane")]
     RunsOverflow { covered: usize, len: usize },
 
+    /// A runs plane's token is outside the alphabet.
+    #[error("runs plane: token {token} is not a run length code")]
+    BadToken { token: u8 },
+
+    /// A runs plane's extra bits end before its tokens need them.
+    #[error("runs plane: the {bytes} bytes of extra bits end before the last token")]
+    ExtraBitsEnd { bytes: usize },
+
+    /// A runs plane's extra bits go on after its last token.
+    #[error("runs plane: {left} bits of the {bytes} bytes of extra bits are left over or not 0")]
+    ExtraBitsLeft { bytes: usize, left: usize },
+
     /// A split plane was decoded without its chunk's plane 0.
     #[error("a split plane needs its chunk's plane 0 (decode_split)")]
     NeedsLead,

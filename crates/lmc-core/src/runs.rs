@@ -16,77 +16,154 @@
 //! | bytes | field |
 //! |---|---|
 //! | 1 | `fill` |
-//! | 4 | token count *t* (u32) |
+//! | 4 | literal count *t* (u32) |
 //! | 1 | the tokens' codec (0 to 4) |
 //! | 4 | the tokens' stored length *a* (u32) |
 //! | *a* | the tokens, coded |
+//! | 4 | the extra bits' length *e* in bytes (u32) |
+//! | *e* | the extra bits |
 //! | 1 | the literals' codec (0 to 4) |
 //! | rest | the literals, coded |
 //!
-//! A token *r* < 255 stands for *r* fill bytes then the next literal; 255
-//! for 255 fill bytes and no literal. Fill bytes after the last literal
-//! are implied by the plane's length.
+//! Each literal has a token, the length *r* of the run of `fill` before it,
+//! coded as *v = r + 1* the way DEFLATE codes lengths: *v* < 16 is token
+//! *v - 1*; a larger *v* of *k + 1* bits is token *15 + 2(k - 4) + h* (*h*
+//! its bit below the top one) followed by its *k - 1* low bits in the extra
+//! bits. The alphabet stays small (a table of a few dozen bytes, where one
+//! byte a run length would need 255 symbols) and long runs cost a token.
+//! Fill bytes after the last literal are implied by the plane's length.
 
 use crate::codec::PlaneCodec;
 use crate::error::DecodeError;
 
-/// The token standing for 255 fill bytes and no literal.
-pub const ESCAPE: u8 = 255;
-/// Bytes of the block's header fields around the two streams.
-pub const OVERHEAD: usize = 1 + 4 + 1 + 4 + 1;
+/// Bytes of the block's header fields around its three streams.
+pub const OVERHEAD: usize = 1 + 4 + 1 + 4 + 4 + 1;
+/// Tokens below this stand for *v = token + 1* alone.
+const DIRECT: u8 = 15;
+/// The largest token: *v* of 32 bits (k = 31).
+pub const MAX_TOKEN: u8 = DIRECT + 2 * (31 - 4) + 1;
 
-/// Splits `data` into tokens and literals (appended to the two vectors,
-/// which are cleared first), runs counted of `fill`.
-pub fn tokenize(data: &[u8], fill: u8, tokens: &mut Vec<u8>, literals: &mut Vec<u8>) {
-    tokens.clear();
-    literals.clear();
-    let mut next = 0usize; // the position after the last literal
-    let mut emit = |p: usize, tokens: &mut Vec<u8>, literals: &mut Vec<u8>| {
-        let mut r = p - next;
-        while r >= ESCAPE as usize {
-            tokens.push(ESCAPE);
-            r -= ESCAPE as usize;
+/// The token of run length *v = r + 1* (v >= 1), its extra bits and their count.
+#[inline(always)]
+fn token_of(v: u32) -> (u8, u32, u32) {
+    if v <= u32::from(DIRECT) {
+        return ((v - 1) as u8, 0, 0);
+    }
+    let k = 31 - v.leading_zeros(); // v has k + 1 bits, k >= 4
+    let h = (v >> (k - 1)) & 1;
+    let t = DIRECT as u32 + 2 * (k - 4) + h;
+    (t as u8, v & ((1 << (k - 1)) - 1), k - 1)
+}
+
+/// For every token, the smallest *v* it stands for and its extra bits' count.
+fn token_table() -> [(u32, u32); MAX_TOKEN as usize + 1] {
+    std::array::from_fn(|t| {
+        let t = t as u32;
+        if t < u32::from(DIRECT) {
+            (t + 1, 0)
+        } else {
+            let j = t - u32::from(DIRECT);
+            let (k, h) = (4 + j / 2, j % 2);
+            (1 << k | h << (k - 1), k - 1)
         }
-        tokens.push(r as u8);
+    })
+}
+
+/// Splits `data` into tokens, extra bits and literals (the vectors are
+/// cleared first), runs counted of `fill`.
+pub fn tokenize(
+    data: &[u8],
+    fill: u8,
+    tokens: &mut Vec<u8>,
+    extra: &mut Vec<u8>,
+    literals: &mut Vec<u8>,
+) {
+    tokens.clear();
+    extra.clear();
+    literals.clear();
+    // Room for most planes' streams, so pushes seldom grow them.
+    tokens.reserve(data.len() / 2);
+    literals.reserve(data.len() / 2);
+    let mut bits = BitWriter::default();
+    let mut next = 0usize; // the position after the last literal
+    let mut emit = |p: usize, tokens: &mut Vec<u8>, literals: &mut Vec<u8>, extra: &mut Vec<u8>| {
+        // Planes are at most 4 MiB (format::MAX_CHUNK_LEN): v fits in u32.
+        let (t, x, nb) = token_of((p - next + 1) as u32);
+        tokens.push(t);
+        bits.put(x, nb, extra);
         literals.push(data[p]);
         next = p + 1;
     };
-    // 64 bytes a step: a mask of the bytes that are not `fill` (the
-    // comparisons vectorise), then its set bits one by one, so a sparse
-    // plane costs a step per literal and a few per 64 bytes.
-    let mut blocks = data.chunks_exact(64);
+    // Eight bytes a step: a word with the high bit set in each byte that is
+    // not `fill` (no carry crosses bytes: (x & 0x7F) + 0x7F <= 0xFE), then
+    // its set bits one by one, so a sparse plane costs a step per literal
+    // and a few per word.
+    const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    let fills = u64::from_ne_bytes([fill; 8]);
+    let mut words = data.chunks_exact(8);
     let mut at = 0usize;
-    for block in &mut blocks {
-        let mut mask = 0u64;
-        for (k, &b) in block.iter().enumerate() {
-            mask |= u64::from(b != fill) << k;
+    for w in &mut words {
+        let x = u64::from_le_bytes(w.try_into().expect("8 bytes")) ^ fills;
+        if x != 0 {
+            let mut hi = ((x & LOW7) + LOW7 | x) & !LOW7;
+            while hi != 0 {
+                emit(
+                    at + (hi.trailing_zeros() / 8) as usize,
+                    tokens,
+                    literals,
+                    extra,
+                );
+                hi &= hi - 1;
+            }
         }
-        while mask != 0 {
-            emit(at + mask.trailing_zeros() as usize, tokens, literals);
-            mask &= mask - 1;
-        }
-        at += 64;
+        at += 8;
     }
-    for (k, &b) in blocks.remainder().iter().enumerate() {
+    for (k, &b) in words.remainder().iter().enumerate() {
         if b != fill {
-            emit(at + k, tokens, literals);
+            emit(at + k, tokens, literals, extra);
         }
+    }
+    bits.finish(extra);
+}
+
+/// Packs bits least significant first.
+#[derive(Default)]
+struct BitWriter {
+    acc: u64,
+    n: u32,
+}
+
+impl BitWriter {
+    #[inline(always)]
+    fn put(&mut self, x: u32, nb: u32, out: &mut Vec<u8>) {
+        self.acc |= u64::from(x) << self.n;
+        self.n += nb;
+        if self.n >= 32 {
+            out.extend_from_slice(&(self.acc as u32).to_le_bytes());
+            self.acc >>= 32;
+            self.n -= 32;
+        }
+    }
+
+    fn finish(self, out: &mut Vec<u8>) {
+        let bytes = self.n.div_ceil(8) as usize;
+        out.extend_from_slice(&self.acc.to_le_bytes()[..bytes]);
     }
 }
 
 /// The parts of a runs block, its streams still coded.
 pub struct Parsed<'a> {
     pub fill: u8,
-    pub tokens: usize,
+    pub literals: usize,
     pub token_codec: PlaneCodec,
     pub token_stream: &'a [u8],
+    pub extra: &'a [u8],
     pub literal_codec: PlaneCodec,
     pub literal_stream: &'a [u8],
 }
 
-/// Reads a runs block's header for a plane of `n` bytes. Refuses token
-/// counts above `n` (each token stands for at least one byte) before
-/// anything is allocated for them.
+/// Reads a runs block's header for a plane of `n` bytes. Refuses literal
+/// counts above `n` before anything is allocated for them.
 pub fn parse(stored: &[u8], n: usize) -> Result<Parsed<'_>, DecodeError> {
     let truncated = |part, needed| DecodeError::Truncated {
         codec: PlaneCodec::Runs,
@@ -97,21 +174,29 @@ pub fn parse(stored: &[u8], n: usize) -> Result<Parsed<'_>, DecodeError> {
     let &[fill, t0, t1, t2, t3, tc, a0, a1, a2, a3, ref rest @ ..] = stored else {
         return Err(truncated("header", 10));
     };
-    let tokens = u32::from_le_bytes([t0, t1, t2, t3]) as usize;
-    if tokens > n {
+    let literals = u32::from_le_bytes([t0, t1, t2, t3]) as usize;
+    if literals > n {
         return Err(DecodeError::LengthMismatch {
             codec: PlaneCodec::Runs,
-            what: "token count",
+            what: "literal count",
             expected: n,
-            found: tokens,
+            found: literals,
         });
     }
     let a = u32::from_le_bytes([a0, a1, a2, a3]) as usize;
-    if a >= rest.len() {
-        return Err(truncated("tokens", 10 + a + 1));
-    }
-    let (token_stream, rest) = rest.split_at(a);
-    let (lc, literal_stream) = (rest[0], &rest[1..]);
+    let Some((token_stream, rest)) = rest.split_at_checked(a) else {
+        return Err(truncated("tokens", 10 + a));
+    };
+    let Some((e, rest)) = rest.split_first_chunk::<4>() else {
+        return Err(truncated("extra bits' length", 10 + a + 4));
+    };
+    let e = u32::from_le_bytes(*e) as usize;
+    let Some((extra, rest)) = rest.split_at_checked(e) else {
+        return Err(truncated("extra bits", 14 + a + e));
+    };
+    let Some((&lc, literal_stream)) = rest.split_first() else {
+        return Err(truncated("literals' codec", 14 + a + e + 1));
+    };
     let inner = |code: u8, stream: &'static str| match PlaneCodec::from_code(code) {
         Some(
             c @ (PlaneCodec::Raw
@@ -124,52 +209,107 @@ pub fn parse(stored: &[u8], n: usize) -> Result<Parsed<'_>, DecodeError> {
     };
     Ok(Parsed {
         fill,
-        tokens,
+        literals,
         token_codec: inner(tc, "tokens")?,
         token_stream,
+        extra,
         literal_codec: inner(lc, "literals")?,
         literal_stream,
     })
 }
 
-/// The number of literals `tokens` place, if they fit in a plane of `n`
-/// bytes.
-pub fn count_literals(tokens: &[u8], n: usize) -> Result<usize, DecodeError> {
-    // Byte-wide counts over blocks of 255 tokens: they vectorise.
-    let (mut escapes, mut covered) = (0usize, 0usize);
-    for c in tokens.chunks(255) {
-        escapes += usize::from(c.iter().map(|&t| u8::from(t == ESCAPE)).sum::<u8>());
-        covered += c.iter().map(|&t| u32::from(t)).sum::<u32>() as usize;
+/// Fills `out` with `fill` and puts each literal after the run its token
+/// and extra bits give. Tokens above [`MAX_TOKEN`], runs past the plane's
+/// end, extra bits that run out or are left over are errors (never a panic).
+pub fn place(
+    tokens: &[u8],
+    extra: &[u8],
+    literals: &[u8],
+    fill: u8,
+    out: &mut [u8],
+) -> Result<(), DecodeError> {
+    if tokens.len() != literals.len() {
+        return Err(DecodeError::LengthMismatch {
+            codec: PlaneCodec::Runs,
+            what: "literals",
+            expected: tokens.len(),
+            found: literals.len(),
+        });
     }
-    let literals = tokens.len() - escapes;
-    let covered = covered + literals;
-    if covered > n {
-        return Err(DecodeError::RunsOverflow { covered, len: n });
+    let table = token_table();
+    out.fill(fill);
+    let n = out.len();
+    let mut bits = BitReader::new(extra);
+    let mut pos = 0usize; // where the next run starts
+    for (&t, &lit) in tokens.iter().zip(literals) {
+        let &(base, nb) = table
+            .get(usize::from(t))
+            .ok_or(DecodeError::BadToken { token: t })?;
+        let v = base as usize + bits.take(nb)? as usize;
+        // v >= 1: the run, then the literal.
+        pos += v;
+        if pos > n {
+            return Err(DecodeError::RunsOverflow {
+                covered: pos,
+                len: n,
+            });
+        }
+        out[pos - 1] = lit;
     }
-    Ok(literals)
+    bits.finish()
 }
 
-/// Fills `out` with `fill` and puts `literals` where `tokens` say.
-/// `tokens` must have passed [`count_literals`] for `out.len()` with
-/// `literals.len()` literals; otherwise an error (never a panic).
-pub fn place(tokens: &[u8], literals: &[u8], fill: u8, out: &mut [u8]) -> Result<(), DecodeError> {
-    out.fill(fill);
-    let mut pos = 0usize;
-    let mut lits = literals.iter();
-    for &t in tokens {
-        pos += usize::from(t);
-        if t != ESCAPE {
-            let (Some(slot), Some(&lit)) = (out.get_mut(pos), lits.next()) else {
-                return Err(DecodeError::RunsOverflow {
-                    covered: pos + 1,
-                    len: out.len(),
-                });
-            };
-            *slot = lit;
-            pos += 1;
+/// Reads the extra bits, least significant first.
+struct BitReader<'a> {
+    rest: &'a [u8],
+    acc: u64,
+    n: u32,
+    /// Bytes consumed, for the end check.
+    total: usize,
+}
+
+impl<'a> BitReader<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        BitReader {
+            rest: data,
+            acc: 0,
+            n: 0,
+            total: data.len(),
         }
     }
-    Ok(())
+
+    #[inline(always)]
+    fn take(&mut self, nb: u32) -> Result<u32, DecodeError> {
+        if self.n < nb {
+            // Refill whole bytes while they fit (nb <= 30 < 57).
+            while self.n <= 56 {
+                let Some((&b, r)) = self.rest.split_first() else {
+                    break;
+                };
+                self.acc |= u64::from(b) << self.n;
+                self.n += 8;
+                self.rest = r;
+            }
+            if self.n < nb {
+                return Err(DecodeError::ExtraBitsEnd { bytes: self.total });
+            }
+        }
+        let x = (self.acc & ((1u64 << nb) - 1)) as u32;
+        self.acc >>= nb;
+        self.n -= nb;
+        Ok(x)
+    }
+
+    /// The stream must end in its last byte: fewer than 8 bits left, all 0.
+    fn finish(self) -> Result<(), DecodeError> {
+        if !self.rest.is_empty() || self.n >= 8 || self.acc != 0 {
+            return Err(DecodeError::ExtraBitsLeft {
+                bytes: self.total,
+                left: self.rest.len() * 8 + self.n as usize,
+            });
+        }
+        Ok(())
+    }
 }
 
 thread_local! {
@@ -181,24 +321,21 @@ thread_local! {
 /// blocks give an error, never a panic; nothing is allocated beyond twice
 /// the plane's length.
 pub fn decode(stored: &[u8], out: &mut [u8]) -> Result<(), DecodeError> {
-    let n = out.len();
-    let p = parse(stored, n)?;
+    let p = parse(stored, out.len())?;
     DECODED.with_borrow_mut(|buf| {
-        buf.resize(p.tokens, 0);
+        buf.resize(2 * p.literals, 0);
+        let (tokens, literals) = buf.split_at_mut(p.literals);
         let in_stream = |stream| {
             move |e| DecodeError::InStream {
                 stream,
                 source: Box::new(e),
             }
         };
-        crate::codec::decode_plane(p.token_codec, p.token_stream, &mut buf[..p.tokens])
+        crate::codec::decode_plane(p.token_codec, p.token_stream, tokens)
             .map_err(in_stream("tokens"))?;
-        let nlit = count_literals(&buf[..p.tokens], n)?;
-        buf.resize(p.tokens + nlit, 0);
-        let (tokens, literals) = buf.split_at_mut(p.tokens);
         crate::codec::decode_plane(p.literal_codec, p.literal_stream, literals)
             .map_err(in_stream("literals"))?;
-        place(tokens, literals, p.fill, out)
+        place(tokens, p.extra, literals, p.fill, out)
     })
 }
 
@@ -221,17 +358,28 @@ mod tests {
             .collect()
     }
 
-    fn untokenize(tokens: &[u8], literals: &[u8], fill: u8, n: usize) -> Vec<u8> {
-        let nlit = count_literals(tokens, n).unwrap();
-        assert_eq!(nlit, literals.len());
+    fn untokenize(tokens: &[u8], extra: &[u8], literals: &[u8], fill: u8, n: usize) -> Vec<u8> {
         let mut out = vec![!fill; n];
-        place(tokens, literals, fill, &mut out).unwrap();
+        place(tokens, extra, literals, fill, &mut out).unwrap();
         out
     }
 
     #[test]
+    fn every_run_length_has_one_token() {
+        let table = token_table();
+        for v in (1..70_000u32).chain([1 << 22, (1 << 22) + 1, u32::MAX]) {
+            let (t, x, nb) = token_of(v);
+            assert!(t <= MAX_TOKEN);
+            let (base, bits) = table[t as usize];
+            assert_eq!(bits, nb, "{v}");
+            assert!(nb == 0 || x < 1 << nb);
+            assert_eq!(base + x, v, "{v}");
+        }
+    }
+
+    #[test]
     fn tokens_round_trip() {
-        let (mut t, mut l) = (Vec::new(), Vec::new());
+        let (mut t, mut e, mut l) = (Vec::new(), Vec::new(), Vec::new());
         for (n, pm) in [
             (0, 0),
             (1, 1000),
@@ -247,33 +395,41 @@ mod tests {
                         *b = fill;
                     }
                 }
-                tokenize(&d, fill, &mut t, &mut l);
+                tokenize(&d, fill, &mut t, &mut e, &mut l);
                 assert!(l.iter().all(|&b| b != fill));
-                assert_eq!(untokenize(&t, &l, fill, n), d, "n {n}, fill {fill}");
+                assert_eq!(untokenize(&t, &e, &l, fill, n), d, "n {n}, fill {fill}");
             }
         }
-        // Runs of exactly 254, 255, 256 and 510 fill bytes.
-        for r in [254usize, 255, 256, 510, 511, 100_000] {
+        for r in [14usize, 15, 16, 254, 255, 256, 100_000, (4 << 20) - 1] {
             let mut d = vec![0u8; r + 2];
             d[r] = 9;
-            tokenize(&d, 0, &mut t, &mut l);
-            assert_eq!(l, [9]);
-            assert_eq!(t.len(), r / 255 + 1);
-            assert_eq!(untokenize(&t, &l, 0, d.len()), d);
+            tokenize(&d, 0, &mut t, &mut e, &mut l);
+            assert_eq!((t.len(), &l[..]), (1, &[9u8][..]));
+            assert_eq!(untokenize(&t, &e, &l, 0, d.len()), d);
         }
     }
 
     #[test]
-    fn tokens_that_overflow_the_plane_are_errors() {
-        assert_eq!(count_literals(&[3, 0], 5), Ok(2));
+    fn bad_tokens_and_bits_are_errors() {
+        let mut out = [0u8; 5];
+        // Runs of 3 and 0 then literals: 5 bytes.
+        assert_eq!(place(&[3, 0], &[], &[1, 2], 0, &mut out), Ok(()));
+        assert_eq!(out, [0, 0, 0, 1, 2]);
         assert_eq!(
-            count_literals(&[3, 1], 5),
+            place(&[3, 1], &[], &[1, 2], 0, &mut out),
             Err(DecodeError::RunsOverflow { covered: 6, len: 5 })
         );
-        assert!(count_literals(&[255; 3], 764).is_err());
-        // More literals asked for than given, or a token list not checked.
-        let mut out = [0u8; 5];
-        assert!(place(&[0, 0], &[1], 0, &mut out).is_err());
-        assert!(place(&[9], &[1], 0, &mut out).is_err());
+        assert_eq!(
+            place(&[MAX_TOKEN + 1], &[], &[1], 0, &mut out),
+            Err(DecodeError::BadToken {
+                token: MAX_TOKEN + 1
+            })
+        );
+        // A token that needs extra bits the stream does not have, bits
+        // left over, and more tokens than literals.
+        assert!(place(&[DIRECT], &[], &[1], 0, &mut [0u8; 100]).is_err());
+        assert!(place(&[0], &[0], &[1], 0, &mut out).is_err());
+        assert!(place(&[0], &[1], &[1], 0, &mut out).is_err());
+        assert!(place(&[0, 0], &[], &[1], 0, &mut out).is_err());
     }
 }
