@@ -105,6 +105,9 @@ const RANS_MIN_GAIN: f64 = 0.10;
 /// The default [`Tuning::runs_slack`].
 const RUNS_SLACK: f64 = 0.02;
 
+/// The default [`Tuning::sparse_max`].
+const SPARSE_MAX: f64 = 0.5;
+
 /// How the encoder trades decoding speed and its own time for ratio. The
 /// decoder is the same whatever the tuning: it only changes which codec
 /// each plane gets, within the same format.
@@ -132,6 +135,9 @@ pub struct Tuning {
     /// this fraction larger than the best entropy coder's (runs decode a
     /// step per literal, not per byte).
     pub runs_slack: f64,
+    /// A delta chunk in which at most this fraction of the elements
+    /// changed is coded sparse ([`crate::format::Transform::XorSparse`]).
+    pub sparse_max: f64,
 }
 
 impl Tuning {
@@ -149,6 +155,7 @@ impl Tuning {
         lz_chunk_size: Some(4 << 20),
         split_min_gain: SPLIT_MIN_GAIN,
         runs_slack: RUNS_SLACK,
+        sparse_max: SPARSE_MAX,
     };
     /// The smallest output (`lmc compress --best`): rANS wherever its
     /// estimate is smaller at all, zstd level 9, repeated strings looked for
@@ -163,6 +170,7 @@ impl Tuning {
         lz_chunk_size: Some(4 << 20),
         split_min_gain: 0.0,
         runs_slack: 0.0,
+        sparse_max: SPARSE_MAX,
     };
 }
 

@@ -636,7 +636,8 @@ fn longer_chunks_pay(
 
 /// Codes one chunk into `enc` (its buffers reused): XORs it with `base`
 /// if given, splits it into planes, codes each plane, and checksums the
-/// result.
+/// result. A delta chunk in which few elements changed is coded sparse:
+/// a map of the changed elements, then the planes of those elements alone.
 fn encode_chunk(
     kind: &SegmentKind,
     data: &[u8],
@@ -645,43 +646,140 @@ fn encode_chunk(
     tuning: &Tuning,
     enc: &mut EncodedChunk,
 ) {
+    enc.bytes.clear();
+    enc.planes.clear();
+    enc.flags = 0;
     match base {
         None => {
             enc.transform = Transform::None;
-            encode_planes(kind, data, lz, tuning, enc);
+            encode_planes(kind, data, lz, tuning, false, enc);
         }
         Some(base) => DELTA.with_borrow_mut(|x| {
             x.clear();
             x.extend(data.iter().zip(base).map(|(a, b)| a ^ b));
-            enc.transform = Transform::Xor;
-            encode_planes(kind, x, lz, tuning, enc);
+            let width = kind.width();
+            let sparse = matches!(kind, SegmentKind::Tensor { .. })
+                && changed_elements(x, width) as f64
+                    <= (x.len() / width) as f64 * tuning.sparse_max;
+            if sparse {
+                enc.transform = Transform::XorSparse;
+                SPARSE.with_borrow_mut(|(map, changed)| {
+                    compact_changed(x, width, map, changed);
+                    push_plane(map, PlaneKind::Tensor, None, tuning, enc);
+                    encode_planes(kind, changed, lz, tuning, true, enc);
+                });
+            } else {
+                enc.transform = Transform::Xor;
+                encode_planes(kind, x, lz, tuning, true, enc);
+            }
         }),
+    }
+    enc.checksum = crate::hash::xxh3_64(&enc.bytes);
+}
+
+thread_local! {
+    /// Per-thread buffers for a sparse chunk's map and changed elements.
+    static SPARSE: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// The number of elements of `width` bytes in `x` that are not all zero.
+fn changed_elements(x: &[u8], width: usize) -> usize {
+    fn count<const W: usize>(x: &[u8]) -> usize {
+        x.chunks_exact(W)
+            .map(|e| usize::from(e.iter().fold(0u8, |a, &b| a | b) != 0))
+            .sum()
+    }
+    match width {
+        1 => count::<1>(x),
+        2 => count::<2>(x),
+        4 => count::<4>(x),
+        8 => count::<8>(x),
+        w => x
+            .chunks_exact(w)
+            .filter(|e| e.iter().any(|&b| b != 0))
+            .count(),
     }
 }
 
-/// `lz`: bit *k* set if plane *k* is to have zstd tried (see [`lz_planes`]).
+/// Writes into `map` one byte an element of `x`, 1 where it is not all
+/// zero, and into `changed` those elements, in order.
+fn compact_changed(x: &[u8], width: usize, map: &mut Vec<u8>, changed: &mut Vec<u8>) {
+    // Every element is copied and the cursor moves past the changed ones
+    // only: no branch on data that changes at random. Fixed widths let
+    // the copy be one load and store.
+    fn compact<const W: usize>(x: &[u8], map: &mut [u8], changed: &mut [u8]) -> usize {
+        let mut at = 0usize;
+        for (e, m) in x.chunks_exact(W).zip(map.iter_mut()) {
+            let e: &[u8; W] = e.try_into().expect("W bytes");
+            let nz = e.iter().fold(0u8, |a, &b| a | b) != 0;
+            *m = u8::from(nz);
+            if let Some(to) = changed.get_mut(at..at + W) {
+                to.copy_from_slice(e);
+            }
+            at += W * usize::from(nz);
+        }
+        at
+    }
+    fn compact_any(x: &[u8], w: usize, map: &mut [u8], changed: &mut [u8]) -> usize {
+        let mut at = 0usize;
+        for (e, m) in x.chunks_exact(w).zip(map.iter_mut()) {
+            let nz = e.iter().any(|&b| b != 0);
+            *m = u8::from(nz);
+            changed[at..at + w].copy_from_slice(e);
+            at += w * usize::from(nz);
+        }
+        at
+    }
+    map.clear();
+    map.resize(x.len() / width, 0);
+    changed.clear();
+    changed.resize(x.len() + width, 0);
+    let len = match width {
+        1 => compact::<1>(x, map, changed),
+        2 => compact::<2>(x, map, changed),
+        4 => compact::<4>(x, map, changed),
+        8 => compact::<8>(x, map, changed),
+        w => compact_any(x, w, map, changed),
+    };
+    changed.truncate(len);
+}
+
+/// Codes one plane with `tuning`'s choice of codec (split by `lead`, its
+/// plane 0 and split key, if given) and appends it to `enc`.
+fn push_plane(
+    plane: &[u8],
+    pk: PlaneKind,
+    lead: Option<(&[u8], u8)>,
+    tuning: &Tuning,
+    enc: &mut EncodedChunk,
+) {
+    let out = &mut enc.bytes;
+    let start = out.len();
+    let codec = match lead {
+        Some((lead, key)) => encode_plane_led(plane, lead, key, pk, tuning, out),
+        None => encode_plane_with(plane, pk, tuning, out),
+    };
+    enc.flags |= crate::codec::flags_needed(codec, &out[start..]);
+    enc.planes.push(PlaneEntry {
+        codec,
+        stored_len: (out.len() - start) as u32,
+    });
+}
+
+/// Appends the planes of `data` to `enc`. `lz`: bit *k* set if plane *k*
+/// is to have zstd tried (see [`lz_planes`]). `delta`: the data is an XOR
+/// delta, whose planes 1.. are split by plane 0 where it pays (0.5% to
+/// 3.9% of the delta's size on the generated series, docs/BENCHMARKS.md);
+/// on plain files it gained under 0.3% (AdamW state) and made compressing
+/// MiniLM 15-19% slower in an alternating run.
 fn encode_planes(
     kind: &SegmentKind,
     data: &[u8],
     lz: u64,
     tuning: &Tuning,
+    delta: bool,
     enc: &mut EncodedChunk,
 ) {
-    let EncodedChunk {
-        bytes: out,
-        checksum,
-        planes: entries,
-        transform,
-        flags,
-    } = enc;
-    // Planes are split by plane 0 only in XOR deltas, where it pays (0.5%
-    // to 3.9% of the delta's size on the generated series, docs/BENCHMARKS.md);
-    // on plain files it gained under 0.3% (AdamW state) and made compressing
-    // MiniLM 15-19% slower in an alternating run.
-    let try_split = *transform == Transform::Xor;
-    out.clear();
-    entries.clear();
-    *flags = 0;
     let kind_of = |k: usize| {
         if lz >> k & 1 == 1 {
             PlaneKind::TensorLz
@@ -689,36 +787,22 @@ fn encode_planes(
             PlaneKind::Tensor
         }
     };
-    // `lead`: plane 0 and its split key, for the planes after it.
-    let mut push = |plane: &[u8], pk: PlaneKind, lead: Option<(&[u8], u8)>, out: &mut Vec<u8>| {
-        let start = out.len();
-        let codec = match lead {
-            Some((lead, key)) => encode_plane_led(plane, lead, key, pk, tuning, out),
-            None => encode_plane_with(plane, pk, tuning, out),
-        };
-        *flags |= crate::codec::flags_needed(codec, &out[start..]);
-        entries.push(PlaneEntry {
-            codec,
-            stored_len: (out.len() - start) as u32,
-        });
-    };
     match kind {
-        SegmentKind::Bytes => push(data, PlaneKind::Generic, None, out),
+        SegmentKind::Bytes => push_plane(data, PlaneKind::Generic, None, tuning, enc),
         SegmentKind::Tensor { dtype, .. } if dtype.width() == 1 => {
-            push(data, kind_of(0), None, out)
+            push_plane(data, kind_of(0), None, tuning, enc)
         }
         SegmentKind::Tensor { dtype, .. } => PLANES.with_borrow_mut(|planes| {
             planes.resize_with(dtype.width(), Vec::new);
             planes::split(*dtype, data, planes);
             let (lead, rest) = planes.split_first().expect("width >= 2");
-            push(lead, kind_of(0), None, out);
-            let led = try_split.then(|| (&lead[..], split_key(lead)));
+            push_plane(lead, kind_of(0), None, tuning, enc);
+            let led = delta.then(|| (&lead[..], split_key(lead)));
             for (k, p) in rest.iter().enumerate() {
-                push(p, kind_of(k + 1), led, out);
+                push_plane(p, kind_of(k + 1), led, tuning, enc);
             }
         }),
     }
-    *checksum = crate::hash::xxh3_64(out);
 }
 
 #[cfg(test)]

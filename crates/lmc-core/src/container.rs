@@ -220,7 +220,7 @@ impl<'a> Container<'a> {
         };
         let base = match c.transform {
             Transform::None => None,
-            Transform::Xor => {
+            Transform::Xor | Transform::XorSparse => {
                 let (Some(base), Some(off)) = (self.base, seg.base_offset) else {
                     return Err(Error::Base(format!(
                         "chunk {i} ({}) is a delta against a base file of {} bytes that was not given",
@@ -233,66 +233,33 @@ impl<'a> Container<'a> {
                 Some(&base[start..start + c.raw_len as usize])
             }
         };
-        self.decode_planes(c, seg, stored, out, &plane_err)?;
-        if let Some(base) = base {
-            for (o, b) in out.iter_mut().zip(base) {
-                *o ^= b;
-            }
-        }
-        Ok(())
-    }
-
-    /// Decodes the planes of chunk `c` and merges them into `out`.
-    fn decode_planes(
-        &self,
-        c: &ChunkEntry,
-        seg: &Segment,
-        stored: &[u8],
-        out: &mut [u8],
-        plane_err: &dyn Fn(usize, u64, DecodeError) -> Error,
-    ) -> Result<()> {
         let width = seg.kind.width();
-        if width == 1 {
-            let p = c.planes[0];
-            return decode_plane(p.codec, stored, out)
-                .map_err(|d| plane_err(0, c.stored_offset, d));
-        }
-        let SegmentKind::Tensor { dtype, .. } = &seg.kind else {
-            unreachable!("only tensors have more than one plane")
-        };
-        let plane_len = c.raw_len as usize / width;
-        SCRATCH.with_borrow_mut(|scratch| {
-            // Raw planes are merged straight from the container; the others
-            // are decoded into per-thread scratch first.
-            scratch.resize(plane_len * width, 0);
-            let mut views: Vec<&[u8]> = Vec::with_capacity(width);
-            let mut rest_stored = stored;
-            let mut rest_scratch = scratch.as_mut_slice();
-            let mut offset = c.stored_offset;
-            for (k, p) in c.planes.iter().enumerate() {
-                let at = offset;
-                offset += u64::from(p.stored_len);
-                let (s, r) = rest_stored.split_at(p.stored_len as usize);
-                rest_stored = r;
-                let (buf, r) = std::mem::take(&mut rest_scratch).split_at_mut(plane_len);
-                rest_scratch = r;
-                match p.codec {
-                    PlaneCodec::Raw => views.push(s),
-                    // Index::parse refused split on plane 0, so views[0]
-                    // is there.
-                    PlaneCodec::Split => {
-                        decode_split(s, views[0], buf).map_err(|d| plane_err(k, at, d))?;
-                        views.push(buf);
-                    }
-                    _ => {
-                        decode_plane(p.codec, s, buf).map_err(|d| plane_err(k, at, d))?;
-                        views.push(buf);
+        match (c.transform, base) {
+            (Transform::XorSparse, Some(base)) => {
+                let n = c.raw_len as usize / width;
+                let (map, rest) = stored.split_at(c.planes[0].stored_len as usize);
+                let at = c.stored_offset + map.len() as u64;
+                CHANGED.with_borrow_mut(|(positions, values)| {
+                    changed_positions(c.planes[0].codec, map, n, positions)
+                        .map_err(|d| plane_err(0, c.stored_offset, d))?;
+                    values.resize(positions.len() * width, 0);
+                    let shifted = |k: usize, off: u64, d: DecodeError| plane_err(k + 1, off, d);
+                    decode_planes(&c.planes[1..], seg, rest, at, values, &shifted)?;
+                    out.copy_from_slice(base);
+                    xor_at(width, positions, values, out);
+                    Ok(())
+                })
+            }
+            (_, base) => {
+                decode_planes(&c.planes, seg, stored, c.stored_offset, out, &plane_err)?;
+                if let Some(base) = base {
+                    for (o, b) in out.iter_mut().zip(base) {
+                        *o ^= b;
                     }
                 }
+                Ok(())
             }
-            planes::merge(*dtype, &views, out);
-            Ok(())
-        })
+        }
     }
 
     /// Refuses to decode a delta container whose base was not given.
@@ -526,4 +493,144 @@ impl<'a> Container<'a> {
             .into_iter()
             .collect::<Result<()>>()
     }
+}
+thread_local! {
+    /// Per-thread buffers for a sparse chunk's changed positions and values.
+    static CHANGED: std::cell::RefCell<(Vec<u32>, Vec<u8>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    /// Per-thread buffer for a sparse chunk's map, where it must be decoded.
+    static MAP: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The elements a sparse chunk's map (a plane of `n` bytes, nonzero where
+/// an element changed, stored with `codec`) marks, into `positions`. A map
+/// run coded with constant literals (what lmc writes) is read from its run
+/// lengths; any other is decoded and scanned.
+fn changed_positions(
+    codec: PlaneCodec,
+    stored: &[u8],
+    n: usize,
+    positions: &mut Vec<u32>,
+) -> Result<(), DecodeError> {
+    if codec == PlaneCodec::Runs && crate::runs::literal_positions(stored, n, positions)? {
+        return Ok(());
+    }
+    MAP.with_borrow_mut(|map| {
+        map.resize(n, 0);
+        decode_plane(codec, stored, map)?;
+        positions.clear();
+        positions.extend(
+            map.iter()
+                .enumerate()
+                .filter(|&(_, &b)| b != 0)
+                .map(|(e, _)| e as u32),
+        );
+        Ok(())
+    })
+}
+
+/// XORs element `values[i]` (of `width` bytes) into element `positions[i]`
+/// of `out`, for each `i`. The positions come from a map of `out`'s
+/// elements, so each is in range.
+fn xor_at(width: usize, positions: &[u32], values: &[u8], out: &mut [u8]) {
+    match width {
+        2 => {
+            for (&p, v) in positions.iter().zip(values.chunks_exact(2)) {
+                let o = p as usize * 2;
+                if let Some(e) = out.get_mut(o..o + 2) {
+                    e[0] ^= v[0];
+                    e[1] ^= v[1];
+                }
+            }
+        }
+        4 => {
+            for (&p, v) in positions.iter().zip(values.chunks_exact(4)) {
+                let o = p as usize * 4;
+                if let Some(e) = out.get_mut(o..o + 4) {
+                    let x = u32::from_ne_bytes([e[0], e[1], e[2], e[3]])
+                        ^ u32::from_ne_bytes([v[0], v[1], v[2], v[3]]);
+                    e.copy_from_slice(&x.to_ne_bytes());
+                }
+            }
+        }
+        _ => {
+            for (&p, v) in positions.iter().zip(values.chunks_exact(width)) {
+                let o = p as usize * width;
+                if let Some(e) = out.get_mut(o..o + width) {
+                    for (a, b) in e.iter_mut().zip(v) {
+                        *a ^= b;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Decodes the planes `entries` (stored back to back in `stored`, from
+/// container offset `offset`) of a chunk of segment `seg` and merges them
+/// into `out`, whose length sets the planes' length.
+fn decode_planes(
+    entries: &[crate::format::PlaneEntry],
+    seg: &Segment,
+    stored: &[u8],
+    offset: u64,
+    out: &mut [u8],
+    plane_err: &dyn Fn(usize, u64, DecodeError) -> Error,
+) -> Result<()> {
+    let width = seg.kind.width();
+    let plane_len = out.len() / width;
+    // A sparse chunk's planes are as long as its map says, which the
+    // index could not check for raw ones.
+    let raw_mismatch = |found: usize| DecodeError::LengthMismatch {
+        codec: PlaneCodec::Raw,
+        what: "stored block",
+        expected: plane_len,
+        found,
+    };
+    if width == 1 {
+        let p = entries[0];
+        let s = &stored[..p.stored_len as usize];
+        if p.codec == PlaneCodec::Raw && s.len() != plane_len {
+            return Err(plane_err(0, offset, raw_mismatch(s.len())));
+        }
+        return decode_plane(p.codec, s, out).map_err(|d| plane_err(0, offset, d));
+    }
+    let SegmentKind::Tensor { dtype, .. } = &seg.kind else {
+        unreachable!("only tensors have more than one plane")
+    };
+    SCRATCH.with_borrow_mut(|scratch| {
+        // Raw planes are merged straight from the container; the others
+        // are decoded into per-thread scratch first.
+        scratch.resize(plane_len * width, 0);
+        let mut views: Vec<&[u8]> = Vec::with_capacity(width);
+        let mut rest_stored = stored;
+        let mut rest_scratch = scratch.as_mut_slice();
+        let mut offset = offset;
+        for (k, p) in entries.iter().enumerate() {
+            let at = offset;
+            offset += u64::from(p.stored_len);
+            let (s, r) = rest_stored.split_at(p.stored_len as usize);
+            rest_stored = r;
+            let (buf, r) = std::mem::take(&mut rest_scratch).split_at_mut(plane_len);
+            rest_scratch = r;
+            match p.codec {
+                PlaneCodec::Raw if s.len() != plane_len => {
+                    return Err(plane_err(k, at, raw_mismatch(s.len())));
+                }
+                PlaneCodec::Raw => views.push(s),
+                // Index::parse refused split on plane 0, so views[0]
+                // is there.
+                PlaneCodec::Split => {
+                    decode_split(s, views[0], buf).map_err(|d| plane_err(k, at, d))?;
+                    views.push(buf);
+                }
+                _ => {
+                    decode_plane(p.codec, s, buf).map_err(|d| plane_err(k, at, d))?;
+                    views.push(buf);
+                }
+            }
+        }
+        planes::merge(*dtype, &views, out);
+        Ok(())
+    })
 }

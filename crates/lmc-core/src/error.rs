@@ -226,7 +226,9 @@ pub enum ChunkFault {
     #[error("plane {plane}: {} codec in a container without the {} flag", .codec.name(), .codec.name())]
     CodecNotFlagged { plane: usize, codec: PlaneCodec },
 
-    #[error("plane 0: split codec (it splits by plane 0)")]
+    #[error(
+        "split codec on plane 0, or on a sparse chunk's map or first plane (split planes are split by plane 0)"
+    )]
     SplitFirst,
 
     #[error("plane {plane}: {} codec with stored length {stored} for {plane_len} bytes", .codec.name())]

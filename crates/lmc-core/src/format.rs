@@ -199,6 +199,11 @@ pub enum Transform {
     None = 0,
     /// The chunk's bytes XORed with the base's bytes at the same position.
     Xor = 1,
+    /// The chunk XORed with the base, coded as a map of the elements that
+    /// changed (plane entry 0) and the byte planes of those elements' XOR
+    /// values alone (entries 1 to width): decoding copies the base and
+    /// XORs in the changed elements (FORMAT.md, "Transforms").
+    XorSparse = 2,
 }
 
 impl Transform {
@@ -206,6 +211,7 @@ impl Transform {
         match c {
             0 => Some(Transform::None),
             1 => Some(Transform::Xor),
+            2 => Some(Transform::XorSparse),
             _ => None,
         }
     }
@@ -214,6 +220,7 @@ impl Transform {
         match self {
             Transform::None => "none",
             Transform::Xor => "xor",
+            Transform::XorSparse => "xor-sparse",
         }
     }
 }
@@ -534,10 +541,15 @@ impl Index {
                         width,
                     }));
                 }
-                if nplanes != width {
+                // A sparse chunk has its change map before its planes.
+                let sparse = transform == Transform::XorSparse;
+                let expected = width + usize::from(sparse);
+                if nplanes != expected
+                    || (sparse && !matches!(seg.kind, SegmentKind::Tensor { .. }))
+                {
                     return Err(ctx(ChunkFault::PlaneCount {
                         found: nplanes,
-                        expected: width,
+                        expected,
                     }));
                 }
                 let plane_len = raw_len / width as u32;
@@ -547,7 +559,12 @@ impl Index {
                     let codec = PlaneCodec::from_code(code)
                         .ok_or_else(|| ctx(ChunkFault::UnknownCodec { plane: p, code }))?;
                     let stored_len = r.u32("plane length")?;
+                    // The planes of a sparse chunk's changed elements are
+                    // as long as the map says, at most the plane length:
+                    // decoding checks the rest.
+                    let changed_planes = sparse && p > 0;
                     let ok = match codec {
+                        PlaneCodec::Raw if changed_planes => stored_len <= plane_len,
                         PlaneCodec::Raw => stored_len == plane_len,
                         PlaneCodec::Constant => stored_len == 1,
                         PlaneCodec::Rans if header.flags & FLAG_RANS == 0 => {
@@ -559,13 +576,12 @@ impl Index {
                         PlaneCodec::Runs if header.flags & FLAG_RUNS == 0 => {
                             return Err(ctx(ChunkFault::CodecNotFlagged { plane: p, codec }));
                         }
-                        PlaneCodec::Split if p == 0 => {
+                        PlaneCodec::Split if p == 0 || (sparse && p == 1) => {
                             return Err(ctx(ChunkFault::SplitFirst));
                         }
                         // Key, part A's codec and length, part B's codec.
                         PlaneCodec::Split => stored_len >= 7,
-                        // Fill, token count, the tokens' codec and length, the literals' codec.
-                        PlaneCodec::Runs => stored_len >= 11,
+                        PlaneCodec::Runs => stored_len as usize >= crate::runs::OVERHEAD,
                         PlaneCodec::Huffman | PlaneCodec::Zstd | PlaneCodec::Rans => stored_len > 0,
                     };
                     if !ok {

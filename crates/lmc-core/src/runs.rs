@@ -236,80 +236,108 @@ pub fn place(
             found: literals.len(),
         });
     }
-    let table = token_table();
     out.fill(fill);
-    let n = out.len();
-    let mut bits = BitReader::new(extra);
+    let mut lits = literals.iter();
+    walk(tokens, extra, out.len(), |at| {
+        // walk gives as many positions as tokens, each below out.len().
+        if let (Some(o), Some(&l)) = (out.get_mut(at), lits.next()) {
+            *o = l;
+        }
+    })
+}
+
+/// Calls `put` with the position of each literal, in order, that `tokens`
+/// and `extra` give in a plane of `n` bytes; each is below `n`. The rules
+/// of [`place`].
+#[inline(always)]
+fn walk(
+    tokens: &[u8],
+    extra: &[u8],
+    n: usize,
+    mut put: impl FnMut(usize),
+) -> Result<(), DecodeError> {
+    let table = token_table();
+    // The extra bits' reader, in locals so that its state stays in
+    // registers: `acc` holds `held` bits read from `extra[..next]` (and,
+    // above them, copies of later bytes that the next refill puts back
+    // in the same places).
+    let (mut acc, mut held, mut next) = (0u64, 0u32, 0usize);
     let mut pos = 0usize; // where the next run starts
-    for (&t, &lit) in tokens.iter().zip(literals) {
+    for &t in tokens {
         let &(base, nb) = table
             .get(usize::from(t))
             .ok_or(DecodeError::BadToken { token: t })?;
-        let v = base as usize + bits.take(nb)? as usize;
-        // v >= 1: the run, then the literal.
-        pos += v;
+        if held < nb {
+            if let Some(w) = extra.get(next..next + 8) {
+                acc |= u64::from_le_bytes(w.try_into().expect("8 bytes")) << held;
+                let k = (63 - held) / 8;
+                next += k as usize;
+                held += 8 * k;
+            } else {
+                while held <= 56 && next < extra.len() {
+                    acc |= u64::from(extra[next]) << held;
+                    next += 1;
+                    held += 8;
+                }
+                if held < nb {
+                    return Err(DecodeError::ExtraBitsEnd { bytes: extra.len() });
+                }
+            }
+        }
+        let x = acc & ((1u64 << nb) - 1);
+        acc >>= nb;
+        held -= nb;
+        // v = base + x >= 1: the run, then the literal.
+        pos += base as usize + x as usize;
         if pos > n {
             return Err(DecodeError::RunsOverflow {
                 covered: pos,
                 len: n,
             });
         }
-        out[pos - 1] = lit;
+        put(pos - 1);
     }
-    bits.finish()
+    // Every byte read, and what is left of the last one all 0.
+    if next != extra.len() || held >= 8 || acc != 0 {
+        return Err(DecodeError::ExtraBitsLeft {
+            bytes: extra.len(),
+            left: (extra.len() - next) * 8 + held as usize,
+        });
+    }
+    Ok(())
 }
 
-/// Reads the extra bits, least significant first.
-struct BitReader<'a> {
-    rest: &'a [u8],
-    acc: u64,
-    n: u32,
-    /// Bytes consumed, for the end check.
-    total: usize,
-}
-
-impl<'a> BitReader<'a> {
-    fn new(data: &'a [u8]) -> Self {
-        BitReader {
-            rest: data,
-            acc: 0,
-            n: 0,
-            total: data.len(),
-        }
+/// The positions of the literals of the runs block `stored` for a plane
+/// of `n` bytes, into `positions`, if its literals are one byte other than
+/// its fill (a constant stream; a map of changed elements is so), without
+/// writing the plane. `Ok(false)` if they are not, and the plane must be
+/// decoded instead.
+pub fn literal_positions(
+    stored: &[u8],
+    n: usize,
+    positions: &mut Vec<u32>,
+) -> Result<bool, DecodeError> {
+    let p = parse(stored, n)?;
+    if p.literal_codec != PlaneCodec::Constant
+        || p.literal_stream.len() != 1
+        || p.literal_stream[0] == p.fill
+        || p.fill != 0
+    {
+        return Ok(false);
     }
-
-    #[inline(always)]
-    fn take(&mut self, nb: u32) -> Result<u32, DecodeError> {
-        if self.n < nb {
-            // Refill whole bytes while they fit (nb <= 30 < 57).
-            while self.n <= 56 {
-                let Some((&b, r)) = self.rest.split_first() else {
-                    break;
-                };
-                self.acc |= u64::from(b) << self.n;
-                self.n += 8;
-                self.rest = r;
+    positions.clear();
+    DECODED.with_borrow_mut(|buf| {
+        buf.resize(p.literals, 0);
+        crate::codec::decode_plane(p.token_codec, p.token_stream, buf).map_err(|e| {
+            DecodeError::InStream {
+                stream: "tokens",
+                source: Box::new(e),
             }
-            if self.n < nb {
-                return Err(DecodeError::ExtraBitsEnd { bytes: self.total });
-            }
-        }
-        let x = (self.acc & ((1u64 << nb) - 1)) as u32;
-        self.acc >>= nb;
-        self.n -= nb;
-        Ok(x)
-    }
-
-    /// The stream must end in its last byte: fewer than 8 bits left, all 0.
-    fn finish(self) -> Result<(), DecodeError> {
-        if !self.rest.is_empty() || self.n >= 8 || self.acc != 0 {
-            return Err(DecodeError::ExtraBitsLeft {
-                bytes: self.total,
-                left: self.rest.len() * 8 + self.n as usize,
-            });
-        }
-        Ok(())
-    }
+        })?;
+        positions.reserve(p.literals);
+        walk(buf, p.extra, n, |at| positions.push(at as u32))
+    })?;
+    Ok(true)
 }
 
 thread_local! {
@@ -431,5 +459,57 @@ mod tests {
         assert!(place(&[0], &[0], &[1], 0, &mut out).is_err());
         assert!(place(&[0], &[1], &[1], 0, &mut out).is_err());
         assert!(place(&[0, 0], &[], &[1], 0, &mut out).is_err());
+    }
+
+    /// The spec's reader, a bit at a time: the positions, or None where
+    /// the block is invalid.
+    fn reference(tokens: &[u8], extra: &[u8], n: usize) -> Option<Vec<usize>> {
+        let table = token_table();
+        let bit = |j: usize| extra.get(j / 8).map(|b| u32::from(b >> (j % 8) & 1));
+        let (mut j, mut pos, mut out) = (0usize, 0usize, Vec::new());
+        for &t in tokens {
+            let (base, nb) = *table.get(usize::from(t))?;
+            let mut x = 0u32;
+            for i in 0..nb {
+                x |= bit(j)? << i;
+                j += 1;
+            }
+            pos += (base + x) as usize;
+            if pos > n {
+                return None;
+            }
+            out.push(pos - 1);
+        }
+        let rest_zero = (j..extra.len() * 8).all(|i| bit(i) == Some(0));
+        (extra.len() == j.div_ceil(8) && rest_zero).then_some(out)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn walk_agrees_with_the_bitwise_reader(
+            tokens in proptest::collection::vec(0u8..=MAX_TOKEN + 2, 0..40),
+            extra in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+            n in 0usize..5_000_000,
+        ) {
+            let mut got = Vec::new();
+            let r = walk(&tokens, &extra, n, |p| got.push(p));
+            proptest::prop_assert_eq!(r.ok().map(|()| got), reference(&tokens, &extra, n));
+        }
+
+        #[test]
+        fn encoded_extra_bits_walk_back(runs in proptest::collection::vec(0u32..3_000_000, 0..60)) {
+            // A plane with literal 1 after each run.
+            let n: usize = runs.iter().map(|&r| r as usize + 1).sum();
+            let (mut tokens, mut extra, mut bits) = (Vec::new(), Vec::new(), BitWriter::default());
+            for &r in &runs {
+                let (t, x, nb) = token_of(r + 1);
+                tokens.push(t);
+                bits.put(x, nb, &mut extra);
+            }
+            bits.finish(&mut extra);
+            let mut got = Vec::new();
+            walk(&tokens, &extra, n, |p| got.push(p)).unwrap();
+            proptest::prop_assert_eq!(Some(got), reference(&tokens, &extra, n));
+        }
     }
 }

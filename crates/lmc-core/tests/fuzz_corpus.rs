@@ -63,13 +63,13 @@ fn decode_corpus_holds_valid_containers() {
     assert!(valid > 0, "no valid container in fuzz/corpus/decode");
 }
 
-/// Single-byte changes all over the golden split-plane and runs-plane
-/// delta containers, each run through the decode check, which repairs the
+/// Single-byte changes all over the golden split-plane, runs-plane and
+/// sparse-chunk delta containers, each run through the decode check, which repairs the
 /// checksums so that the change reaches the plane decoders: a mutation
 /// pass on stable, over the split and runs planes' paths in particular.
 #[test]
-fn mutated_split_and_runs_containers_never_panic() {
-    for golden in ["split", "runs"] {
+fn mutated_split_runs_and_sparse_containers_never_panic() {
+    for golden in ["split", "runs", "sparse"] {
         let path = fuzz_dir().join(format!("../tests/data/{golden}/next.safetensors.lmc"));
         let seed = std::fs::read(path).unwrap();
         // Every byte of the header and the start of the payload (the chunk's

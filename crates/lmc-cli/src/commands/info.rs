@@ -40,12 +40,22 @@ pub fn run(input: &Path, as_json: bool) -> Result<()> {
     for seg in c.segments() {
         let chunks = &c.chunks()[seg.first_chunk..seg.first_chunk + seg.chunk_count];
         let width = seg.kind.width();
-        let mut planes: Vec<PlaneStats> = (0..width).map(|_| PlaneStats::default()).collect();
+        // Planes 0..width, then the change maps of sparse delta chunks.
+        let mut planes: Vec<PlaneStats> = (0..=width).map(|_| PlaneStats::default()).collect();
         for ch in chunks {
+            let sparse = ch.transform == lmc_core::format::Transform::XorSparse;
             for (k, p) in ch.planes.iter().enumerate() {
+                let k = match (sparse, k) {
+                    (true, 0) => width,
+                    (true, k) => k - 1,
+                    (false, k) => k,
+                };
                 planes[k].stored += p.stored_len as u64;
                 *planes[k].codecs.entry(p.codec.name()).or_default() += 1;
             }
+        }
+        if planes[width].codecs.is_empty() {
+            planes.pop();
         }
         let stored: u64 = planes.iter().map(|p| p.stored).sum();
         rows.push((seg, stored, planes));
@@ -97,7 +107,9 @@ pub fn run(input: &Path, as_json: bool) -> Result<()> {
                     .iter()
                     .enumerate()
                     .map(|(k, p)| {
-                        json!({"plane": k, "original_bytes": plane_len, "stored_bytes": p.stored,
+                        // The change map (one byte an element) of sparse delta chunks.
+                        let plane = if k < seg.kind.width() { json!(k) } else { json!("map") };
+                        json!({"plane": plane, "original_bytes": plane_len, "stored_bytes": p.stored,
                                "ratio": ratio(plane_len, p.stored), "codecs": p.codecs})
                     })
                     .collect();
@@ -190,7 +202,7 @@ pub fn run(input: &Path, as_json: bool) -> Result<()> {
     }
     writeln!(
         text,
-        "{:<44} {:<7} {:<16} {:>10} {:>10} {:>6}  planes (ratio codec, plane 0 = most significant byte)",
+        "{:<44} {:<7} {:<16} {:>10} {:>10} {:>6}  planes (ratio codec, plane 0 = most significant byte; map = which elements changed, in sparse delta chunks)",
         "segment", "dtype", "shape", "original", "stored", "ratio"
     )?;
     for (seg, stored, planes) in &rows {
@@ -205,8 +217,13 @@ pub fn run(input: &Path, as_json: bool) -> Result<()> {
             .iter()
             .enumerate()
             .map(|(k, p)| {
+                let plane = if k < seg.kind.width() {
+                    k.to_string()
+                } else {
+                    "map".into()
+                };
                 format!(
-                    "{k}:{:.2} {}",
+                    "{plane}:{:.2} {}",
                     ratio(plane_len, p.stored),
                     p.codec_summary()
                 )
