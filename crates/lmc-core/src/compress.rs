@@ -665,7 +665,13 @@ fn encode_chunk(
                 enc.transform = Transform::XorSparse;
                 SPARSE.with_borrow_mut(|(map, changed)| {
                     compact_changed(x, width, map, changed);
-                    push_plane(map, PlaneKind::Tensor, None, tuning, enc);
+                    let start = enc.bytes.len();
+                    let codec = crate::codec::encode_map(map, tuning, &mut enc.bytes);
+                    enc.flags |= crate::codec::flags_needed(codec, &enc.bytes[start..]);
+                    enc.planes.push(PlaneEntry {
+                        codec,
+                        stored_len: (enc.bytes.len() - start) as u32,
+                    });
                     encode_planes(kind, changed, lz, tuning, true, enc);
                 });
             } else {

@@ -518,13 +518,16 @@ fn changed_positions(
     MAP.with_borrow_mut(|map| {
         map.resize(n, 0);
         decode_plane(codec, stored, map)?;
+        // Branch-free: every position is written, the count moves past
+        // the changed ones.
         positions.clear();
-        positions.extend(
-            map.iter()
-                .enumerate()
-                .filter(|&(_, &b)| b != 0)
-                .map(|(e, _)| e as u32),
-        );
+        positions.resize(n + 1, 0);
+        let mut m = 0usize;
+        for (e, &b) in map.iter().enumerate() {
+            positions[m] = e as u32;
+            m += usize::from(b != 0);
+        }
+        positions.truncate(m);
         Ok(())
     })
 }

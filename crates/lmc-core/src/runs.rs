@@ -237,25 +237,28 @@ pub fn place(
         });
     }
     out.fill(fill);
-    let mut lits = literals.iter();
-    walk(tokens, extra, out.len(), |at| {
-        // walk gives as many positions as tokens, each below out.len().
-        if let (Some(o), Some(&l)) = (out.get_mut(at), lits.next()) {
-            *o = l;
+    POSITIONS.with_borrow_mut(|positions| {
+        positions.resize(tokens.len(), 0);
+        walk(tokens, extra, out.len(), positions)?;
+        // walk checked every position against out.len().
+        for (&at, &l) in positions.iter().zip(literals) {
+            if let Some(o) = out.get_mut(at as usize) {
+                *o = l;
+            }
         }
+        Ok(())
     })
 }
 
-/// Calls `put` with the position of each literal, in order, that `tokens`
-/// and `extra` give in a plane of `n` bytes; each is below `n`. The rules
-/// of [`place`].
-#[inline(always)]
-fn walk(
-    tokens: &[u8],
-    extra: &[u8],
-    n: usize,
-    mut put: impl FnMut(usize),
-) -> Result<(), DecodeError> {
+thread_local! {
+    /// Per-thread room for a runs block's literal positions.
+    static POSITIONS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Writes into `positions` (one a token) the position of each literal, in
+/// order, that `tokens` and `extra` give in a plane of `n` bytes; each is
+/// below `n`. The rules of [`place`].
+fn walk(tokens: &[u8], extra: &[u8], n: usize, positions: &mut [u32]) -> Result<(), DecodeError> {
     let table = token_table();
     // The extra bits' reader, in locals so that its state stays in
     // registers: `acc` holds `held` bits read from `extra[..next]` (and,
@@ -263,7 +266,7 @@ fn walk(
     // in the same places).
     let (mut acc, mut held, mut next) = (0u64, 0u32, 0usize);
     let mut pos = 0usize; // where the next run starts
-    for &t in tokens {
+    for (&t, at) in tokens.iter().zip(positions.iter_mut()) {
         let &(base, nb) = table
             .get(usize::from(t))
             .ok_or(DecodeError::BadToken { token: t })?;
@@ -295,7 +298,8 @@ fn walk(
                 len: n,
             });
         }
-        put(pos - 1);
+        // n <= 2^22 (a chunk's plane): positions fit in u32.
+        *at = (pos - 1) as u32;
     }
     // Every byte read, and what is left of the last one all 0.
     if next != extra.len() || held >= 8 || acc != 0 {
@@ -325,7 +329,6 @@ pub fn literal_positions(
     {
         return Ok(false);
     }
-    positions.clear();
     DECODED.with_borrow_mut(|buf| {
         buf.resize(p.literals, 0);
         crate::codec::decode_plane(p.token_codec, p.token_stream, buf).map_err(|e| {
@@ -334,8 +337,8 @@ pub fn literal_positions(
                 source: Box::new(e),
             }
         })?;
-        positions.reserve(p.literals);
-        walk(buf, p.extra, n, |at| positions.push(at as u32))
+        positions.resize(p.literals, 0);
+        walk(buf, p.extra, n, positions)
     })?;
     Ok(true)
 }
@@ -491,8 +494,9 @@ mod tests {
             extra in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
             n in 0usize..5_000_000,
         ) {
-            let mut got = Vec::new();
-            let r = walk(&tokens, &extra, n, |p| got.push(p));
+            let mut got = vec![0u32; tokens.len()];
+            let r = walk(&tokens, &extra, n, &mut got);
+            let got: Vec<usize> = got.iter().map(|&p| p as usize).collect();
             proptest::prop_assert_eq!(r.ok().map(|()| got), reference(&tokens, &extra, n));
         }
 
@@ -507,8 +511,9 @@ mod tests {
                 bits.put(x, nb, &mut extra);
             }
             bits.finish(&mut extra);
-            let mut got = Vec::new();
-            walk(&tokens, &extra, n, |p| got.push(p)).unwrap();
+            let mut got = vec![0u32; tokens.len()];
+            walk(&tokens, &extra, n, &mut got).unwrap();
+            let got: Vec<usize> = got.iter().map(|&p| p as usize).collect();
             proptest::prop_assert_eq!(Some(got), reference(&tokens, &extra, n));
         }
     }
