@@ -102,8 +102,9 @@ const MIN_GAIN_DIVISOR: usize = 64;
 /// pretraining delta all of it.
 const RANS_MIN_GAIN: f64 = 0.10;
 
-/// The default [`Tuning::runs_slack`].
+/// The default [`Tuning::runs_slack`] and [`Tuning::runs_slack_bytes`].
 const RUNS_SLACK: f64 = 0.02;
+const RUNS_SLACK_BYTES: usize = 64;
 
 /// The default [`Tuning::sparse_max`]: at most half the elements changed,
 /// so that the map's runs are of unchanged elements (the fill byte 0) and
@@ -141,6 +142,10 @@ pub struct Tuning {
     /// this fraction larger than the best entropy coder's (runs decode a
     /// step per literal, not per byte).
     pub runs_slack: f64,
+    /// ... plus this many bytes: on a plane that codes to a few dozen
+    /// bytes, runs' two tables outweigh what they save, yet a step a
+    /// byte of rANS is the slowest part of decoding the plane.
+    pub runs_slack_bytes: usize,
     /// A delta chunk in which at most this fraction of the elements
     /// changed is coded sparse ([`crate::format::Transform::XorSparse`]).
     pub sparse_max: f64,
@@ -161,6 +166,7 @@ impl Tuning {
         lz_chunk_size: Some(4 << 20),
         split_min_gain: SPLIT_MIN_GAIN,
         runs_slack: RUNS_SLACK,
+        runs_slack_bytes: RUNS_SLACK_BYTES,
         sparse_max: SPARSE_MAX,
     };
     /// The smallest output (`lmc compress --best`): rANS wherever its
@@ -176,6 +182,7 @@ impl Tuning {
         lz_chunk_size: Some(4 << 20),
         split_min_gain: 0.0,
         runs_slack: 0.0,
+        runs_slack_bytes: 0,
         sparse_max: SPARSE_MAX,
     };
 }
@@ -563,7 +570,7 @@ fn encode_runs(
         } else {
             est.size
         };
-        if size as f64 > rival as f64 * (1.0 + tuning.runs_slack) {
+        if size as f64 > rival as f64 * (1.0 + tuning.runs_slack) + tuning.runs_slack_bytes as f64 {
             return None;
         }
         let start = out.len();
