@@ -170,6 +170,25 @@ fn bench_delta(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("rans-decode", name), |b| {
             b.iter(|| rans::decode(&block, &mut back).unwrap())
         });
+        // Runs of zeros (codec::encode_map runs-codes any plane whose
+        // most frequent byte is 0), and their decoding.
+        if plane.iter().filter(|&&b| b == 0).count() * 2 >= plane.len() {
+            let mut block = Vec::new();
+            g.bench_function(BenchmarkId::new("runs-encode", name), |b| {
+                b.iter(|| {
+                    block.clear();
+                    codec::encode_map(plane, &Tuning::DEFAULT, &mut block)
+                })
+            });
+            block.clear();
+            let c = codec::encode_map(plane, &Tuning::DEFAULT, &mut block);
+            let mut back = vec![0u8; plane.len()];
+            codec::decode_plane(c, &block, &mut back).unwrap();
+            assert!(&back == plane, "runs round trip differs");
+            g.bench_function(BenchmarkId::new("runs-decode", name), |b| {
+                b.iter(|| codec::decode_plane(c, &block, &mut back).unwrap())
+            });
+        }
         let mut out = Vec::new();
         g.bench_function(BenchmarkId::new("encode_plane", name), |b| {
             b.iter(|| {
