@@ -208,6 +208,26 @@ pub fn huffman(data: &[u8]) {
     }
 }
 
+/// The `runs` target: a runs block (output length from the first two
+/// bytes) decodes or is refused, never panics; the same bytes as a plane,
+/// run coded by the sparse map's encoder where 0 fills half of them, decode
+/// back to themselves.
+pub fn runs(data: &[u8]) {
+    use lmc_core::codec::{PlaneCodec, Tuning, decode_plane, encode_map};
+    let Some((len, block)) = data.split_first_chunk::<2>() else {
+        return;
+    };
+    let n = (u16::from_le_bytes(*len) as usize).min(1 << 20);
+    let mut out = vec![0u8; n];
+    let _ = decode_plane(PlaneCodec::Runs, block, &mut out);
+
+    let mut encoded = Vec::new();
+    let codec = encode_map(block, &Tuning::DEFAULT, &mut encoded);
+    let mut back = vec![0u8; block.len()];
+    decode_plane(codec, &encoded, &mut back).expect("a plane we encoded decodes");
+    assert!(back == block, "runs round trip changed the bytes");
+}
+
 /// Chunk sizes picked by the high nibble of the first byte.
 /// The encoder takes 4 KiB to 4 MiB (`lmc_core::MIN_CHUNK_SIZE`..=`MAX_CHUNK_SIZE`).
 const CHUNK_SIZES: [usize; 16] = [

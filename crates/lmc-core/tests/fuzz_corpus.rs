@@ -45,6 +45,12 @@ fn huffman_corpus_and_regressions_never_panic() {
 }
 
 #[test]
+fn runs_corpus_and_regressions_never_panic() {
+    let n = replay("runs", lmc_fuzz::runs);
+    assert!(n > 0, "fuzz/corpus/runs is empty or missing");
+}
+
+#[test]
 fn roundtrip_corpus_and_regressions_round_trip() {
     replay("roundtrip", lmc_fuzz::roundtrip);
 }
