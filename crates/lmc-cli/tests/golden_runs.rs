@@ -64,7 +64,7 @@ fn runs_without_the_flag_are_refused() {
         ..Container::open(&packed).unwrap().header().clone()
     };
     packed[..HEADER_LEN].copy_from_slice(&h.to_bytes());
-    let err = Container::open(&packed).err().expect("refused").to_string();
+    let err = Container::open(&packed).expect_err("refused").to_string();
     assert!(err.contains("runs"), "{err}");
 }
 

@@ -105,7 +105,7 @@ pub fn tokenize(
     for w in &mut words {
         let x = u64::from_le_bytes(w.try_into().expect("8 bytes")) ^ fills;
         if x != 0 {
-            let mut hi = ((x & LOW7) + LOW7 | x) & !LOW7;
+            let mut hi = (((x & LOW7) + LOW7) | x) & !LOW7;
             while hi != 0 {
                 emit(
                     at + (hi.trailing_zeros() / 8) as usize,
