@@ -546,55 +546,124 @@ fn encode_runs(
         let th = huffman::histogram(tokens);
         let mut lh = *hist;
         lh[fill as usize] = 0;
-        // rANS decodes several times slower than Huffman, but on a stream
-        // a fraction of the plane's length: it must save that fraction of
-        // the gain it must save on a whole plane.
-        let n = data.len() as f64;
-        let inner = |len: usize| Tuning {
-            rans_min_gain: tuning.rans_min_gain * len as f64 / n,
-            ..*tuning
-        };
-        let te = estimate(&th, tokens.len(), &inner(tokens.len()));
-        let le = estimate(&lh, literals.len(), &inner(literals.len()));
-        let stored = |e: &Estimate, len: usize| {
-            if e.codec == PlaneCodec::Raw {
-                len
-            } else {
-                e.size
-            }
-        };
-        let size =
-            runs::OVERHEAD + stored(&te, tokens.len()) + extra.len() + stored(&le, literals.len());
-        let rival = if est.codec == PlaneCodec::Raw {
-            data.len()
-        } else {
-            est.size
-        };
+        let n = data.len();
+        let te = estimate(&th, tokens.len(), &stream_tuning(tuning, tokens.len(), n));
+        let le = estimate(
+            &lh,
+            literals.len(),
+            &stream_tuning(tuning, literals.len(), n),
+        );
+        let size = runs::OVERHEAD
+            + stored_size(&te, tokens.len())
+            + extra.len()
+            + stored_size(&le, literals.len());
+        let rival = stored_size(est, n);
         if size as f64 > rival as f64 * (1.0 + tuning.runs_slack) + tuning.runs_slack_bytes as f64 {
             return None;
         }
         let start = out.len();
-        out.push(fill);
-        out.extend_from_slice(&(literals.len() as u32).to_le_bytes());
-        let stream = |data: &[u8], hist: &[u32; 256], e: &Estimate, out: &mut Vec<u8>| {
-            encode_entropy(data, hist, e, out);
-            if e.codec == PlaneCodec::Raw {
-                out.extend_from_slice(data);
-            }
-            e.codec as u8
+        let streams = RunsStreams {
+            tokens,
+            token_hist: &th,
+            token_est: &te,
+            extra,
+            literals,
+            literal_hist: &lh,
+            literal_est: &le,
         };
-        let at = out.len();
-        out.extend_from_slice(&[0; 5]);
-        out[at] = stream(tokens, &th, &te, out);
-        let a = (out.len() - at - 5) as u32;
-        out[at + 1..at + 5].copy_from_slice(&a.to_le_bytes());
-        out.extend_from_slice(&(extra.len() as u32).to_le_bytes());
-        out.extend_from_slice(extra);
-        let at = out.len();
-        out.push(0);
-        out[at] = stream(literals, &lh, &le, out);
+        write_runs(fill, literals.len(), &streams, out);
         Some(out.len() - start)
     })
+}
+
+/// The tuning for a stream of `len` symbols inside a runs plane of `n`
+/// bytes: rANS decodes several times slower than Huffman, but on a stream
+/// a fraction of the plane's length, so it must save that fraction of the
+/// gain it must save on a whole plane.
+fn stream_tuning(tuning: &Tuning, len: usize, n: usize) -> Tuning {
+    Tuning {
+        rans_min_gain: tuning.rans_min_gain * len as f64 / n.max(1) as f64,
+        ..*tuning
+    }
+}
+
+/// The bytes a plane of `len` bytes takes with the coder `e` chose.
+fn stored_size(e: &Estimate, len: usize) -> usize {
+    if e.codec == PlaneCodec::Raw {
+        len
+    } else {
+        e.size
+    }
+}
+
+/// A runs block's streams and the coders chosen for them.
+struct RunsStreams<'a> {
+    tokens: &'a [u8],
+    token_hist: &'a [u32; 256],
+    token_est: &'a Estimate,
+    extra: &'a [u8],
+    literals: &'a [u8],
+    literal_hist: &'a [u32; 256],
+    literal_est: &'a Estimate,
+}
+
+/// Appends a runs block (FORMAT.md, "Runs plane") of `count` literals.
+fn write_runs(fill: u8, count: usize, s: &RunsStreams, out: &mut Vec<u8>) {
+    out.push(fill);
+    out.extend_from_slice(&(count as u32).to_le_bytes());
+    let stream = |data: &[u8], hist: &[u32; 256], e: &Estimate, out: &mut Vec<u8>| {
+        encode_entropy(data, hist, e, out);
+        if e.codec == PlaneCodec::Raw {
+            out.extend_from_slice(data);
+        }
+        e.codec as u8
+    };
+    let at = out.len();
+    out.extend_from_slice(&[0; 5]);
+    out[at] = stream(s.tokens, s.token_hist, s.token_est, out);
+    let a = (out.len() - at - 5) as u32;
+    out[at + 1..at + 5].copy_from_slice(&a.to_le_bytes());
+    out.extend_from_slice(&(s.extra.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.extra);
+    let at = out.len();
+    out.push(0);
+    out[at] = stream(s.literals, s.literal_hist, s.literal_est, out);
+}
+
+/// Codes the map of a sparse delta chunk of `n` elements whose changed
+/// elements are `positions` (increasing) into `out`, as [`encode_map`]
+/// codes the map's bytes but from the positions: the tokens come from
+/// their gaps, with no pass over the map.
+pub fn encode_positions(
+    n: usize,
+    positions: &[u32],
+    tuning: &Tuning,
+    out: &mut Vec<u8>,
+) -> PlaneCodec {
+    let m = positions.len();
+    if m == 0 || m == n {
+        out.push(u8::from(m == n));
+        return PlaneCodec::Constant;
+    }
+    RUNS.with_borrow_mut(|[tokens, extra, _]| {
+        runs::tokens_at(positions, tokens, extra);
+        let th = huffman::histogram(tokens);
+        let te = estimate(&th, m, &stream_tuning(tuning, m, n));
+        let mut lh = [0u32; 256];
+        lh[1] = m as u32;
+        let le = estimate(&lh, m, tuning);
+        let streams = RunsStreams {
+            tokens,
+            token_hist: &th,
+            token_est: &te,
+            extra,
+            literals: &[1],
+            literal_hist: &lh,
+            literal_est: &le,
+        };
+        write_runs(0, m, &streams, out);
+    });
+    PlaneCodec::Runs
 }
 
 /// The header flags a plane stored with `codec` as `stored` needs

@@ -663,10 +663,12 @@ fn encode_chunk(
                     <= (x.len() / width) as f64 * tuning.sparse_max;
             if sparse {
                 enc.transform = Transform::XorSparse;
-                SPARSE.with_borrow_mut(|(map, changed)| {
-                    compact_changed(x, width, map, changed);
+                SPARSE.with_borrow_mut(|(positions, changed)| {
+                    compact_changed(x, width, positions, changed);
                     let start = enc.bytes.len();
-                    let codec = crate::codec::encode_map(map, tuning, &mut enc.bytes);
+                    let n = x.len() / width;
+                    let codec =
+                        crate::codec::encode_positions(n, positions, tuning, &mut enc.bytes);
                     enc.flags |= crate::codec::flags_needed(codec, &enc.bytes[start..]);
                     enc.planes.push(PlaneEntry {
                         codec,
@@ -684,8 +686,8 @@ fn encode_chunk(
 }
 
 thread_local! {
-    /// Per-thread buffers for a sparse chunk's map and changed elements.
-    static SPARSE: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// Per-thread buffers for a sparse chunk's changed positions and elements.
+    static SPARSE: RefCell<(Vec<u32>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// The number of elements of `width` bytes in `x` that are not all zero.
@@ -707,47 +709,50 @@ fn changed_elements(x: &[u8], width: usize) -> usize {
     }
 }
 
-/// Writes into `map` one byte an element of `x`, 1 where it is not all
-/// zero, and into `changed` those elements, in order.
-fn compact_changed(x: &[u8], width: usize, map: &mut Vec<u8>, changed: &mut Vec<u8>) {
-    // Every element is copied and the cursor moves past the changed ones
-    // only: no branch on data that changes at random. Fixed widths let
-    // the copy be one load and store.
-    fn compact<const W: usize>(x: &[u8], map: &mut [u8], changed: &mut [u8]) -> usize {
-        let mut at = 0usize;
-        for (e, m) in x.chunks_exact(W).zip(map.iter_mut()) {
-            let e: &[u8; W] = e.try_into().expect("W bytes");
-            let nz = e.iter().fold(0u8, |a, &b| a | b) != 0;
-            *m = u8::from(nz);
-            if let Some(to) = changed.get_mut(at..at + W) {
-                to.copy_from_slice(e);
+/// Writes into `positions` the indices of the elements of `width` bytes in
+/// `x` that are not all zero, and into `changed` those elements, in order.
+fn compact_changed(x: &[u8], width: usize, positions: &mut Vec<u32>, changed: &mut Vec<u8>) {
+    // Every element is copied and its index written, and the cursors move
+    // past the changed ones only: no branch on data that changes at
+    // random. Fixed widths let the copy be one load and store.
+    fn compact<const W: usize>(x: &[u8], positions: &mut [u32], changed: &mut [u8]) -> usize {
+        let (mut at, mut k) = (0usize, 0usize);
+        for (e, v) in x.chunks_exact(W).enumerate() {
+            let v: &[u8; W] = v.try_into().expect("W bytes");
+            let nz = usize::from(v.iter().fold(0u8, |a, &b| a | b) != 0);
+            if let (Some(p), Some(to)) = (positions.get_mut(k), changed.get_mut(at..at + W)) {
+                *p = e as u32;
+                to.copy_from_slice(v);
             }
-            at += W * usize::from(nz);
+            k += nz;
+            at += W * nz;
         }
-        at
+        k
     }
-    fn compact_any(x: &[u8], w: usize, map: &mut [u8], changed: &mut [u8]) -> usize {
-        let mut at = 0usize;
-        for (e, m) in x.chunks_exact(w).zip(map.iter_mut()) {
-            let nz = e.iter().any(|&b| b != 0);
-            *m = u8::from(nz);
-            changed[at..at + w].copy_from_slice(e);
-            at += w * usize::from(nz);
+    fn compact_any(x: &[u8], w: usize, positions: &mut [u32], changed: &mut [u8]) -> usize {
+        let mut k = 0usize;
+        for (e, v) in x.chunks_exact(w).enumerate() {
+            let nz = usize::from(v.iter().any(|&b| b != 0));
+            positions[k] = e as u32;
+            changed[k * w..(k + 1) * w].copy_from_slice(v);
+            k += nz;
         }
-        at
+        k
     }
-    map.clear();
-    map.resize(x.len() / width, 0);
+    let n = x.len() / width;
+    positions.clear();
+    positions.resize(n + 1, 0);
     changed.clear();
     changed.resize(x.len() + width, 0);
-    let len = match width {
-        1 => compact::<1>(x, map, changed),
-        2 => compact::<2>(x, map, changed),
-        4 => compact::<4>(x, map, changed),
-        8 => compact::<8>(x, map, changed),
-        w => compact_any(x, w, map, changed),
+    let m = match width {
+        1 => compact::<1>(x, positions, changed),
+        2 => compact::<2>(x, positions, changed),
+        4 => compact::<4>(x, positions, changed),
+        8 => compact::<8>(x, positions, changed),
+        w => compact_any(x, w, positions, changed),
     };
-    changed.truncate(len);
+    positions.truncate(m);
+    changed.truncate(m * width);
 }
 
 /// Codes one plane with `tuning`'s choice of codec (split by `lead`, its

@@ -126,6 +126,24 @@ pub fn tokenize(
     bits.finish(extra);
 }
 
+/// The tokens and extra bits of literals at `positions` (increasing),
+/// into the vectors (cleared first).
+pub fn tokens_at(positions: &[u32], tokens: &mut Vec<u8>, extra: &mut Vec<u8>) {
+    tokens.clear();
+    extra.clear();
+    tokens.reserve(positions.len());
+    let mut bits = BitWriter::default();
+    let mut next = 0usize; // the position after the last literal
+    for &p in positions {
+        let p = p as usize;
+        let (t, x, nb) = token_of((p - next + 1) as u32);
+        tokens.push(t);
+        bits.put(x, nb, extra);
+        next = p + 1;
+    }
+    bits.finish(extra);
+}
+
 /// Packs bits least significant first.
 #[derive(Default)]
 struct BitWriter {
