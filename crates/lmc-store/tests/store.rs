@@ -100,13 +100,37 @@ fn a_series_restores_byte_exactly_with_bounded_chains() {
     }
     let snaps = store.snapshots();
     assert_eq!(snaps.len(), 10);
+    // The newest whole, each other a delta against the one after it, a
+    // whole one where a chain would reach 4 deltas.
     let depths: Vec<u32> = snaps.iter().map(|s| s.depth).collect();
-    assert_eq!(depths, [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]);
+    assert_eq!(depths, [3, 2, 1, 0, 3, 2, 1, 0, 1, 0]);
     for (i, s) in snaps.iter().enumerate() {
-        assert_eq!(s.parent, (s.depth > 0).then(|| snaps[i - 1].step));
+        assert_eq!(s.parent, (s.depth > 0).then(|| snaps[i + 1].step));
+        assert_eq!(s.files[0].base.is_some(), s.depth > 0);
     }
-    // Deltas are much smaller than keyframes on drifting weights.
-    assert!(snaps[1].stored_len() * 2 < snaps[0].stored_len());
+    // Deltas are much smaller than whole snapshots on drifting weights.
+    assert!(snaps[2].stored_len() * 2 < snaps[3].stored_len());
+    drop(store);
+
+    // A restore decodes one object for the newest snapshot, and one more
+    // for each delta of the chain: counted by the observer.
+    let mut store = Store::open(dir.path().join("s")).unwrap();
+    let decoded = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = decoded.clone();
+    store.set_observer(Box::new(move |action, _| {
+        if action == "decoding" {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }));
+    for (step, want) in [(1000, 1), (900, 2), (800, 1), (500, 4), (100, 4)] {
+        decoded.store(0, std::sync::atomic::Ordering::SeqCst);
+        store.restore_files(step).unwrap();
+        assert_eq!(
+            decoded.load(std::sync::atomic::Ordering::SeqCst),
+            want,
+            "step {step}"
+        );
+    }
     drop(store);
 
     let store = Store::open(dir.path().join("s")).unwrap();
@@ -171,10 +195,12 @@ fn tensors_from_memory_round_trip_as_safetensors() {
         let snap = store
             .add_tensors(step, "ckpt.safetensors", &t, &meta)
             .unwrap();
-        assert_eq!(snap.depth as u64, step - 1);
+        assert_eq!((snap.depth, snap.parent), (0, None));
         kept.push((f, b));
         run.step();
     }
+    let depths: Vec<u32> = store.snapshots().iter().map(|s| s.depth).collect();
+    assert_eq!(depths, [2, 1, 0]);
     for (i, (f, b)) in kept.iter().enumerate() {
         let files = store.restore_files(i as u64 + 1).unwrap();
         let st = safetensors::SafeTensors::deserialize(&files[0].bytes).unwrap();
@@ -394,9 +420,11 @@ fn prune_keeps_chains_whole() {
     let objects = fs::read_dir(root.join("objects")).unwrap().count();
     assert_eq!(objects, 5 + retired);
     let text = fs::read_to_string(root.join("manifest.json")).unwrap();
-    assert!(text.contains("\"version\": 2"), "{text}");
-    // Past the grace period the next writer deletes them, and the manifest
-    // is version 1 again.
+    assert!(
+        text.contains("\"version\": 3") && text.contains("retired"),
+        "{text}"
+    );
+    // Past the grace period the next writer deletes them.
     drop(store);
     let mut w = Store::open_mut(&root).unwrap();
     w.set_retire_grace(std::time::Duration::ZERO);
@@ -414,7 +442,7 @@ fn prune_keeps_chains_whole() {
     let objects = fs::read_dir(root.join("objects")).unwrap().count();
     assert_eq!(objects, 6);
     let text = fs::read_to_string(root.join("manifest.json")).unwrap();
-    assert!(text.contains("\"version\": 1"), "{text}");
+    assert!(!text.contains("retired"), "{text}");
 }
 
 #[test]
@@ -430,18 +458,23 @@ fn remove_takes_out_one_snapshot_and_keeps_chains_whole() {
         originals.insert(step, bytes);
         run.step();
     }
-    // 1 (keyframe) 2 3 4, 5 (keyframe) 6: removing 2 re-encodes 3 against 1.
+    // 1 -> 2 -> 3 -> 4 (whole), 5 -> 6 (whole): removing 2 re-encodes 1
+    // against 3.
+    let parents: Vec<_> = store.snapshots().iter().map(|s| s.parent).collect();
+    assert_eq!(parents, [Some(2), Some(3), Some(4), None, Some(6), None]);
     let r = store.remove(2).unwrap();
     assert_eq!(
         (r.removed.as_slice(), r.rebuilt.as_slice()),
-        (&[2][..], &[3][..])
+        (&[2][..], &[1][..])
     );
-    // The keyframe 1: 3 (now a delta against 1) becomes a keyframe.
+    assert_eq!(store.snapshots()[0].parent, Some(3));
+    // The oldest: nothing depends on it.
     let r = store.remove(1).unwrap();
-    assert_eq!(r.rebuilt, [3]);
-    // The last one: nothing depends on it.
-    let r = store.remove(6).unwrap();
     assert!(r.rebuilt.is_empty());
+    // The newest: 5, a delta against it, is stored whole.
+    let r = store.remove(6).unwrap();
+    assert_eq!(r.rebuilt, [5]);
+    assert_eq!(store.snapshots().last().unwrap().parent, None);
     assert!(matches!(store.remove(6), Err(Error::NoSuchStep(6))));
     originals.remove(&1);
     originals.remove(&2);
@@ -534,14 +567,10 @@ fn readers_and_a_writer_never_wait_for_each_other() {
     assert_eq!(reader.snapshots().len(), 3);
     drop(writer);
 
-    // Without retired objects the manifest is exactly what lmc wrote before
-    // retirement (version 1, no new field), so earlier versions read it,
-    // and such a manifest, written by them, is read and changed here.
+    // Reverse deltas: version 3, which older lmc refuse rather than
+    // misread (stores they wrote are read here: see legacy_stores_*).
     let text = fs::read_to_string(root.join("manifest.json")).unwrap();
-    assert!(
-        text.contains("\"version\": 1") && !text.contains("retired"),
-        "{text}"
-    );
+    assert!(text.contains("\"version\": 3"), "{text}");
     let mut writer = Store::open_mut(&root).unwrap();
     writer.remove(3).unwrap();
     add_file(&mut writer, 4, &run.file(4));
@@ -638,11 +667,14 @@ fn requests_out_of_order_and_second_writers_are_refused() {
         err.to_string().contains("not after the last snapshot"),
         "{err}"
     );
-    let bad = FileInput {
-        path: "../escape".into(),
-        ..input.clone()
-    };
+    let mut bad = input.clone();
+    bad.path = "../escape".into();
     assert!(store.add(6, Kind::Dir, &[bad]).is_err());
+    // Parts that do not tile the layout are refused, not stored.
+    let mut bad = input.clone();
+    bad.parts.pop();
+    let err = store.add(6, Kind::File, &[bad]).unwrap_err();
+    assert!(err.to_string().contains("parts of"), "{err}");
 
     // A second writer is refused while this writer lives; readers are not.
     let err = Store::open_mut(&root).unwrap_err();
@@ -670,7 +702,9 @@ fn damaged_stores_give_clear_errors() {
     let root = dir.path().join("s");
     let mut store = Store::create(&root, 8).unwrap();
     let mut run = Run::new(4000, 6);
+    let mut run_files = Vec::new();
     for step in [1u64, 2, 3] {
+        run_files.push(run.file(step));
         add_file(&mut store, step, &run.file(step));
         run.step();
     }
@@ -690,15 +724,47 @@ fn damaged_stores_give_clear_errors() {
     let store = Store::open(&root).unwrap();
     let err = store.verify(&mut |_| {}).unwrap_err();
     assert!(err.to_string().contains(&objs[1]), "{err}");
-    // Step 1 is still fine; steps 2 and 3 (whose chain includes it) are not.
-    assert!(store.restore_files(1).is_ok());
-    assert!(store.restore_files(3).is_err());
+    // Step 3 (whole) is still fine; steps 2 and 1 (whose chains include
+    // it) are not, and the error names the step and the object.
+    assert!(store.restore_files(3).unwrap()[0].bytes == run_files[2]);
+    let err = store.restore_files(1).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("step 1 cannot be restored")
+            && text.contains(&objs[1])
+            && text.contains("of step 2"),
+        "{text}"
+    );
+    assert!(
+        matches!(
+            err,
+            Error::Needs {
+                step: 1,
+                of_step: 2,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(store.restore_files(2).is_err());
     drop(store);
 
-    // A missing object.
+    // A missing object: the same, and nothing is written for the output.
     fs::remove_file(&p).unwrap();
-    let err = Store::open(&root).unwrap().restore_files(2).unwrap_err();
-    assert!(err.to_string().contains(&objs[1]), "{err}");
+    let store = Store::open(&root).unwrap();
+    let err = store.restore_files(1).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&objs[1]) && text.contains("No such file"),
+        "{text}"
+    );
+    let out = dir.path().join("out.safetensors");
+    assert!(store.restore_to(2, &out, false).is_err());
+    assert!(!out.exists());
+    store.restore_to(3, &out, false).unwrap();
+    assert!(fs::read(&out).unwrap() == run_files[2]);
+    fs::remove_file(&out).unwrap();
+    drop(store);
 
     // A manifest that tries to write outside the output is refused on open.
     let m = fs::read_to_string(root.join("manifest.json")).unwrap();
@@ -784,7 +850,8 @@ fn read_only_stores_can_be_read_and_what_they_hold_is_readable_by_others() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(objects.len(), 2);
+    // Step 1's whole object, retired when it became a delta, is still there.
+    assert_eq!(objects.len(), 3);
     for p in objects.iter().chain([&root.join("manifest.json")]) {
         assert_eq!(mode(p), usual, "{} has mode {:o}", p.display(), mode(p));
     }
