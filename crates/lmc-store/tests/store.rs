@@ -528,22 +528,40 @@ fn readers_retry_once_from_the_new_manifest() {
         run.step();
     }
     drop(store);
-    for grace in [std::time::Duration::ZERO, lmc_store::DEFAULT_RETIRE_GRACE] {
+    for (k, grace) in [std::time::Duration::ZERO, lmc_store::DEFAULT_RETIRE_GRACE]
+        .into_iter()
+        .enumerate()
+    {
         let reader = Store::open(&root).unwrap();
         let mut writer = Store::open_mut(&root).unwrap();
         writer.set_retire_grace(grace);
-        // 4 was a delta against 3: re-encoded, its old object retired.
+        // An add re-encodes the newest snapshot as a delta against the new
+        // one and retires its whole object, which the reader's manifest names.
         let last = writer.snapshots().last().unwrap().step;
-        let prev = writer.snapshots()[writer.snapshots().len() - 2].step;
-        writer.remove(prev).unwrap();
-        let gone = fs::read_dir(root.join("objects")).unwrap().count()
-            < reader.manifest().objects().count();
-        assert_eq!(gone, grace.is_zero());
+        let bytes = run.file(5 + k as u64);
+        add_file(&mut writer, 5 + k as u64, &bytes);
+        let old_object = &reader.snapshots().last().unwrap().files[0].object;
+        assert_eq!(
+            root.join("objects").join(old_object).exists(),
+            !grace.is_zero()
+        );
         let got = reader.restore_files(last).unwrap();
-        assert!(got[0].bytes == originals[3], "grace {grace:?}");
+        assert!(
+            got[0].bytes == originals[last as usize - 1],
+            "grace {grace:?}"
+        );
         reader.verify(&mut |_| {}).unwrap();
+        originals.push(bytes);
+        run.step();
         drop(writer);
     }
+    // Removing the snapshot a delta is coded against: the same.
+    let reader = Store::open(&root).unwrap();
+    let mut writer = Store::open_mut(&root).unwrap();
+    writer.set_retire_grace(std::time::Duration::ZERO);
+    writer.remove(5).unwrap();
+    let got = reader.restore_files(4).unwrap();
+    assert!(got[0].bytes == originals[3]);
 }
 
 /// Readers take no lock: they open, list, restore and verify while a
@@ -900,4 +918,165 @@ fn read_only_stores_can_be_read_and_what_they_hold_is_readable_by_others() {
     }
     set_mode(&root, 0o755);
     set_mode(&root.join("objects"), 0o755);
+}
+
+/// The fixture `tests/data/legacy-store` (see its make.sh): a store written
+/// by lmc before reverse deltas, copied to `root`, and the checkpoints it
+/// holds, by step.
+fn legacy_store(root: &Path) -> BTreeMap<u64, Vec<u8>> {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/legacy-store");
+    fs::create_dir_all(root.join("objects")).unwrap();
+    fs::copy(data.join("store/manifest.json"), root.join("manifest.json")).unwrap();
+    for e in fs::read_dir(data.join("store/objects")).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), root.join("objects").join(e.file_name())).unwrap();
+    }
+    let mut inputs = BTreeMap::new();
+    for step in (20..=70).step_by(10) {
+        let p = data.join(format!("inputs/step-{step:03}.safetensors"));
+        inputs.insert(step, fs::read(p).unwrap());
+    }
+    inputs
+}
+
+fn check_all(store: &Store, want: &BTreeMap<u64, Vec<u8>>) {
+    let steps: Vec<u64> = store.snapshots().iter().map(|s| s.step).collect();
+    assert_eq!(steps, want.keys().copied().collect::<Vec<_>>());
+    for (step, bytes) in want {
+        let files = store.restore_files(*step).unwrap();
+        assert!(files[0].bytes == *bytes, "step {step} differs");
+    }
+    let r = store.verify(&mut |_| {}).unwrap();
+    assert_eq!(r.snapshots, want.len());
+}
+
+/// A store written by lmc before reverse deltas (manifest version 2,
+/// keyframes and forward deltas) restores byte for byte; the next add
+/// turns its newest snapshot into a reverse delta; `convert` re-encodes
+/// the rest; a second `convert` has nothing to do.
+#[test]
+fn legacy_stores_stay_readable_and_convert() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("s");
+    let mut want = legacy_store(&root);
+    let text = fs::read_to_string(root.join("manifest.json")).unwrap();
+    assert!(text.contains("\"version\": 2"), "{text}");
+    let store = Store::open(&root).unwrap();
+    let parents: Vec<_> = store.snapshots().iter().map(|s| s.parent).collect();
+    assert_eq!(
+        parents,
+        [None, Some(20), Some(30), None, Some(50), Some(60)]
+    );
+    check_all(&store, &want);
+    drop(store);
+
+    // The next add: 70 (a forward delta against 60) becomes a delta against 80.
+    let mut w = WriteOptions::new()
+        .retire_grace(std::time::Duration::ZERO)
+        .open(&root, &mut || {})
+        .unwrap();
+    let mut next = want[&70].clone();
+    let n = next.len();
+    for b in &mut next[n - 600..] {
+        *b = b.wrapping_add(1);
+    }
+    let f = FileInput::from_bytes("step-080.safetensors", &next, None);
+    w.add(80, Kind::File, &[f]).unwrap();
+    want.insert(80, next);
+    let parents: Vec<_> = w.snapshots().iter().map(|s| s.parent).collect();
+    assert_eq!(
+        parents,
+        [None, Some(20), Some(30), None, Some(50), Some(80), None]
+    );
+    check_all(&w, &want);
+    let text = fs::read_to_string(root.join("manifest.json")).unwrap();
+    assert!(text.contains("\"version\": 3"), "{text}");
+
+    // Convert: every snapshot a delta against the one after it, a whole one
+    // where a chain would reach 4 deltas.
+    let r = w.convert().unwrap();
+    assert_eq!(r.rebuilt, [20, 30, 40, 50, 60]);
+    assert!(r.removed.is_empty());
+    let parents: Vec<_> = w.snapshots().iter().map(|s| s.parent).collect();
+    assert_eq!(
+        parents,
+        [Some(30), Some(40), None, Some(60), Some(70), Some(80), None]
+    );
+    let depths: Vec<_> = w.snapshots().iter().map(|s| s.depth).collect();
+    assert_eq!(depths, [2, 1, 0, 3, 2, 1, 0]);
+    check_all(&w, &want);
+    let objects = fs::read_dir(root.join("objects")).unwrap().count();
+    assert_eq!(objects, 7, "retired objects deleted (grace 0)");
+    let r = w.convert().unwrap();
+    assert!(r.rebuilt.is_empty() && r.removed.is_empty());
+    drop(w);
+    check_all(&Store::open(&root).unwrap(), &want);
+}
+
+/// `add_tensors_background` returns before the snapshot is coded, having
+/// copied the tensors (the caller may change them at once), and `wait`
+/// gives back the store and the snapshot; errors come back the same way,
+/// with the store.
+#[test]
+fn background_adds_copy_the_tensors_and_give_the_store_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("s");
+    let mut store = Store::create(&root, 8).unwrap();
+    let mut run = Run::new(50_000, 21);
+    let mut want = Vec::new();
+    for step in 1..=4u64 {
+        let mut f = run.f32_bytes();
+        let meta: BTreeMap<String, String> = [("step".to_string(), step.to_string())]
+            .into_iter()
+            .collect();
+        let handle = {
+            let t = [TensorInput {
+                name: "w".into(),
+                dtype: Dtype::F32,
+                shape: vec![50_000],
+                data: &f,
+            }];
+            store.add_tensors_background(step, "ckpt.safetensors", &t, &meta)
+        };
+        want.push(f.clone());
+        // The training loop goes on: the tensor changes while the add runs.
+        f.iter_mut().for_each(|b| *b = 0);
+        let (s, r) = handle.wait();
+        store = s;
+        let snap = r.unwrap();
+        assert_eq!((snap.step, snap.depth), (step, 0));
+        run.step();
+    }
+    for (i, w) in want.iter().enumerate() {
+        let files = store.restore_files(i as u64 + 1).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&files[0].bytes).unwrap();
+        assert!(st.tensor("w").unwrap().data() == &w[..], "step {}", i + 1);
+    }
+    // A bad request: the error and the store come back, nothing is added.
+    let bad = [TensorInput {
+        name: "x".into(),
+        dtype: Dtype::F32,
+        shape: vec![3],
+        data: &[0u8; 8],
+    }];
+    let (store, r) = store
+        .add_tensors_background(9, "c.safetensors", &bad, &BTreeMap::new())
+        .wait();
+    assert!(r.unwrap_err().to_string().contains("tensor \"x\""));
+    let (store, r) = store
+        .add_tensors_background(2, "c.safetensors", &[], &BTreeMap::new())
+        .wait();
+    assert!(r.unwrap_err().to_string().contains("not after the last"));
+    assert_eq!(store.snapshots().len(), 4);
+    // Dropping a handle waits for its add: the lock is free afterwards.
+    let t = [TensorInput {
+        name: "w".into(),
+        dtype: Dtype::F32,
+        shape: vec![50_000],
+        data: &want[0],
+    }];
+    drop(store.add_tensors_background(10, "ckpt.safetensors", &t, &BTreeMap::new()));
+    let store = Store::open_mut(&root).unwrap();
+    assert_eq!(store.snapshots().last().unwrap().step, 10);
+    store.verify(&mut |_| {}).unwrap();
 }
