@@ -117,9 +117,25 @@ impl Store {
         if let Some(pi) = m.snapshots.len().checked_sub(1)
             && self.may_rewrite_parent(pi)
         {
-            let rewritten = self.rewrite_parent(pi, step, kind, files, &entries, &mut created)?;
-            m.snapshots[pi] = rewritten;
-            failpoint("add:parent-rewritten");
+            match self.rewrite_parent(pi, step, kind, files, &entries, &mut created) {
+                Ok(rewritten) => {
+                    m.snapshots[pi] = rewritten;
+                    failpoint("add:parent-rewritten");
+                }
+                // A parent that cannot be restored (a damaged or missing
+                // object) stays as it is: new snapshots still go in, and
+                // verify names the damage.
+                Err(e @ Error::Needs { .. }) if self.go_on() => {
+                    self.tell(
+                        "warning",
+                        &format!(
+                            "{e}; step {} stays as it is (not re-encoded against step {step})",
+                            m.snapshots[pi].step
+                        ),
+                    );
+                }
+                Err(e) => return Err(e),
+            }
         }
         m.generation = generation;
         m.snapshots.push(Snapshot {

@@ -767,6 +767,34 @@ fn damaged_stores_give_clear_errors() {
     assert!(store.restore_files(2).is_err());
     drop(store);
 
+    // An add goes on: the damaged snapshot, which cannot be re-encoded as
+    // a delta, stays as it is, and the new one is whole.
+    let mut w = Store::open_mut(&root).unwrap();
+    let warned = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let w2 = warned.clone();
+    w.set_observer(Box::new(move |action, what| {
+        if action == "warning" {
+            w2.lock().unwrap().push(what.to_string());
+        }
+    }));
+    // Step 3 damaged this time: it is the one an add would re-encode.
+    let p3 = root.join("objects").join(&objs[2]);
+    let good3 = fs::read(&p3).unwrap();
+    let mut b3 = good3.clone();
+    let mid = b3.len() / 2;
+    b3[mid] ^= 0x55;
+    fs::write(&p3, &b3).unwrap();
+    let four = run.file(4);
+    add_file(&mut w, 4, &four);
+    assert!(warned.lock().unwrap()[0].contains("step 3 stays as it is"));
+    assert_eq!(w.snapshots()[2].parent, None);
+    assert!(w.restore_files(4).unwrap()[0].bytes == four);
+    drop(w);
+    fs::write(&p3, &good3).unwrap();
+    let store = Store::open(&root).unwrap();
+    assert!(store.restore_files(3).unwrap()[0].bytes == run_files[2]);
+    drop(store);
+
     // A missing object: the same, and nothing is written for the output.
     fs::remove_file(&p).unwrap();
     let store = Store::open(&root).unwrap();
