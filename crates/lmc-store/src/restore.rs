@@ -12,6 +12,33 @@ impl Store {
         base: Option<(&[u8], u128)>,
         out: &mut Vec<u8>,
     ) -> Result<u128> {
+        let bytes = self.read_object(entry)?;
+        let c = self.container(entry, &bytes, base)?;
+        let len = usize::try_from(entry.len)
+            .map_err(|_| Error::Corrupt(format!("{}: {} bytes", entry.object, entry.len)))?;
+        // Every byte is written by the decoder; a buffer reused along a
+        // chain is only resized, not cleared.
+        out.resize(len, 0);
+        c.decompress_into(out, &mut |_| self.go_on())
+            .map_err(self.codec_err(entry))?;
+        Ok(c.header().original_hash)
+    }
+
+    /// Decodes one file as [`Store::decode_into`] does, streaming it to `out`.
+    fn decode_to(
+        &self,
+        entry: &FileEntry,
+        base: Option<(&[u8], u128)>,
+        out: &mut (dyn Write + Send),
+    ) -> Result<()> {
+        let bytes = self.read_object(entry)?;
+        let c = self.container(entry, &bytes, base)?;
+        c.decompress_to(out, &mut |_| self.go_on())
+            .map_err(self.codec_err(entry))
+    }
+
+    /// The object of `entry`, read whole and checked against its length.
+    fn read_object(&self, entry: &FileEntry) -> Result<Vec<u8>> {
         let path = self.objects().join(&entry.object);
         self.tell("decoding", &format!("{}: {}", entry.object, entry.path));
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
@@ -23,11 +50,29 @@ impl Store {
                 entry.stored
             )));
         }
-        let ctx = |source| Error::Codec {
-            context: format!("{} ({})", path.display(), entry.path),
+        Ok(bytes)
+    }
+
+    fn codec_err(&self, entry: &FileEntry) -> impl Fn(lmc_core::Error) -> Error {
+        let path = self.objects().join(&entry.object);
+        let file = entry.path.clone();
+        move |source| Error::Codec {
+            context: format!("{} ({file})", path.display()),
             source,
-        };
-        let c = Container::open(&bytes).map_err(ctx)?;
+        }
+    }
+
+    /// The container in `bytes` (the object of `entry`), checked against
+    /// the manifest and given its base.
+    fn container<'a>(
+        &self,
+        entry: &FileEntry,
+        bytes: &'a [u8],
+        base: Option<(&'a [u8], u128)>,
+    ) -> Result<Container<'a>> {
+        let path = self.objects().join(&entry.object);
+        let ctx = self.codec_err(entry);
+        let c = Container::open(bytes).map_err(&ctx)?;
         if hex(c.header().original_hash) != entry.hash {
             return Err(Error::Corrupt(format!(
                 "{}: holds a file with hash {:032x}, the manifest says {}",
@@ -37,7 +82,7 @@ impl Store {
             )));
         }
         let c = match (base, entry.base.is_some()) {
-            (Some((b, hash)), true) => c.with_base_hashed(b, hash).map_err(ctx)?,
+            (Some((b, hash)), true) => c.with_base_hashed(b, hash).map_err(&ctx)?,
             (None, false) => c,
             _ => {
                 return Err(Error::Corrupt(format!(
@@ -54,13 +99,7 @@ impl Store {
                 entry.len
             )));
         }
-        let len = usize::try_from(entry.len)
-            .map_err(|_| Error::Corrupt(format!("{}: {} bytes", path.display(), entry.len)))?;
-        // Every byte is written by the decoder; a buffer reused along a
-        // chain is only resized, not cleared.
-        out.resize(len, 0);
-        c.decompress_into(out, &mut |_| self.go_on()).map_err(ctx)?;
-        Ok(c.header().original_hash)
+        Ok(c)
     }
 
     /// Decodes one file into a new buffer (see [`Store::decode_into`]).
@@ -123,29 +162,54 @@ impl Store {
     /// that holds it, in an [`Error::Needs`].
     fn restore_file(&self, m: &Manifest, idx: usize, path: &str) -> Result<RestoredFile> {
         let chain = Self::chain(m, idx, path)?;
-        let step = m.snapshots[idx].step;
-        let mut cur: Vec<u8> = Vec::new();
-        let mut next: Vec<u8> = Vec::new();
-        let mut hash = 0u128;
-        for (i, &(of_step, e)) in chain.iter().rev().enumerate() {
-            let base = (i > 0).then_some((cur.as_slice(), hash));
-            hash = self
-                .decode_into(e, base, &mut next)
-                .map_err(|source| Error::Needs {
-                    step,
-                    of_step,
-                    path: e.path.clone(),
-                    object: e.object.clone(),
-                    source: Box::new(source),
-                })?;
-            std::mem::swap(&mut cur, &mut next);
-        }
+        let (cur, _) = self.decode_links(m, idx, &chain)?;
         let entry = chain[0].1;
         Ok(RestoredFile {
             path: entry.path.clone(),
             bytes: cur,
             mode: entry.mode,
         })
+    }
+
+    /// [`Store::restore_file`] streamed to `out`: the links before the last
+    /// decoded in memory, the last one written as it is decoded (so a
+    /// whole snapshot, the newest, goes straight from its object to `out`
+    /// as `lmc decompress` does).
+    fn restore_file_to(
+        &self,
+        m: &Manifest,
+        idx: usize,
+        path: &str,
+        out: &mut (dyn Write + Send),
+    ) -> Result<()> {
+        let chain = Self::chain(m, idx, path)?;
+        let (base, hash) = self.decode_links(m, idx, &chain[1..])?;
+        let (of_step, e) = chain[0];
+        let base = (chain.len() > 1).then_some((base.as_slice(), hash));
+        self.decode_to(e, base, out)
+            .map_err(|source| needs(m.snapshots[idx].step, of_step, e, source))
+    }
+
+    /// Decodes `links` (a chain, the file wanted first, the whole object
+    /// last): the bytes of the first and their hash (empty for no links).
+    fn decode_links(
+        &self,
+        m: &Manifest,
+        idx: usize,
+        links: &[(u64, &FileEntry)],
+    ) -> Result<(Vec<u8>, u128)> {
+        let step = m.snapshots[idx].step;
+        let mut cur: Vec<u8> = Vec::new();
+        let mut next: Vec<u8> = Vec::new();
+        let mut hash = 0u128;
+        for (i, &(of_step, e)) in links.iter().rev().enumerate() {
+            let base = (i > 0).then_some((cur.as_slice(), hash));
+            hash = self
+                .decode_into(e, base, &mut next)
+                .map_err(|source| needs(step, of_step, e, source))?;
+            std::mem::swap(&mut cur, &mut next);
+        }
+        Ok((cur, hash))
     }
 
     /// Every file of the snapshot at `step`, decoded and checked.
@@ -180,24 +244,40 @@ impl Store {
                 out.display()
             )));
         }
-        let (kind, files) = self.retrying(|m| self.restore_files_in(m, step))?;
-        match kind {
-            Kind::File => {
-                let f = &files[0];
-                if out.is_dir() {
-                    return Err(Error::Invalid(format!(
-                        "{} is a directory; the snapshot is a file",
-                        out.display()
-                    )));
+        enum Restored {
+            File(tempfile::NamedTempFile),
+            Dir(Vec<RestoredFile>),
+        }
+        let restored = self.retrying(|m| {
+            let idx = m.find(step).ok_or(Error::NoSuchStep(step))?;
+            let s = &m.snapshots[idx];
+            match s.kind {
+                Kind::File => {
+                    let f = &s.files[0];
+                    if out.is_dir() {
+                        return Err(Error::Invalid(format!(
+                            "{} is a directory; the snapshot is a file",
+                            out.display()
+                        )));
+                    }
+                    // Written as it is decoded, under a temporary name
+                    // (removed if anything fails), synced, then renamed.
+                    let (tmp, _) = temp_beside(out).map_err(|e| Error::io(out, e))?;
+                    let mut w = BufWriter::with_capacity(1 << 20, tmp);
+                    self.restore_file_to(m, idx, &f.path, &mut w)?;
+                    let tmp = w.into_inner().map_err(|e| Error::io(out, e.into_error()))?;
+                    tmp.as_file().sync_all().map_err(|e| Error::io(out, e))?;
+                    set_mode(tmp.path(), f.mode)?;
+                    Ok(Restored::File(tmp))
                 }
-                let (mut tmp, _) = temp_beside(out).map_err(|e| Error::io(out, e))?;
-                tmp.write_all(&f.bytes)
-                    .and_then(|()| tmp.as_file().sync_all())
-                    .map_err(|e| Error::io(out, e))?;
-                set_mode(tmp.path(), f.mode)?;
+                Kind::Dir => Ok(Restored::Dir(self.restore_files_in(m, step)?.1)),
+            }
+        })?;
+        match restored {
+            Restored::File(tmp) => {
                 tmp.persist(out).map_err(|e| Error::io(out, e.error))?;
             }
-            Kind::Dir => {
+            Restored::Dir(files) => {
                 // The same restore as a directory container's: checked paths,
                 // modes masked, moved into place when complete. Snapshots
                 // hold files only; their folders are made as needed.
@@ -232,4 +312,16 @@ fn set_mode(path: &Path, mode: Option<u32>) -> Result<()> {
 #[cfg(not(unix))]
 fn set_mode(_path: &Path, _mode: Option<u32>) -> Result<()> {
     Ok(())
+}
+
+/// The error of a restore of `step` that failed on the object of `entry`,
+/// which belongs to `of_step`.
+fn needs(step: u64, of_step: u64, entry: &FileEntry, source: Error) -> Error {
+    Error::Needs {
+        step,
+        of_step,
+        path: entry.path.clone(),
+        object: entry.object.clone(),
+        source: Box::new(source),
+    }
 }
