@@ -10,8 +10,13 @@ on one thread (`lmc -t 1`), in one run, every number a whole command
   - for each store layout asked for (an lmc binary and a --keyframe-every):
     `lmc snapshot add` of every snapshot in turn (median add speed, total
     stored bytes, hence the store ratio), `lmc snapshot restore` of the
-    newest snapshot (median of 3) and of every snapshot once (the slowest,
-    relative to plain decompress of the same file).
+    newest snapshot (median of --reps) and of every snapshot once (the
+    slowest, relative to plain decompress of the same file).
+
+Each add and restore is paired with the plain command on the same file run
+just before it (`lmc compress`, `lmc decompress` of a container made
+beforehand), and the "x plain" figures are medians of those paired ratios,
+so that load from other work on the machine affects both sides alike.
 
 Usage:
   scripts/bench_store.py --lmc NEW [--old OLD] [--new-k 16,0] [--old-k 8,0] DIR...
@@ -55,6 +60,7 @@ def main():
     ap.add_argument("--new-k", default="default,0", help="keyframe intervals for --lmc (default: the store's)")
     ap.add_argument("--old-k", default="8,0", help="keyframe intervals for --old")
     ap.add_argument("--json", help="also write the numbers to this file")
+    ap.add_argument("--reps", type=int, default=5, help="restores of the newest snapshot (median)")
     ap.add_argument("dirs", nargs="+")
     a = ap.parse_args()
     layouts = [("new", a.lmc, k) for k in a.new_k.split(",")]
@@ -75,13 +81,23 @@ def main():
             lmc = [a.lmc, "-t", "1", "-q"]
             comp, decomp = [], []
             alone = 0
-            for f, size in zip(files, sizes):
-                out = os.path.join(tmp, "alone.lmc")
+            plain = []  # each snapshot's plain container
+            for i, (f, size) in enumerate(zip(files, sizes)):
+                out = os.path.join(tmp, f"alone-{i}.lmc")
                 comp.append(mbs(size, timed(lmc + ["compress", f, "-o", out, "--force"])))
                 alone += os.path.getsize(out)
-                back = os.path.join(tmp, "back")
-                t = [timed(lmc + ["decompress", out, "-o", back, "--force"]) for _ in range(3)]
-                decomp.append(mbs(size, statistics.median(t)))
+                plain.append(out)
+            back = os.path.join(tmp, "back")
+
+            def plain_compress(i):
+                out = os.path.join(tmp, "again.lmc")
+                return timed(lmc + ["compress", files[i], "-o", out, "--force"])
+
+            def plain_decompress(i):
+                return timed(lmc + ["decompress", plain[i], "-o", back, "--force"])
+
+            for i in range(n):
+                decomp.append(mbs(sizes[i], plain_decompress(i)))
             row = {"dir": d, "snapshots": n, "bytes": total,
                    "plain_compress_mbs": statistics.median(comp),
                    "plain_decompress_mbs": statistics.median(decomp),
@@ -90,27 +106,33 @@ def main():
                 store = os.path.join(tmp, f"store-{kind}-{k}")
                 cmd = [binary, "-t", "1", "-q", "snapshot"]
                 kf = [] if k == "default" else ["--keyframe-every", str(n + 1 if k == "0" else int(k))]
-                adds = []
-                for f, size in zip(files, sizes):
-                    adds.append(mbs(size, timed(cmd + ["add", *kf, store, f])))
+                adds, add_rel = [], []
+                for i, (f, size) in enumerate(zip(files, sizes)):
+                    p = plain_compress(i)
+                    t = timed(cmd + ["add", *kf, store, f])
+                    adds.append(mbs(size, t))
+                    add_rel.append(p / t)
                 listing = json.loads(run([binary, "snapshot", "list", "--json", store]))
                 snaps = listing["snapshots"]
                 stored = sum(s["stored_bytes"] for s in snaps)
                 restore = []  # (step, depth, MB/s, relative to plain decompress of that file)
+                out = os.path.join(tmp, "restored")
                 for i, s in enumerate(snaps):
-                    out = os.path.join(tmp, "restored")
-                    reps = 3 if i == n - 1 else 1
-                    t = [timed(cmd + ["restore", store, str(s["step"]), "-o", out, "--force"])
-                         for _ in range(reps)]
-                    speed = mbs(sizes[i], statistics.median(t))
-                    restore.append((s["step"], s["depth"], speed, speed / decomp[i]))
+                    pairs = []
+                    for _ in range(a.reps if i == n - 1 else 1):
+                        p = plain_decompress(i)
+                        t = timed(cmd + ["restore", store, str(s["step"]), "-o", out, "--force"])
+                        pairs.append((t, p / t))
+                    restore.append((s["step"], s["depth"],
+                                    mbs(sizes[i], statistics.median(t for t, _ in pairs)),
+                                    statistics.median(r for _, r in pairs)))
                 run(cmd + ["verify", store])
                 worst = min(restore, key=lambda r: r[3])
                 row["layouts"].append({
                     "layout": kind, "keyframe_every": listing["keyframe_every"], "k": k,
                     "ratio": total / stored,
                     "add_mbs": statistics.median(adds),
-                    "add_rel": statistics.median(adds) / row["plain_compress_mbs"],
+                    "add_rel": statistics.median(add_rel),
                     "restore_newest_mbs": restore[-1][2], "restore_newest_rel": restore[-1][3],
                     "restore_worst_step": worst[0], "restore_worst_depth": worst[1],
                     "restore_worst_mbs": worst[2], "restore_worst_rel": worst[3],

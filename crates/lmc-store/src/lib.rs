@@ -1,6 +1,8 @@
-//! lmc-store: one training run's checkpoint snapshots in a directory, each
-//! stored as a delta against the one before, with a full keyframe every
-//! few snapshots so that a restore decodes a bounded chain.
+//! lmc-store: one training run's checkpoint snapshots in a directory: the
+//! newest stored whole, each older one as a delta against the one after it
+//! (a reverse delta), so that restoring the newest, what resuming training
+//! does, decodes one container per file however long the store, and any
+//! other a bounded chain ([`Manifest::keyframe_every`]).
 //!
 //! ```text
 //! STORE/
@@ -11,9 +13,18 @@
 //! ```
 //!
 //! A snapshot is a checkpoint file or a directory of files. Each file is
-//! compressed by lmc; when the previous snapshot has a file at the same
-//! path, tensors with the same name, dtype and shape are coded as their
-//! XOR with it (a version 2 container, checked against its base's hash).
+//! compressed by lmc. An add ([`Store::add`], in `add.rs`) codes the new
+//! snapshot whole, then re-encodes the snapshot before it against it: where
+//! the new snapshot has a file at the same path, tensors with the same
+//! name, dtype and shape are coded as their XOR with it (a version 2
+//! container, checked against its base's hash); every other byte is kept
+//! in the delta as it is, so each snapshot is recovered whole from its
+//! delta and its successor. Stores written by lmc before reverse deltas
+//! (each snapshot a delta against the one before) are read as they are;
+//! [`Store::convert`] re-encodes them. The modules follow the operations:
+//! `add`, `background` (adds on another thread), `restore`, `verify`,
+//! `prune` (also remove and convert), `walk` (checkpoints on disk),
+//! `commit` (commits, retirement, garbage collection), `open`.
 //!
 //! Crash safety: a change writes its new objects first (fsync), then
 //! commits by replacing the manifest atomically, then removes objects no

@@ -37,9 +37,9 @@ impl WriteOptions {
         WriteOptions { create, ..self }
     }
 
-    /// The keyframe interval: of a new store, or the new one of an existing
-    /// store (default: [`DEFAULT_KEYFRAME_EVERY`] for a new store, an
-    /// existing store's own).
+    /// The chain bound (a restore decodes at most `k - 1` deltas): of a new
+    /// store, or the new one of an existing store (default:
+    /// [`DEFAULT_KEYFRAME_EVERY`] for a new store, an existing store's own).
     pub fn keyframe_every(self, k: u32) -> WriteOptions {
         WriteOptions {
             keyframe_every: Some(k),

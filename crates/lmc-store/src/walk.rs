@@ -14,7 +14,7 @@ pub struct CheckpointFile {
 
 /// The files of a checkpoint on disk: a single file, or every regular file
 /// under a directory (sorted by path), listed by the walk `lmc compress
-/// DIR` uses ([`lmc_files::walk`]: UTF-8 plain relative paths, modes
+/// DIR` uses ([`lmc_files::walk()`]: UTF-8 plain relative paths, modes
 /// masked to rwx). Symbolic links and special files in a directory are
 /// refused; folders are not kept (a restore makes those that hold files).
 pub fn checkpoint_files(path: &Path) -> Result<(Kind, Vec<CheckpointFile>)> {
