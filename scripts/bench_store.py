@@ -61,6 +61,8 @@ def main():
     ap.add_argument("--old-k", default="8,0", help="keyframe intervals for --old")
     ap.add_argument("--json", help="also write the numbers to this file")
     ap.add_argument("--reps", type=int, default=5, help="restores of the newest snapshot (median)")
+    ap.add_argument("--newest-only", action="store_true",
+                    help="restore the newest snapshot only (the slowest-restore columns then show it too)")
     ap.add_argument("dirs", nargs="+")
     a = ap.parse_args()
     layouts = [("new", a.lmc, k) for k in a.new_k.split(",")]
@@ -118,6 +120,8 @@ def main():
                 restore = []  # (step, depth, MB/s, relative to plain decompress of that file)
                 out = os.path.join(tmp, "restored")
                 for i, s in enumerate(snaps):
+                    if a.newest_only and i < n - 1:
+                        continue
                     pairs = []
                     for _ in range(a.reps if i == n - 1 else 1):
                         p = plain_decompress(i)

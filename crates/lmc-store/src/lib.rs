@@ -308,6 +308,13 @@ pub fn layout_for(bytes: &[u8]) -> Vec<SegmentSpec> {
     }
 }
 
+/// The bytes of an object file, as an [`ObjectReader`] gives them.
+pub type ObjectBytes = Box<dyn std::ops::Deref<Target = [u8]>>;
+
+/// Reads an object file whole (see [`Store::set_object_reader`]). A file
+/// that is not there must give an error of kind `NotFound`.
+pub type ObjectReader = Box<dyn Fn(&Path) -> std::io::Result<ObjectBytes> + Send + Sync>;
+
 /// Told what a long operation is doing: `("encoding", "step 200 model.safetensors")`.
 pub type Observer = Box<dyn Fn(&str, &str) + Send + Sync>;
 
@@ -320,6 +327,7 @@ pub struct Store {
     observer: Option<Observer>,
     cancel: Option<&'static std::sync::atomic::AtomicBool>,
     retire_grace: std::time::Duration,
+    object_reader: Option<ObjectReader>,
     /// Held by a writer; a reader holds no lock.
     _lock: Option<Lock>,
 }
@@ -357,6 +365,14 @@ impl Store {
     /// Calls `f(action, what)` as each file is encoded or decoded.
     pub fn set_observer(&mut self, f: Observer) {
         self.observer = Some(f);
+    }
+
+    /// Reads objects with `f` instead of `std::fs::read`: the CLI maps them
+    /// into memory (its one module with `unsafe` code), which spares the
+    /// copy and the page faults of reading a container whole. Objects are
+    /// never changed once written, only deleted after the grace period.
+    pub fn set_object_reader(&mut self, f: ObjectReader) {
+        self.object_reader = Some(f);
     }
 
     /// Stops work in progress (with an error, nothing committed) once `flag` is set.

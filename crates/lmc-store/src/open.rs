@@ -173,6 +173,7 @@ impl Store {
             observer: None,
             cancel: None,
             retire_grace,
+            object_reader: None,
             _lock: lock,
         }
     }

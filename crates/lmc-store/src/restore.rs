@@ -13,7 +13,7 @@ impl Store {
         out: &mut Vec<u8>,
     ) -> Result<u128> {
         let bytes = self.read_object(entry)?;
-        let c = self.container(entry, &bytes, base)?;
+        let c = self.container(entry, &bytes[..], base)?;
         let len = usize::try_from(entry.len)
             .map_err(|_| Error::Corrupt(format!("{}: {} bytes", entry.object, entry.len)))?;
         // Every byte is written by the decoder; a buffer reused along a
@@ -32,16 +32,21 @@ impl Store {
         out: &mut (dyn Write + Send),
     ) -> Result<()> {
         let bytes = self.read_object(entry)?;
-        let c = self.container(entry, &bytes, base)?;
+        let c = self.container(entry, &bytes[..], base)?;
         c.decompress_to(out, &mut |_| self.go_on())
             .map_err(self.codec_err(entry))
     }
 
-    /// The object of `entry`, read whole and checked against its length.
-    fn read_object(&self, entry: &FileEntry) -> Result<Vec<u8>> {
+    /// The object of `entry`, read whole (or as the object reader gives
+    /// it) and checked against its length.
+    fn read_object(&self, entry: &FileEntry) -> Result<ObjectBytes> {
         let path = self.objects().join(&entry.object);
         self.tell("decoding", &format!("{}: {}", entry.object, entry.path));
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let bytes = match &self.object_reader {
+            Some(read) => read(&path),
+            None => std::fs::read(&path).map(|v| Box::new(v) as ObjectBytes),
+        }
+        .map_err(|e| Error::io(&path, e))?;
         if bytes.len() as u64 != entry.stored {
             return Err(Error::Corrupt(format!(
                 "{}: {} bytes, the manifest says {}",

@@ -166,6 +166,14 @@ fn removed_line(store: &Path, r: &PruneReport) -> String {
 
 fn watch(store: &mut Store, quiet: bool) {
     store.set_cancel_flag(crate::progress::interrupted_flag());
+    // Objects mapped, as `lmc decompress` maps its input. The metadata
+    // first, so that a missing object is an error of kind NotFound (a
+    // reader then retries from the newer manifest).
+    store.set_object_reader(Box::new(|path| {
+        std::fs::metadata(path)?;
+        let input = Input::open(path).map_err(std::io::Error::other)?;
+        Ok(Box::new(input))
+    }));
     if !quiet {
         store.set_observer(Box::new(|action, what| eprintln!("  {action} {what}")));
     }
