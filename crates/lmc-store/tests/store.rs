@@ -829,6 +829,58 @@ fn damaged_stores_give_clear_errors() {
     assert!(err.to_string().contains("manifest.json"), "{err}");
 }
 
+/// A store whose manifest is gone: opening it, for reading or writing,
+/// says what is lost and how to restore by hand, and nothing is created
+/// over it; following that advice restores the snapshots.
+#[test]
+fn a_lost_manifest_is_explained_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("s");
+    let mut store = Store::create(&root, 8).unwrap();
+    let mut run = Run::new(3000, 17);
+    let mut files = Vec::new();
+    for step in [1u64, 2] {
+        files.push(run.file(step));
+        add_file(&mut store, step, &files.last().unwrap().clone());
+        run.step();
+    }
+    let objects: Vec<(Option<u64>, String)> = store
+        .snapshots()
+        .iter()
+        .map(|s| (s.parent, s.files[0].object.clone()))
+        .collect();
+    drop(store);
+    fs::remove_file(root.join("manifest.json")).unwrap();
+    for err in [
+        Store::open(&root).unwrap_err(),
+        Store::open_mut(&root).unwrap_err(),
+        Store::open_or_create(&root, 8).unwrap_err(),
+    ] {
+        let text = err.to_string();
+        assert!(
+            text.contains("no manifest.json") && text.contains("lmc decompress OBJECT --base"),
+            "{text}"
+        );
+    }
+    assert!(!root.join("manifest.json").exists());
+    // By hand: the newest object is whole; the other is a delta against it.
+    assert_eq!(objects[1].0, None);
+    let newest = fs::read(root.join("objects").join(&objects[1].1)).unwrap();
+    let c = lmc_core::Container::open(&newest).unwrap();
+    assert!(!c.needs_base());
+    let mut two = vec![0u8; c.header().original_len as usize];
+    c.decompress_into(&mut two, &mut |_| true).unwrap();
+    assert!(two == files[1]);
+    let older = fs::read(root.join("objects").join(&objects[0].1)).unwrap();
+    let c = lmc_core::Container::open(&older)
+        .unwrap()
+        .with_base(&two)
+        .unwrap();
+    let mut one = vec![0u8; c.header().original_len as usize];
+    c.decompress_into(&mut one, &mut |_| true).unwrap();
+    assert!(one == files[0]);
+}
+
 /// `add_path` applies lmc's pickle rule (lmc_files::input): a checkpoint
 /// whose pickle calls `os.system` is refused and nothing is added, unless
 /// pickle calls are allowed; then it restores byte for byte.
