@@ -1160,3 +1160,75 @@ fn background_adds_copy_the_tensors_and_give_the_store_back() {
     assert_eq!(store.snapshots().last().unwrap().step, 10);
     store.verify(&mut |_| {}).unwrap();
 }
+
+/// Removing a whole snapshot in the middle: the delta coded against it is
+/// re-encoded against the next kept snapshot, unless that would make a
+/// chain reach the bound; then it is stored whole. Every chain stays whole
+/// and bounded.
+#[test]
+fn removing_a_keyframe_keeps_chains_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("s");
+    let mut store = Store::create(&root, 4).unwrap();
+    let mut run = Run::new(3000, 23);
+    let mut want = BTreeMap::new();
+    for step in 1..=8u64 {
+        let bytes = run.file(step);
+        add_file(&mut store, step, &bytes);
+        want.insert(step, bytes);
+        run.step();
+    }
+    let parents: Vec<_> = store.snapshots().iter().map(|s| s.parent).collect();
+    assert_eq!(
+        parents,
+        [
+            Some(2),
+            Some(3),
+            Some(4),
+            None,
+            Some(6),
+            Some(7),
+            Some(8),
+            None
+        ]
+    );
+    // 3 against 5 would put 1 at depth 6: 3 is stored whole instead.
+    let r = store.remove(4).unwrap();
+    assert_eq!(r.rebuilt, [3]);
+    want.remove(&4);
+    let parents: Vec<_> = store.snapshots().iter().map(|s| s.parent).collect();
+    assert_eq!(
+        parents,
+        [Some(2), Some(3), None, Some(6), Some(7), Some(8), None]
+    );
+    // 6 against 8: depth 1, 5 at 2.
+    let r = store.remove(7).unwrap();
+    assert_eq!(r.rebuilt, [6]);
+    want.remove(&7);
+    let parents: Vec<_> = store.snapshots().iter().map(|s| s.parent).collect();
+    assert_eq!(parents, [Some(2), Some(3), None, Some(6), Some(8), None]);
+    assert!(store.snapshots().iter().all(|s| s.depth < 4));
+    check_all(&store, &want);
+    drop(store);
+    check_all(&Store::open(&root).unwrap(), &want);
+}
+
+/// Pruning a store written before reverse deltas keeps its forward chains
+/// whole (a kept delta whose parent goes is re-encoded against the kept
+/// snapshot before it).
+#[test]
+fn legacy_stores_prune() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("s");
+    let mut want = legacy_store(&root);
+    let mut w = Store::open_mut(&root).unwrap();
+    // 20 (keyframe) 30 40, 50 (keyframe) 60 70: keep 20, 40, 60, 70.
+    let r = w.prune(2, Some(20)).unwrap();
+    assert_eq!(r.removed, [30, 50]);
+    assert_eq!(r.rebuilt, [40, 60]);
+    want.remove(&30);
+    want.remove(&50);
+    let parents: Vec<_> = w.snapshots().iter().map(|s| s.parent).collect();
+    assert_eq!(parents, [None, Some(20), Some(40), Some(60)]);
+    check_all(&w, &want);
+}
