@@ -176,6 +176,11 @@ def test_background_adds(tmp_path):
         with pytest.raises(lmc.LmcError, match="not after the last snapshot"):
             h.wait()
     assert store.steps() == [1, 2, 3, 4]
+    # A failed add whose handle nobody waited for: the next call says so.
+    store.add(states[0], step=3, background=True)
+    with pytest.raises(lmc.LmcError, match="background add of step 3 failed"):
+        store.add(states[0], step=5)
+    assert store.steps() == [1, 2, 3, 4]
 
     # Another Python thread runs while wait() blocks.
     big = {"w": torch.randn(8_000_000)}

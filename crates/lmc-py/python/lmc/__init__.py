@@ -246,18 +246,19 @@ class AddHandle:
     describes it, or raises the add's error; ``done()`` says whether it has
     finished."""
 
-    def __init__(self, pending: Any) -> None:
+    def __init__(self, pending: Any, step: int) -> None:
         self._pending = pending
+        self.step = step
         self._result: Optional[Dict[str, Any]] = None
         self._error: Optional[BaseException] = None
         self._waited = False
+        # Whether the caller has seen the outcome (called wait()).
+        self._seen = False
 
     def done(self) -> bool:
         return self._waited or self._pending.done()
 
-    def wait(self) -> Dict[str, Any]:
-        """Wait for the add (without holding the GIL); again returns (or
-        raises) the same."""
+    def _finish(self) -> None:
         if not self._waited:
             try:
                 self._result = self._pending.wait()
@@ -265,6 +266,12 @@ class AddHandle:
                 self._error = e
             self._waited = True
             self._pending = None
+
+    def wait(self) -> Dict[str, Any]:
+        """Wait for the add (without holding the GIL); again returns (or
+        raises) the same."""
+        self._finish()
+        self._seen = True
         if self._error is not None:
             raise self._error
         assert self._result is not None
@@ -286,7 +293,8 @@ class SnapshotStore:
     another at work fails at once, or waits up to ``timeout`` seconds.
     ``add(..., background=True)`` returns once the tensors are copied and
     codes the snapshot on another thread; this object's next ``add``,
-    ``prune`` or ``remove`` waits for it first (one add in flight).
+    ``prune`` or ``remove`` waits for it first (one add in flight), and
+    raises its error if it failed and its ``wait()`` was never called.
 
     Example::
 
@@ -319,14 +327,16 @@ class SnapshotStore:
         self._pending: Optional[AddHandle] = None
 
     def _settle(self) -> None:
-        """Wait for this object's background add, if any (its error is
-        raised by its own handle's ``wait``, not here)."""
+        """Wait for this object's background add, if any. If it failed and
+        nobody has called its ``wait()``, its error is raised here, so that
+        a loop that never keeps the handles still hears of it."""
         if self._pending is not None:
             pending, self._pending = self._pending, None
-            try:
-                pending.wait()
-            except Exception:
-                pass
+            pending._finish()
+            if pending._error is not None and not pending._seen:
+                raise LmcError(
+                    f"the background add of step {pending.step} failed: {pending._error}"
+                ) from pending._error
 
     def __repr__(self) -> str:
         return f"SnapshotStore({self.path!r})"
@@ -379,7 +389,8 @@ class SnapshotStore:
                     self.keyframe_every,
                     self.chunk_size,
                     timeout,
-                )
+                ),
+                step,
             )
             self._pending = handle
             return handle
