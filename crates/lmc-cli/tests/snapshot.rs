@@ -620,6 +620,77 @@ fn sigkill_at_random_moments_during_add() {
     fx.check_all(n);
 }
 
+/// `convert` killed at random moments: the store keeps its old layout or
+/// has the new one, everything in it restores, and a convert run again
+/// finishes the job. (A store of whole snapshots, made with
+/// `--keyframe-every 1`, converted to chains of up to 7 deltas.)
+#[test]
+fn sigkill_at_random_moments_during_convert() {
+    let n = 400_000;
+    let fx = Fixture::new();
+    for step in 1..=6 {
+        lmc()
+            .args(["snapshot", "add", "-q", "--keyframe-every", "1"])
+            .arg(&fx.store)
+            .arg(fx.file(step, n))
+            .assert()
+            .success();
+    }
+    let parents = |fx: &Fixture| -> Vec<Value> {
+        fx.list()["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["parent"].clone())
+            .collect()
+    };
+    assert!(parents(&fx).iter().all(Value::is_null));
+    let mut converted = false;
+    for delay_ms in [0u64, 5, 15, 30, 60, 120, 250, 500] {
+        let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("lmc"))
+            .args(["snapshot", "convert", "-q", "--keyframe-every", "8"])
+            .arg(&fx.store)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        child.wait().unwrap();
+        assert_eq!(
+            fx.steps(),
+            [1, 2, 3, 4, 5, 6],
+            "after SIGKILL at {delay_ms} ms"
+        );
+        fx.check_all(n);
+        if parents(&fx).iter().any(|x| !x.is_null()) {
+            converted = true;
+            break;
+        }
+    }
+    // Run again (a no-op if a killed one had committed): it finishes the
+    // job, and as the next writer removes what the killed ones left.
+    expect(
+        lmc()
+            .args(["snapshot", "convert", "--keyframe-every", "8"])
+            .arg(&fx.store),
+        true,
+        &[if converted {
+            "re-encoded 0 of 6"
+        } else {
+            "re-encoded 5 of 6"
+        }],
+    );
+    no_leftover_objects(&fx.store, "the SIGKILLs");
+    let want: Vec<Value> = [2, 3, 4, 5, 6]
+        .into_iter()
+        .map(Value::from)
+        .chain([Value::Null])
+        .collect();
+    assert_eq!(parents(&fx), want);
+    fx.check_all(n);
+}
+
 /// `lmc snapshot add` applies the same pickle rule as `lmc compress`: a
 /// checkpoint whose pickle calls `os.system` is refused before the store
 /// is even created, unless `--allow-pickle-calls`.

@@ -97,6 +97,10 @@ pub enum SnapshotCommand {
     /// each add moves its newest snapshot over; convert does the rest.
     Convert {
         store: PathBuf,
+        /// The chain bound to convert to (and keep): a restore decodes at
+        /// most K-1 deltas (default: the store's setting).
+        #[arg(long, value_name = "K")]
+        keyframe_every: Option<u32>,
         /// If another writer is at work on the store, wait for it (at most
         /// SECONDS, if given) instead of failing at once.
         #[arg(long, value_name = "SECONDS", num_args = 0..=1, require_equals = true)]
@@ -375,8 +379,16 @@ pub fn run(cmd: &SnapshotCommand, quiet: bool) -> Result<()> {
                 writeln!(text, "{}", removed_line(store, &r))?;
             }
         }
-        SnapshotCommand::Convert { store, wait } => {
-            let mut s = open_writer(store, WriteOptions::new(), *wait, quiet)?;
+        SnapshotCommand::Convert {
+            store,
+            keyframe_every,
+            wait,
+        } => {
+            let mut options = WriteOptions::new();
+            if let Some(k) = keyframe_every {
+                options = options.keyframe_every(*k);
+            }
+            let mut s = open_writer(store, options, *wait, quiet)?;
             watch(&mut s, quiet);
             let r = s
                 .convert()
