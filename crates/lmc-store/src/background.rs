@@ -35,6 +35,24 @@ impl Store {
     /// tensors, which it no longer reads. A request refused up front (a
     /// tensor whose length does not match its shape) is reported by
     /// `wait`, as is any other error.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), lmc_store::Error> {
+    /// use lmc_store::{Store, TensorInput};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let mut store = Store::create(dir.path().join("run"), 16)?;
+    /// let mut w = vec![0u8; 4096 * 4];
+    /// for step in [10u64, 20] {
+    ///     let t = [TensorInput { name: "w".into(), dtype: lmc_core::Dtype::F32, shape: vec![4096], data: &w }];
+    ///     let handle = store.add_tensors_background(step, "model.safetensors", &t, &Default::default());
+    ///     w[0] = w[0].wrapping_add(1); // training goes on: the add has its own copy
+    ///     let (s, added) = handle.wait();
+    ///     store = s;
+    ///     assert_eq!(added?.step, step);
+    /// }
+    /// assert_eq!(store.snapshots()[0].parent, Some(20));
+    /// # Ok(()) }
+    /// ```
     pub fn add_tensors_background(
         self,
         step: u64,
