@@ -165,7 +165,7 @@ impl Store {
             .filter_map(|e| e.ok())
             .filter(|e| e.file_name() != "lock")
             .count();
-        if entries > 0 && root.join(OBJECTS).is_dir() {
+        if entries > 0 && root.join(OBJECTS).is_dir() && !root.join(MANIFEST).exists() {
             return Err(manifest_lost(root));
         }
         if entries > 0 {
