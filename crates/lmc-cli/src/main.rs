@@ -119,7 +119,7 @@ enum Command {
     },
     /// Measure lmc beside general-purpose compressors on the same bytes, in memory.
     Bench(commands::bench::BenchArgs),
-    /// Keep a training run's checkpoints in a store, each a delta against the one before.
+    /// Keep a training run's checkpoints in a store: the newest whole, each older one a delta against the one after it.
     #[command(subcommand)]
     Snapshot(commands::snapshot::SnapshotCommand),
     /// Study a checkpoint or a series of them: entropy, zeros, change between

@@ -154,9 +154,17 @@ fn add_list_restore_verify_prune() {
             .arg(&fx.store)
             .arg(fx.file(10, n)),
         true,
-        &["step 10:", "keyframe"],
+        &["step 10:", "stored whole"],
     );
-    for step in [20, 30, 40, 50, 60] {
+    expect(
+        lmc()
+            .args(["snapshot", "add"])
+            .arg(&fx.store)
+            .arg(fx.file(20, n)),
+        true,
+        &["step 20:", "step 10 re-encoded as a delta against it"],
+    );
+    for step in [30, 40, 50, 60] {
         fx.add(step, n);
     }
     let l = fx.list();
@@ -167,14 +175,16 @@ fn add_list_restore_verify_prune() {
         .iter()
         .map(|s| s["depth"].as_u64().unwrap())
         .collect();
-    assert_eq!(depths, [0, 1, 2, 0, 1, 2]);
+    // The newest whole, each other a delta against the one after it; 30
+    // stays whole, else a restore of 10 would decode 3 deltas.
+    assert_eq!(depths, [2, 1, 0, 2, 1, 0]);
     fx.check_all(n);
 
     // The table names parents.
     expect(
         lmc().args(["snapshot", "list"]).arg(&fx.store),
         true,
-        &["keyframe", "6 snapshots"],
+        &["whole", "6 snapshots", "chains of at most 2 deltas"],
     );
 
     // Steps must increase; unknown steps are refused.
@@ -274,21 +284,59 @@ fn crash_at(point: &str, args: &[&std::ffi::OsStr]) {
     );
 }
 
+/// The steps of an add: the new snapshot's objects written, the parent's
+/// re-encoded as a delta against it, the commit, the parent's old whole
+/// object deleted (grace 0).
 const ADD_POINTS: &[&str] = &[
     "add:objects-written",
+    "add:parent-rewritten",
     "commit:objects-synced",
     "commit:before-rename",
     "commit:before-dir-sync",
     "add:committed",
+    "gc:removed-one",
 ];
+
+/// Checks that every object under `objects/` is named by the manifest (as
+/// a snapshot's file, or retired and kept for readers): nothing left over.
+fn no_leftover_objects(store: &std::path::Path, why: &str) {
+    let m: Value = serde_json::from_slice(&fs::read(store.join("manifest.json")).unwrap()).unwrap();
+    let mut named = std::collections::HashSet::new();
+    for s in m["snapshots"].as_array().unwrap() {
+        for f in s["files"].as_array().unwrap() {
+            named.insert(f["object"].as_str().unwrap().to_string());
+        }
+    }
+    for r in m
+        .get("retired")
+        .and_then(|r| r.as_array())
+        .into_iter()
+        .flatten()
+    {
+        named.insert(r["object"].as_str().unwrap().to_string());
+    }
+    for e in fs::read_dir(store.join("objects")).unwrap() {
+        let name = e.unwrap().file_name().into_string().unwrap();
+        assert!(named.contains(&name), "leftover object {name} after {why}");
+    }
+}
 
 #[test]
 fn crashes_during_add_lose_nothing_committed() {
     let n = 20_000;
     for (k, point) in ADD_POINTS.iter().enumerate() {
         let fx = Fixture::new();
+        // Retired objects deleted at once, so that the only object the
+        // crashing add's garbage collection finds is the one its commit
+        // retired (the parent's whole object).
         for step in [1, 2, 3] {
-            fx.add(step, n);
+            lmc()
+                .args(["snapshot", "add", "-q"])
+                .arg(&fx.store)
+                .arg(fx.file(step, n))
+                .env(lmc_store::RETIRE_GRACE_VAR, "0")
+                .assert()
+                .success();
         }
         let file = fx.file(4, n);
         crash_at(
@@ -303,7 +351,7 @@ fn crashes_during_add_lose_nothing_committed() {
         );
         let steps = fx.steps();
         // Before the rename the old manifest stands; after it, the new one.
-        let committed = k >= 3;
+        let committed = k >= 4;
         let want: &[u64] = if committed { &[1, 2, 3, 4] } else { &[1, 2, 3] };
         assert_eq!(steps, want, "after a crash at {point}");
         fx.check_all(n);
@@ -313,9 +361,7 @@ fn crashes_during_add_lose_nothing_committed() {
         }
         fx.add(5, n);
         fx.check_all(n);
-        let listed = fx.steps().len();
-        let objects = fs::read_dir(fx.store.join("objects")).unwrap().count();
-        assert_eq!(objects, listed, "leftover objects after {point}");
+        no_leftover_objects(&fx.store, point);
     }
 }
 
@@ -415,6 +461,125 @@ fn crashes_during_remove_lose_nothing_kept() {
     }
 }
 
+/// The store lmc-store's tests keep as a fixture, written by lmc before
+/// reverse deltas, copied into `dir`; and the checkpoints it holds.
+fn legacy_store(dir: &std::path::Path) -> (PathBuf, Vec<(u64, Vec<u8>)>) {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../lmc-store/tests/data/legacy-store");
+    let store = dir.join("legacy");
+    fs::create_dir_all(store.join("objects")).unwrap();
+    fs::copy(
+        data.join("store/manifest.json"),
+        store.join("manifest.json"),
+    )
+    .unwrap();
+    for e in fs::read_dir(data.join("store/objects")).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), store.join("objects").join(e.file_name())).unwrap();
+    }
+    let inputs = (20..=70)
+        .step_by(10)
+        .map(|step| {
+            let p = data.join(format!("inputs/step-{step:03}.safetensors"));
+            (step, fs::read(p).unwrap())
+        })
+        .collect();
+    (store, inputs)
+}
+
+/// Every snapshot of `store` restores to its checkpoint, and verify passes.
+fn check_legacy(store: &std::path::Path, inputs: &[(u64, Vec<u8>)], dir: &std::path::Path) {
+    lmc()
+        .args(["snapshot", "verify", "-q"])
+        .arg(store)
+        .assert()
+        .success();
+    for (step, bytes) in inputs {
+        let out = dir.join(format!("restored-{step}"));
+        lmc()
+            .args(["snapshot", "restore", "-q", "--force"])
+            .arg(store)
+            .arg(step.to_string())
+            .arg("-o")
+            .arg(&out)
+            .assert()
+            .success();
+        assert!(fs::read(&out).unwrap() == *bytes, "step {step}");
+    }
+}
+
+/// `convert` commits as prune does: a crash at any of its steps leaves the
+/// old layout or the new one, every snapshot restorable; run again, it
+/// finishes the job.
+#[test]
+fn crashes_during_convert_lose_nothing() {
+    for (k, point) in [
+        "convert:objects-written",
+        "commit:objects-synced",
+        "commit:before-rename",
+        "commit:before-dir-sync",
+        "gc:removed-one",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, inputs) = legacy_store(dir.path());
+        crash_at(
+            point,
+            &[
+                "snapshot".as_ref(),
+                "convert".as_ref(),
+                "-q".as_ref(),
+                store.as_os_str(),
+            ],
+        );
+        let m: Value =
+            serde_json::from_slice(&fs::read(store.join("manifest.json")).unwrap()).unwrap();
+        // The garbage collection also runs when the writer opens (deleting
+        // the fixture's retired objects), before the commit.
+        if *point != "gc:removed-one" {
+            assert_eq!(m["version"], if k >= 3 { 3 } else { 2 }, "after {point}");
+        }
+        check_legacy(&store, &inputs, dir.path());
+        expect(
+            lmc().args(["snapshot", "convert"]).arg(&store),
+            true,
+            &["re-encoded"],
+        );
+        let l: Value = serde_json::from_slice(
+            &lmc()
+                .args(["snapshot", "list", "--json"])
+                .arg(&store)
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        let parents: Vec<Value> = l["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["parent"].clone())
+            .collect();
+        // Chains of at most 3 deltas (the store's keyframe_every is 4).
+        assert_eq!(
+            parents,
+            [
+                Value::from(30),
+                Value::Null,
+                Value::from(50),
+                Value::from(60),
+                Value::from(70),
+                Value::Null
+            ],
+            "after {point}"
+        );
+        check_legacy(&store, &inputs, dir.path());
+        no_leftover_objects(&store, point);
+    }
+}
+
 #[test]
 fn sigkill_at_random_moments_during_add() {
     let n = 400_000;
@@ -452,6 +617,77 @@ fn sigkill_at_random_moments_during_add() {
     if !added {
         fx.add(3, n);
     }
+    fx.check_all(n);
+}
+
+/// `convert` killed at random moments: the store keeps its old layout or
+/// has the new one, everything in it restores, and a convert run again
+/// finishes the job. (A store of whole snapshots, made with
+/// `--keyframe-every 1`, converted to chains of up to 7 deltas.)
+#[test]
+fn sigkill_at_random_moments_during_convert() {
+    let n = 400_000;
+    let fx = Fixture::new();
+    for step in 1..=6 {
+        lmc()
+            .args(["snapshot", "add", "-q", "--keyframe-every", "1"])
+            .arg(&fx.store)
+            .arg(fx.file(step, n))
+            .assert()
+            .success();
+    }
+    let parents = |fx: &Fixture| -> Vec<Value> {
+        fx.list()["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["parent"].clone())
+            .collect()
+    };
+    assert!(parents(&fx).iter().all(Value::is_null));
+    let mut converted = false;
+    for delay_ms in [0u64, 5, 15, 30, 60, 120, 250, 500] {
+        let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("lmc"))
+            .args(["snapshot", "convert", "-q", "--keyframe-every", "8"])
+            .arg(&fx.store)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        child.wait().unwrap();
+        assert_eq!(
+            fx.steps(),
+            [1, 2, 3, 4, 5, 6],
+            "after SIGKILL at {delay_ms} ms"
+        );
+        fx.check_all(n);
+        if parents(&fx).iter().any(|x| !x.is_null()) {
+            converted = true;
+            break;
+        }
+    }
+    // Run again (a no-op if a killed one had committed): it finishes the
+    // job, and as the next writer removes what the killed ones left.
+    expect(
+        lmc()
+            .args(["snapshot", "convert", "--keyframe-every", "8"])
+            .arg(&fx.store),
+        true,
+        &[if converted {
+            "re-encoded 0 of 6"
+        } else {
+            "re-encoded 5 of 6"
+        }],
+    );
+    no_leftover_objects(&fx.store, "the SIGKILLs");
+    let want: Vec<Value> = [2, 3, 4, 5, 6]
+        .into_iter()
+        .map(Value::from)
+        .chain([Value::Null])
+        .collect();
+    assert_eq!(parents(&fx), want);
     fx.check_all(n);
 }
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use lmc_store::{Kind, PruneReport, Snapshot, Store, TensorInput, Wait, WriteOptions};
+use lmc_store::{AddHandle, Kind, PruneReport, Snapshot, Store, TensorInput, Wait, WriteOptions};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -76,9 +76,10 @@ pub(crate) fn snapshot_dict<'py>(py: Python<'py>, s: &Snapshot) -> PyResult<Boun
 }
 
 /// Adds tensors held in memory as a snapshot at `step` (one safetensors file
-/// named `file_name`), a delta against the previous snapshot unless a
-/// keyframe is due. Creates the store if needed. Waits for another writer
-/// for up to `timeout` seconds (`None`: as long as it takes).
+/// named `file_name`), stored whole; the previous snapshot becomes a delta
+/// against it unless its chain is at the bound. Creates the store if
+/// needed. Waits for another writer for up to `timeout` seconds (`None`:
+/// as long as it takes).
 #[pyfunction]
 #[pyo3(signature = (root, step, file_name, tensors, metadata=None, keyframe_every=None, chunk_size=None, timeout=0.0))]
 #[allow(clippy::too_many_arguments)]
@@ -241,4 +242,86 @@ pub(crate) fn store_remove<'py>(
         .detach(|| open_for_writing(&root, false, None, wait)?.remove(step))
         .map_err(store_err(&root))?;
     prune_dict(py, report)
+}
+
+/// An add at work on another thread ([`store_add_background`]).
+#[pyclass(module = "lmc._lmc")]
+pub(crate) struct PendingAdd {
+    root: PathBuf,
+    handle: std::sync::Mutex<Option<AddHandle>>,
+}
+
+#[pymethods]
+impl PendingAdd {
+    /// Whether the add has finished (`wait` would not block).
+    fn done(&self) -> bool {
+        self.handle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_none_or(AddHandle::is_finished)
+    }
+
+    /// Waits (without the GIL) for the add to finish: the snapshot as
+    /// `store_list` describes it, or the add's error. Once only.
+    fn wait<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let handle = self
+            .handle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or_else(|| fail("this add was already waited for".to_string()))?;
+        let snapshot = py
+            .detach(move || {
+                let (store, result) = handle.wait();
+                // The writer lock goes with the store, here, not later.
+                drop(store);
+                result
+            })
+            .map_err(store_err(&self.root))?;
+        snapshot_dict(py, &snapshot)
+    }
+}
+
+/// [`store_add`] that returns once the tensors are copied: the store is
+/// opened (waiting for another writer as `timeout` says, without the GIL),
+/// the tensors are copied into one buffer, and the snapshot is coded and
+/// committed on another thread (`Store::add_tensors_background`).
+#[pyfunction]
+#[pyo3(signature = (root, step, file_name, tensors, metadata=None, keyframe_every=None, chunk_size=None, timeout=0.0))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn store_add_background<'py>(
+    py: Python<'py>,
+    root: PathBuf,
+    step: u64,
+    file_name: String,
+    tensors: Vec<TensorArg<'py>>,
+    metadata: Option<BTreeMap<String, String>>,
+    keyframe_every: Option<u32>,
+    chunk_size: Option<usize>,
+    timeout: Option<f64>,
+) -> PyResult<PendingAdd> {
+    let wait = wait_for(timeout)?;
+    let metadata = metadata.unwrap_or_default();
+    let mut inputs = Vec::with_capacity(tensors.len());
+    for (name, dtype, shape, bytes) in &tensors {
+        inputs.push(TensorInput {
+            name: name.clone(),
+            dtype: dtype_named(dtype, name)?,
+            shape: shape.clone(),
+            data: bytes.as_bytes(),
+        });
+    }
+    let mut store = py
+        .detach(|| open_for_writing(&root, true, keyframe_every, wait))
+        .map_err(store_err(&root))?;
+    if let Some(c) = chunk_size {
+        store.set_chunk_size(c);
+    }
+    // The copy is made here, while the caller's bytes are certainly alive.
+    let handle = store.add_tensors_background(step, &file_name, &inputs, &metadata);
+    Ok(PendingAdd {
+        root,
+        handle: std::sync::Mutex::new(Some(handle)),
+    })
 }

@@ -124,9 +124,10 @@ def test_incremental_saves_through_a_training_loop(two_rank_run, run_lmc):
         store = lmc.SnapshotStore(run / f"rank-{rank:05d}")
         snaps = store.list()
         assert [s["step"] for s in snaps] == [10, 20, 30, 40, 50]
-        # Deltas against the same rank's previous save; a keyframe every 3.
-        assert [s["parent"] for s in snaps] == [None, 10, 20, None, 40]
-        assert snaps[1]["stored_len"] < snaps[0]["stored_len"]
+        # The newest save whole, each other a delta against the same rank's
+        # next save; chains of at most 2 deltas (keyframe_every 3).
+        assert [s["parent"] for s in snaps] == [20, 30, None, 50, None]
+        assert snaps[1]["stored_len"] < snaps[2]["stored_len"]
         run_lmc("snapshot", "verify", run / f"rank-{rank:05d}")
 
 

@@ -42,10 +42,12 @@ def test_add_restore_list_verify_prune(tmp_path):
         assert snap["step"] == (i + 1) * 100
     listed = store.list()
     assert store.steps() == [100, 200, 300, 400, 500, 600]
-    assert [s["depth"] for s in listed] == [0, 1, 2, 3, 0, 1]
-    assert [s["parent"] for s in listed] == [None, 100, 200, 300, None, 500]
-    # Deltas of a model in training are smaller than its keyframes.
-    assert listed[1]["stored_len"] < listed[0]["stored_len"]
+    # The newest whole, each other a delta against the one after it; 400
+    # stays whole, else restoring 100 would decode 4 deltas.
+    assert [s["depth"] for s in listed] == [3, 2, 1, 0, 1, 0]
+    assert [s["parent"] for s in listed] == [200, 300, 400, None, 600, None]
+    # Deltas of a model in training are smaller than whole snapshots.
+    assert listed[2]["stored_len"] < listed[3]["stored_len"]
     for i, sd in enumerate(states):
         back = store.restore((i + 1) * 100)
         assert list(back) == list(sd)
@@ -130,7 +132,8 @@ def test_remove(tmp_path):
     for i, sd in enumerate(states):
         store.add(sd, step=i + 1)
     report = store.remove(2)
-    assert report["removed"] == [2] and report["rebuilt"] == [3]
+    # 1 was a delta against 2: re-encoded against 3.
+    assert report["removed"] == [2] and report["rebuilt"] == [1]
     assert store.steps() == [1, 3]
     assert same(store.restore(3)["0.weight"], states[2]["0.weight"])
     with pytest.raises(lmc.LmcError, match="no snapshot at step 2"):
@@ -140,3 +143,62 @@ def test_remove(tmp_path):
     assert store.steps() == []
     store.add(states[0], step=7)
     assert store.steps() == [7]
+
+
+def test_background_adds(tmp_path):
+    """add(background=True) returns a handle once the tensors are copied;
+    the caller may change them at once; adds run one at a time; wait()
+    gives the snapshot or the add's error, and releases the GIL."""
+    import threading
+
+    store = lmc.SnapshotStore(tmp_path / "run.lmcstore")
+    states = training_states(4)
+    handles = []
+    for i, sd in enumerate(states):
+        live = {k: v.clone() for k, v in sd.items()}
+        h = store.add(live, step=i + 1, background=True)
+        assert isinstance(h, lmc.AddHandle)
+        for v in live.values():
+            v.zero_()  # training goes on
+        handles.append(h)
+    for i, h in enumerate(handles):
+        assert h.wait()["step"] == i + 1
+        assert h.done()
+    assert store.steps() == [1, 2, 3, 4]
+    for i, sd in enumerate(states):
+        back = store.restore(i + 1)
+        assert all(same(back[k], sd[k]) for k in sd), i
+    assert store.verify()["snapshots"] == 4
+
+    # The add's error comes from wait(), every time it is called.
+    h = store.add(states[0], step=2, background=True)
+    for _ in range(2):
+        with pytest.raises(lmc.LmcError, match="not after the last snapshot"):
+            h.wait()
+    assert store.steps() == [1, 2, 3, 4]
+    # A failed add whose handle nobody waited for: the next call says so.
+    store.add(states[0], step=3, background=True)
+    with pytest.raises(lmc.LmcError, match="background add of step 3 failed"):
+        store.add(states[0], step=5)
+    assert store.steps() == [1, 2, 3, 4]
+
+    # Another Python thread runs while wait() blocks.
+    big = {"w": torch.randn(8_000_000)}
+    ticks = []
+    stop = threading.Event()
+
+    def tick():
+        while not stop.is_set():
+            ticks.append(1)
+
+    h = store.add(big, step=10, background=True)
+    t = threading.Thread(target=tick)
+    t.start()
+    h.wait()
+    stop.set()
+    t.join()
+    assert len(ticks) > 100
+    assert same(store.restore(10)["w"], big["w"])
+    # Each snapshot a delta against the next, but 4, which has no tensor in
+    # common with 10 (it stays whole), and 10, the newest.
+    assert [s["parent"] for s in store.list()] == [2, 3, 4, None, None]

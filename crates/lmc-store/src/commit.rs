@@ -111,8 +111,13 @@ impl Store {
     }
 
     fn is_missing_object(&self, e: &Error) -> bool {
-        matches!(e, Error::Io { path, source }
-            if source.kind() == std::io::ErrorKind::NotFound
-                && path.parent() == Some(self.objects().as_path()))
+        match e {
+            Error::Needs { source, .. } => self.is_missing_object(source),
+            Error::Io { path, source } => {
+                source.kind() == std::io::ErrorKind::NotFound
+                    && path.parent() == Some(self.objects().as_path())
+            }
+            _ => false,
+        }
     }
 }

@@ -1,6 +1,8 @@
-//! lmc-store: one training run's checkpoint snapshots in a directory, each
-//! stored as a delta against the one before, with a full keyframe every
-//! few snapshots so that a restore decodes a bounded chain.
+//! lmc-store: one training run's checkpoint snapshots in a directory: the
+//! newest stored whole, each older one as a delta against the one after it
+//! (a reverse delta), so that restoring the newest, what resuming training
+//! does, decodes one container per file however long the store, and any
+//! other a bounded chain ([`Manifest::keyframe_every`]).
 //!
 //! ```text
 //! STORE/
@@ -11,9 +13,18 @@
 //! ```
 //!
 //! A snapshot is a checkpoint file or a directory of files. Each file is
-//! compressed by lmc; when the previous snapshot has a file at the same
-//! path, tensors with the same name, dtype and shape are coded as their
-//! XOR with it (a version 2 container, checked against its base's hash).
+//! compressed by lmc. An add ([`Store::add`], in `add.rs`) codes the new
+//! snapshot whole, then re-encodes the snapshot before it against it: where
+//! the new snapshot has a file at the same path, tensors with the same
+//! name, dtype and shape are coded as their XOR with it (a version 2
+//! container, checked against its base's hash); every other byte is kept
+//! in the delta as it is, so each snapshot is recovered whole from its
+//! delta and its successor. Stores written by lmc before reverse deltas
+//! (each snapshot a delta against the one before) are read as they are;
+//! [`Store::convert`] re-encodes them. The modules follow the operations:
+//! `add`, `background` (adds on another thread), `restore`, `verify`,
+//! `prune` (also remove and convert), `walk` (checkpoints on disk),
+//! `commit` (commits, retirement, garbage collection), `open`.
 //!
 //! Crash safety: a change writes its new objects first (fsync), then
 //! commits by replacing the manifest atomically, then removes objects no
@@ -49,11 +60,16 @@
 
 #![forbid(unsafe_code)]
 
+mod add;
+mod background;
 mod commit;
 mod fsutil;
 pub mod manifest;
 mod open;
 mod prune;
+mod restore;
+mod verify;
+mod walk;
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
@@ -62,6 +78,7 @@ use std::path::{Path, PathBuf};
 use lmc_core::{CompressOptions, Container, DeltaBase, Dtype, SegmentKind, SegmentSpec};
 use lmc_tensors::safetensors::TensorInfo;
 
+pub use background::AddHandle;
 pub use fsutil::{FAILPOINT_VAR, Wait};
 use fsutil::{Lock, failpoint};
 pub use lmc_files::{folder_and_name, temp_beside};
@@ -69,6 +86,7 @@ pub use manifest::{FileEntry, Kind, Manifest, Retired, Snapshot};
 use manifest::{check_relative_path, counterpart, hex};
 pub use open::WriteOptions;
 pub use prune::PruneReport;
+pub use walk::{CheckpointFile, checkpoint_files};
 
 /// The mode of a restored file added without one (from memory).
 const FILE_MODE: u32 = 0o644;
@@ -76,8 +94,10 @@ const FILE_MODE: u32 = 0o644;
 /// keep files, not folders).
 const DIR_MODE: u32 = 0o755;
 
-/// Default: a keyframe every 8 snapshots, so a restore decodes at most 7 deltas.
-pub const DEFAULT_KEYFRAME_EVERY: u32 = 8;
+/// Default bound on a chain: a restore decodes at most 15 deltas (a full
+/// snapshot at least every 16). Chosen by measurement (docs/BENCHMARKS.md,
+/// "Snapshot store").
+pub const DEFAULT_KEYFRAME_EVERY: u32 = 16;
 
 const MANIFEST: &str = "manifest.json";
 const OBJECTS: &str = "objects";
@@ -116,6 +136,21 @@ pub enum Error {
     Invalid(String),
     #[error("no snapshot at step {0} in the store")]
     NoSuchStep(u64),
+    /// A snapshot cannot be restored because an object on its chain (its
+    /// own, or a later or earlier snapshot's it is a delta against) is
+    /// missing or damaged. Snapshots whose chains do not pass through that
+    /// object still restore.
+    #[error(
+        "step {step} cannot be restored: it needs object {object} ({path:?} of step {of_step}), \
+         which is missing or damaged: {source}"
+    )]
+    Needs {
+        step: u64,
+        of_step: u64,
+        path: String,
+        object: String,
+        source: Box<Error>,
+    },
     /// From the file layer: a checkpoint directory lmc cannot store, a
     /// destination it may not replace, a restore that failed (each names
     /// its path).
@@ -142,6 +177,9 @@ pub struct FileInput<'a> {
     pub parts: Vec<&'a [u8]>,
     pub layout: Vec<SegmentSpec>,
     pub mode: Option<u32>,
+    /// The whole file, when the parts are its pieces in one buffer: the
+    /// base the parent snapshot is coded against without copying it.
+    whole: Option<&'a [u8]>,
 }
 
 impl<'a> FileInput<'a> {
@@ -167,7 +205,7 @@ impl<'a> FileInput<'a> {
         Ok(Self::with_layout(path, bytes, found.layout, mode))
     }
 
-    fn with_layout(
+    pub(crate) fn with_layout(
         path: impl Into<String>,
         bytes: &'a [u8],
         layout: Vec<SegmentSpec>,
@@ -184,7 +222,42 @@ impl<'a> FileInput<'a> {
             parts,
             layout,
             mode,
+            whole: Some(bytes),
         }
+    }
+
+    /// A file given as pieces (one slice per segment of `layout`), held
+    /// anywhere in memory.
+    pub fn from_parts(
+        path: impl Into<String>,
+        parts: Vec<&'a [u8]>,
+        layout: Vec<SegmentSpec>,
+        mode: Option<u32>,
+    ) -> Self {
+        let whole = match parts.as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        };
+        FileInput {
+            path: path.into(),
+            parts,
+            layout,
+            mode,
+            whole,
+        }
+    }
+
+    /// The file's bytes in one slice: borrowed when they are, else copied.
+    pub(crate) fn whole(&self) -> std::borrow::Cow<'a, [u8]> {
+        match self.whole {
+            Some(b) => std::borrow::Cow::Borrowed(b),
+            None => std::borrow::Cow::Owned(self.parts.concat()),
+        }
+    }
+
+    /// The sum of the parts' lengths.
+    pub(crate) fn len(&self) -> u64 {
+        self.parts.iter().map(|p| p.len() as u64).sum()
     }
 }
 
@@ -235,6 +308,13 @@ pub fn layout_for(bytes: &[u8]) -> Vec<SegmentSpec> {
     }
 }
 
+/// The bytes of an object file, as an [`ObjectReader`] gives them.
+pub type ObjectBytes = Box<dyn std::ops::Deref<Target = [u8]>>;
+
+/// Reads an object file whole (see [`Store::set_object_reader`]). A file
+/// that is not there must give an error of kind `NotFound`.
+pub type ObjectReader = Box<dyn Fn(&Path) -> std::io::Result<ObjectBytes> + Send + Sync>;
+
 /// Told what a long operation is doing: `("encoding", "step 200 model.safetensors")`.
 pub type Observer = Box<dyn Fn(&str, &str) + Send + Sync>;
 
@@ -247,6 +327,7 @@ pub struct Store {
     observer: Option<Observer>,
     cancel: Option<&'static std::sync::atomic::AtomicBool>,
     retire_grace: std::time::Duration,
+    object_reader: Option<ObjectReader>,
     /// Held by a writer; a reader holds no lock.
     _lock: Option<Lock>,
 }
@@ -284,6 +365,14 @@ impl Store {
     /// Calls `f(action, what)` as each file is encoded or decoded.
     pub fn set_observer(&mut self, f: Observer) {
         self.observer = Some(f);
+    }
+
+    /// Reads objects with `f` instead of `std::fs::read`: the CLI maps them
+    /// into memory (its one module with `unsafe` code), which spares the
+    /// copy and the page faults of reading a container whole. Objects are
+    /// never changed once written, only deleted after the grace period.
+    pub fn set_object_reader(&mut self, f: ObjectReader) {
+        self.object_reader = Some(f);
     }
 
     /// Stops work in progress (with an error, nothing committed) once `flag` is set.
@@ -326,480 +415,6 @@ impl Store {
             ))
         }
     }
-
-    // -----------------------------------------------------------------
-    // Adding
-    // -----------------------------------------------------------------
-
-    /// Adds a checkpoint file or directory from disk. The step defaults to
-    /// the `step` in the (first) safetensors file's `__metadata__`, else
-    /// one past the last snapshot. A file whose pickles fail lmc's rule
-    /// ([`lmc_files::input`]) is refused unless `allow_pickle_calls`.
-    pub fn add_path(
-        &mut self,
-        path: &Path,
-        step: Option<u64>,
-        allow_pickle_calls: bool,
-    ) -> Result<&Snapshot> {
-        let (kind, listed) = checkpoint_files(path)?;
-        let owned = listed
-            .into_iter()
-            .map(|f| {
-                let bytes = std::fs::read(&f.source).map_err(|e| Error::io(&f.source, e))?;
-                Ok((f, bytes))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let step = match step {
-            Some(s) => s,
-            None => self.default_step(owned.iter().map(|(_, b)| b.as_slice())),
-        };
-        let files = owned
-            .iter()
-            .map(|(f, b)| {
-                FileInput::checked(f.path.clone(), &f.source, b, f.mode, allow_pickle_calls)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        self.add(step, kind, &files)
-    }
-
-    /// The step of a checkpoint that did not say: its metadata's, else the next one.
-    pub fn default_step<'a>(&self, files: impl IntoIterator<Item = &'a [u8]>) -> u64 {
-        for b in files {
-            if lmc_tensors::safetensors::looks_like(b)
-                && let Some(s) = lmc_tensors::safetensors::metadata(b)
-                    .ok()
-                    .and_then(|m| m.get("step").and_then(|s| s.trim().parse().ok()))
-            {
-                return s;
-            }
-        }
-        self.manifest.snapshots.last().map_or(0, |s| s.step + 1)
-    }
-
-    /// Adds a snapshot made of tensors in memory, as one safetensors file
-    /// named `file_name`, without assembling the file first: what a training
-    /// loop calls instead of writing an uncompressed checkpoint.
-    pub fn add_tensors(
-        &mut self,
-        step: u64,
-        file_name: &str,
-        tensors: &[TensorInput<'_>],
-        metadata: &BTreeMap<String, String>,
-    ) -> Result<&Snapshot> {
-        let infos: Vec<TensorInfo> = tensors
-            .iter()
-            .map(|t| TensorInfo {
-                name: t.name.clone(),
-                dtype: t.dtype,
-                shape: t.shape.clone(),
-            })
-            .collect();
-        let header = lmc_tensors::safetensors::header(&infos, metadata)
-            .map_err(|e| Error::Invalid(format!("{file_name}: {e}")))?;
-        let mut parts: Vec<&[u8]> = vec![&header];
-        let mut layout = vec![SegmentSpec {
-            kind: SegmentKind::Bytes,
-            len: header.len() as u64,
-        }];
-        for (t, info) in tensors.iter().zip(infos) {
-            let want = info.shape.iter().product::<u64>() * info.dtype.width() as u64;
-            if t.data.len() as u64 != want {
-                return Err(Error::Invalid(format!(
-                    "tensor {:?}: {} bytes of data for shape {:?} of {} ({want} bytes)",
-                    t.name,
-                    t.data.len(),
-                    t.shape,
-                    t.dtype
-                )));
-            }
-            parts.push(t.data);
-            layout.push(SegmentSpec {
-                kind: SegmentKind::Tensor {
-                    name: info.name,
-                    dtype: info.dtype,
-                    shape: info.shape,
-                },
-                len: want,
-            });
-        }
-        let file = FileInput {
-            path: file_name.to_string(),
-            parts,
-            layout,
-            mode: None,
-        };
-        self.add(step, Kind::File, &[file])
-    }
-
-    /// Adds a snapshot at `step` made of `files`: a delta against the last
-    /// snapshot unless a keyframe is due. Commits atomically.
-    pub fn add(&mut self, step: u64, kind: Kind, files: &[FileInput<'_>]) -> Result<&Snapshot> {
-        self.check_writable()?;
-        if let Some(last) = self.manifest.snapshots.last()
-            && step <= last.step
-        {
-            return Err(Error::Invalid(format!(
-                "step {step} is not after the last snapshot's step {} (snapshots are added in training order)",
-                last.step
-            )));
-        }
-        if kind == Kind::File && files.len() != 1 {
-            return Err(Error::Invalid(
-                "a file snapshot holds exactly one file".into(),
-            ));
-        }
-        let mut seen = std::collections::HashSet::new();
-        for f in files {
-            check_relative_path(&f.path).map_err(Error::Invalid)?;
-            if !seen.insert(f.path.as_str()) {
-                return Err(Error::Invalid(format!("path {:?} given twice", f.path)));
-            }
-        }
-        let k = self.manifest.keyframe_every;
-        let parent = self
-            .manifest
-            .snapshots
-            .last()
-            .filter(|p| p.depth + 1 < k)
-            .map(|p| p.step);
-        let base_files = match parent {
-            Some(p) => self.restore_files(p)?,
-            None => Vec::new(),
-        };
-        let parent_kind = self.manifest.snapshots.last().map_or(Kind::Dir, |p| p.kind);
-        let generation = self.manifest.generation + 1;
-        let mut created = Cleanup::new(self.objects());
-        let mut entries = Vec::with_capacity(files.len());
-        for (i, f) in files.iter().enumerate() {
-            let base = counterpart(&base_files, |b| &b.path, parent_kind, kind, &f.path);
-            let name = format!("{step:012}-{i:04}-g{generation}.lmc");
-            let entry = self.write_object(f, base, &name, &mut created)?;
-            entries.push(entry);
-        }
-        failpoint("add:objects-written");
-        let is_delta = entries.iter().any(|e| e.base.is_some());
-        let depth = match (parent, is_delta) {
-            (Some(_), true) => self.manifest.snapshots.last().map_or(0, |p| p.depth + 1),
-            _ => 0,
-        };
-        let snapshot = Snapshot {
-            step,
-            kind,
-            parent: parent.filter(|_| is_delta),
-            depth,
-            added: unix_now(),
-            files: entries,
-        };
-        let mut m = self.manifest.clone();
-        m.generation = generation;
-        m.snapshots.push(snapshot);
-        self.commit(m)?;
-        created.keep();
-        failpoint("add:committed");
-        Ok(self.manifest.snapshots.last().expect("just added"))
-    }
-
-    /// Compresses one file into `objects/name` (a delta against `base` if
-    /// any of its tensors match), durably, and describes it.
-    fn write_object(
-        &self,
-        f: &FileInput<'_>,
-        base: Option<&RestoredFile>,
-        name: &str,
-        created: &mut Cleanup,
-    ) -> Result<FileEntry> {
-        let base_layout = base.map(|b| layout_for(&b.bytes));
-        let delta = base
-            .zip(base_layout.as_ref())
-            .map(|(b, bl)| DeltaBase::matching(&b.bytes, bl, &f.layout))
-            .filter(|d| d.matched() > 0);
-        self.tell(
-            "encoding",
-            &format!(
-                "{name}: {}{}",
-                f.path,
-                delta.as_ref().map_or(String::new(), |d| format!(
-                    " (delta, {} tensors against the previous snapshot)",
-                    d.matched()
-                ))
-            ),
-        );
-        let objects = self.objects();
-        let tmp = lmc_files::temp_in(&objects, ".tmp-", "").map_err(|e| Error::io(&objects, e))?;
-        let mut w = BufWriter::with_capacity(1 << 20, tmp);
-        let summary = lmc_core::compress_parts(
-            &f.parts,
-            &f.layout,
-            delta.as_ref(),
-            &self.options,
-            &mut w,
-            &mut |_| self.go_on(),
-        )
-        .map_err(|source| Error::Codec {
-            context: format!("cannot compress {}", f.path),
-            source,
-        })?;
-        let tmp = w
-            .into_inner()
-            .map_err(|e| Error::io(&objects, e.into_error()))?;
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| Error::io(tmp.path(), e))?;
-        let dest = objects.join(name);
-        tmp.persist_noclobber(&dest)
-            .map_err(|e| Error::io(&dest, e.error))?;
-        created.push(name);
-        Ok(FileEntry {
-            path: f.path.clone(),
-            len: summary.original_len,
-            hash: hex(summary.original_hash),
-            object: name.to_string(),
-            stored: summary.compressed_len,
-            base: summary.base_hash.map(hex),
-            mode: f.mode.map(|m| m & lmc_files::MODE_MASK),
-        })
-    }
-
-    // -----------------------------------------------------------------
-    // Restoring
-    // -----------------------------------------------------------------
-
-    /// Decodes one file of snapshot `idx`, given its base if it is a delta:
-    /// the base's bytes and their XXH3-128, known because the base was just
-    /// decoded and checked. Returns the bytes and their XXH3-128.
-    fn decode(&self, entry: &FileEntry, base: Option<(&[u8], u128)>) -> Result<(Vec<u8>, u128)> {
-        let path = self.objects().join(&entry.object);
-        self.tell("decoding", &format!("{}: {}", entry.object, entry.path));
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        if bytes.len() as u64 != entry.stored {
-            return Err(Error::Corrupt(format!(
-                "{}: {} bytes, the manifest says {}",
-                path.display(),
-                bytes.len(),
-                entry.stored
-            )));
-        }
-        let ctx = |source| Error::Codec {
-            context: format!("{} ({})", path.display(), entry.path),
-            source,
-        };
-        let c = Container::open(&bytes).map_err(ctx)?;
-        if hex(c.header().original_hash) != entry.hash {
-            return Err(Error::Corrupt(format!(
-                "{}: holds a file with hash {:032x}, the manifest says {}",
-                path.display(),
-                c.header().original_hash,
-                entry.hash
-            )));
-        }
-        let c = match (base, entry.base.is_some()) {
-            (Some((b, hash)), true) => c.with_base_hashed(b, hash).map_err(ctx)?,
-            (None, false) => c,
-            _ => {
-                return Err(Error::Corrupt(format!(
-                    "{}: the manifest and the object disagree on whether it is a delta",
-                    path.display()
-                )));
-            }
-        };
-        if c.header().original_len != entry.len {
-            return Err(Error::Corrupt(format!(
-                "{}: holds a file of {} bytes, the manifest says {}",
-                path.display(),
-                c.header().original_len,
-                entry.len
-            )));
-        }
-        let mut out = vec![0u8; entry.len as usize];
-        c.decompress_into(&mut out, &mut |_| self.go_on())
-            .map_err(ctx)?;
-        Ok((out, c.header().original_hash))
-    }
-
-    /// Decodes file `path` of snapshot `idx`: its keyframe, then each delta
-    /// of its chain in turn.
-    fn restore_file(&self, m: &Manifest, idx: usize, path: &str) -> Result<RestoredFile> {
-        let snaps = &m.snapshots;
-        // Walk back to the keyframe of this file's chain. The manifest's
-        // checks guarantee each delta's base is the same path one snapshot up.
-        let mut i = idx;
-        let mut e = snaps[i]
-            .files
-            .iter()
-            .find(|f| f.path == path)
-            .ok_or_else(|| Error::Corrupt(format!("step {}: no file {path:?}", snaps[i].step)))?;
-        let mut chain = vec![e];
-        while e.base.is_some() {
-            let (s, p) = (&snaps[i], &snaps[i - 1]);
-            e = counterpart(&p.files, |f| &f.path, p.kind, s.kind, &e.path).ok_or_else(|| {
-                Error::Corrupt(format!(
-                    "step {}: {:?} has no base in the parent",
-                    s.step, e.path
-                ))
-            })?;
-            chain.push(e);
-            i -= 1;
-        }
-        let mut cur: Option<(Vec<u8>, u128)> = None;
-        for e in chain.iter().rev() {
-            let base = cur.as_ref().map(|(b, h)| (b.as_slice(), *h));
-            cur = Some(self.decode(e, base)?);
-        }
-        let entry = chain[0];
-        Ok(RestoredFile {
-            path: entry.path.clone(),
-            bytes: cur.expect("a chain has at least one link").0,
-            mode: entry.mode,
-        })
-    }
-
-    /// Every file of the snapshot at `step`, decoded and checked.
-    pub fn restore_files(&self, step: u64) -> Result<Vec<RestoredFile>> {
-        Ok(self.retrying(|m| self.restore_files_in(m, step))?.1)
-    }
-
-    /// The kind and the files of the snapshot at `step` of `m`.
-    fn restore_files_in(&self, m: &Manifest, step: u64) -> Result<(Kind, Vec<RestoredFile>)> {
-        let idx = m.find(step).ok_or(Error::NoSuchStep(step))?;
-        let s = &m.snapshots[idx];
-        let files = s
-            .files
-            .iter()
-            .map(|f| self.restore_file(m, idx, &f.path))
-            .collect::<Result<_>>()?;
-        Ok((s.kind, files))
-    }
-
-    /// Restores the snapshot at `step` to `out`: the file, or the directory
-    /// of files, byte-identical to what was added. Written under a temporary
-    /// name and renamed, so a failure leaves nothing at `out`; an existing
-    /// `out` is replaced only with `force`.
-    pub fn restore_to(&self, step: u64, out: &Path, force: bool) -> Result<()> {
-        self.manifest.find(step).ok_or(Error::NoSuchStep(step))?;
-        // The rule every lmc output follows: replaced only with `force`, and
-        // a directory with something in it never.
-        lmc_files::check_dir_destination(out, force)?;
-        if out.starts_with(&self.root) {
-            return Err(Error::Invalid(format!(
-                "{} is inside the store; restore somewhere else",
-                out.display()
-            )));
-        }
-        let (kind, files) = self.retrying(|m| self.restore_files_in(m, step))?;
-        match kind {
-            Kind::File => {
-                let f = &files[0];
-                if out.is_dir() {
-                    return Err(Error::Invalid(format!(
-                        "{} is a directory; the snapshot is a file",
-                        out.display()
-                    )));
-                }
-                let (mut tmp, _) = temp_beside(out).map_err(|e| Error::io(out, e))?;
-                tmp.write_all(&f.bytes)
-                    .and_then(|()| tmp.as_file().sync_all())
-                    .map_err(|e| Error::io(out, e))?;
-                set_mode(tmp.path(), f.mode)?;
-                tmp.persist(out).map_err(|e| Error::io(out, e.error))?;
-            }
-            Kind::Dir => {
-                // The same restore as a directory container's: checked paths,
-                // modes masked, moved into place when complete. Snapshots
-                // hold files only; their folders are made as needed.
-                let mut dir = lmc_files::DirBuilder::create(out, force, true)?;
-                let mut made = std::collections::HashSet::new();
-                for f in &files {
-                    let mut at = 0;
-                    while let Some(i) = f.path[at..].find('/') {
-                        let folder = &f.path[..at + i];
-                        if made.insert(folder.to_string()) {
-                            dir.dir(folder, DIR_MODE)?;
-                        }
-                        at += i + 1;
-                    }
-                    dir.file(&f.path, f.mode.unwrap_or(FILE_MODE), &f.bytes)?;
-                }
-                dir.finish(DIR_MODE)?;
-            }
-        }
-        Ok(())
-    }
-
-    // -----------------------------------------------------------------
-    // Checking and pruning
-    // -----------------------------------------------------------------
-
-    /// Decodes every snapshot (each chain once, in order) and checks every
-    /// checksum and hash; reports objects no snapshot lists.
-    pub fn verify(&self, progress: &mut dyn FnMut(&Snapshot)) -> Result<VerifyReport> {
-        let progress = std::cell::RefCell::new(progress);
-        self.retrying(|m| self.verify_in(m, &mut *progress.borrow_mut()))
-    }
-
-    fn verify_in(&self, m: &Manifest, progress: &mut dyn FnMut(&Snapshot)) -> Result<VerifyReport> {
-        let mut report = VerifyReport::default();
-        // The previous snapshot's files, with their hashes (checked as they
-        // were decoded).
-        let mut prev: Vec<(RestoredFile, u128)> = Vec::new();
-        let mut prev_kind = Kind::Dir;
-        for s in &m.snapshots {
-            let mut cur = Vec::with_capacity(s.files.len());
-            for f in &s.files {
-                let base = match &f.base {
-                    Some(_) => Some(
-                        counterpart(&prev, |p| &p.0.path, prev_kind, s.kind, &f.path)
-                            .map(|(p, hash)| (p.bytes.as_slice(), *hash))
-                            .ok_or_else(|| {
-                                Error::Corrupt(format!(
-                                    "step {}: {:?} has no base in the parent",
-                                    s.step, f.path
-                                ))
-                            })?,
-                    ),
-                    None => None,
-                };
-                let (bytes, hash) = self.decode(f, base)?;
-                report.bytes += bytes.len() as u64;
-                report.files += 1;
-                cur.push((
-                    RestoredFile {
-                        path: f.path.clone(),
-                        bytes,
-                        mode: f.mode,
-                    },
-                    hash,
-                ));
-            }
-            report.snapshots += 1;
-            progress(s);
-            prev = cur;
-            prev_kind = s.kind;
-        }
-        // Objects retired but kept for readers are accounted for; so are
-        // those of a change committed since `m` was loaded.
-        let latest = match self.writable {
-            true => None,
-            false => Manifest::load(&self.root.join(MANIFEST)).ok(),
-        };
-        let listed: std::collections::HashSet<&str> = [Some(m), latest.as_ref()]
-            .into_iter()
-            .flatten()
-            .flat_map(|m| {
-                m.objects()
-                    .chain(m.retired.iter().map(|r| r.object.as_str()))
-            })
-            .collect();
-        let objects = self.objects();
-        for e in std::fs::read_dir(&objects).map_err(|e| Error::io(&objects, e))? {
-            let e = e.map_err(|e| Error::io(&objects, e))?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !listed.contains(name.as_str()) {
-                report.unreferenced.push(name);
-            }
-        }
-        report.unreferenced.sort();
-        Ok(report)
-    }
 }
 
 /// Objects written by a change that has not committed yet: removed if the
@@ -830,96 +445,4 @@ impl Drop for Cleanup {
             let _ = std::fs::remove_file(self.dir.join(n));
         }
     }
-}
-
-/// A file of a checkpoint on disk.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckpointFile {
-    /// Path in the checkpoint, `/`-separated (a single file: its name).
-    pub path: String,
-    /// Where it is on disk.
-    pub source: PathBuf,
-    pub mode: Option<u32>,
-}
-
-/// The files of a checkpoint on disk: a single file, or every regular file
-/// under a directory (sorted by path), listed by the walk `lmc compress
-/// DIR` uses ([`lmc_files::walk`]: UTF-8 plain relative paths, modes
-/// masked to rwx). Symbolic links and special files in a directory are
-/// refused; folders are not kept (a restore makes those that hold files).
-pub fn checkpoint_files(path: &Path) -> Result<(Kind, Vec<CheckpointFile>)> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    if meta.is_dir() {
-        let listing = lmc_files::walk(path)?;
-        let mut out = Vec::new();
-        for item in listing.items {
-            match item.entry.kind {
-                lmc_tensors::tree::Kind::File => out.push(CheckpointFile {
-                    path: item.entry.path,
-                    source: item.source,
-                    mode: Some(item.entry.mode),
-                }),
-                lmc_tensors::tree::Kind::Dir => {}
-                lmc_tensors::tree::Kind::Symlink => {
-                    return Err(Error::Invalid(format!(
-                        "{} is a symbolic link (to {:?}); snapshot stores keep regular files \
-                         only (`lmc compress DIR` keeps links; copy the directory with \
-                         `cp -rL` to store the files they point to)",
-                        item.source.display(),
-                        item.target.unwrap_or_default()
-                    )));
-                }
-            }
-        }
-        out.sort_by(|a, b| a.path.cmp(&b.path));
-        if out.is_empty() {
-            return Err(Error::Invalid(format!(
-                "{}: the directory holds no files",
-                path.display()
-            )));
-        }
-        Ok((Kind::Dir, out))
-    } else if meta.is_file() {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| Error::Invalid(format!("{}: file name is not UTF-8", path.display())))?
-            .to_string();
-        Ok((
-            Kind::File,
-            vec![CheckpointFile {
-                path: name,
-                source: path.to_path_buf(),
-                mode: mode_of(&meta),
-            }],
-        ))
-    } else {
-        Err(Error::Invalid(format!(
-            "{}: not a regular file or directory",
-            path.display()
-        )))
-    }
-}
-
-#[cfg(unix)]
-fn mode_of(meta: &std::fs::Metadata) -> Option<u32> {
-    Some(lmc_files::mode_of(meta))
-}
-
-#[cfg(not(unix))]
-fn mode_of(_meta: &std::fs::Metadata) -> Option<u32> {
-    None
-}
-
-#[cfg(unix)]
-fn set_mode(path: &Path, mode: Option<u32>) -> Result<()> {
-    // Files added from memory have no mode: they get the usual rw-r--r--.
-    // Masked (rwx only) also when a store written before the mask recorded
-    // set-ID bits.
-    lmc_files::set_mode(path, mode.unwrap_or(FILE_MODE)).map_err(|e| Error::io(path, e))
-}
-
-#[cfg(not(unix))]
-fn set_mode(_path: &Path, _mode: Option<u32>) -> Result<()> {
-    Ok(())
 }

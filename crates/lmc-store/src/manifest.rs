@@ -1,7 +1,10 @@
 //! The manifest: the store's one source of truth, `STORE/manifest.json`.
 //!
 //! It lists every snapshot, its files, the object holding each file, and
-//! the base each delta was coded against (by content hash). A snapshot
+//! the base each delta was coded against (by content hash). A delta's
+//! parent is another snapshot of the store: the one after it (a reverse
+//! delta, what lmc writes now: the newest snapshot is whole) or, in stores
+//! written before version 3, the one before it. A snapshot
 //! exists exactly when the manifest lists it: objects not listed are
 //! leftovers of an interrupted write and are removed by the next writer.
 //! The manifest is replaced atomically (temporary file, fsync, rename), so
@@ -21,6 +24,11 @@ pub const VERSION: u32 = 1;
 /// manifest lists none stays readable by an lmc from before retirement
 /// (which refuses the `retired` field as unknown).
 pub const VERSION_RETIRED: u32 = 2;
+/// The version of a manifest in which some snapshot is a delta against a
+/// later one (a reverse delta); written only then, so that a store an
+/// older lmc can read stays readable by it. An lmc from before reverse
+/// deltas refuses version 3 (it would restore such a snapshot wrongly).
+pub const VERSION_REVERSE: u32 = 3;
 
 /// The whole manifest.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -28,12 +36,14 @@ pub const VERSION_RETIRED: u32 = 2;
 pub struct Manifest {
     /// Always `"lmc-store"`.
     pub format: String,
-    /// 1, or 2 when `retired` is not empty.
+    /// 3 when a snapshot is a delta against a later one, else 2 when
+    /// `retired` is not empty, else 1.
     pub version: u32,
     /// Incremented by every committed change; new objects carry it in their
     /// names, so a retried change never overwrites an object in use.
     pub generation: u64,
-    /// A full snapshot (a keyframe) at least every this many snapshots.
+    /// Bounds the deltas a restore decodes to `keyframe_every - 1`: no
+    /// snapshot's chain of parents holds more deltas than that.
     pub keyframe_every: u32,
     /// Snapshots in increasing step order.
     pub snapshots: Vec<Snapshot>,
@@ -71,10 +81,13 @@ pub enum Kind {
 pub struct Snapshot {
     pub step: u64,
     pub kind: Kind,
-    /// The step of the snapshot this one is a delta against: always the
-    /// snapshot just before it in the list, or none for a keyframe.
+    /// The step of the snapshot this one is a delta against, or none for a
+    /// whole (full) snapshot. Written by this lmc: the snapshot just after
+    /// it (a reverse delta); in a version 1 or 2 manifest: the one just
+    /// before it.
     pub parent: Option<u64>,
-    /// Deltas to decode before this one is restored: 0 for a keyframe.
+    /// Deltas to decode to restore this one (the length of its chain of
+    /// parents): 0 for a full snapshot, else the parent's plus 1.
     pub depth: u32,
     /// Seconds since the Unix epoch when it was added.
     pub added: u64,
@@ -95,7 +108,8 @@ pub struct FileEntry {
     pub object: String,
     /// Length of the object in bytes.
     pub stored: u64,
-    /// For a delta: the hash of its base, the same path in the parent.
+    /// For a delta: the hash of its base, the file at the same path in the
+    /// parent snapshot (see [`counterpart`]).
     pub base: Option<String>,
     /// Unix permission bits, restored with the file.
     pub mode: Option<u32>,
@@ -158,10 +172,10 @@ impl Manifest {
     /// The rules every manifest obeys; a manifest that breaks one was not
     /// written by lmc, and nothing is done with it.
     fn check(&self) -> std::result::Result<(), String> {
-        if self.format != FORMAT || !(self.version == VERSION || self.version == VERSION_RETIRED) {
+        if self.format != FORMAT || !(VERSION..=VERSION_REVERSE).contains(&self.version) {
             return Err(format!(
-                "format {:?} version {}, expected {FORMAT:?} version {VERSION} or \
-                 {VERSION_RETIRED} (a newer lmc may read it)",
+                "format {:?} version {}, expected {FORMAT:?} version {VERSION} to \
+                 {VERSION_REVERSE} (a newer lmc may read it)",
                 self.format, self.version
             ));
         }
@@ -177,21 +191,38 @@ impl Manifest {
             return Err("keyframe_every is 0".into());
         }
         let mut prev: Option<&Snapshot> = None;
+        let mut reverse = false;
         for s in &self.snapshots {
             if let Some(p) = prev
                 && s.step <= p.step
             {
                 return Err(format!("step {} follows step {}", s.step, p.step));
             }
-            match (s.parent, prev) {
-                (None, _) if s.depth == 0 => {}
-                (Some(ps), Some(p)) if ps == p.step && s.depth == p.depth + 1 => {}
-                _ => {
-                    return Err(format!(
-                        "step {}: parent {:?} and depth {} do not follow the snapshot before it",
-                        s.step, s.parent, s.depth
-                    ));
-                }
+            prev = Some(s);
+        }
+        for s in &self.snapshots {
+            // Each delta's depth is its parent's plus one, so depths fall
+            // along every chain of parents and no chain can loop.
+            let parent = match s.parent {
+                None if s.depth == 0 => None,
+                Some(ps) if ps != s.step => match self.find(ps) {
+                    Some(pi) if self.snapshots[pi].depth.checked_add(1) == Some(s.depth) => {
+                        Some(&self.snapshots[pi])
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
+            if s.parent.is_some() != parent.is_some() || (s.parent.is_none() && s.depth != 0) {
+                return Err(format!(
+                    "step {}: parent {:?} and depth {} do not match the snapshots listed",
+                    s.step, s.parent, s.depth
+                ));
+            }
+            if let Some(p) = parent
+                && p.step > s.step
+            {
+                reverse = true;
             }
             if s.kind == Kind::File && s.files.len() != 1 {
                 return Err(format!(
@@ -213,9 +244,9 @@ impl Manifest {
                     return Err(format!("step {}: bad hash {:?}", s.step, f.hash));
                 }
                 if let Some(b) = &f.base {
-                    let parent_file = prev
+                    let parent_file = parent
                         .and_then(|p| counterpart(&p.files, |x| &x.path, p.kind, s.kind, &f.path));
-                    if s.parent.is_none() || parent_file.map(|pf| &pf.hash) != Some(b) {
+                    if parent_file.map(|pf| &pf.hash) != Some(b) {
                         return Err(format!(
                             "step {}: {:?} is a delta against {b}, which the parent does not hold",
                             s.step, f.path
@@ -223,9 +254,71 @@ impl Manifest {
                     }
                 }
             }
-            prev = Some(s);
+        }
+        if reverse && self.version != VERSION_REVERSE {
+            return Err(format!(
+                "version {} holds a delta against a later snapshot (only version {VERSION_REVERSE} may)",
+                self.version
+            ));
         }
         Ok(())
+    }
+
+    /// Sets every snapshot's `depth` from the parents (after a change of
+    /// parents). The parents must form chains that end in full snapshots.
+    pub(crate) fn set_depths(&mut self) {
+        let n = self.snapshots.len();
+        let mut depth: Vec<Option<u32>> = vec![None; n];
+        for i in 0..n {
+            // Walk up to a snapshot whose depth is known, then back down.
+            let mut path = Vec::new();
+            let mut j = i;
+            let mut d = loop {
+                if let Some(d) = depth[j] {
+                    break d;
+                }
+                path.push(j);
+                match self.snapshots[j].parent.and_then(|p| self.find(p)) {
+                    Some(pj) if path.len() <= n => j = pj,
+                    _ => {
+                        let top = path.pop().expect("just pushed");
+                        depth[top] = Some(0);
+                        break 0;
+                    }
+                }
+            };
+            while let Some(k) = path.pop() {
+                d += 1;
+                depth[k] = Some(d);
+            }
+        }
+        for (s, d) in self.snapshots.iter_mut().zip(depth) {
+            s.depth = d.unwrap_or(0);
+        }
+    }
+
+    /// The steps of the snapshots whose chain of parents passes through
+    /// the snapshot at index `idx` (not itself), with their depth relative
+    /// to it.
+    pub(crate) fn dependents(&self, idx: usize) -> Vec<(usize, u32)> {
+        let target = self.snapshots[idx].step;
+        let mut out = Vec::new();
+        for (i, s) in self.snapshots.iter().enumerate() {
+            let mut cur = s;
+            let mut hops = 0u32;
+            while let Some(p) = cur.parent.and_then(|p| self.find(p)) {
+                hops += 1;
+                cur = &self.snapshots[p];
+                if cur.step == target {
+                    out.push((i, hops));
+                    break;
+                }
+                if hops as usize > self.snapshots.len() {
+                    break;
+                }
+            }
+        }
+        out
     }
 
     /// Index of the snapshot at `step`.
@@ -240,10 +333,21 @@ impl Manifest {
             .flat_map(|s| s.files.iter().map(|f| f.object.as_str()))
     }
 
-    /// The manifest as written: version 2 exactly when it lists retired objects.
+    /// Whether some snapshot is a delta against a later one.
+    pub fn has_reverse_deltas(&self) -> bool {
+        self.snapshots
+            .iter()
+            .any(|s| s.parent.is_some_and(|p| p > s.step))
+    }
+
+    /// The manifest as written: version 3 exactly when a snapshot is a
+    /// delta against a later one, else 2 exactly when it lists retired
+    /// objects (the lowest version that can say what it holds).
     pub fn to_json(&self) -> Vec<u8> {
         let mut m = self.clone();
-        m.version = if m.retired.is_empty() {
+        m.version = if m.has_reverse_deltas() {
+            VERSION_REVERSE
+        } else if m.retired.is_empty() {
             VERSION
         } else {
             VERSION_RETIRED

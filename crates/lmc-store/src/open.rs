@@ -37,9 +37,9 @@ impl WriteOptions {
         WriteOptions { create, ..self }
     }
 
-    /// The keyframe interval: of a new store, or the new one of an existing
-    /// store (default: [`DEFAULT_KEYFRAME_EVERY`] for a new store, an
-    /// existing store's own).
+    /// The chain bound (a restore decodes at most `k - 1` deltas): of a new
+    /// store, or the new one of an existing store (default:
+    /// [`DEFAULT_KEYFRAME_EVERY`] for a new store, an existing store's own).
     pub fn keyframe_every(self, k: u32) -> WriteOptions {
         WriteOptions {
             keyframe_every: Some(k),
@@ -113,8 +113,27 @@ impl WriteOptions {
 }
 
 fn not_a_store(root: &Path) -> Error {
+    if root.join(OBJECTS).is_dir() {
+        return manifest_lost(root);
+    }
     Error::Invalid(format!(
         "{} is not an lmc snapshot store (no {MANIFEST})",
+        root.display()
+    ))
+}
+
+/// A store whose objects are there but whose manifest is not: what can be
+/// done by hand (lmc does not rebuild a manifest: it would have to guess
+/// the paths, kinds and modes of the files, which only the manifest holds).
+fn manifest_lost(root: &Path) -> Error {
+    Error::Corrupt(format!(
+        "{} holds {OBJECTS}/ but no {MANIFEST}: the list of snapshots is lost. Each object \
+         is an lmc container of one file, named STEP-FILE-gGENERATION.lmc (the highest \
+         generation of a step and file is its latest); `lmc info OBJECT` shows whether it \
+         is a delta. A whole one restores with `lmc decompress OBJECT -o FILE`; a delta \
+         with `lmc decompress OBJECT --base BASE -o FILE`, BASE being the same file of the \
+         snapshot it was coded against (the next step, restored first; an older store: the \
+         step before)",
         root.display()
     ))
 }
@@ -146,6 +165,9 @@ impl Store {
             .filter_map(|e| e.ok())
             .filter(|e| e.file_name() != "lock")
             .count();
+        if entries > 0 && root.join(OBJECTS).is_dir() && !root.join(MANIFEST).exists() {
+            return Err(manifest_lost(root));
+        }
         if entries > 0 {
             return Err(Error::Invalid(format!(
                 "cannot create a store in {}: the directory is not empty",
@@ -173,6 +195,7 @@ impl Store {
             observer: None,
             cancel: None,
             retire_grace,
+            object_reader: None,
             _lock: lock,
         }
     }

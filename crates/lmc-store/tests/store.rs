@@ -100,13 +100,37 @@ fn a_series_restores_byte_exactly_with_bounded_chains() {
     }
     let snaps = store.snapshots();
     assert_eq!(snaps.len(), 10);
+    // The newest whole, each other a delta against the one after it, a
+    // whole one where a chain would reach 4 deltas.
     let depths: Vec<u32> = snaps.iter().map(|s| s.depth).collect();
-    assert_eq!(depths, [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]);
+    assert_eq!(depths, [3, 2, 1, 0, 3, 2, 1, 0, 1, 0]);
     for (i, s) in snaps.iter().enumerate() {
-        assert_eq!(s.parent, (s.depth > 0).then(|| snaps[i - 1].step));
+        assert_eq!(s.parent, (s.depth > 0).then(|| snaps[i + 1].step));
+        assert_eq!(s.files[0].base.is_some(), s.depth > 0);
     }
-    // Deltas are much smaller than keyframes on drifting weights.
-    assert!(snaps[1].stored_len() * 2 < snaps[0].stored_len());
+    // Deltas are much smaller than whole snapshots on drifting weights.
+    assert!(snaps[2].stored_len() * 2 < snaps[3].stored_len());
+    drop(store);
+
+    // A restore decodes one object for the newest snapshot, and one more
+    // for each delta of the chain: counted by the observer.
+    let mut store = Store::open(dir.path().join("s")).unwrap();
+    let decoded = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = decoded.clone();
+    store.set_observer(Box::new(move |action, _| {
+        if action == "decoding" {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }));
+    for (step, want) in [(1000, 1), (900, 2), (800, 1), (500, 4), (100, 4)] {
+        decoded.store(0, std::sync::atomic::Ordering::SeqCst);
+        store.restore_files(step).unwrap();
+        assert_eq!(
+            decoded.load(std::sync::atomic::Ordering::SeqCst),
+            want,
+            "step {step}"
+        );
+    }
     drop(store);
 
     let store = Store::open(dir.path().join("s")).unwrap();
@@ -171,10 +195,12 @@ fn tensors_from_memory_round_trip_as_safetensors() {
         let snap = store
             .add_tensors(step, "ckpt.safetensors", &t, &meta)
             .unwrap();
-        assert_eq!(snap.depth as u64, step - 1);
+        assert_eq!((snap.depth, snap.parent), (0, None));
         kept.push((f, b));
         run.step();
     }
+    let depths: Vec<u32> = store.snapshots().iter().map(|s| s.depth).collect();
+    assert_eq!(depths, [2, 1, 0]);
     for (i, (f, b)) in kept.iter().enumerate() {
         let files = store.restore_files(i as u64 + 1).unwrap();
         let st = safetensors::SafeTensors::deserialize(&files[0].bytes).unwrap();
@@ -394,9 +420,11 @@ fn prune_keeps_chains_whole() {
     let objects = fs::read_dir(root.join("objects")).unwrap().count();
     assert_eq!(objects, 5 + retired);
     let text = fs::read_to_string(root.join("manifest.json")).unwrap();
-    assert!(text.contains("\"version\": 2"), "{text}");
-    // Past the grace period the next writer deletes them, and the manifest
-    // is version 1 again.
+    assert!(
+        text.contains("\"version\": 3") && text.contains("retired"),
+        "{text}"
+    );
+    // Past the grace period the next writer deletes them.
     drop(store);
     let mut w = Store::open_mut(&root).unwrap();
     w.set_retire_grace(std::time::Duration::ZERO);
@@ -414,7 +442,7 @@ fn prune_keeps_chains_whole() {
     let objects = fs::read_dir(root.join("objects")).unwrap().count();
     assert_eq!(objects, 6);
     let text = fs::read_to_string(root.join("manifest.json")).unwrap();
-    assert!(text.contains("\"version\": 1"), "{text}");
+    assert!(!text.contains("retired"), "{text}");
 }
 
 #[test]
@@ -430,18 +458,23 @@ fn remove_takes_out_one_snapshot_and_keeps_chains_whole() {
         originals.insert(step, bytes);
         run.step();
     }
-    // 1 (keyframe) 2 3 4, 5 (keyframe) 6: removing 2 re-encodes 3 against 1.
+    // 1 -> 2 -> 3 -> 4 (whole), 5 -> 6 (whole): removing 2 re-encodes 1
+    // against 3.
+    let parents: Vec<_> = store.snapshots().iter().map(|s| s.parent).collect();
+    assert_eq!(parents, [Some(2), Some(3), Some(4), None, Some(6), None]);
     let r = store.remove(2).unwrap();
     assert_eq!(
         (r.removed.as_slice(), r.rebuilt.as_slice()),
-        (&[2][..], &[3][..])
+        (&[2][..], &[1][..])
     );
-    // The keyframe 1: 3 (now a delta against 1) becomes a keyframe.
+    assert_eq!(store.snapshots()[0].parent, Some(3));
+    // The oldest: nothing depends on it.
     let r = store.remove(1).unwrap();
-    assert_eq!(r.rebuilt, [3]);
-    // The last one: nothing depends on it.
-    let r = store.remove(6).unwrap();
     assert!(r.rebuilt.is_empty());
+    // The newest: 5, a delta against it, is stored whole.
+    let r = store.remove(6).unwrap();
+    assert_eq!(r.rebuilt, [5]);
+    assert_eq!(store.snapshots().last().unwrap().parent, None);
     assert!(matches!(store.remove(6), Err(Error::NoSuchStep(6))));
     originals.remove(&1);
     originals.remove(&2);
@@ -495,22 +528,40 @@ fn readers_retry_once_from_the_new_manifest() {
         run.step();
     }
     drop(store);
-    for grace in [std::time::Duration::ZERO, lmc_store::DEFAULT_RETIRE_GRACE] {
+    for (k, grace) in [std::time::Duration::ZERO, lmc_store::DEFAULT_RETIRE_GRACE]
+        .into_iter()
+        .enumerate()
+    {
         let reader = Store::open(&root).unwrap();
         let mut writer = Store::open_mut(&root).unwrap();
         writer.set_retire_grace(grace);
-        // 4 was a delta against 3: re-encoded, its old object retired.
+        // An add re-encodes the newest snapshot as a delta against the new
+        // one and retires its whole object, which the reader's manifest names.
         let last = writer.snapshots().last().unwrap().step;
-        let prev = writer.snapshots()[writer.snapshots().len() - 2].step;
-        writer.remove(prev).unwrap();
-        let gone = fs::read_dir(root.join("objects")).unwrap().count()
-            < reader.manifest().objects().count();
-        assert_eq!(gone, grace.is_zero());
+        let bytes = run.file(5 + k as u64);
+        add_file(&mut writer, 5 + k as u64, &bytes);
+        let old_object = &reader.snapshots().last().unwrap().files[0].object;
+        assert_eq!(
+            root.join("objects").join(old_object).exists(),
+            !grace.is_zero()
+        );
         let got = reader.restore_files(last).unwrap();
-        assert!(got[0].bytes == originals[3], "grace {grace:?}");
+        assert!(
+            got[0].bytes == originals[last as usize - 1],
+            "grace {grace:?}"
+        );
         reader.verify(&mut |_| {}).unwrap();
+        originals.push(bytes);
+        run.step();
         drop(writer);
     }
+    // Removing the snapshot a delta is coded against: the same.
+    let reader = Store::open(&root).unwrap();
+    let mut writer = Store::open_mut(&root).unwrap();
+    writer.set_retire_grace(std::time::Duration::ZERO);
+    writer.remove(5).unwrap();
+    let got = reader.restore_files(4).unwrap();
+    assert!(got[0].bytes == originals[3]);
 }
 
 /// Readers take no lock: they open, list, restore and verify while a
@@ -534,14 +585,10 @@ fn readers_and_a_writer_never_wait_for_each_other() {
     assert_eq!(reader.snapshots().len(), 3);
     drop(writer);
 
-    // Without retired objects the manifest is exactly what lmc wrote before
-    // retirement (version 1, no new field), so earlier versions read it,
-    // and such a manifest, written by them, is read and changed here.
+    // Reverse deltas: version 3, which older lmc refuse rather than
+    // misread (stores they wrote are read here: see legacy_stores_*).
     let text = fs::read_to_string(root.join("manifest.json")).unwrap();
-    assert!(
-        text.contains("\"version\": 1") && !text.contains("retired"),
-        "{text}"
-    );
+    assert!(text.contains("\"version\": 3"), "{text}");
     let mut writer = Store::open_mut(&root).unwrap();
     writer.remove(3).unwrap();
     add_file(&mut writer, 4, &run.file(4));
@@ -638,11 +685,14 @@ fn requests_out_of_order_and_second_writers_are_refused() {
         err.to_string().contains("not after the last snapshot"),
         "{err}"
     );
-    let bad = FileInput {
-        path: "../escape".into(),
-        ..input.clone()
-    };
+    let mut bad = input.clone();
+    bad.path = "../escape".into();
     assert!(store.add(6, Kind::Dir, &[bad]).is_err());
+    // Parts that do not tile the layout are refused, not stored.
+    let mut bad = input.clone();
+    bad.parts.pop();
+    let err = store.add(6, Kind::File, &[bad]).unwrap_err();
+    assert!(err.to_string().contains("parts of"), "{err}");
 
     // A second writer is refused while this writer lives; readers are not.
     let err = Store::open_mut(&root).unwrap_err();
@@ -670,7 +720,9 @@ fn damaged_stores_give_clear_errors() {
     let root = dir.path().join("s");
     let mut store = Store::create(&root, 8).unwrap();
     let mut run = Run::new(4000, 6);
+    let mut run_files = Vec::new();
     for step in [1u64, 2, 3] {
+        run_files.push(run.file(step));
         add_file(&mut store, step, &run.file(step));
         run.step();
     }
@@ -690,15 +742,75 @@ fn damaged_stores_give_clear_errors() {
     let store = Store::open(&root).unwrap();
     let err = store.verify(&mut |_| {}).unwrap_err();
     assert!(err.to_string().contains(&objs[1]), "{err}");
-    // Step 1 is still fine; steps 2 and 3 (whose chain includes it) are not.
-    assert!(store.restore_files(1).is_ok());
-    assert!(store.restore_files(3).is_err());
+    // Step 3 (whole) is still fine; steps 2 and 1 (whose chains include
+    // it) are not, and the error names the step and the object.
+    assert!(store.restore_files(3).unwrap()[0].bytes == run_files[2]);
+    let err = store.restore_files(1).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("step 1 cannot be restored")
+            && text.contains(&objs[1])
+            && text.contains("of step 2"),
+        "{text}"
+    );
+    assert!(
+        matches!(
+            err,
+            Error::Needs {
+                step: 1,
+                of_step: 2,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(store.restore_files(2).is_err());
     drop(store);
 
-    // A missing object.
+    // An add goes on: the damaged snapshot, which cannot be re-encoded as
+    // a delta, stays as it is, and the new one is whole.
+    let mut w = Store::open_mut(&root).unwrap();
+    let warned = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let w2 = warned.clone();
+    w.set_observer(Box::new(move |action, what| {
+        if action == "warning" {
+            w2.lock().unwrap().push(what.to_string());
+        }
+    }));
+    // Step 3 damaged this time: it is the one an add would re-encode.
+    let p3 = root.join("objects").join(&objs[2]);
+    let good3 = fs::read(&p3).unwrap();
+    let mut b3 = good3.clone();
+    let mid = b3.len() / 2;
+    b3[mid] ^= 0x55;
+    fs::write(&p3, &b3).unwrap();
+    let four = run.file(4);
+    add_file(&mut w, 4, &four);
+    assert!(warned.lock().unwrap()[0].contains("step 3 stays as it is"));
+    assert_eq!(w.snapshots()[2].parent, None);
+    assert!(w.restore_files(4).unwrap()[0].bytes == four);
+    drop(w);
+    fs::write(&p3, &good3).unwrap();
+    let store = Store::open(&root).unwrap();
+    assert!(store.restore_files(3).unwrap()[0].bytes == run_files[2]);
+    drop(store);
+
+    // A missing object: the same, and nothing is written for the output.
     fs::remove_file(&p).unwrap();
-    let err = Store::open(&root).unwrap().restore_files(2).unwrap_err();
-    assert!(err.to_string().contains(&objs[1]), "{err}");
+    let store = Store::open(&root).unwrap();
+    let err = store.restore_files(1).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&objs[1]) && text.contains("No such file"),
+        "{text}"
+    );
+    let out = dir.path().join("out.safetensors");
+    assert!(store.restore_to(2, &out, false).is_err());
+    assert!(!out.exists());
+    store.restore_to(3, &out, false).unwrap();
+    assert!(fs::read(&out).unwrap() == run_files[2]);
+    fs::remove_file(&out).unwrap();
+    drop(store);
 
     // A manifest that tries to write outside the output is refused on open.
     let m = fs::read_to_string(root.join("manifest.json")).unwrap();
@@ -715,6 +827,58 @@ fn damaged_stores_give_clear_errors() {
     fs::write(root.join("manifest.json"), "{not json").unwrap();
     let err = Store::open(&root).unwrap_err();
     assert!(err.to_string().contains("manifest.json"), "{err}");
+}
+
+/// A store whose manifest is gone: opening it, for reading or writing,
+/// says what is lost and how to restore by hand, and nothing is created
+/// over it; following that advice restores the snapshots.
+#[test]
+fn a_lost_manifest_is_explained_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("s");
+    let mut store = Store::create(&root, 8).unwrap();
+    let mut run = Run::new(3000, 17);
+    let mut files = Vec::new();
+    for step in [1u64, 2] {
+        files.push(run.file(step));
+        add_file(&mut store, step, &files.last().unwrap().clone());
+        run.step();
+    }
+    let objects: Vec<(Option<u64>, String)> = store
+        .snapshots()
+        .iter()
+        .map(|s| (s.parent, s.files[0].object.clone()))
+        .collect();
+    drop(store);
+    fs::remove_file(root.join("manifest.json")).unwrap();
+    for err in [
+        Store::open(&root).unwrap_err(),
+        Store::open_mut(&root).unwrap_err(),
+        Store::open_or_create(&root, 8).unwrap_err(),
+    ] {
+        let text = err.to_string();
+        assert!(
+            text.contains("no manifest.json") && text.contains("lmc decompress OBJECT --base"),
+            "{text}"
+        );
+    }
+    assert!(!root.join("manifest.json").exists());
+    // By hand: the newest object is whole; the other is a delta against it.
+    assert_eq!(objects[1].0, None);
+    let newest = fs::read(root.join("objects").join(&objects[1].1)).unwrap();
+    let c = lmc_core::Container::open(&newest).unwrap();
+    assert!(!c.needs_base());
+    let mut two = vec![0u8; c.header().original_len as usize];
+    c.decompress_into(&mut two, &mut |_| true).unwrap();
+    assert!(two == files[1]);
+    let older = fs::read(root.join("objects").join(&objects[0].1)).unwrap();
+    let c = lmc_core::Container::open(&older)
+        .unwrap()
+        .with_base(&two)
+        .unwrap();
+    let mut one = vec![0u8; c.header().original_len as usize];
+    c.decompress_into(&mut one, &mut |_| true).unwrap();
+    assert!(one == files[0]);
 }
 
 /// `add_path` applies lmc's pickle rule (lmc_files::input): a checkpoint
@@ -784,7 +948,8 @@ fn read_only_stores_can_be_read_and_what_they_hold_is_readable_by_others() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(objects.len(), 2);
+    // Step 1's whole object, retired when it became a delta, is still there.
+    assert_eq!(objects.len(), 3);
     for p in objects.iter().chain([&root.join("manifest.json")]) {
         assert_eq!(mode(p), usual, "{} has mode {:o}", p.display(), mode(p));
     }
@@ -833,4 +998,237 @@ fn read_only_stores_can_be_read_and_what_they_hold_is_readable_by_others() {
     }
     set_mode(&root, 0o755);
     set_mode(&root.join("objects"), 0o755);
+}
+
+/// The fixture `tests/data/legacy-store` (see its make.sh): a store written
+/// by lmc before reverse deltas, copied to `root`, and the checkpoints it
+/// holds, by step.
+fn legacy_store(root: &Path) -> BTreeMap<u64, Vec<u8>> {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/legacy-store");
+    fs::create_dir_all(root.join("objects")).unwrap();
+    fs::copy(data.join("store/manifest.json"), root.join("manifest.json")).unwrap();
+    for e in fs::read_dir(data.join("store/objects")).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), root.join("objects").join(e.file_name())).unwrap();
+    }
+    let mut inputs = BTreeMap::new();
+    for step in (20..=70).step_by(10) {
+        let p = data.join(format!("inputs/step-{step:03}.safetensors"));
+        inputs.insert(step, fs::read(p).unwrap());
+    }
+    inputs
+}
+
+fn check_all(store: &Store, want: &BTreeMap<u64, Vec<u8>>) {
+    let steps: Vec<u64> = store.snapshots().iter().map(|s| s.step).collect();
+    assert_eq!(steps, want.keys().copied().collect::<Vec<_>>());
+    for (step, bytes) in want {
+        let files = store.restore_files(*step).unwrap();
+        assert!(files[0].bytes == *bytes, "step {step} differs");
+    }
+    let r = store.verify(&mut |_| {}).unwrap();
+    assert_eq!(r.snapshots, want.len());
+}
+
+/// A store written by lmc before reverse deltas (manifest version 2,
+/// keyframes and forward deltas) restores byte for byte; the next add
+/// turns its newest snapshot into a reverse delta; `convert` re-encodes
+/// the rest; a second `convert` has nothing to do.
+#[test]
+fn legacy_stores_stay_readable_and_convert() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("s");
+    let mut want = legacy_store(&root);
+    let text = fs::read_to_string(root.join("manifest.json")).unwrap();
+    assert!(text.contains("\"version\": 2"), "{text}");
+    let store = Store::open(&root).unwrap();
+    let parents: Vec<_> = store.snapshots().iter().map(|s| s.parent).collect();
+    assert_eq!(
+        parents,
+        [None, Some(20), Some(30), None, Some(50), Some(60)]
+    );
+    check_all(&store, &want);
+    drop(store);
+
+    // The next add: 70 (a forward delta against 60) becomes a delta against 80.
+    let mut w = WriteOptions::new()
+        .retire_grace(std::time::Duration::ZERO)
+        .open(&root, &mut || {})
+        .unwrap();
+    let mut next = want[&70].clone();
+    let n = next.len();
+    for b in &mut next[n - 600..] {
+        *b = b.wrapping_add(1);
+    }
+    let f = FileInput::from_bytes("step-080.safetensors", &next, None);
+    w.add(80, Kind::File, &[f]).unwrap();
+    want.insert(80, next);
+    let parents: Vec<_> = w.snapshots().iter().map(|s| s.parent).collect();
+    assert_eq!(
+        parents,
+        [None, Some(20), Some(30), None, Some(50), Some(80), None]
+    );
+    check_all(&w, &want);
+    let text = fs::read_to_string(root.join("manifest.json")).unwrap();
+    assert!(text.contains("\"version\": 3"), "{text}");
+
+    // Convert: every snapshot a delta against the one after it, a whole one
+    // where a chain would reach 4 deltas.
+    let r = w.convert().unwrap();
+    assert_eq!(r.rebuilt, [20, 30, 40, 50, 60]);
+    assert!(r.removed.is_empty());
+    let parents: Vec<_> = w.snapshots().iter().map(|s| s.parent).collect();
+    assert_eq!(
+        parents,
+        [Some(30), Some(40), None, Some(60), Some(70), Some(80), None]
+    );
+    let depths: Vec<_> = w.snapshots().iter().map(|s| s.depth).collect();
+    assert_eq!(depths, [2, 1, 0, 3, 2, 1, 0]);
+    check_all(&w, &want);
+    let objects = fs::read_dir(root.join("objects")).unwrap().count();
+    assert_eq!(objects, 7, "retired objects deleted (grace 0)");
+    let r = w.convert().unwrap();
+    assert!(r.rebuilt.is_empty() && r.removed.is_empty());
+    drop(w);
+    check_all(&Store::open(&root).unwrap(), &want);
+}
+
+/// `add_tensors_background` returns before the snapshot is coded, having
+/// copied the tensors (the caller may change them at once), and `wait`
+/// gives back the store and the snapshot; errors come back the same way,
+/// with the store.
+#[test]
+fn background_adds_copy_the_tensors_and_give_the_store_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("s");
+    let mut store = Store::create(&root, 8).unwrap();
+    let mut run = Run::new(50_000, 21);
+    let mut want = Vec::new();
+    for step in 1..=4u64 {
+        let mut f = run.f32_bytes();
+        let meta: BTreeMap<String, String> = [("step".to_string(), step.to_string())]
+            .into_iter()
+            .collect();
+        let handle = {
+            let t = [TensorInput {
+                name: "w".into(),
+                dtype: Dtype::F32,
+                shape: vec![50_000],
+                data: &f,
+            }];
+            store.add_tensors_background(step, "ckpt.safetensors", &t, &meta)
+        };
+        want.push(f.clone());
+        // The training loop goes on: the tensor changes while the add runs.
+        f.iter_mut().for_each(|b| *b = 0);
+        let (s, r) = handle.wait();
+        store = s;
+        let snap = r.unwrap();
+        assert_eq!((snap.step, snap.depth), (step, 0));
+        run.step();
+    }
+    for (i, w) in want.iter().enumerate() {
+        let files = store.restore_files(i as u64 + 1).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&files[0].bytes).unwrap();
+        assert!(st.tensor("w").unwrap().data() == &w[..], "step {}", i + 1);
+    }
+    // A bad request: the error and the store come back, nothing is added.
+    let bad = [TensorInput {
+        name: "x".into(),
+        dtype: Dtype::F32,
+        shape: vec![3],
+        data: &[0u8; 8],
+    }];
+    let (store, r) = store
+        .add_tensors_background(9, "c.safetensors", &bad, &BTreeMap::new())
+        .wait();
+    assert!(r.unwrap_err().to_string().contains("tensor \"x\""));
+    let (store, r) = store
+        .add_tensors_background(2, "c.safetensors", &[], &BTreeMap::new())
+        .wait();
+    assert!(r.unwrap_err().to_string().contains("not after the last"));
+    assert_eq!(store.snapshots().len(), 4);
+    // Dropping a handle waits for its add: the lock is free afterwards.
+    let t = [TensorInput {
+        name: "w".into(),
+        dtype: Dtype::F32,
+        shape: vec![50_000],
+        data: &want[0],
+    }];
+    drop(store.add_tensors_background(10, "ckpt.safetensors", &t, &BTreeMap::new()));
+    let store = Store::open_mut(&root).unwrap();
+    assert_eq!(store.snapshots().last().unwrap().step, 10);
+    store.verify(&mut |_| {}).unwrap();
+}
+
+/// Removing a whole snapshot in the middle: the delta coded against it is
+/// re-encoded against the next kept snapshot, unless that would make a
+/// chain reach the bound; then it is stored whole. Every chain stays whole
+/// and bounded.
+#[test]
+fn removing_a_keyframe_keeps_chains_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("s");
+    let mut store = Store::create(&root, 4).unwrap();
+    let mut run = Run::new(3000, 23);
+    let mut want = BTreeMap::new();
+    for step in 1..=8u64 {
+        let bytes = run.file(step);
+        add_file(&mut store, step, &bytes);
+        want.insert(step, bytes);
+        run.step();
+    }
+    let parents: Vec<_> = store.snapshots().iter().map(|s| s.parent).collect();
+    assert_eq!(
+        parents,
+        [
+            Some(2),
+            Some(3),
+            Some(4),
+            None,
+            Some(6),
+            Some(7),
+            Some(8),
+            None
+        ]
+    );
+    // 3 against 5 would put 1 at depth 6: 3 is stored whole instead.
+    let r = store.remove(4).unwrap();
+    assert_eq!(r.rebuilt, [3]);
+    want.remove(&4);
+    let parents: Vec<_> = store.snapshots().iter().map(|s| s.parent).collect();
+    assert_eq!(
+        parents,
+        [Some(2), Some(3), None, Some(6), Some(7), Some(8), None]
+    );
+    // 6 against 8: depth 1, 5 at 2.
+    let r = store.remove(7).unwrap();
+    assert_eq!(r.rebuilt, [6]);
+    want.remove(&7);
+    let parents: Vec<_> = store.snapshots().iter().map(|s| s.parent).collect();
+    assert_eq!(parents, [Some(2), Some(3), None, Some(6), Some(8), None]);
+    assert!(store.snapshots().iter().all(|s| s.depth < 4));
+    check_all(&store, &want);
+    drop(store);
+    check_all(&Store::open(&root).unwrap(), &want);
+}
+
+/// Pruning a store written before reverse deltas keeps its forward chains
+/// whole (a kept delta whose parent goes is re-encoded against the kept
+/// snapshot before it).
+#[test]
+fn legacy_stores_prune() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("s");
+    let mut want = legacy_store(&root);
+    let mut w = Store::open_mut(&root).unwrap();
+    // 20 (keyframe) 30 40, 50 (keyframe) 60 70: keep 20, 40, 60, 70.
+    let r = w.prune(2, Some(20)).unwrap();
+    assert_eq!(r.removed, [30, 50]);
+    assert_eq!(r.rebuilt, [40, 60]);
+    want.remove(&30);
+    want.remove(&50);
+    let parents: Vec<_> = w.snapshots().iter().map(|s| s.parent).collect();
+    assert_eq!(parents, [None, Some(20), Some(40), Some(60)]);
+    check_all(&w, &want);
 }

@@ -1,5 +1,6 @@
-//! `lmc snapshot`: a training run's checkpoints in a store, each a delta
-//! against the one before (see the lmc-store crate).
+//! `lmc snapshot`: a training run's checkpoints in a store, the newest
+//! whole and each older one a delta against the one after it (see the
+//! lmc-store crate).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -24,9 +25,10 @@ pub enum SnapshotCommand {
         /// one past the last snapshot). Steps must increase.
         #[arg(long)]
         step: Option<u64>,
-        /// A full snapshot (keyframe) at least every K snapshots, bounding
-        /// the deltas a restore decodes to K-1 (default: the store's
-        /// setting; 8 for a new store).
+        /// Bound the deltas a restore decodes to K-1: a snapshot is kept
+        /// whole where a chain would otherwise reach K deltas (default: the
+        /// store's setting; 16 for a new store). The newest snapshot is
+        /// always whole.
         #[arg(long, value_name = "K")]
         keyframe_every: Option<u32>,
         /// Store PyTorch checkpoints whose pickle would call code that
@@ -42,7 +44,8 @@ pub enum SnapshotCommand {
         #[arg(long, value_name = "SECONDS", num_args = 0..=1, require_equals = true)]
         wait: Option<Option<f64>>,
     },
-    /// List the snapshots: step, size, ratio, parent, chain depth.
+    /// List the snapshots: step, size, ratio, parent (the snapshot each is
+    /// a delta against), chain depth.
     List {
         store: PathBuf,
         /// Print JSON instead of a table.
@@ -82,6 +85,22 @@ pub enum SnapshotCommand {
     Remove {
         store: PathBuf,
         step: u64,
+        /// If another writer is at work on the store, wait for it (at most
+        /// SECONDS, if given) instead of failing at once.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, require_equals = true)]
+        wait: Option<Option<f64>>,
+    },
+    /// Re-encode a store written by an lmc from before reverse deltas
+    /// (keyframes, each snapshot a delta against the one before) into
+    /// today's layout: the newest snapshot whole, each older one a delta
+    /// against the one after it. Such a store is readable as it is, and
+    /// each add moves its newest snapshot over; convert does the rest.
+    Convert {
+        store: PathBuf,
+        /// The chain bound to convert to (and keep): a restore decodes at
+        /// most K-1 deltas (default: the store's setting).
+        #[arg(long, value_name = "K")]
+        keyframe_every: Option<u32>,
         /// If another writer is at work on the store, wait for it (at most
         /// SECONDS, if given) instead of failing at once.
         #[arg(long, value_name = "SECONDS", num_args = 0..=1, require_equals = true)]
@@ -151,6 +170,14 @@ fn removed_line(store: &Path, r: &PruneReport) -> String {
 
 fn watch(store: &mut Store, quiet: bool) {
     store.set_cancel_flag(crate::progress::interrupted_flag());
+    // Objects mapped, as `lmc decompress` maps its input. The metadata
+    // first, so that a missing object is an error of kind NotFound (a
+    // reader then retries from the newer manifest).
+    store.set_object_reader(Box::new(|path| {
+        std::fs::metadata(path)?;
+        let input = Input::open(path).map_err(std::io::Error::other)?;
+        Ok(Box::new(input))
+    }));
     if !quiet {
         store.set_observer(Box::new(|action, what| eprintln!("  {action} {what}")));
     }
@@ -198,18 +225,26 @@ pub fn run(cmd: &SnapshotCommand, quiet: bool) -> Result<()> {
             let snap = s.add(step, kind, &inputs).with_context(|| {
                 format!("cannot add {} to {}", checkpoint.display(), store.display())
             })?;
+            let snap = snap.clone();
             if !quiet {
                 let secs = start.elapsed().as_secs_f64();
+                let snaps = s.snapshots();
+                let before = snaps.len().checked_sub(2).map(|i| &snaps[i]);
                 writeln!(
                     text,
-                    "step {}: {} -> {} (ratio {:.3}), {} in {:.2} s ({:.0} MB/s)",
+                    "step {}: {} -> {} (ratio {:.3}), stored whole{} in {:.2} s ({:.0} MB/s)",
                     snap.step,
                     human(snap.original_len()),
                     human(snap.stored_len()),
                     snap.original_len() as f64 / snap.stored_len().max(1) as f64,
-                    match snap.parent {
-                        Some(p) => format!("delta against step {p}, chain depth {}", snap.depth),
-                        None => "keyframe".to_string(),
+                    match before {
+                        Some(b) if b.parent == Some(snap.step) => format!(
+                            "; step {} re-encoded as a delta against it ({})",
+                            b.step,
+                            human(b.stored_len())
+                        ),
+                        Some(b) => format!("; step {} kept whole (a keyframe)", b.step),
+                        None => String::new(),
                     },
                     secs,
                     snap.original_len() as f64 / 1e6 / secs.max(1e-9)
@@ -244,13 +279,13 @@ pub fn run(cmd: &SnapshotCommand, quiet: bool) -> Result<()> {
                 });
                 writeln!(
                     text,
-                    "{}: {} snapshots, {} -> {} (ratio {:.3}), keyframe every {}",
+                    "{}: {} snapshots, {} -> {} (ratio {:.3}), chains of at most {} deltas",
                     store.display(),
                     snaps.len(),
                     human(orig),
                     human(stored),
                     orig as f64 / stored.max(1) as f64,
-                    s.manifest().keyframe_every
+                    s.manifest().keyframe_every.saturating_sub(1)
                 )?;
                 writeln!(
                     text,
@@ -266,7 +301,7 @@ pub fn run(cmd: &SnapshotCommand, quiet: bool) -> Result<()> {
                         human(sn.original_len()),
                         human(sn.stored_len()),
                         sn.original_len() as f64 / sn.stored_len().max(1) as f64,
-                        sn.parent.map_or("keyframe".to_string(), |p| p.to_string()),
+                        sn.parent.map_or("whole".to_string(), |p| p.to_string()),
                         sn.depth
                     )?;
                 }
@@ -342,6 +377,32 @@ pub fn run(cmd: &SnapshotCommand, quiet: bool) -> Result<()> {
             let r = s.prune(*keep_last, *keep_every)?;
             if !quiet {
                 writeln!(text, "{}", removed_line(store, &r))?;
+            }
+        }
+        SnapshotCommand::Convert {
+            store,
+            keyframe_every,
+            wait,
+        } => {
+            let mut options = WriteOptions::new();
+            if let Some(k) = keyframe_every {
+                options = options.keyframe_every(*k);
+            }
+            let mut s = open_writer(store, options, *wait, quiet)?;
+            watch(&mut s, quiet);
+            let r = s
+                .convert()
+                .with_context(|| format!("cannot convert {}", store.display()))?;
+            if !quiet {
+                writeln!(
+                    text,
+                    "{}: re-encoded {} of {} snapshots; {} -> {}",
+                    store.display(),
+                    r.rebuilt.len(),
+                    s.snapshots().len(),
+                    human(r.stored_before),
+                    human(r.stored_after)
+                )?;
             }
         }
         SnapshotCommand::Remove { store, step, wait } => {

@@ -9,8 +9,9 @@ safetensors file (``lmc decompress`` gives that safetensors file back), and
 - ``save_file`` / ``load_file``: dicts of NumPy arrays or torch tensors
   (bfloat16 and float8 included; NumPy gets them from ``ml_dtypes``).
 - ``compress_file`` / ``decompress_file`` / ``verify``: files on disk, as the CLI.
-- ``SnapshotStore``: a training run's checkpoints, each stored as a delta
-  against the previous one (the store of ``lmc snapshot``).
+- ``SnapshotStore``: a training run's checkpoints, the newest stored whole
+  and each older one as a delta against the one after it (the store of
+  ``lmc snapshot``).
 - ``lmc.torch``: a ``StorageWriter`` and ``StorageReader`` for PyTorch
   Distributed Checkpoint (``torch.distributed.checkpoint``).
 
@@ -40,6 +41,7 @@ __version__: str = _lmc.__version__
 __all__ = [
     "LmcError",
     "SnapshotStore",
+    "AddHandle",
     "compress_file",
     "decompress_file",
     "load_file",
@@ -238,9 +240,49 @@ def verify(path: PathLike, *, base: Optional[PathLike] = None) -> Dict[str, Any]
     return _lmc.verify(_path(path), _opt_path(base))
 
 
+class AddHandle:
+    """An add at work in the background (``SnapshotStore.add(...,
+    background=True)``): ``wait()`` returns the snapshot as ``list()``
+    describes it, or raises the add's error; ``done()`` says whether it has
+    finished."""
+
+    def __init__(self, pending: Any, step: int) -> None:
+        self._pending = pending
+        self.step = step
+        self._result: Optional[Dict[str, Any]] = None
+        self._error: Optional[BaseException] = None
+        self._waited = False
+        # Whether the caller has seen the outcome (called wait()).
+        self._seen = False
+
+    def done(self) -> bool:
+        return self._waited or self._pending.done()
+
+    def _finish(self) -> None:
+        if not self._waited:
+            try:
+                self._result = self._pending.wait()
+            except BaseException as e:  # kept for the next wait()
+                self._error = e
+            self._waited = True
+            self._pending = None
+
+    def wait(self) -> Dict[str, Any]:
+        """Wait for the add (without holding the GIL); again returns (or
+        raises) the same."""
+        self._finish()
+        self._seen = True
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+
 class SnapshotStore:
-    """A training run's checkpoints in one directory, each a delta against
-    the one before, with a full keyframe every few snapshots.
+    """A training run's checkpoints in one directory: the newest stored
+    whole, each older one as a delta against the one after it, so restoring
+    the newest decodes one container and any other at most
+    ``keyframe_every - 1`` deltas more.
 
     It is the store of ``lmc snapshot`` (``lmc snapshot list/restore/verify``
     work on it). Adding is crash-safe: a snapshot exists once its manifest
@@ -249,6 +291,10 @@ class SnapshotStore:
     ``verify``) take no lock and work while another process adds or
     prunes; writers (``add``, ``prune``, ``remove``) take turns: one finding
     another at work fails at once, or waits up to ``timeout`` seconds.
+    ``add(..., background=True)`` returns once the tensors are copied and
+    codes the snapshot on another thread; this object's next ``add``,
+    ``prune`` or ``remove`` waits for it first (one add in flight), and
+    raises its error if it failed and its ``wait()`` was never called.
 
     Example::
 
@@ -269,14 +315,28 @@ class SnapshotStore:
         """
         Args:
             path: the store's directory; created by the first ``add``.
-            keyframe_every: a full snapshot at least every this many (default
-                8 for a new store; an existing store keeps its own unless
-                this is given).
+            keyframe_every: bound on the deltas a restore decodes, less one: a
+                snapshot is kept whole where a chain would otherwise reach
+                this many deltas (default 16 for a new store; an existing
+                store keeps its own unless this is given).
             chunk_size: original bytes per chunk for new snapshots.
         """
         self.path = os.fspath(path)
         self.keyframe_every = keyframe_every
         self.chunk_size = chunk_size
+        self._pending: Optional[AddHandle] = None
+
+    def _settle(self) -> None:
+        """Wait for this object's background add, if any. If it failed and
+        nobody has called its ``wait()``, its error is raised here, so that
+        a loop that never keeps the handles still hears of it."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending._finish()
+            if pending._error is not None and not pending._seen:
+                raise LmcError(
+                    f"the background add of step {pending.step} failed: {pending._error}"
+                ) from pending._error
 
     def __repr__(self) -> str:
         return f"SnapshotStore({self.path!r})"
@@ -289,26 +349,51 @@ class SnapshotStore:
         metadata: Optional[Mapping[str, str]] = None,
         file_name: str = "model.safetensors",
         timeout: Optional[float] = 0,
-    ) -> Dict[str, Any]:
+        background: bool = False,
+    ) -> Any:
         """Add a flat dict of tensors (``model.state_dict()``) as the snapshot
         at ``step``, which must be after the last snapshot's.
 
-        Stored as one safetensors file named ``file_name``, as a delta against
-        the previous snapshot (tensors with the same name, dtype and shape
-        are XORed with it) unless a keyframe is due.
+        Stored whole as one safetensors file named ``file_name``; the
+        previous snapshot is re-encoded as a delta against it (tensors with
+        the same name, dtype and shape are XORed with it) unless its chain
+        is at the bound.
 
         Args:
             timeout: how long to wait, in seconds, if another process is
                 writing to the store: 0 (the default) fails at once, None
                 waits as long as it takes.
+            background: return an ``AddHandle`` as soon as the tensors are
+                copied, and code and commit the snapshot on another thread
+                while the caller goes on (training). Memory: the copy of
+                the tensors (one snapshot) until the add ends, and while it
+                runs the previous snapshot decoded (about one more).
 
         Returns:
-            The snapshot as ``list()`` describes it.
+            The snapshot as ``list()`` describes it; with ``background``, an
+            ``AddHandle`` whose ``wait()`` returns it.
         """
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise ValueError(f"step must be a non-negative int, not {step!r}")
+        self._settle()
         args = _to_args(state_dict)
         meta = _with_format(state_dict, metadata)
+        if background:
+            handle = AddHandle(
+                _lmc.store_add_background(
+                    self.path,
+                    step,
+                    file_name,
+                    args,
+                    meta,
+                    self.keyframe_every,
+                    self.chunk_size,
+                    timeout,
+                ),
+                step,
+            )
+            self._pending = handle
+            return handle
         return _lmc.store_add(
             self.path,
             step,
@@ -357,10 +442,12 @@ class SnapshotStore:
         are re-encoded, so every chain stays whole. Returns ``{"removed",
         "rebuilt", "stored_before", "stored_after"}``. ``timeout`` as for
         ``add``."""
+        self._settle()
         return _lmc.store_prune(self.path, keep_last, keep_every, timeout)
 
     def remove(self, step: int, *, timeout: Optional[float] = 0) -> Dict[str, Any]:
         """Remove the snapshot at ``step`` (``lmc snapshot remove``); the one
         coded against it is re-encoded. Returns what ``prune`` returns;
         ``timeout`` as for ``add``."""
+        self._settle()
         return _lmc.store_remove(self.path, step, timeout)

@@ -34,8 +34,10 @@ has written and synced its files, and only then are the old files removed.
 A writer killed at any moment leaves the previous checkpoint loadable.
 
 Incremental mode (``incremental=True``): the path is a run directory in
-which each save is stored as a delta against the same rank's previous save,
-in one lmc snapshot store per rank (``lmc snapshot`` works on them)::
+which the latest save is stored whole and each earlier one as a delta
+against the same rank's next save, in one lmc snapshot store per rank
+(``lmc snapshot`` works on them), so loading the latest decodes one
+container per file::
 
     run/
       .metadata                     the latest save's Metadata
@@ -179,13 +181,15 @@ class StorageWriter(_StorageWriter, _Stager):  # type: ignore[misc]
     Args:
         path: the checkpoint directory (created if needed); for
             ``incremental=True`` the run directory that holds every save.
-        incremental: store each save as a delta against the same rank's
-            previous save, in a snapshot store per rank (see the module doc).
+        incremental: keep each save in a snapshot store per rank (see the
+            module doc): the newest save whole, each older one as a delta
+            against the same rank's next save.
         step: incremental mode: the label of the next save (e.g. the
             training step), by which ``StorageReader(path, step=...)`` finds
             it; set ``writer.step`` before each save. Default: a counter.
-        keyframe_every: incremental mode: a full snapshot at least every this
-            many saves (default 8).
+        keyframe_every: incremental mode: a restore decodes at most this
+            many deltas less one (a save is kept whole where a chain would
+            reach that many; default 16).
         sync_files: fsync every file before the checkpoint is committed
             (as ``FileSystemWriter``; without it a power loss may lose it).
         max_file_size: a rank's items go in files of at most this many
