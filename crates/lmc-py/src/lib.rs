@@ -69,6 +69,7 @@ fn _lmc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::PendingAdd>()?;
     m.add_function(wrap_pyfunction!(store::store_list, m)?)?;
     m.add_function(wrap_pyfunction!(store::store_restore, m)?)?;
+    m.add_function(wrap_pyfunction!(store::store_whole_file, m)?)?;
     m.add_function(wrap_pyfunction!(store::store_restore_to, m)?)?;
     m.add_function(wrap_pyfunction!(store::store_verify, m)?)?;
     m.add_function(wrap_pyfunction!(store::store_prune, m)?)?;

@@ -172,6 +172,31 @@ pub(crate) fn store_restore<'py>(
     Ok((step, meta, table, bytes))
 }
 
+/// The path of the object that holds the snapshot at `step` (default: the
+/// newest) whole, if it is one file stored whole: a plain container that
+/// `read_tensors_into` can decode in place. `None` for a delta or a
+/// directory snapshot.
+#[pyfunction]
+#[pyo3(signature = (root, step=None))]
+pub(crate) fn store_whole_file(
+    py: Python<'_>,
+    root: PathBuf,
+    step: Option<u64>,
+) -> PyResult<Option<PathBuf>> {
+    py.detach(|| -> Result<_, lmc_store::Error> {
+        let store = Store::open(&root)?;
+        let step = match step {
+            Some(s) => s,
+            None => match store.snapshots().last() {
+                Some(s) => s.step,
+                None => return Ok(None),
+            },
+        };
+        store.whole_file(step)
+    })
+    .map_err(store_err(&root))
+}
+
 /// Restores the snapshot at `step` to `out` (a file, or a directory of files).
 #[pyfunction]
 #[pyo3(signature = (root, step, out, overwrite=false))]

@@ -272,6 +272,39 @@ def test_tied_weights_load_bit_exactly(tmp_path, monkeypatch):
     assert len(in_place) == 3, in_place
 
 
+def test_incremental_newest_save_loads_in_place(tmp_path, monkeypatch):
+    """In an incremental run the newest save is stored whole: it is decoded
+    straight into the tensors DCP hands over, as a plain save is; an older
+    one (a delta) is restored through its chain. Both bit for bit."""
+    where = tmp_path / "run"
+    torch.manual_seed(0)
+    states = []
+    w = torch.randn(64, 32)
+    for step in (1, 2, 3):
+        w = w + 0.01 * torch.randn(64, 32)
+        state = {"w": w.clone(), "h": w.to(torch.bfloat16), "step": step}
+        states.append(state)
+        dcp.save(state, storage_writer=lmc.torch.StorageWriter(where, incremental=True, step=step), no_dist=True)
+
+    in_place = []
+    real = lmc.torch._lmc.read_tensors_into
+
+    def recording(path, names, buffers):
+        in_place.extend(names)
+        return real(path, names, buffers)
+
+    monkeypatch.setattr(lmc.torch._lmc, "read_tensors_into", recording)
+    for step, expect_in_place in ((3, True), (1, False)):
+        in_place.clear()
+        want = states[step - 1]
+        back = {"w": torch.zeros(64, 32), "h": torch.zeros(64, 32, dtype=torch.bfloat16), "step": -1}
+        dcp.load(back, storage_reader=lmc.torch.StorageReader(where, step=step), no_dist=True)
+        assert torch.equal(back["w"].view(torch.int32), want["w"].view(torch.int32))
+        assert torch.equal(back["h"].view(torch.int16), want["h"].view(torch.int16))
+        assert back["step"] == step
+        assert bool(in_place) == expect_in_place, (step, in_place)
+
+
 def test_data_files_outside_the_checkpoint_are_refused(tmp_path):
     """A hostile .metadata cannot make the reader open a .lmc file outside
     the checkpoint directory (absolute, or through ..)."""

@@ -406,6 +406,56 @@ impl Store {
         self.root.join(OBJECTS)
     }
 
+    /// The object that holds the snapshot at `step` whole, if the snapshot
+    /// is one file stored whole (not a delta): a plain container, which a
+    /// reader may open and decode tensor by tensor, straight into its own
+    /// buffers, instead of restoring the file (the newest snapshot is always
+    /// so). The object stays readable after a later add retires it, for the
+    /// store's grace period, as for any reader.
+    ///
+    /// The object's header is checked against the manifest (the file's
+    /// hash), so that a reader decoding parts of it gets that snapshot's
+    /// bytes or an error; its chunks are checked as they are decoded.
+    pub fn whole_file(&self, step: u64) -> Result<Option<PathBuf>> {
+        let Some(i) = self.manifest.find(step) else {
+            return Ok(None);
+        };
+        let snap = &self.manifest.snapshots[i];
+        let (Kind::File, [f]) = (snap.kind, snap.files.as_slice()) else {
+            return Ok(None);
+        };
+        if f.base.is_some() {
+            return Ok(None);
+        }
+        let path = self.objects().join(&f.object);
+        let mut head = [0u8; lmc_core::format::HEADER_LEN];
+        let read = std::fs::File::open(&path).and_then(|mut o| {
+            use std::io::Read;
+            o.read_exact(&mut head)
+        });
+        let ctx = |why: String| {
+            Error::Invalid(format!(
+                "step {step}: object {} ({}): {why}",
+                f.object, f.path
+            ))
+        };
+        read.map_err(|e| ctx(format!("cannot be read: {e}")))?;
+        // The header's own checksum, then the file hash it records (the
+        // reader that opens the object checks the rest of the header).
+        let sum = u64::from_le_bytes(head[56..64].try_into().expect("8 bytes"));
+        if lmc_core::hash::xxh3_64(&head[..56]) != sum {
+            return Err(ctx("its header is damaged".into()));
+        }
+        let hash = u128::from_le_bytes(head[24..40].try_into().expect("16 bytes"));
+        if hex(hash) != f.hash {
+            return Err(ctx(format!(
+                "holds a file with hash {hash:032x}, the manifest says {}",
+                f.hash
+            )));
+        }
+        Ok(Some(path))
+    }
+
     fn check_writable(&self) -> Result<()> {
         if self.writable {
             Ok(())

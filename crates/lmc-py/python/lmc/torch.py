@@ -615,8 +615,15 @@ class StorageReader(_StorageReader):
             _check_relative_path(info.relative_path, req.storage_index.fqn)
             per_file.setdefault((info.relative_path, info.snapshot), []).append(req)
         for (relative_path, snapshot), reqs in per_file.items():
+            where = str(self.path / relative_path)
+            if snapshot is not None:
+                # A save stored whole (the newest of an incremental run
+                # always is) is a plain container: decoded in place too.
+                whole = _lmc.store_whole_file(where, snapshot)
+                if whole is not None:
+                    where, snapshot = str(whole), None
             if snapshot is None:
-                reqs = self._read_in_place(relative_path, reqs, planner)
+                reqs = self._read_in_place(where, reqs, planner)
             names = sorted({self.storage_data[r.storage_index].name for r in reqs})
             expected: Dict[str, Optional[int]] = {}
             for r in reqs:
@@ -625,7 +632,7 @@ class StorageReader(_StorageReader):
                     expected[self.storage_data[r.storage_index].name] = (
                         math.prod(chunk.sizes) * dtype.itemsize
                     )
-            decoded = self._decode(relative_path, snapshot, names, expected) if reqs else {}
+            decoded = self._decode(where, snapshot, names, expected) if reqs else {}
             for req in reqs:
                 raw = decoded[self.storage_data[req.storage_index].name]
                 if req.type == LoadItemType.BYTE_IO:
@@ -662,7 +669,7 @@ class StorageReader(_StorageReader):
 
     # -- reading ---------------------------------------------------------
 
-    def _read_in_place(self, relative_path: str, reqs: List[ReadItem], planner: LoadPlanner) -> List[ReadItem]:
+    def _read_in_place(self, where: str, reqs: List[ReadItem], planner: LoadPlanner) -> List[ReadItem]:
         """Decodes the items that fill a whole, contiguous CPU tensor of
         their own dtype (the common case) straight into that tensor, in
         parallel with the GIL released, and commits them; returns the
@@ -717,7 +724,7 @@ class StorageReader(_StorageReader):
             rest = sorted(rest + [req for _, req in shared], key=lambda r: positions[id(r)])
         if direct:
             _lmc.read_tensors_into(
-                str(self.path / relative_path),
+                where,
                 [self.storage_data[req.storage_index].name for req, _, _ in direct],
                 [buffer for _, _, buffer in direct],
             )
@@ -727,12 +734,11 @@ class StorageReader(_StorageReader):
 
     def _decode(
         self,
-        relative_path: str,
+        where: str,
         snapshot: Optional[int],
         names: List[str],
         expected: Dict[str, Optional[int]],
     ) -> Dict[str, Any]:
-        where = str(self.path / relative_path)
         if snapshot is None:
             sizes = [expected.get(n) for n in names]
             return dict(zip(names, _lmc.read_tensors(where, names, sizes)))
