@@ -78,6 +78,7 @@ pub fn check_threads(n: usize) -> Result<usize> {
 pub struct CompressOptions {
     chunk_size: usize,
     tuning: Tuning,
+    cross_tensor: bool,
 }
 
 impl Default for CompressOptions {
@@ -85,6 +86,7 @@ impl Default for CompressOptions {
         CompressOptions {
             chunk_size: DEFAULT_CHUNK_SIZE,
             tuning: Tuning::DEFAULT,
+            cross_tensor: true,
         }
     }
 }
@@ -116,6 +118,20 @@ impl CompressOptions {
 
     pub fn get_tuning(&self) -> Tuning {
         self.tuning
+    }
+
+    /// With `true` (the default), tensors that are a copy or a rounding of
+    /// another tensor of the same file are stored as derived tensors (a
+    /// reference plus a residue; see [`crate::derive`]). Delta containers
+    /// ([`compress_delta`]) never derive. With `false`, every tensor is
+    /// coded alone, as lmc did before.
+    pub fn cross_tensor(mut self, on: bool) -> Self {
+        self.cross_tensor = on;
+        self
+    }
+
+    pub fn get_cross_tensor(&self) -> bool {
+        self.cross_tensor
     }
 }
 
@@ -298,6 +314,15 @@ pub fn compress_parts<W: Write + Seek + Send>(
             .map_err(|e| Error::InvalidInput(format!("for tensors with repeated strings: {e}")))?;
     }
     let (mut segments, mut jobs) = plan(parts, layout, base, &|_| options.chunk_size)?;
+    // After plan(), which checked the parts against the layout.
+    let derived = if base.is_none() && options.cross_tensor {
+        crate::derive::find(parts, layout)
+    } else {
+        vec![None; layout.len()]
+    };
+    for (s, d) in segments.iter_mut().zip(&derived) {
+        s.derived = *d;
+    }
     // Planes that get zstd tried in every chunk, judged once per tensor.
     // Delta tensors are not judged: their XOR planes are mostly zero runs,
     // for which zstd is tried anyway.
@@ -305,7 +330,7 @@ pub fn compress_parts<W: Write + Seek + Send>(
         .par_iter()
         .zip(parts.par_iter())
         .map(|(s, p)| match &s.kind {
-            SegmentKind::Tensor { dtype, .. } if s.base_offset.is_none() => {
+            SegmentKind::Tensor { dtype, .. } if s.base_offset.is_none() && s.derived.is_none() => {
                 lz_planes_with(*dtype, p, &options.tuning)
             }
             _ => 0,
@@ -333,6 +358,9 @@ pub fn compress_parts<W: Write + Seek + Send>(
         if long.iter().any(|&l| l) {
             let size = |i: usize| if long[i] { big } else { options.chunk_size };
             (segments, jobs) = plan(parts, layout, base, &size)?;
+            for (s, d) in segments.iter_mut().zip(&derived) {
+                s.derived = *d;
+            }
         }
     }
     let total_len: u64 = segments.iter().map(|s| s.len).sum();
@@ -341,6 +369,19 @@ pub fn compress_parts<W: Write + Seek + Send>(
         let (b, s) = (base?, &segments[j.segment]);
         let off = s.base_offset? as usize;
         Some(&b.bytes[off + j.start..off + j.end])
+    };
+    // The source bytes each job of a derived tensor is a residue against.
+    let source_of = |j: &Job| -> Option<(crate::derive::DeriveOp, &[u8])> {
+        let s = &segments[j.segment];
+        let d = s.derived?;
+        let SegmentKind::Tensor { dtype, .. } = &s.kind else {
+            return None;
+        };
+        let (w, sw) = (dtype.width(), d.op.source_width(*dtype));
+        // derive::find checked that the source holds these elements.
+        let first = (d.source_elem as usize + j.start / w) * sw;
+        let len = (j.end - j.start) / w * sw;
+        Some((d.op, &parts[d.source][first..first + len]))
     };
 
     out.write_all(&[0u8; HEADER_LEN])?;
@@ -359,6 +400,7 @@ pub fn compress_parts<W: Write + Seek + Send>(
                 &segments[j.segment].kind,
                 data,
                 base_of(j),
+                source_of(j),
                 lz[j.segment],
                 &options.tuning,
                 buf,
@@ -441,6 +483,9 @@ pub fn compress_parts<W: Write + Seek + Send>(
     }
     if uses(PlaneCodec::Split) {
         flags |= crate::format::FLAG_SPLIT;
+    }
+    if index.segments.iter().any(|s| s.derived.is_some()) {
+        flags |= crate::format::FLAG_DERIVED;
     }
     let header = Header {
         version: index.version(),
@@ -584,6 +629,7 @@ fn plan(
         segments.push(Segment {
             kind: spec.kind.clone(),
             base_offset,
+            derived: None,
             offset,
             len: spec.len,
             first_chunk,
@@ -629,13 +675,13 @@ fn longer_chunks_pay(
     let start = ((data.len() - len) / 2 / width) * width;
     let sample = &data[start..start + len];
     let mut enc = EncodedChunk::default();
-    encode_chunk(kind, sample, None, lz, tuning, &mut enc);
+    encode_chunk(kind, sample, None, None, lz, tuning, &mut enc);
     let long = enc.bytes.len();
     let step = (small / width).max(1) * width;
     let short: usize = sample
         .chunks(step)
         .map(|c| {
-            encode_chunk(kind, c, None, lz, tuning, &mut enc);
+            encode_chunk(kind, c, None, None, lz, tuning, &mut enc);
             enc.bytes.len()
         })
         .sum();
@@ -643,17 +689,27 @@ fn longer_chunks_pay(
 }
 
 /// Codes one chunk into `enc` (its buffers reused): XORs it with `base`
-/// if given, splits it into planes, codes each plane, and checksums the
-/// result.
+/// if given, or with its source transformed by the op for a derived
+/// tensor (the residue), splits it into planes, codes each plane, and
+/// checksums the result.
 fn encode_chunk(
     kind: &SegmentKind,
     data: &[u8],
     base: Option<&[u8]>,
+    source: Option<(crate::derive::DeriveOp, &[u8])>,
     lz: u64,
     tuning: &Tuning,
     enc: &mut EncodedChunk,
 ) {
     match base {
+        None if source.is_some() => DELTA.with_borrow_mut(|x| {
+            let (op, src) = source.expect("checked");
+            x.clear();
+            x.extend_from_slice(data);
+            op.xor_into(src, x);
+            enc.transform = Transform::None;
+            encode_planes(kind, x, lz, tuning, enc);
+        }),
         None => {
             enc.transform = Transform::None;
             encode_planes(kind, data, lz, tuning, enc);
