@@ -1,0 +1,458 @@
+//! Derived tensors (FORMAT.md, "Derived tensors"): copies and roundings of
+//! another tensor of the same file, stored as a reference plus a residue,
+//! must decode to the same bytes every way there is, find their sources by
+//! name and by content, decode only the source chunks they need, and refuse
+//! references that do not hold.
+
+mod common;
+use common::{Rng, tensor};
+
+use std::io::Cursor;
+
+use lmc_core::derive::{DeriveOp, Derivation, bf16_bits, f16_bits};
+use lmc_core::format::{FLAG_DERIVED, HEADER_LEN, Header, Index};
+use lmc_core::{CompressOptions, Container, Dtype, Error, SegmentKind, SegmentSpec, compress};
+use proptest::prelude::*;
+
+fn bytes_seg(len: u64) -> SegmentSpec {
+    SegmentSpec {
+        kind: SegmentKind::Bytes,
+        len,
+    }
+}
+
+/// Weight-like F32 values: small, of both signs, all mantissa bits used.
+fn weights(rng: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| ((rng.next() >> 11) as f64 / (1u64 << 53) as f64 - 0.5) as f32 * 0.08)
+        .collect()
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn rounded(v: &[f32], round: fn(u32) -> u16) -> Vec<u8> {
+    v.iter()
+        .flat_map(|x| round(x.to_bits()).to_le_bytes())
+        .collect()
+}
+
+/// A checkpoint as `lmc compress DIR` sees a mixed-precision one: BF16
+/// weights, fp32 masters (some as one flat buffer), duplicates, and tensors
+/// that derive from nothing.
+struct Ckpt {
+    input: Vec<u8>,
+    layout: Vec<SegmentSpec>,
+}
+
+impl Ckpt {
+    fn push(&mut self, spec: SegmentSpec, bytes: Vec<u8>) {
+        assert_eq!(spec.len, bytes.len() as u64);
+        self.layout.push(spec);
+        self.input.extend_from_slice(&bytes);
+    }
+
+    fn build() -> Ckpt {
+        let mut rng = Rng(17);
+        let mut c = Ckpt {
+            input: Vec::new(),
+            layout: Vec::new(),
+        };
+        let a = weights(&mut rng, 300 * 64);
+        let h = weights(&mut rng, 5000);
+        let s = weights(&mut rng, 7000);
+        let (x1, x2, x3) = (
+            weights(&mut rng, 3000),
+            weights(&mut rng, 2500),
+            weights(&mut rng, 4001),
+        );
+        // The flat master buffer: x1, 3 elements of padding, x2, x3, padding.
+        let mut flat = x1.clone();
+        flat.extend_from_slice(&[0.0; 3]);
+        flat.extend_from_slice(&x2);
+        flat.extend_from_slice(&x3);
+        flat.extend_from_slice(&[0.0; 5]);
+        // Stochastic rounding: about half the elements one step up.
+        let stochastic: Vec<u8> = s
+            .iter()
+            .flat_map(|x| {
+                let up = rng.next() & 1 == 1;
+                (bf16_bits(x.to_bits()) + up as u16).to_le_bytes()
+            })
+            .collect();
+
+        c.push(bytes_seg(40), rng.bytes(40));
+        // The fp32 masters, in their own file.
+        c.push(
+            tensor("master/m.safetensors:a", Dtype::F32, vec![300, 64]),
+            f32_bytes(&a),
+        );
+        c.push(
+            tensor("master/m.safetensors:h", Dtype::F32, vec![5000]),
+            f32_bytes(&h),
+        );
+        c.push(
+            tensor("master/m.safetensors:ln", Dtype::F32, vec![1000]),
+            f32_bytes(&[1.0; 1000]),
+        );
+        c.push(
+            tensor("master/m.safetensors:s", Dtype::F32, vec![7000]),
+            f32_bytes(&s),
+        );
+        c.push(
+            tensor("optim/flat.safetensors:flat", Dtype::F32, vec![flat.len() as u64]),
+            f32_bytes(&flat),
+        );
+        c.push(bytes_seg(13), rng.bytes(13));
+        // The model weights.
+        c.push(
+            tensor("model/w.safetensors:a", Dtype::BF16, vec![300, 64]),
+            rounded(&a, bf16_bits),
+        );
+        c.push(
+            tensor("model/w.safetensors:h", Dtype::F16, vec![5000]),
+            rounded(&h, f16_bits),
+        );
+        c.push(
+            tensor("model/w.safetensors:head", Dtype::BF16, vec![300, 64]),
+            rounded(&a, bf16_bits),
+        );
+        c.push(
+            tensor("model/w.safetensors:ln", Dtype::BF16, vec![1000]),
+            rounded(&[1.0; 1000], bf16_bits),
+        );
+        c.push(
+            tensor("model/w.safetensors:ones", Dtype::BF16, vec![900]),
+            rounded(&[1.0; 900], bf16_bits),
+        );
+        c.push(
+            tensor("model/w.safetensors:noise", Dtype::BF16, vec![3000]),
+            rng.bytes(6000),
+        );
+        c.push(
+            tensor("model/w.safetensors:s", Dtype::BF16, vec![7000]),
+            stochastic,
+        );
+        c.push(
+            tensor("model/w.safetensors:layer.x1", Dtype::BF16, vec![3000]),
+            rounded(&x1, bf16_bits),
+        );
+        c.push(
+            tensor("model/w.safetensors:layer.x2", Dtype::BF16, vec![50, 50]),
+            rounded(&x2, bf16_bits),
+        );
+        c.push(
+            tensor("model/w.safetensors:layer.x3", Dtype::BF16, vec![4001]),
+            rounded(&x3, bf16_bits),
+        );
+        c.push(
+            tensor("model/w.safetensors:h_again", Dtype::F32, vec![5000]),
+            f32_bytes(&h),
+        );
+        c.push(bytes_seg(9), rng.bytes(9));
+        c
+    }
+}
+
+fn pack(input: &[u8], layout: &[SegmentSpec], opts: &CompressOptions) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    compress(input, layout, opts, &mut out, &mut |_| true)
+        .unwrap_or_else(|e| panic!("compress failed: {e}"));
+    out.into_inner()
+}
+
+fn small_chunks() -> CompressOptions {
+    CompressOptions::default().chunk_size(4096)
+}
+
+/// Decodes `packed` every way there is and checks the bytes.
+fn check_decodes(packed: &[u8], input: &[u8]) {
+    let c = Container::open(packed).unwrap();
+    let mut restored = Vec::new();
+    c.decompress_to(&mut restored, &mut |_| true)
+        .unwrap_or_else(|e| panic!("decompress_to: {e}"));
+    assert!(restored == input, "decompress_to changed the bytes");
+    let mut into = vec![0u8; input.len()];
+    c.decompress_into(&mut into, &mut |_| true)
+        .unwrap_or_else(|e| panic!("decompress_into: {e}"));
+    assert!(into == input, "decompress_into changed the bytes");
+    c.verify(&mut |_| true).unwrap();
+    for seg in c.segments() {
+        if let SegmentKind::Tensor { name, .. } = &seg.kind {
+            let got = c
+                .read_tensor(name)
+                .unwrap_or_else(|e| panic!("read_tensor {name}: {e}"));
+            assert!(
+                got == input[seg.offset as usize..(seg.offset + seg.len) as usize],
+                "read_tensor {name} changed the bytes"
+            );
+        }
+    }
+}
+
+fn seg_index(c: &Container<'_>, name: &str) -> usize {
+    c.segments()
+        .iter()
+        .position(|s| matches!(&s.kind, SegmentKind::Tensor { name: n, .. } if n == name))
+        .unwrap_or_else(|| panic!("no tensor {name}"))
+}
+
+fn derivation(c: &Container<'_>, name: &str) -> Option<(String, DeriveOp, u64)> {
+    let d = c.segments()[seg_index(c, name)].derived?;
+    let SegmentKind::Tensor { name: src, .. } = &c.segments()[d.source].kind else {
+        panic!("source of {name} is not a tensor");
+    };
+    Some((src.clone(), d.op, d.source_elem))
+}
+
+#[test]
+fn derived_tensors_are_found_and_decode_to_the_same_bytes() {
+    let ck = Ckpt::build();
+    let packed = pack(&ck.input, &ck.layout, &small_chunks());
+    let c = Container::open(&packed).unwrap();
+    assert_ne!(c.header().flags & FLAG_DERIVED, 0);
+    let m = |n: &str| format!("master/m.safetensors:{n}");
+    let flat = "optim/flat.safetensors:flat".to_string();
+    let want: Vec<(&str, Option<(String, DeriveOp, u64)>)> = vec![
+        ("model/w.safetensors:a", Some((m("a"), DeriveOp::RoundBf16, 0))),
+        ("model/w.safetensors:h", Some((m("h"), DeriveOp::RoundF16, 0))),
+        // Tied to `a`: a copy of a rounding is that rounding.
+        ("model/w.safetensors:head", Some((m("a"), DeriveOp::RoundBf16, 0))),
+        // Constant, but found by name and shape.
+        ("model/w.safetensors:ln", Some((m("ln"), DeriveOp::RoundBf16, 0))),
+        // Constant and with no master of its name: no content key.
+        ("model/w.safetensors:ones", None),
+        ("model/w.safetensors:noise", None),
+        // Stochastic rounding, by name: a residue of low bits.
+        ("model/w.safetensors:s", Some((m("s"), DeriveOp::RoundBf16, 0))),
+        // Slices of the flat buffer, by content.
+        ("model/w.safetensors:layer.x1", Some((flat.clone(), DeriveOp::RoundBf16, 0))),
+        ("model/w.safetensors:layer.x2", Some((flat.clone(), DeriveOp::RoundBf16, 3003))),
+        ("model/w.safetensors:layer.x3", Some((flat.clone(), DeriveOp::RoundBf16, 5503))),
+        ("model/w.safetensors:h_again", Some((m("h"), DeriveOp::Copy, 0))),
+        ("master/m.safetensors:a", None),
+        (&flat, None),
+    ];
+    for (name, w) in want {
+        assert_eq!(derivation(&c, name), w, "derivation of {name}");
+    }
+    check_decodes(&packed, &ck.input);
+
+    // The same checkpoint without derivations: every derived tensor's
+    // bytes are saved, less the stochastic residue.
+    let plain = pack(&ck.input, &ck.layout, &small_chunks().cross_tensor(false));
+    let p = Container::open(&plain).unwrap();
+    assert_eq!(p.header().flags & FLAG_DERIVED, 0);
+    assert!(p.segments().iter().all(|s| s.derived.is_none()));
+    check_decodes(&plain, &ck.input);
+    let derived_bytes: u64 = c
+        .segments()
+        .iter()
+        .filter(|s| s.derived.is_some())
+        .map(|s| s.len)
+        .sum();
+    assert!(
+        (packed.len() as u64) + derived_bytes / 2 < plain.len() as u64,
+        "derived: {} bytes, plain: {}, derived tensors hold {derived_bytes}",
+        packed.len(),
+        plain.len()
+    );
+}
+
+/// Flips a byte of chunk `k`'s stored bytes (its checksum then fails).
+fn damage_chunk(packed: &mut [u8], k: usize) {
+    let at = Container::open(packed).unwrap().chunks()[k].stored_offset as usize;
+    packed[at] ^= 0x55;
+}
+
+#[test]
+fn reading_a_derived_tensor_decodes_only_the_source_chunks_it_needs() {
+    let ck = Ckpt::build();
+    let packed = pack(&ck.input, &ck.layout, &small_chunks());
+    let c = Container::open(&packed).unwrap();
+    let flat = &c.segments()[seg_index(&c, "optim/flat.safetensors:flat")];
+    let (first, count) = (flat.first_chunk, flat.chunk_count);
+    // 1024 F32 elements a chunk: x1 (elements 0..3000) needs chunks 0..=2
+    // of the flat buffer, x3 (5503..9504) chunks 5..=9.
+    assert_eq!(count, 10);
+    let x1 = "model/w.safetensors:layer.x1";
+    let x3 = "model/w.safetensors:layer.x3";
+    let want = |name: &str| {
+        let s = &c.segments()[seg_index(&c, name)];
+        ck.input[s.offset as usize..(s.offset + s.len) as usize].to_vec()
+    };
+    let (want1, want3) = (want(x1), want(x3));
+
+    // Damage the last chunk of the buffer: x1 never reads it, x3 does.
+    let mut bad = packed.clone();
+    damage_chunk(&mut bad, first + count - 1);
+    let b = Container::open(&bad).unwrap();
+    assert_eq!(b.read_tensor(x1).unwrap(), want1);
+    match b.read_tensor(x3) {
+        Err(Error::ChunkChecksum { chunk, segment, .. }) => {
+            assert_eq!(chunk, first + count - 1);
+            assert!(segment.contains("flat"), "{segment}");
+        }
+        other => panic!("expected the damaged source chunk to be named, got {other:?}"),
+    }
+    // Damage the chunk just before x3's first: x3 never reads it.
+    let mut bad = packed.clone();
+    damage_chunk(&mut bad, first + 4);
+    let b = Container::open(&bad).unwrap();
+    assert_eq!(b.read_tensor(x3).unwrap(), want3);
+    assert!(b.read_tensor(x1).is_ok());
+    // ... and the whole file names it.
+    let mut out = Vec::new();
+    let err = b.decompress_to(&mut out, &mut |_| true).unwrap_err();
+    assert!(err.to_string().contains("flat"), "{err}");
+}
+
+/// Rewrites the index of `packed` (and the header's flags) through `f`.
+fn rewrite(packed: &[u8], f: impl FnOnce(&mut Index, &mut u16)) -> Vec<u8> {
+    let mut header = Header::parse(packed).unwrap();
+    let start = HEADER_LEN + header.payload_len as usize;
+    let mut index = Index::parse(&packed[start..], &header).unwrap();
+    f(&mut index, &mut header.flags);
+    let bytes = index.to_bytes();
+    header.index_len = bytes.len() as u64;
+    let mut out = header.to_bytes().to_vec();
+    out.extend_from_slice(&packed[HEADER_LEN..start]);
+    out.extend_from_slice(&bytes);
+    out
+}
+
+fn refused(file: &[u8]) -> String {
+    match Container::open(file) {
+        Ok(_) => panic!("a bad reference was accepted"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn bad_references_are_refused_naming_both_tensors() {
+    let ck = Ckpt::build();
+    let packed = pack(&ck.input, &ck.layout, &small_chunks());
+    let c = Container::open(&packed).unwrap();
+    let x2 = seg_index(&c, "model/w.safetensors:layer.x2");
+    let a16 = seg_index(&c, "model/w.safetensors:a");
+    let head = seg_index(&c, "model/w.safetensors:head");
+    let noise = seg_index(&c, "model/w.safetensors:noise");
+    let master_a = seg_index(&c, "master/m.safetensors:a");
+    let set = |i: usize, d: Derivation| {
+        rewrite(&packed, move |ix, _| ix.segments[i].derived = Some(d))
+    };
+    let d = |source, op, source_elem| Derivation {
+        source,
+        op,
+        source_elem,
+    };
+
+    // Missing source.
+    let e = refused(&set(x2, d(9999, DeriveOp::RoundBf16, 0)));
+    assert!(e.contains("layer.x2") && e.contains("segment 9999") && e.contains("does not exist"), "{e}");
+    // Itself.
+    let e = refused(&set(x2, d(x2, DeriveOp::RoundBf16, 0)));
+    assert!(e.contains("layer.x2") && e.contains("cycle"), "{e}");
+    // A chain, and a cycle of two.
+    let e = refused(&set(noise, d(head, DeriveOp::Copy, 0)));
+    assert!(e.contains("noise") && e.contains("head") && e.contains("itself derived"), "{e}");
+    let e = refused(&rewrite(&packed, |ix, _| {
+        ix.segments[a16].derived = Some(d(head, DeriveOp::Copy, 0));
+        ix.segments[head].derived = Some(d(a16, DeriveOp::Copy, 0));
+    }));
+    assert!(e.contains("itself derived"), "{e}");
+    // Mismatched dtypes.
+    let e = refused(&set(x2, d(master_a, DeriveOp::RoundF16, 0)));
+    assert!(e.contains("layer.x2") && e.contains("master/m.safetensors:a") && e.contains("round-f16"), "{e}");
+    let e = refused(&set(x2, d(master_a, DeriveOp::Copy, 0)));
+    assert!(e.contains("does not derive a BF16 tensor"), "{e}");
+    // Not a tensor.
+    let e = refused(&set(x2, d(0, DeriveOp::RoundBf16, 0)));
+    assert!(e.contains("layer.x2") && e.contains("not a tensor"), "{e}");
+    // Elements beyond the source, and an offset that would overflow.
+    let e = refused(&set(x2, d(master_a, DeriveOp::RoundBf16, 300 * 64 - 2499)));
+    assert!(e.contains("layer.x2") && e.contains("master/m.safetensors:a") && e.contains("which has 19200"), "{e}");
+    let e = refused(&set(x2, d(master_a, DeriveOp::RoundBf16, u64::MAX - 1)));
+    assert!(e.contains("takes elements"), "{e}");
+    // A derived tensor in a file without the flag: an older reader's view.
+    let e = refused(&rewrite(&packed, |_, flags| *flags &= !FLAG_DERIVED));
+    assert!(e.contains("unknown kind 3"), "{e}");
+    // An unknown op: the byte before a recognisable source element.
+    let marked = set(x2, d(master_a, DeriveOp::RoundBf16, 0x0102_0304_0506));
+    let header = Header::parse(&marked).unwrap();
+    let start = HEADER_LEN + header.payload_len as usize;
+    let mut index = marked[start..].to_vec();
+    let mark = 0x0102_0304_0506u64.to_le_bytes();
+    let at = index.windows(8).position(|w| w == mark).unwrap();
+    index[at - 1] = 7;
+    let body = index.len() - 8;
+    let sum = xxhash_rust::xxh3::xxh3_64(&index[..body]);
+    index[body..].copy_from_slice(&sum.to_le_bytes());
+    let mut file = marked[..start].to_vec();
+    file.extend_from_slice(&index);
+    let e = refused(&file);
+    assert!(e.contains("layer.x2") && e.contains("unknown derive op 7"), "{e}");
+
+    // A well-formed reference to the wrong source decodes to other bytes:
+    // the whole-file hash says so, never a panic.
+    let other = set(x2, d(master_a, DeriveOp::RoundBf16, 7));
+    let c = Container::open(&other).unwrap();
+    let mut out = Vec::new();
+    assert!(matches!(
+        c.decompress_to(&mut out, &mut |_| true),
+        Err(Error::FileHash { .. })
+    ));
+}
+
+#[test]
+fn files_without_derived_tensors_keep_the_old_flags() {
+    let mut rng = Rng(3);
+    let layout = vec![tensor("w", Dtype::BF16, vec![4096]), tensor("b", Dtype::F32, vec![512])];
+    let input = rng.bytes(4096 * 2 + 512 * 4);
+    let packed = pack(&input, &layout, &CompressOptions::default());
+    let c = Container::open(&packed).unwrap();
+    assert_eq!(c.header().flags & FLAG_DERIVED, 0);
+    assert!(c.segments().iter().all(|s| s.derived.is_none()));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Random masters with roundings (some elements off by a step or by
+    /// random bits), F16 roundings, duplicates and slices: every container
+    /// decodes to the input, whatever was found.
+    #[test]
+    fn random_checkpoints_round_trip(
+        seed in any::<u64>(),
+        n in 1usize..6000,
+        noise_per_mille in 0u64..40,
+        off in 0usize..50,
+        chunk in prop::sample::select(vec![4096usize, 8192, 65536]),
+    ) {
+        let mut rng = Rng(seed);
+        let master: Vec<f32> = (0..n + off)
+            .map(|_| f32::from_bits(rng.next() as u32))
+            .collect();
+        let mut input = Vec::new();
+        let mut layout = Vec::new();
+        let mut add = |spec: SegmentSpec, b: Vec<u8>, input: &mut Vec<u8>| {
+            layout.push(spec);
+            input.extend_from_slice(&b);
+        };
+        add(tensor("m:w", Dtype::F32, vec![(n + off) as u64]), f32_bytes(&master), &mut input);
+        add(bytes_seg(3), vec![1, 2, 3], &mut input);
+        let mut bf: Vec<u8> = rounded(&master, bf16_bits);
+        for k in 0..n + off {
+            if rng.next() % 1000 < noise_per_mille {
+                bf[2 * k] ^= rng.next() as u8;
+            }
+        }
+        add(tensor("w:w", Dtype::BF16, vec![(n + off) as u64]), bf.clone(), &mut input);
+        add(tensor("w:slice", Dtype::BF16, vec![n as u64]), bf[2 * off..].to_vec(), &mut input);
+        add(tensor("w:half", Dtype::F16, vec![n as u64]), rounded(&master[off..], f16_bits), &mut input);
+        add(tensor("w:copy", Dtype::BF16, vec![(n + off) as u64]), bf, &mut input);
+        let packed = pack(&input, &layout, &CompressOptions::default().chunk_size(chunk));
+        check_decodes(&packed, &input);
+    }
+}
