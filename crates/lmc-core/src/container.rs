@@ -287,7 +287,8 @@ impl<'a> Container<'a> {
         let first = (d.source_elem + (c.raw_offset - seg.offset) / w) * sw;
         let end = first + u64::from(c.raw_len) / w * sw;
         let chunks = &self.index.chunks[src.first_chunk..src.first_chunk + src.chunk_count];
-        let k0 = chunks.partition_point(|s| s.raw_offset - src.offset + u64::from(s.raw_len) <= first);
+        let k0 =
+            chunks.partition_point(|s| s.raw_offset - src.offset + u64::from(s.raw_len) <= first);
         SOURCE.with_borrow_mut(|buf| {
             for (k, sc) in chunks.iter().enumerate().skip(k0) {
                 let at = sc.raw_offset - src.offset;

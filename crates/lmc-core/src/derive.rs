@@ -288,11 +288,16 @@ pub fn find(parts: &[&[u8]], layout: &[SegmentSpec]) -> Vec<Option<Derivation>> 
     let mut by_name: HashMap<(&str, &[u64]), Vec<usize>> = HashMap::new();
     for &i in &sources {
         let (name, _, shape) = tensor(&layout[i]).expect("a tensor");
-        by_name.entry((short_name(name), shape)).or_default().push(i);
+        by_name
+            .entry((short_name(name), shape))
+            .or_default()
+            .push(i);
     }
     let candidates: Vec<usize> = (0..layout.len())
         .filter(|&i| {
-            big(i) && derived[i].is_none() && tensor(&layout[i]).is_some_and(|t| op_of(t.1).is_some())
+            big(i)
+                && derived[i].is_none()
+                && tensor(&layout[i]).is_some_and(|t| op_of(t.1).is_some())
         })
         .collect();
     let mut unmatched = Vec::new();
@@ -454,10 +459,12 @@ mod tests {
         let mut xs = Vec::new();
         for exp in 0u32..256 {
             for sign in [0u32, 1] {
-                for m in [0u32, 1, 0x0FFF, 0x1000, 0x1001, 0x2FFF, 0x3000, 0x7FFF, 0x8000, 0x8001]
-                    .into_iter()
-                    .chain((0..64).map(|k| k * 0x1_FFFF + 0x1357))
-                    .chain([0x7F_FFFF, 0x40_0000, 0x18000, 0x17FFF])
+                for m in [
+                    0u32, 1, 0x0FFF, 0x1000, 0x1001, 0x2FFF, 0x3000, 0x7FFF, 0x8000, 0x8001,
+                ]
+                .into_iter()
+                .chain((0..64).map(|k| k * 0x1_FFFF + 0x1357))
+                .chain([0x7F_FFFF, 0x40_0000, 0x18000, 0x17FFF])
                 {
                     xs.push(sign << 31 | exp << 23 | (m & 0x7F_FFFF));
                 }
@@ -476,7 +483,11 @@ mod tests {
                 half::bf16::from_f32(f).to_bits(),
                 "bf16 of {x:08x}"
             );
-            assert_eq!(f16_bits(x), half::f16::from_f32(f).to_bits(), "f16 of {x:08x}");
+            assert_eq!(
+                f16_bits(x),
+                half::f16::from_f32(f).to_bits(),
+                "f16 of {x:08x}"
+            );
         }
     }
 

@@ -35,7 +35,7 @@
 //! present before anything is allocated for it.
 
 use crate::codec::PlaneCodec;
-use crate::derive::{DeriveOp, Derivation};
+use crate::derive::{Derivation, DeriveOp};
 use crate::dtype::Dtype;
 use crate::error::{ChunkFault, Corruption, Error, Region, Result, quote_name};
 use crate::hash::xxh3_64;

@@ -9,7 +9,7 @@ use common::{Rng, tensor};
 
 use std::io::Cursor;
 
-use lmc_core::derive::{DeriveOp, Derivation, bf16_bits, f16_bits};
+use lmc_core::derive::{Derivation, DeriveOp, bf16_bits, f16_bits};
 use lmc_core::format::{FLAG_DERIVED, HEADER_LEN, Header, Index};
 use lmc_core::{CompressOptions, Container, Dtype, Error, SegmentKind, SegmentSpec, compress};
 use proptest::prelude::*;
@@ -101,7 +101,11 @@ impl Ckpt {
             f32_bytes(&s),
         );
         c.push(
-            tensor("optim/flat.safetensors:flat", Dtype::F32, vec![flat.len() as u64]),
+            tensor(
+                "optim/flat.safetensors:flat",
+                Dtype::F32,
+                vec![flat.len() as u64],
+            ),
             f32_bytes(&flat),
         );
         c.push(bytes_seg(13), rng.bytes(13));
@@ -215,22 +219,49 @@ fn derived_tensors_are_found_and_decode_to_the_same_bytes() {
     let m = |n: &str| format!("master/m.safetensors:{n}");
     let flat = "optim/flat.safetensors:flat".to_string();
     let want: Vec<(&str, Option<(String, DeriveOp, u64)>)> = vec![
-        ("model/w.safetensors:a", Some((m("a"), DeriveOp::RoundBf16, 0))),
-        ("model/w.safetensors:h", Some((m("h"), DeriveOp::RoundF16, 0))),
+        (
+            "model/w.safetensors:a",
+            Some((m("a"), DeriveOp::RoundBf16, 0)),
+        ),
+        (
+            "model/w.safetensors:h",
+            Some((m("h"), DeriveOp::RoundF16, 0)),
+        ),
         // Tied to `a`: a copy of a rounding is that rounding.
-        ("model/w.safetensors:head", Some((m("a"), DeriveOp::RoundBf16, 0))),
+        (
+            "model/w.safetensors:head",
+            Some((m("a"), DeriveOp::RoundBf16, 0)),
+        ),
         // Constant, but found by name and shape.
-        ("model/w.safetensors:ln", Some((m("ln"), DeriveOp::RoundBf16, 0))),
+        (
+            "model/w.safetensors:ln",
+            Some((m("ln"), DeriveOp::RoundBf16, 0)),
+        ),
         // Constant and with no master of its name: no content key.
         ("model/w.safetensors:ones", None),
         ("model/w.safetensors:noise", None),
         // Stochastic rounding, by name: a residue of low bits.
-        ("model/w.safetensors:s", Some((m("s"), DeriveOp::RoundBf16, 0))),
+        (
+            "model/w.safetensors:s",
+            Some((m("s"), DeriveOp::RoundBf16, 0)),
+        ),
         // Slices of the flat buffer, by content.
-        ("model/w.safetensors:layer.x1", Some((flat.clone(), DeriveOp::RoundBf16, 0))),
-        ("model/w.safetensors:layer.x2", Some((flat.clone(), DeriveOp::RoundBf16, 3003))),
-        ("model/w.safetensors:layer.x3", Some((flat.clone(), DeriveOp::RoundBf16, 5503))),
-        ("model/w.safetensors:h_again", Some((m("h"), DeriveOp::Copy, 0))),
+        (
+            "model/w.safetensors:layer.x1",
+            Some((flat.clone(), DeriveOp::RoundBf16, 0)),
+        ),
+        (
+            "model/w.safetensors:layer.x2",
+            Some((flat.clone(), DeriveOp::RoundBf16, 3003)),
+        ),
+        (
+            "model/w.safetensors:layer.x3",
+            Some((flat.clone(), DeriveOp::RoundBf16, 5503)),
+        ),
+        (
+            "model/w.safetensors:h_again",
+            Some((m("h"), DeriveOp::Copy, 0)),
+        ),
         ("master/m.safetensors:a", None),
         (&flat, None),
     ];
@@ -339,9 +370,8 @@ fn bad_references_are_refused_naming_both_tensors() {
     let head = seg_index(&c, "model/w.safetensors:head");
     let noise = seg_index(&c, "model/w.safetensors:noise");
     let master_a = seg_index(&c, "master/m.safetensors:a");
-    let set = |i: usize, d: Derivation| {
-        rewrite(&packed, move |ix, _| ix.segments[i].derived = Some(d))
-    };
+    let set =
+        |i: usize, d: Derivation| rewrite(&packed, move |ix, _| ix.segments[i].derived = Some(d));
     let d = |source, op, source_elem| Derivation {
         source,
         op,
@@ -350,13 +380,19 @@ fn bad_references_are_refused_naming_both_tensors() {
 
     // Missing source.
     let e = refused(&set(x2, d(9999, DeriveOp::RoundBf16, 0)));
-    assert!(e.contains("layer.x2") && e.contains("segment 9999") && e.contains("does not exist"), "{e}");
+    assert!(
+        e.contains("layer.x2") && e.contains("segment 9999") && e.contains("does not exist"),
+        "{e}"
+    );
     // Itself.
     let e = refused(&set(x2, d(x2, DeriveOp::RoundBf16, 0)));
     assert!(e.contains("layer.x2") && e.contains("cycle"), "{e}");
     // A chain, and a cycle of two.
     let e = refused(&set(noise, d(head, DeriveOp::Copy, 0)));
-    assert!(e.contains("noise") && e.contains("head") && e.contains("itself derived"), "{e}");
+    assert!(
+        e.contains("noise") && e.contains("head") && e.contains("itself derived"),
+        "{e}"
+    );
     let e = refused(&rewrite(&packed, |ix, _| {
         ix.segments[a16].derived = Some(d(head, DeriveOp::Copy, 0));
         ix.segments[head].derived = Some(d(a16, DeriveOp::Copy, 0));
@@ -364,7 +400,10 @@ fn bad_references_are_refused_naming_both_tensors() {
     assert!(e.contains("itself derived"), "{e}");
     // Mismatched dtypes.
     let e = refused(&set(x2, d(master_a, DeriveOp::RoundF16, 0)));
-    assert!(e.contains("layer.x2") && e.contains("master/m.safetensors:a") && e.contains("round-f16"), "{e}");
+    assert!(
+        e.contains("layer.x2") && e.contains("master/m.safetensors:a") && e.contains("round-f16"),
+        "{e}"
+    );
     let e = refused(&set(x2, d(master_a, DeriveOp::Copy, 0)));
     assert!(e.contains("does not derive a BF16 tensor"), "{e}");
     // Not a tensor.
@@ -372,7 +411,12 @@ fn bad_references_are_refused_naming_both_tensors() {
     assert!(e.contains("layer.x2") && e.contains("not a tensor"), "{e}");
     // Elements beyond the source, and an offset that would overflow.
     let e = refused(&set(x2, d(master_a, DeriveOp::RoundBf16, 300 * 64 - 2499)));
-    assert!(e.contains("layer.x2") && e.contains("master/m.safetensors:a") && e.contains("which has 19200"), "{e}");
+    assert!(
+        e.contains("layer.x2")
+            && e.contains("master/m.safetensors:a")
+            && e.contains("which has 19200"),
+        "{e}"
+    );
     let e = refused(&set(x2, d(master_a, DeriveOp::RoundBf16, u64::MAX - 1)));
     assert!(e.contains("takes elements"), "{e}");
     // A derived tensor in a file without the flag: an older reader's view.
@@ -392,7 +436,10 @@ fn bad_references_are_refused_naming_both_tensors() {
     let mut file = marked[..start].to_vec();
     file.extend_from_slice(&index);
     let e = refused(&file);
-    assert!(e.contains("layer.x2") && e.contains("unknown derive op 7"), "{e}");
+    assert!(
+        e.contains("layer.x2") && e.contains("unknown derive op 7"),
+        "{e}"
+    );
 
     // A well-formed reference to the wrong source decodes to other bytes:
     // the whole-file hash says so, never a panic.
@@ -408,7 +455,10 @@ fn bad_references_are_refused_naming_both_tensors() {
 #[test]
 fn files_without_derived_tensors_keep_the_old_flags() {
     let mut rng = Rng(3);
-    let layout = vec![tensor("w", Dtype::BF16, vec![4096]), tensor("b", Dtype::F32, vec![512])];
+    let layout = vec![
+        tensor("w", Dtype::BF16, vec![4096]),
+        tensor("b", Dtype::F32, vec![512]),
+    ];
     let input = rng.bytes(4096 * 2 + 512 * 4);
     let packed = pack(&input, &layout, &CompressOptions::default());
     let c = Container::open(&packed).unwrap();
@@ -455,4 +505,62 @@ proptest! {
         let packed = pack(&input, &layout, &CompressOptions::default().chunk_size(chunk));
         check_decodes(&packed, &input);
     }
+}
+
+/// The decode fuzz corpus's seed of derived tensors: an F32 master, its
+/// BF16 rounding by name, an F16 rounding of a slice of it by content, a
+/// copy, and a BF16 rounding with a residue.
+fn fuzz_seed() -> Vec<u8> {
+    let mut rng = Rng(5);
+    let m = weights(&mut rng, 200);
+    let mut c = Ckpt {
+        input: Vec::new(),
+        layout: Vec::new(),
+    };
+    c.push(tensor("m:w", Dtype::F32, vec![200]), f32_bytes(&m));
+    c.push(
+        tensor("x:w", Dtype::BF16, vec![200]),
+        rounded(&m, bf16_bits),
+    );
+    c.push(
+        tensor("x:h", Dtype::F16, vec![150]),
+        rounded(&m[10..160], f16_bits),
+    );
+    c.push(tensor("x:m_copy", Dtype::F32, vec![200]), f32_bytes(&m));
+    let mut noisy = rounded(&m, bf16_bits);
+    noisy[0] ^= 1;
+    c.push(tensor("y:w", Dtype::BF16, vec![200]), noisy);
+    pack(
+        &c.input,
+        &c.layout,
+        &CompressOptions::default().chunk_size(4096),
+    )
+}
+
+fn fuzz_seed_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/decode/seed-derived")
+}
+
+/// Writes `fuzz/corpus/decode/seed-derived` (run once, by hand:
+/// `cargo test -p lmc-core --test derived -- --ignored`).
+#[test]
+#[ignore]
+fn write_fuzz_seed() {
+    std::fs::write(fuzz_seed_path(), fuzz_seed()).unwrap();
+}
+
+/// The committed seed holds derived tensors of every op, so the decode
+/// fuzzer starts from them.
+#[test]
+fn fuzz_seed_holds_every_op() {
+    let seed = std::fs::read(fuzz_seed_path()).unwrap();
+    let c = Container::open(&seed).unwrap();
+    c.verify(&mut |_| true).unwrap();
+    let mut ops: Vec<u8> = c
+        .segments()
+        .iter()
+        .filter_map(|s| s.derived.map(|d| d.op as u8))
+        .collect();
+    ops.sort();
+    assert_eq!(ops, [0, 1, 1, 2]);
 }

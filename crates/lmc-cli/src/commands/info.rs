@@ -159,6 +159,19 @@ pub fn run(input: &Path, as_json: bool) -> Result<()> {
             }
         )?;
     }
+    let derived: Vec<_> = c.segments().iter().filter_map(|s| s.derived).collect();
+    if !derived.is_empty() {
+        let copies = derived
+            .iter()
+            .filter(|d| d.op == lmc_core::derive::DeriveOp::Copy)
+            .count();
+        writeln!(
+            text,
+            "{} derived tensors (stored as a reference to another tensor plus a residue): roundings {}, copies {copies}",
+            derived.len(),
+            derived.len() - copies
+        )?;
+    }
     if let Some(files) = &tree {
         let n = files
             .iter()
@@ -221,7 +234,16 @@ pub fn run(input: &Path, as_json: bool) -> Result<()> {
             human(seg.len),
             human(*stored),
             ratio(seg.len, *stored),
-            plane_desc.join(" | ")
+            match seg.derived {
+                Some(d) => format!(
+                    "{} of {} from element {}; residue {}",
+                    d.op.name(),
+                    c.segments()[d.source].describe(),
+                    d.source_elem,
+                    plane_desc.join(" | ")
+                ),
+                None => plane_desc.join(" | "),
+            }
         )?;
     }
     emit(&text)
