@@ -344,6 +344,9 @@ pub fn find(parts: &[&[u8]], layout: &[SegmentSpec]) -> Vec<Option<Derivation>> 
 /// Elements in a content key.
 const WINDOW: usize = 8;
 
+/// Content keys: the window's elements -> (candidate, where its window starts).
+type KeyMap = HashMap<[u16; WINDOW], Vec<(usize, usize)>>;
+
 /// Step 3 of [`find`]: finds `unmatched` candidates (BF16 or F16 tensors)
 /// inside the F32 `sources` by content, at any element offset.
 fn by_content(
@@ -355,7 +358,7 @@ fn by_content(
 ) {
     let elem16 = |b: &[u8], i: usize| u16::from_le_bytes([b[2 * i], b[2 * i + 1]]);
     // Key -> (candidate, where its window starts), per op.
-    let mut keys: [HashMap<[u16; WINDOW], Vec<(usize, usize)>>; 2] = Default::default();
+    let mut keys: [KeyMap; 2] = Default::default();
     for &i in unmatched {
         let (_, dtype, _) = tensor(&layout[i]).expect("a tensor");
         let n = parts[i].len() / 2;

@@ -202,7 +202,10 @@ fn seg_index(c: &Container<'_>, name: &str) -> usize {
         .unwrap_or_else(|| panic!("no tensor {name}"))
 }
 
-fn derivation(c: &Container<'_>, name: &str) -> Option<(String, DeriveOp, u64)> {
+/// A derivation as the test reads it: source name, op, source element.
+type Found = Option<(String, DeriveOp, u64)>;
+
+fn derivation(c: &Container<'_>, name: &str) -> Found {
     let d = c.segments()[seg_index(c, name)].derived?;
     let SegmentKind::Tensor { name: src, .. } = &c.segments()[d.source].kind else {
         panic!("source of {name} is not a tensor");
@@ -218,7 +221,7 @@ fn derived_tensors_are_found_and_decode_to_the_same_bytes() {
     assert_ne!(c.header().flags & FLAG_DERIVED, 0);
     let m = |n: &str| format!("master/m.safetensors:{n}");
     let flat = "optim/flat.safetensors:flat".to_string();
-    let want: Vec<(&str, Option<(String, DeriveOp, u64)>)> = vec![
+    let want: Vec<(&str, Found)> = vec![
         (
             "model/w.safetensors:a",
             Some((m("a"), DeriveOp::RoundBf16, 0)),
