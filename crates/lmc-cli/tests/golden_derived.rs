@@ -14,15 +14,19 @@ use lmc_core::derive::DeriveOp;
 use lmc_core::format::{FLAG_DERIVED, FLAG_RANS};
 use lmc_core::{Container, SegmentKind};
 
+/// A derivation as the test reads it: the tensor, the op, and each piece's
+/// source, first element and element count.
+type Found = (String, DeriveOp, Vec<(String, u64, u64)>);
+
 const FILES: [(&str, usize); 3] = [
-    ("master-fp32.safetensors", 25_632),
+    ("master-fp32.safetensors", 28_608),
     ("optim.safetensors", 16_544),
-    ("weights-bf16.safetensors", 17_184),
+    ("weights-bf16.safetensors", 18_448),
 ];
 
 #[test]
 fn golden_derived_container_decodes() {
-    let packed = read_golden("derived/mixed.lmc", 30_859);
+    let packed = read_golden("derived/mixed.lmc", 33_761);
     let c = Container::open(&packed).unwrap();
     assert_eq!(c.header().version, 1);
     assert_eq!(c.header().flags, FLAG_DERIVED | FLAG_RANS);
@@ -32,32 +36,44 @@ fn golden_derived_container_decodes() {
         SegmentKind::Tensor { name, .. } => name.clone(),
         SegmentKind::Bytes => panic!("segment {i} is not a tensor"),
     };
-    let mut found: Vec<(String, String, DeriveOp, u64)> = c
+    let mut found: Vec<Found> = c
         .segments()
         .iter()
         .enumerate()
         .filter_map(|(i, s)| {
-            s.derived
-                .map(|d| (name(i), name(d.source), d.op, d.source_elem))
+            s.derived.as_ref().map(|d| {
+                let pieces: Vec<_> = d
+                    .pieces
+                    .iter()
+                    .map(|p| (name(p.source), p.source_elem, p.elems))
+                    .collect();
+                (name(i), d.op, pieces)
+            })
         })
         .collect();
     found.sort_by(|a, b| a.0.cmp(&b.0));
     let w = |n: &str| format!("weights-bf16.safetensors:{n}");
     let m = |n: &str| format!("master-fp32.safetensors:{n}");
     let round = DeriveOp::RoundBf16;
-    let want = vec![
+    let one = |src: String, elem: u64, n: u64| vec![(src, elem, n)];
+    let want: Vec<Found> = vec![
         (
-            "optim.safetensors:a.exp_avg_copy".to_string(),
-            "optim.safetensors:a.exp_avg".to_string(),
+            "optim.safetensors:a.exp_avg_copy".into(),
             DeriveOp::Copy,
-            0,
+            one("optim.safetensors:a.exp_avg".into(), 0, 2048),
         ),
-        (w("a"), m("a"), round, 0),
-        (w("b"), m("flat"), round, 903),
-        (w("c"), m("flat"), round, 3),
-        (w("h"), m("flat"), DeriveOp::RoundF16, 2103),
-        (w("head"), m("a"), round, 0),
-        (w("s"), m("s"), round, 0),
+        (w("a"), round, one(m("a"), 0, 2048)),
+        (w("b"), round, one(m("flat"), 903, 1200)),
+        (w("c"), round, one(m("flat"), 3, 900)),
+        (w("h"), DeriveOp::RoundF16, one(m("flat"), 2103, 700)),
+        (w("head"), round, one(m("a"), 0, 2048)),
+        (w("s"), round, one(m("s"), 0, 1500)),
+        // Straddling two partitions of a flat buffer.
+        (
+            w("y"),
+            round,
+            vec![(m("part0"), 100, 300), (m("part1"), 0, 300)],
+        ),
     ];
     assert_eq!(found, want);
 

@@ -321,7 +321,7 @@ pub fn compress_parts<W: Write + Seek + Send>(
         vec![None; layout.len()]
     };
     for (s, d) in segments.iter_mut().zip(&derived) {
-        s.derived = *d;
+        s.derived = d.clone();
     }
     // Planes that get zstd tried in every chunk, judged once per tensor.
     // Delta tensors are not judged: their XOR planes are mostly zero runs,
@@ -359,7 +359,7 @@ pub fn compress_parts<W: Write + Seek + Send>(
             let size = |i: usize| if long[i] { big } else { options.chunk_size };
             (segments, jobs) = plan(parts, layout, base, &size)?;
             for (s, d) in segments.iter_mut().zip(&derived) {
-                s.derived = *d;
+                s.derived = d.clone();
             }
         }
     }
@@ -370,18 +370,25 @@ pub fn compress_parts<W: Write + Seek + Send>(
         let off = s.base_offset? as usize;
         Some(&b.bytes[off + j.start..off + j.end])
     };
-    // The source bytes each job of a derived tensor is a residue against.
-    let source_of = |j: &Job| -> Option<(crate::derive::DeriveOp, &[u8])> {
+    // What each job of a derived tensor is a residue against.
+    let source_of = |j: &Job| -> Option<Residue<'_>> {
         let s = &segments[j.segment];
-        let d = s.derived?;
+        let d = s.derived.as_ref()?;
         let SegmentKind::Tensor { dtype, .. } = &s.kind else {
             return None;
         };
         let (w, sw) = (dtype.width(), d.op.source_width(*dtype));
-        // derive::find checked that the source holds these elements.
-        let first = (d.source_elem as usize + j.start / w) * sw;
-        let len = (j.end - j.start) / w * sw;
-        Some((d.op, &parts[d.source][first..first + len]))
+        // derive::find checked that the pieces hold these elements.
+        let spans = d
+            .spans((j.start / w) as u64, (j.end / w) as u64)
+            .into_iter()
+            .map(|sp| {
+                let first = sp.source_elem as usize * sw;
+                let bytes = &parts[sp.source][first..first + sp.elems as usize * sw];
+                (sp.at as usize * w, sp.elems as usize * w, bytes)
+            })
+            .collect();
+        Some(Residue { op: d.op, spans })
     };
 
     out.write_all(&[0u8; HEADER_LEN])?;
@@ -688,6 +695,14 @@ fn longer_chunks_pay(
     long < short
 }
 
+/// What a chunk of a derived tensor is XORed with: the op, and the source
+/// bytes for each run of its elements (byte offset and length in the
+/// chunk, source bytes).
+struct Residue<'a> {
+    op: crate::derive::DeriveOp,
+    spans: Vec<(usize, usize, &'a [u8])>,
+}
+
 /// Codes one chunk into `enc` (its buffers reused): XORs it with `base`
 /// if given, or with its source transformed by the op for a derived
 /// tensor (the residue), splits it into planes, codes each plane, and
@@ -696,17 +711,19 @@ fn encode_chunk(
     kind: &SegmentKind,
     data: &[u8],
     base: Option<&[u8]>,
-    source: Option<(crate::derive::DeriveOp, &[u8])>,
+    source: Option<Residue<'_>>,
     lz: u64,
     tuning: &Tuning,
     enc: &mut EncodedChunk,
 ) {
     match base {
         None if source.is_some() => DELTA.with_borrow_mut(|x| {
-            let (op, src) = source.expect("checked");
+            let r = source.expect("checked");
             x.clear();
             x.extend_from_slice(data);
-            op.xor_into(src, x);
+            for (at, len, src) in r.spans {
+                r.op.xor_into(src, &mut x[at..at + len]);
+            }
             enc.transform = Transform::None;
             encode_planes(kind, x, lz, tuning, enc);
         }),

@@ -254,7 +254,7 @@ impl<'a> Container<'a> {
             }
         };
         self.decode_planes(c, seg, stored, out, &plane_err)?;
-        if let Some(d) = seg.derived {
+        if let Some(d) = &seg.derived {
             self.apply_source(i, c, seg, d, out)?;
         }
         if let Some(base) = base {
@@ -266,7 +266,7 @@ impl<'a> Container<'a> {
     }
 
     /// For chunk `i` of a derived tensor, whose residue is in `out`: XORs in
-    /// its source's elements transformed by the op, decoding only the
+    /// its sources' elements transformed by the op, decoding only the
     /// source chunks that hold them, one at a time (each checked against
     /// its checksum first).
     fn apply_source(
@@ -274,40 +274,45 @@ impl<'a> Container<'a> {
         i: usize,
         c: &ChunkEntry,
         seg: &Segment,
-        d: crate::derive::Derivation,
+        d: &crate::derive::Derivation,
         out: &mut [u8],
     ) -> Result<()> {
         let SegmentKind::Tensor { dtype, .. } = &seg.kind else {
             unreachable!("only tensors are derived")
         };
-        // Index::parse checked the source: a plain tensor holding every
-        // element asked for, whose chunks tile it.
-        let src = &self.index.segments[d.source];
         let (w, sw) = (dtype.width() as u64, d.op.source_width(*dtype) as u64);
-        let first = (d.source_elem + (c.raw_offset - seg.offset) / w) * sw;
-        let end = first + u64::from(c.raw_len) / w * sw;
-        let chunks = &self.index.chunks[src.first_chunk..src.first_chunk + src.chunk_count];
-        let k0 =
-            chunks.partition_point(|s| s.raw_offset - src.offset + u64::from(s.raw_len) <= first);
-        SOURCE.with_borrow_mut(|buf| {
-            for (k, sc) in chunks.iter().enumerate().skip(k0) {
-                let at = sc.raw_offset - src.offset;
-                if at >= end {
-                    break;
+        let e0 = (c.raw_offset - seg.offset) / w;
+        for span in d.spans(e0, e0 + u64::from(c.raw_len) / w) {
+            // Index::parse checked each source: a plain tensor holding every
+            // element asked for, whose chunks tile it.
+            let src = &self.index.segments[span.source];
+            let first = span.source_elem * sw;
+            let end = first + span.elems * sw;
+            let out = &mut out[(span.at * w) as usize..((span.at + span.elems) * w) as usize];
+            let chunks = &self.index.chunks[src.first_chunk..src.first_chunk + src.chunk_count];
+            let k0 = chunks
+                .partition_point(|s| s.raw_offset - src.offset + u64::from(s.raw_len) <= first);
+            SOURCE.with_borrow_mut(|buf| {
+                for (k, sc) in chunks.iter().enumerate().skip(k0) {
+                    let at = sc.raw_offset - src.offset;
+                    if at >= end {
+                        break;
+                    }
+                    buf.resize(sc.raw_len as usize, 0);
+                    self.decode_chunk_into(src.first_chunk + k, buf)
+                        .map_err(|e| source_error(i, seg, e))?;
+                    let (lo, hi) = (first.max(at), end.min(at + u64::from(sc.raw_len)));
+                    let o = ((lo - first) / sw * w) as usize;
+                    let n = ((hi - lo) / sw * w) as usize;
+                    d.op.xor_into(
+                        &buf[(lo - at) as usize..(hi - at) as usize],
+                        &mut out[o..o + n],
+                    );
                 }
-                buf.resize(sc.raw_len as usize, 0);
-                self.decode_chunk_into(src.first_chunk + k, buf)
-                    .map_err(|e| source_error(i, seg, e))?;
-                let (lo, hi) = (first.max(at), end.min(at + u64::from(sc.raw_len)));
-                let o = ((lo - first) / sw * w) as usize;
-                let n = ((hi - lo) / sw * w) as usize;
-                d.op.xor_into(
-                    &buf[(lo - at) as usize..(hi - at) as usize],
-                    &mut out[o..o + n],
-                );
-            }
-            Ok(())
-        })
+                Ok::<(), Error>(())
+            })?;
+        }
+        Ok(())
     }
 
     /// Decodes the planes of chunk `c` and merges them into `out`.

@@ -145,16 +145,76 @@ pub fn f16_bits(x: u32) -> u16 {
     sign | (kept + up as u32) as u16
 }
 
-/// A derived tensor's reference: its source segment, the op, and the
-/// source element its first element comes from.
+/// A run of a derived tensor's elements taken from one source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Derivation {
+pub struct Piece {
     /// Index of the source segment in the layout (a tensor that is not
     /// itself derived, nor a delta).
     pub source: usize,
-    pub op: DeriveOp,
-    /// Element of the source where this tensor's elements start.
+    /// Element of the source where the run starts.
     pub source_elem: u64,
+    /// Elements in the run (at least 1).
+    pub elems: u64,
+}
+
+/// A derived tensor's reference: the op, and the pieces of sources its
+/// elements come from, in order (one piece, unless the tensor straddles two
+/// partitions of a flat buffer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Derivation {
+    pub op: DeriveOp,
+    pub pieces: Vec<Piece>,
+}
+
+/// Part of a [`Piece`] that a range of derived elements covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub source: usize,
+    pub source_elem: u64,
+    /// The first derived element covered, counted from the range's start.
+    pub at: u64,
+    pub elems: u64,
+}
+
+impl Derivation {
+    /// The whole tensor from one source, from element `source_elem` on.
+    pub fn whole(op: DeriveOp, source: usize, source_elem: u64, elems: u64) -> Derivation {
+        Derivation {
+            op,
+            pieces: vec![Piece {
+                source,
+                source_elem,
+                elems,
+            }],
+        }
+    }
+
+    /// The first piece's source (the only one of a whole-tensor reference).
+    pub fn source(&self) -> usize {
+        self.pieces[0].source
+    }
+
+    /// The spans of source elements that derived elements `start..end` come
+    /// from, in order. The pieces must cover `end` (checked by
+    /// `Index::parse` and [`find`]).
+    pub fn spans(&self, start: u64, end: u64) -> Vec<Span> {
+        let mut out = Vec::new();
+        let mut first = 0u64;
+        for p in &self.pieces {
+            let last = first + p.elems;
+            let (lo, hi) = (start.max(first), end.min(last));
+            if lo < hi {
+                out.push(Span {
+                    source: p.source,
+                    source_elem: p.source_elem + (lo - first),
+                    at: lo - start,
+                    elems: hi - lo,
+                });
+            }
+            first = last;
+        }
+        out
+    }
 }
 
 /// Smallest tensor worth deriving: below this a reference saves less than
@@ -259,11 +319,8 @@ pub fn find(parts: &[&[u8]], layout: &[SegmentSpec]) -> Vec<Option<Derivation>> 
             if let Some(j) = (0..k).find(|&j| {
                 hashes[j] == hashes[k] && derived[g[j]].is_none() && parts[g[j]] == parts[i]
             }) {
-                derived[i] = Some(Derivation {
-                    source: g[j],
-                    op: DeriveOp::Copy,
-                    source_elem: 0,
-                });
+                let n = layout[i].len / tensor(&layout[i]).expect("a tensor").1.width() as u64;
+                derived[i] = Some(Derivation::whole(DeriveOp::Copy, g[j], 0, n));
             }
         }
     }
@@ -311,11 +368,7 @@ pub fn find(parts: &[&[u8]], layout: &[SegmentSpec]) -> Vec<Option<Derivation>> 
             .find(|&&s| rounds_to(round_of(op), parts[i], parts[s]));
         match found {
             Some(&s) => {
-                derived[i] = Some(Derivation {
-                    source: s,
-                    op,
-                    source_elem: 0,
-                })
+                derived[i] = Some(Derivation::whole(op, s, 0, parts[i].len() as u64 / 2));
             }
             None => unmatched.push(i),
         }
@@ -332,8 +385,8 @@ pub fn find(parts: &[&[u8]], layout: &[SegmentSpec]) -> Vec<Option<Derivation>> 
     // A copy of a tensor that became a rounding is the same rounding (no
     // chains: sources are never derived).
     for i in 0..derived.len() {
-        if let Some(d) = derived[i]
-            && let Some(sd) = derived[d.source]
+        if let Some(d) = &derived[i]
+            && let Some(sd) = derived[d.source()].clone()
         {
             derived[i] = Some(sd);
         }
@@ -428,16 +481,9 @@ fn by_content(
                 let mut k = 0;
                 while k < list.len() {
                     let (i, at) = list[k];
-                    let m = parts[i].len() / 2;
-                    let ok = p >= at
-                        && p - at + m <= n
-                        && rounds_to(round, parts[i], &src[4 * (p - at)..4 * (p - at + m)]);
-                    if ok {
-                        derived[i] = Some(Derivation {
-                            source: s,
-                            op,
-                            source_elem: (p - at) as u64,
-                        });
+                    let found = place(parts, sources, round, parts[i], s, p, at);
+                    if let Some(pieces) = found {
+                        derived[i] = Some(Derivation { op, pieces });
                         list.swap_remove(k);
                     } else {
                         k += 1;
@@ -448,6 +494,61 @@ fn by_content(
                 }
             }
         }
+    }
+}
+
+/// Where a candidate `data` (16-bit floats) whose window at element `at`
+/// was found at element `p` of source `s` comes from: the one piece of `s`
+/// it lies in, or, where it runs past the end of `s` (or starts before its
+/// beginning), that piece and the rest at the start (or the end) of another
+/// of the `sources`, as a tensor straddling two partitions of a flat buffer
+/// does (ZeRO, Megatron's distributed optimizer). `None` if the elements do
+/// not round to the data.
+fn place(
+    parts: &[&[u8]],
+    sources: &[usize],
+    round: fn(u32) -> u16,
+    data: &[u8],
+    s: usize,
+    p: usize,
+    at: usize,
+) -> Option<Vec<Piece>> {
+    let (m, n) = (data.len() / 2, parts[s].len() / 4);
+    let src = parts[s];
+    let piece = |source, source_elem: usize, elems: usize| Piece {
+        source,
+        source_elem: source_elem as u64,
+        elems: elems as u64,
+    };
+    let others = || sources.iter().copied().filter(move |&o| o != s);
+    if p >= at {
+        let start = p - at;
+        if start + m <= n {
+            return rounds_to(round, data, &src[4 * start..4 * (start + m)])
+                .then(|| vec![piece(s, start, m)]);
+        }
+        // The head here, the rest at the start of another source.
+        let head = n - start;
+        if !rounds_to(round, &data[..2 * head], &src[4 * start..]) {
+            return None;
+        }
+        let rest = m - head;
+        let o = others().find(|&o| {
+            parts[o].len() / 4 >= rest && rounds_to(round, &data[2 * head..], &parts[o][..4 * rest])
+        })?;
+        Some(vec![piece(s, start, head), piece(o, 0, rest)])
+    } else {
+        // The tail here, the first `before` elements at the end of another.
+        let before = at - p;
+        if m - before > n || !rounds_to(round, &data[2 * before..], &src[..4 * (m - before)]) {
+            return None;
+        }
+        let o = others().find(|&o| {
+            let n2 = parts[o].len() / 4;
+            n2 >= before && rounds_to(round, &data[..2 * before], &parts[o][4 * (n2 - before)..])
+        })?;
+        let n2 = parts[o].len() / 4;
+        Some(vec![piece(o, n2 - before, before), piece(s, 0, m - before)])
     }
 }
 

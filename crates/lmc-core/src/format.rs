@@ -35,7 +35,7 @@
 //! present before anything is allocated for it.
 
 use crate::codec::PlaneCodec;
-use crate::derive::{Derivation, DeriveOp};
+use crate::derive::{Derivation, DeriveOp, Piece};
 use crate::dtype::Dtype;
 use crate::error::{ChunkFault, Corruption, Error, Region, Result, quote_name};
 use crate::hash::xxh3_64;
@@ -297,6 +297,8 @@ pub struct Index {
 }
 
 const SEGMENT_MIN_LEN: usize = 1 + 8 + 4;
+/// Bytes of one piece of a derived tensor's record.
+const PIECE_LEN: usize = 4 + 8 + 8;
 const CHUNK_MIN_LEN: usize = 4 + 8 + 1;
 
 impl Index {
@@ -324,7 +326,7 @@ impl Index {
         }
         b.extend_from_slice(&(self.segments.len() as u32).to_le_bytes());
         for s in &self.segments {
-            match (&s.kind, s.base_offset, s.derived) {
+            match (&s.kind, s.base_offset, &s.derived) {
                 (SegmentKind::Bytes, _, _) => b.push(0),
                 (SegmentKind::Tensor { .. }, _, Some(_)) => b.push(3),
                 (SegmentKind::Tensor { .. }, None, None) => b.push(1),
@@ -341,10 +343,14 @@ impl Index {
                     b.extend_from_slice(&d.to_le_bytes());
                 }
             }
-            if let Some(d) = s.derived {
-                b.extend_from_slice(&(d.source as u32).to_le_bytes());
+            if let Some(d) = &s.derived {
                 b.push(d.op as u8);
-                b.extend_from_slice(&d.source_elem.to_le_bytes());
+                b.extend_from_slice(&(d.pieces.len() as u32).to_le_bytes());
+                for p in &d.pieces {
+                    b.extend_from_slice(&(p.source as u32).to_le_bytes());
+                    b.extend_from_slice(&p.source_elem.to_le_bytes());
+                    b.extend_from_slice(&p.elems.to_le_bytes());
+                }
             } else if let Some(off) = s.base_offset {
                 b.extend_from_slice(&off.to_le_bytes());
             }
@@ -481,7 +487,6 @@ impl Index {
                 _ => None,
             };
             let derived = if kind_code == 3 {
-                let source = r.u32("derived source")? as usize;
                 let code = r.u8("derive op")?;
                 let op = DeriveOp::from_code(code).ok_or_else(|| {
                     bad(format!(
@@ -489,12 +494,24 @@ impl Index {
                         describe_kind(&kind, offset)
                     ))
                 })?;
-                let source_elem = r.u64("derived source element")?;
-                Some(Derivation {
-                    source,
-                    op,
-                    source_elem,
-                })
+                let count = r.u32("derived piece count")? as usize;
+                // Checked against the bytes left before anything is allocated.
+                if count == 0 || count > (body.len() - r.pos) / PIECE_LEN {
+                    return Err(bad(format!(
+                        "{}: {count} pieces of sources, the index has room for {}",
+                        describe_kind(&kind, offset),
+                        (body.len() - r.pos) / PIECE_LEN
+                    )));
+                }
+                let mut pieces = Vec::with_capacity(count);
+                for _ in 0..count {
+                    pieces.push(Piece {
+                        source: r.u32("derived source")? as usize,
+                        source_elem: r.u64("derived source element")?,
+                        elems: r.u64("derived piece length")?,
+                    });
+                }
+                Some(Derivation { op, pieces })
             } else {
                 None
             };
@@ -671,7 +688,7 @@ fn describe_kind(kind: &SegmentKind, offset: u64) -> String {
 /// source holds every element the derived tensor takes from it. The errors
 /// name both tensors.
 fn check_derived(seg: &Segment, segments: &[Segment]) -> Result<()> {
-    let Some(d) = seg.derived else {
+    let Some(d) = &seg.derived else {
         return Ok(());
     };
     let SegmentKind::Tensor { name, dtype, .. } = &seg.kind else {
@@ -683,57 +700,67 @@ fn check_derived(seg: &Segment, segments: &[Segment]) -> Result<()> {
             format!("derived tensor {}: {what}", quote_name(name)),
         )
     };
-    let Some(src) = segments.get(d.source) else {
-        return Err(bad(format!(
-            "its source, segment {}, does not exist (the container has {} segments)",
-            d.source,
-            segments.len()
-        )));
-    };
-    let SegmentKind::Tensor {
-        name: sname,
-        dtype: sdtype,
-        ..
-    } = &src.kind
-    else {
-        return Err(bad(format!(
-            "its source, segment {} ({}), is not a tensor",
-            d.source,
-            src.describe()
-        )));
-    };
-    let sq = quote_name(sname);
-    if std::ptr::eq(src, seg) {
-        return Err(bad("it names itself as its source (a cycle)".into()));
-    }
-    if let Some(sd) = src.derived {
-        let far = segments
-            .get(sd.source)
-            .map_or_else(|| format!("segment {}", sd.source), Segment::describe);
-        return Err(bad(format!(
-            "its source, tensor {sq}, is itself derived (from {far}); chains and cycles are refused"
-        )));
-    }
-    if src.base_offset.is_some() {
-        return Err(bad(format!(
-            "its source, tensor {sq}, is a delta tensor; a source must be a plain tensor"
-        )));
-    }
-    if !d.op.allows(*dtype, *sdtype) {
-        return Err(bad(format!(
-            "op {} does not derive a {dtype} tensor from tensor {sq} of {sdtype}",
-            d.op.name()
-        )));
-    }
     let elems = seg.len / dtype.width() as u64;
-    let src_elems = src.len / sdtype.width() as u64;
-    if d.source_elem
-        .checked_add(elems)
-        .is_none_or(|end| end > src_elems)
-    {
+    let mut covered = 0u64;
+    for (k, p) in d.pieces.iter().enumerate() {
+        let Some(src) = segments.get(p.source) else {
+            return Err(bad(format!(
+                "the source of piece {k}, segment {}, does not exist (the container has {} segments)",
+                p.source,
+                segments.len()
+            )));
+        };
+        let SegmentKind::Tensor {
+            name: sname,
+            dtype: sdtype,
+            ..
+        } = &src.kind
+        else {
+            return Err(bad(format!(
+                "the source of piece {k}, segment {} ({}), is not a tensor",
+                p.source,
+                src.describe()
+            )));
+        };
+        let sq = quote_name(sname);
+        if std::ptr::eq(src, seg) {
+            return Err(bad("it names itself as its source (a cycle)".into()));
+        }
+        if let Some(sd) = &src.derived {
+            let far = segments
+                .get(sd.source())
+                .map_or_else(|| format!("segment {}", sd.source()), Segment::describe);
+            return Err(bad(format!(
+                "its source, tensor {sq}, is itself derived (from {far}); chains and cycles are refused"
+            )));
+        }
+        if src.base_offset.is_some() {
+            return Err(bad(format!(
+                "its source, tensor {sq}, is a delta tensor; a source must be a plain tensor"
+            )));
+        }
+        if !d.op.allows(*dtype, *sdtype) {
+            return Err(bad(format!(
+                "op {} does not derive a {dtype} tensor from tensor {sq} of {sdtype}",
+                d.op.name()
+            )));
+        }
+        let src_elems = src.len / sdtype.width() as u64;
+        if p.elems == 0
+            || p.source_elem
+                .checked_add(p.elems)
+                .is_none_or(|end| end > src_elems)
+        {
+            return Err(bad(format!(
+                "piece {k} takes elements {}..{}+{} of tensor {sq}, which has {src_elems}",
+                p.source_elem, p.source_elem, p.elems
+            )));
+        }
+        covered = covered.saturating_add(p.elems);
+    }
+    if covered != elems {
         return Err(bad(format!(
-            "it takes elements {}..{}+{elems} of tensor {sq}, which has {src_elems}",
-            d.source_elem, d.source_elem
+            "its pieces cover {covered} elements, the tensor has {elems}"
         )));
     }
     Ok(())

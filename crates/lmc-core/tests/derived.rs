@@ -9,7 +9,7 @@ use common::{Rng, tensor};
 
 use std::io::Cursor;
 
-use lmc_core::derive::{Derivation, DeriveOp, bf16_bits, f16_bits};
+use lmc_core::derive::{Derivation, DeriveOp, Piece, bf16_bits, f16_bits};
 use lmc_core::format::{FLAG_DERIVED, HEADER_LEN, Header, Index};
 use lmc_core::{CompressOptions, Container, Dtype, Error, SegmentKind, SegmentSpec, compress};
 use proptest::prelude::*;
@@ -73,6 +73,19 @@ impl Ckpt {
         flat.extend_from_slice(&x2);
         flat.extend_from_slice(&x3);
         flat.extend_from_slice(&[0.0; 5]);
+        // Two tensors straddling partitions of another flat buffer: y in
+        // p0 and p1, z (which starts with 20 equal elements, so that its
+        // content key lies past the partition boundary) in p1 and p2.
+        let y = weights(&mut rng, 3000);
+        let mut z = vec![0.5f32; 20];
+        z.extend(weights(&mut rng, 2000));
+        let mut p0 = weights(&mut rng, 700);
+        p0.extend_from_slice(&y[..1000]);
+        let mut p1 = y[1000..].to_vec();
+        p1.extend(weights(&mut rng, 300));
+        p1.extend_from_slice(&z[..10]);
+        let mut p2 = z[10..].to_vec();
+        p2.extend_from_slice(&[0.0; 6]);
         // Stochastic rounding: about half the elements one step up.
         let stochastic: Vec<u8> = s
             .iter()
@@ -108,6 +121,16 @@ impl Ckpt {
             ),
             f32_bytes(&flat),
         );
+        for (k, part) in [p0, p1, p2].iter().enumerate() {
+            c.push(
+                tensor(
+                    &format!("zero/rank{k}.safetensors:part"),
+                    Dtype::F32,
+                    vec![part.len() as u64],
+                ),
+                f32_bytes(part),
+            );
+        }
         c.push(bytes_seg(13), rng.bytes(13));
         // The model weights.
         c.push(
@@ -149,6 +172,14 @@ impl Ckpt {
         c.push(
             tensor("model/w.safetensors:layer.x3", Dtype::BF16, vec![4001]),
             rounded(&x3, bf16_bits),
+        );
+        c.push(
+            tensor("model/w.safetensors:y", Dtype::BF16, vec![3000]),
+            rounded(&y, bf16_bits),
+        );
+        c.push(
+            tensor("model/w.safetensors:z", Dtype::BF16, vec![2020]),
+            rounded(&z, bf16_bits),
         );
         c.push(
             tensor("model/w.safetensors:h_again", Dtype::F32, vec![5000]),
@@ -205,12 +236,28 @@ fn seg_index(c: &Container<'_>, name: &str) -> usize {
 /// A derivation as the test reads it: source name, op, source element.
 type Found = Option<(String, DeriveOp, u64)>;
 
+fn seg_name(c: &Container<'_>, i: usize) -> String {
+    match &c.segments()[i].kind {
+        SegmentKind::Tensor { name, .. } => name.clone(),
+        SegmentKind::Bytes => panic!("segment {i} is not a tensor"),
+    }
+}
+
+/// A whole-tensor derivation: its source's name, the op, the element.
 fn derivation(c: &Container<'_>, name: &str) -> Found {
-    let d = c.segments()[seg_index(c, name)].derived?;
-    let SegmentKind::Tensor { name: src, .. } = &c.segments()[d.source].kind else {
-        panic!("source of {name} is not a tensor");
-    };
-    Some((src.clone(), d.op, d.source_elem))
+    let d = c.segments()[seg_index(c, name)].derived.clone()?;
+    assert_eq!(d.pieces.len(), 1, "{name} is in pieces");
+    let p = d.pieces[0];
+    Some((seg_name(c, p.source), d.op, p.source_elem))
+}
+
+/// The pieces of a derivation: source name, element, count.
+fn pieces(c: &Container<'_>, name: &str) -> Vec<(String, u64, u64)> {
+    let d = c.segments()[seg_index(c, name)].derived.clone().unwrap();
+    d.pieces
+        .iter()
+        .map(|p| (seg_name(c, p.source), p.source_elem, p.elems))
+        .collect()
 }
 
 #[test]
@@ -271,6 +318,16 @@ fn derived_tensors_are_found_and_decode_to_the_same_bytes() {
     for (name, w) in want {
         assert_eq!(derivation(&c, name), w, "derivation of {name}");
     }
+    // Straddling two partitions, found by the head's key and by the tail's.
+    let r = |k: usize| format!("zero/rank{k}.safetensors:part");
+    assert_eq!(
+        pieces(&c, "model/w.safetensors:y"),
+        [(r(0), 700, 1000), (r(1), 0, 2000)]
+    );
+    assert_eq!(
+        pieces(&c, "model/w.safetensors:z"),
+        [(r(1), 2300, 10), (r(2), 0, 2010)]
+    );
     check_decodes(&packed, &ck.input);
 
     // The same checkpoint without derivations: every derived tensor's
@@ -375,11 +432,8 @@ fn bad_references_are_refused_naming_both_tensors() {
     let master_a = seg_index(&c, "master/m.safetensors:a");
     let set =
         |i: usize, d: Derivation| rewrite(&packed, move |ix, _| ix.segments[i].derived = Some(d));
-    let d = |source, op, source_elem| Derivation {
-        source,
-        op,
-        source_elem,
-    };
+    // x2 has 2500 elements.
+    let d = |source, op, source_elem| Derivation::whole(op, source, source_elem, 2500);
 
     // Missing source.
     let e = refused(&set(x2, d(9999, DeriveOp::RoundBf16, 0)));
@@ -422,17 +476,43 @@ fn bad_references_are_refused_naming_both_tensors() {
     );
     let e = refused(&set(x2, d(master_a, DeriveOp::RoundBf16, u64::MAX - 1)));
     assert!(e.contains("takes elements"), "{e}");
+    // Pieces that do not cover the tensor, or are empty.
+    let piece = |source, source_elem, elems| Piece {
+        source,
+        source_elem,
+        elems,
+    };
+    let two = |a: u64, b: u64| Derivation {
+        op: DeriveOp::RoundBf16,
+        pieces: vec![piece(master_a, 0, a), piece(master_a, 5000, b)],
+    };
+    let e = refused(&set(x2, two(1000, 1499)));
+    assert!(
+        e.contains("layer.x2") && e.contains("cover 2499 elements, the tensor has 2500"),
+        "{e}"
+    );
+    let e = refused(&set(x2, two(2500, 0)));
+    assert!(e.contains("piece 1 takes elements 5000..5000+0"), "{e}");
+    let e = refused(&set(
+        x2,
+        Derivation {
+            op: DeriveOp::RoundBf16,
+            pieces: vec![],
+        },
+    ));
+    assert!(e.contains("layer.x2") && e.contains("0 pieces"), "{e}");
     // A derived tensor in a file without the flag: an older reader's view.
     let e = refused(&rewrite(&packed, |_, flags| *flags &= !FLAG_DERIVED));
     assert!(e.contains("unknown kind 3"), "{e}");
-    // An unknown op: the byte before a recognisable source element.
+    // An unknown op: 9 bytes (piece count, source) before a recognisable
+    // source element.
     let marked = set(x2, d(master_a, DeriveOp::RoundBf16, 0x0102_0304_0506));
     let header = Header::parse(&marked).unwrap();
     let start = HEADER_LEN + header.payload_len as usize;
     let mut index = marked[start..].to_vec();
     let mark = 0x0102_0304_0506u64.to_le_bytes();
     let at = index.windows(8).position(|w| w == mark).unwrap();
-    index[at - 1] = 7;
+    index[at - 9] = 7;
     let body = index.len() - 8;
     let sum = xxhash_rust::xxh3::xxh3_64(&index[..body]);
     index[body..].copy_from_slice(&sum.to_le_bytes());
@@ -562,7 +642,7 @@ fn fuzz_seed_holds_every_op() {
     let mut ops: Vec<u8> = c
         .segments()
         .iter()
-        .filter_map(|s| s.derived.map(|d| d.op as u8))
+        .filter_map(|s| s.derived.as_ref().map(|d| d.op as u8))
         .collect();
     ops.sort();
     assert_eq!(ops, [0, 1, 1, 2]);

@@ -7,10 +7,13 @@ Python 3.11, standard library only, deterministic. Three files:
 - weights-bf16.safetensors: BF16 `a` [64, 32] and `s` [1500] and F16 `h`
   [700], roundings of the masters (`s` by stochastic rounding: about half
   its elements one step up); `b` [1200] and `c` [900], roundings of slices
-  of the flat buffer; `head`, a copy of `a` (tied).
+  of the flat buffer; `head`, a copy of `a` (tied); `y` [600], whose
+  master straddles two partitions.
 - master-fp32.safetensors: F32 `a` and `s` (found by name), `flat` [2810]:
   3 elements of padding, `c`'s master, `b`'s master, then `h`'s master and
-  7 of padding (found by content).
+  7 of padding (found by content); `part0` [400] and `part1` [310], two
+  partitions of a flat buffer: 100 other elements and the first 300 of
+  `y`'s master, then its last 300 and 10 of padding.
 - optim.safetensors: F32 `a.exp_avg` and a copy of `a.exp_avg` named
   `a.exp_avg_copy` (a duplicate).
 
@@ -76,6 +79,7 @@ def main() -> None:
     a, s, b, c, h = f32_values(64 * 32), f32_values(1500), f32_values(1200), f32_values(900), f32_values(700)
     flat = [0.0] * 3 + c + b + h + [0.0] * 7
     exp_avg = f32_values(64 * 32)
+    y, other = f32_values(600), f32_values(100)
     a16 = pack("H", [bf16(v) for v in a])
     s16 = pack("H", [(bf16(v) + (next(R) & 1)) & 0xFFFF for v in s])
     (out / "weights-bf16.safetensors").write_bytes(safetensors([
@@ -85,10 +89,13 @@ def main() -> None:
         ("h", "F16", [700], pack("H", [f16(v) for v in h])),
         ("head", "BF16", [64, 32], a16),
         ("s", "BF16", [1500], s16),
+        ("y", "BF16", [600], pack("H", [bf16(v) for v in y])),
     ]))
     (out / "master-fp32.safetensors").write_bytes(safetensors([
         ("a", "F32", [64, 32], pack("f", a)),
         ("flat", "F32", [len(flat)], pack("f", flat)),
+        ("part0", "F32", [400], pack("f", other + y[:300])),
+        ("part1", "F32", [310], pack("f", y[300:] + [0.0] * 10)),
         ("s", "F32", [1500], pack("f", s)),
     ]))
     (out / "optim.safetensors").write_bytes(safetensors([

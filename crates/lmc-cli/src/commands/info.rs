@@ -159,7 +159,11 @@ pub fn run(input: &Path, as_json: bool) -> Result<()> {
             }
         )?;
     }
-    let derived: Vec<_> = c.segments().iter().filter_map(|s| s.derived).collect();
+    let derived: Vec<_> = c
+        .segments()
+        .iter()
+        .filter_map(|s| s.derived.as_ref())
+        .collect();
     if !derived.is_empty() {
         let copies = derived
             .iter()
@@ -234,12 +238,19 @@ pub fn run(input: &Path, as_json: bool) -> Result<()> {
             human(seg.len),
             human(*stored),
             ratio(seg.len, *stored),
-            match seg.derived {
+            match &seg.derived {
                 Some(d) => format!(
-                    "{} of {} from element {}; residue {}",
+                    "{} of {}; residue {}",
                     d.op.name(),
-                    c.segments()[d.source].describe(),
-                    d.source_elem,
+                    d.pieces
+                        .iter()
+                        .map(|p| format!(
+                            "{} from element {}",
+                            c.segments()[p.source].describe(),
+                            p.source_elem
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(" then "),
                     plane_desc.join(" | ")
                 ),
                 None => plane_desc.join(" | "),
