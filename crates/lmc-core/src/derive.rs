@@ -71,23 +71,33 @@ impl DeriveOp {
         }
     }
 
+    /// The rounding of a round op (BF16's for copy, which has none).
+    pub fn round(self) -> fn(u32) -> u16 {
+        match self {
+            DeriveOp::RoundF16 => f16_bits,
+            _ => bf16_bits,
+        }
+    }
+
     /// `out[i] ^= op(source)[i]`, element by element; `source` holds as
     /// many elements as `out` (checked by the callers).
     pub fn xor_into(self, source: &[u8], out: &mut [u8]) {
-        let round: fn(u32) -> u16 = match self {
+        // Each rounding monomorphised, so that the loop vectorises.
+        fn rounded(round: impl Fn(u32) -> u16, source: &[u8], out: &mut [u8]) {
+            for (o, s) in out.chunks_exact_mut(2).zip(source.chunks_exact(4)) {
+                let r = round(u32::from_le_bytes([s[0], s[1], s[2], s[3]])).to_le_bytes();
+                o[0] ^= r[0];
+                o[1] ^= r[1];
+            }
+        }
+        match self {
             DeriveOp::Copy => {
                 for (o, s) in out.iter_mut().zip(source) {
                     *o ^= s;
                 }
-                return;
             }
-            DeriveOp::RoundBf16 => bf16_bits,
-            DeriveOp::RoundF16 => f16_bits,
-        };
-        for (o, s) in out.chunks_exact_mut(2).zip(source.chunks_exact(4)) {
-            let r = round(u32::from_le_bytes([s[0], s[1], s[2], s[3]])).to_le_bytes();
-            o[0] ^= r[0];
-            o[1] ^= r[1];
+            DeriveOp::RoundBf16 => rounded(bf16_bits, source, out),
+            DeriveOp::RoundF16 => rounded(f16_bits, source, out),
         }
     }
 }
@@ -97,12 +107,16 @@ impl DeriveOp {
 /// infinity; a NaN keeps its sign and top payload bits and is made quiet.
 #[inline]
 pub fn bf16_bits(x: u32) -> u16 {
-    if x & 0x7FFF_FFFF > 0x7F80_0000 {
-        return ((x >> 16) as u16) | 0x0040;
-    }
     // Adding 0x7FFF plus the lowest kept bit rounds half to even; a carry
-    // into the exponent is exactly rounding up.
-    ((x + 0x7FFF + ((x >> 16) & 1)) >> 16) as u16
+    // into the exponent is exactly rounding up. Both results are computed
+    // and one chosen, so that loops over this vectorise.
+    let rounded = (x.wrapping_add(0x7FFF + ((x >> 16) & 1)) >> 16) as u16;
+    let nan = ((x >> 16) as u16) | 0x0040;
+    if x & 0x7FFF_FFFF > 0x7F80_0000 {
+        nan
+    } else {
+        rounded
+    }
 }
 
 /// F16 bits of the F32 with bits `x`, rounded to nearest with ties to even
@@ -232,26 +246,32 @@ fn near(a: u16, b: u16) -> bool {
 }
 
 /// Elements of `data` (16-bit floats) that are neither equal to nor a
-/// neighbour of `round(source)`, counting at most `limit + 1`.
-fn far_count(round: fn(u32) -> u16, data: &[u8], source: &[u8], limit: usize) -> usize {
-    let mut far = 0;
-    for (d, s) in data.chunks_exact(2).zip(source.chunks_exact(4)) {
-        let d = u16::from_le_bytes([d[0], d[1]]);
-        let r = round(u32::from_le_bytes([s[0], s[1], s[2], s[3]]));
-        if !near(d, r) {
-            far += 1;
-            if far > limit {
-                break;
-            }
-        }
+/// neighbour of `round(source)`. Branch-free and monomorphised for each
+/// rounding, so that it vectorises.
+fn far_count(op: DeriveOp, data: &[u8], source: &[u8]) -> usize {
+    match op {
+        DeriveOp::RoundF16 => far_count_with(f16_bits, data, source),
+        _ => far_count_with(bf16_bits, data, source),
     }
-    far
+}
+
+fn far_count_with(round: impl Fn(u32) -> u16, data: &[u8], source: &[u8]) -> usize {
+    data.chunks_exact(2)
+        .zip(source.chunks_exact(4))
+        .map(|(d, s)| {
+            let d = u16::from_le_bytes([d[0], d[1]]);
+            let r = round(u32::from_le_bytes([s[0], s[1], s[2], s[3]]));
+            // Equal, one more or one less.
+            usize::from(d.wrapping_sub(r).wrapping_add(1) > 2)
+        })
+        .sum()
 }
 
 /// Whether `data` is a rounding of `source` (same element count) worth a
 /// residue: at most 1 element in 100 further than a neighbour from the
 /// rounding. Checks [`SAMPLES`] spread elements before all of them.
-fn rounds_to(round: fn(u32) -> u16, data: &[u8], source: &[u8]) -> bool {
+fn rounds_to(op: DeriveOp, data: &[u8], source: &[u8]) -> bool {
+    let round = op.round();
     let n = data.len() / 2;
     debug_assert_eq!(source.len(), 4 * n);
     if n == 0 {
@@ -275,7 +295,7 @@ fn rounds_to(round: fn(u32) -> u16, data: &[u8], source: &[u8]) -> bool {
     let far: usize = data
         .par_chunks(2 * PIECE)
         .zip(source.par_chunks(4 * PIECE))
-        .map(|(d, s)| far_count(round, d, s, limit))
+        .map(|(d, s)| far_count(op, d, s))
         .sum();
     far <= limit
 }
@@ -301,8 +321,10 @@ pub fn find(parts: &[&[u8]], layout: &[SegmentSpec]) -> Vec<Option<Derivation>> 
     let mut derived: Vec<Option<Derivation>> = vec![None; layout.len()];
     let big = |i: usize| layout[i].len >= MIN_DERIVED_LEN && tensor(&layout[i]).is_some();
 
-    // 1. Byte-identical tensors: grouped by dtype and length, hashed, then
-    // compared in full; the first of each group is the source.
+    // 1. Byte-identical tensors: grouped by dtype and length, then by a
+    // hash of samples (so that the optimizer's many tensors of one shape
+    // are not read whole), then compared in full; the first of each group
+    // is the source.
     let mut groups: HashMap<(Dtype, u64), Vec<usize>> = HashMap::new();
     for i in (0..layout.len()).filter(|&i| big(i)) {
         let (_, dtype, _) = tensor(&layout[i]).expect("a tensor");
@@ -311,10 +333,7 @@ pub fn find(parts: &[&[u8]], layout: &[SegmentSpec]) -> Vec<Option<Derivation>> 
     let mut groups: Vec<Vec<usize>> = groups.into_values().filter(|g| g.len() > 1).collect();
     groups.sort();
     for g in groups {
-        let hashes: Vec<u64> = g
-            .par_iter()
-            .map(|&i| crate::hash::xxh3_64(parts[i]))
-            .collect();
+        let hashes: Vec<u64> = g.iter().map(|&i| sample_hash(parts[i])).collect();
         for (k, &i) in g.iter().enumerate() {
             if let Some(j) = (0..k).find(|&j| {
                 hashes[j] == hashes[k] && derived[g[j]].is_none() && parts[g[j]] == parts[i]
@@ -330,12 +349,6 @@ pub fn find(parts: &[&[u8]], layout: &[SegmentSpec]) -> Vec<Option<Derivation>> 
         Dtype::BF16 => Some(DeriveOp::RoundBf16),
         Dtype::F16 => Some(DeriveOp::RoundF16),
         _ => None,
-    };
-    let round_of = |op: DeriveOp| -> fn(u32) -> u16 {
-        match op {
-            DeriveOp::RoundF16 => f16_bits,
-            _ => bf16_bits,
-        }
     };
     let sources: Vec<usize> = (0..layout.len())
         .filter(|&i| {
@@ -365,7 +378,7 @@ pub fn find(parts: &[&[u8]], layout: &[SegmentSpec]) -> Vec<Option<Derivation>> 
             .get(&(short_name(name), shape))
             .into_iter()
             .flatten()
-            .find(|&&s| rounds_to(round_of(op), parts[i], parts[s]));
+            .find(|&&s| rounds_to(op, parts[i], parts[s]));
         match found {
             Some(&s) => {
                 derived[i] = Some(Derivation::whole(op, s, 0, parts[i].len() as u64 / 2));
@@ -394,11 +407,35 @@ pub fn find(parts: &[&[u8]], layout: &[SegmentSpec]) -> Vec<Option<Derivation>> 
     derived
 }
 
+/// XXH3-64 of 4 KiB at the start, the middle and the end of `data`.
+fn sample_hash(data: &[u8]) -> u64 {
+    const N: usize = 4096;
+    if data.len() <= 3 * N {
+        return crate::hash::xxh3_64(data);
+    }
+    let mid = data.len() / 2;
+    let mut h = [0u8; 24];
+    for (k, piece) in [&data[..N], &data[mid..mid + N], &data[data.len() - N..]]
+        .into_iter()
+        .enumerate()
+    {
+        h[8 * k..8 * k + 8].copy_from_slice(&crate::hash::xxh3_64(piece).to_le_bytes());
+    }
+    crate::hash::xxh3_64(&h)
+}
+
 /// Elements in a content key.
 const WINDOW: usize = 8;
 
 /// Content keys: the window's elements -> (candidate, where its window starts).
 type KeyMap = HashMap<[u16; WINDOW], Vec<(usize, usize)>>;
+
+/// Source positions probed: one in STRIDE. Each candidate is keyed by a
+/// window in each of the STRIDE classes of start positions modulo STRIDE,
+/// so that wherever it starts in a source, one of its windows lies at a
+/// probed position: the scan rounds and looks up a sixteenth of the
+/// positions.
+const STRIDE: usize = 16;
 
 /// Step 3 of [`find`]: finds `unmatched` candidates (BF16 or F16 tensors)
 /// inside the F32 `sources` by content, at any element offset.
@@ -410,26 +447,43 @@ fn by_content(
     derived: &mut [Option<Derivation>],
 ) {
     let elem16 = |b: &[u8], i: usize| u16::from_le_bytes([b[2 * i], b[2 * i + 1]]);
-    // Key -> (candidate, where its window starts), per op.
+    // Key -> (candidate, where its window starts), per op; and how many
+    // candidates of each op have keys.
     let mut keys: [KeyMap; 2] = Default::default();
+    let mut left = [0usize; 2];
     for &i in unmatched {
         let (_, dtype, _) = tensor(&layout[i]).expect("a tensor");
+        let t = usize::from(dtype == Dtype::F16);
         let n = parts[i].len() / 2;
-        let Some(at) = (0..n.saturating_sub(WINDOW - 1))
-            .find(|&j| (1..WINDOW).any(|k| elem16(parts[i], j + k) != elem16(parts[i], j)))
-        else {
+        // Windows that are not constant (a constant window, such as a
+        // LayerNorm's ones, would match everywhere).
+        let varied = |j: usize| (1..WINDOW).any(|k| elem16(parts[i], j + k) != elem16(parts[i], j));
+        let Some(first) = (0..n.saturating_sub(WINDOW - 1)).find(|&j| varied(j)) else {
             continue;
         };
-        let key: [u16; WINDOW] = std::array::from_fn(|k| elem16(parts[i], at + k));
-        let t = usize::from(dtype == Dtype::F16);
-        keys[t].entry(key).or_default().push((i, at));
+        // For each class of positions modulo STRIDE, the first varied
+        // window from `first` on.
+        let mut any = false;
+        for c in 0..STRIDE {
+            let Some(at) = (first + c..n.saturating_sub(WINDOW - 1))
+                .step_by(STRIDE)
+                .find(|&j| varied(j))
+            else {
+                continue;
+            };
+            let key: [u16; WINDOW] = std::array::from_fn(|k| elem16(parts[i], at + k));
+            keys[t].entry(key).or_default().push((i, at));
+            any = true;
+        }
+        left[t] += usize::from(any);
     }
     for (t, keys) in keys.iter_mut().enumerate() {
-        let (op, round): (DeriveOp, fn(u32) -> u16) = if t == 0 {
-            (DeriveOp::RoundBf16, bf16_bits)
+        let op = if t == 0 {
+            DeriveOp::RoundBf16
         } else {
-            (DeriveOp::RoundF16, f16_bits)
+            DeriveOp::RoundF16
         };
+        let round = op.round();
         // A 2^20-bit filter on the first four elements of a key keeps the
         // hash map out of the scan's inner loop.
         let mut filter = vec![0u64; 1 << 14];
@@ -439,7 +493,7 @@ fn by_content(
             filter[slot(w) >> 6] |= 1 << (slot(w) & 63);
         }
         for &s in sources {
-            if keys.is_empty() {
+            if left[t] == 0 {
                 break;
             }
             let src = parts[s];
@@ -447,27 +501,33 @@ fn by_content(
             if n < WINDOW {
                 continue;
             }
-            // Positions in parallel blocks; each reports its hits in order.
-            const BLOCK: usize = 1 << 16;
-            let hits: Vec<(usize, [u16; WINDOW])> = (0..n - WINDOW + 1)
+            let r = |q: usize| {
+                round(u32::from_le_bytes([
+                    src[4 * q],
+                    src[4 * q + 1],
+                    src[4 * q + 2],
+                    src[4 * q + 3],
+                ]))
+            };
+            // Probed positions in parallel blocks; each reports its hits in order.
+            const BLOCK: usize = 1 << 18;
+            let last = n - WINDOW;
+            let hits: Vec<(usize, [u16; WINDOW])> = (0..=last)
                 .step_by(BLOCK)
                 .collect::<Vec<_>>()
                 .into_par_iter()
                 .flat_map_iter(|b| {
-                    let end = (b + BLOCK).min(n - WINDOW + 1);
-                    let r: Vec<u16> = src[4 * b..4 * (end + WINDOW - 1)]
-                        .chunks_exact(4)
-                        .map(|c| round(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-                        .collect();
                     let mut found = Vec::new();
-                    let mut w = r[..3].iter().fold(0u64, |a, &x| a << 16 | x as u64);
-                    for p in 0..end - b {
-                        w = w << 16 | r[p + 3] as u64;
+                    for p in (b..=last.min(b + BLOCK - 1)).step_by(STRIDE) {
+                        let w = (r(p) as u64) << 48
+                            | (r(p + 1) as u64) << 32
+                            | (r(p + 2) as u64) << 16
+                            | r(p + 3) as u64;
                         let h = slot(w);
                         if filter[h >> 6] >> (h & 63) & 1 == 1 {
-                            let key: [u16; WINDOW] = r[p..p + WINDOW].try_into().expect("window");
+                            let key: [u16; WINDOW] = std::array::from_fn(|k| r(p + k));
                             if keys.contains_key(&key) {
-                                found.push((b + p, key));
+                                found.push((p, key));
                             }
                         }
                     }
@@ -475,22 +535,17 @@ fn by_content(
                 })
                 .collect();
             for (p, key) in hits {
-                let Some(list) = keys.get_mut(&key) else {
+                let Some(list) = keys.get(&key) else {
                     continue;
                 };
-                let mut k = 0;
-                while k < list.len() {
-                    let (i, at) = list[k];
-                    let found = place(parts, sources, round, parts[i], s, p, at);
-                    if let Some(pieces) = found {
-                        derived[i] = Some(Derivation { op, pieces });
-                        list.swap_remove(k);
-                    } else {
-                        k += 1;
+                for &(i, at) in list {
+                    if derived[i].is_some() {
+                        continue;
                     }
-                }
-                if list.is_empty() {
-                    keys.remove(&key);
+                    if let Some(pieces) = place(parts, sources, op, parts[i], s, p, at) {
+                        derived[i] = Some(Derivation { op, pieces });
+                        left[t] -= 1;
+                    }
                 }
             }
         }
@@ -507,7 +562,7 @@ fn by_content(
 fn place(
     parts: &[&[u8]],
     sources: &[usize],
-    round: fn(u32) -> u16,
+    round: DeriveOp,
     data: &[u8],
     s: usize,
     p: usize,
