@@ -299,6 +299,10 @@ pub struct Index {
 const SEGMENT_MIN_LEN: usize = 1 + 8 + 4;
 /// Bytes of one piece of a derived tensor's record.
 const PIECE_LEN: usize = 4 + 8 + 8;
+/// Most pieces a derived tensor may have. lmc writes 1 or 2 (a tensor
+/// straddling two partitions of a flat buffer); the limit keeps the pieces
+/// a reader looks through for each chunk few.
+pub const MAX_PIECES: usize = 256;
 const CHUNK_MIN_LEN: usize = 4 + 8 + 1;
 
 impl Index {
@@ -495,12 +499,13 @@ impl Index {
                     ))
                 })?;
                 let count = r.u32("derived piece count")? as usize;
-                // Checked against the bytes left before anything is allocated.
-                if count == 0 || count > (body.len() - r.pos) / PIECE_LEN {
+                // Checked against the limit and the bytes left before
+                // anything is allocated.
+                let room = (body.len() - r.pos) / PIECE_LEN;
+                if count == 0 || count > MAX_PIECES || count > room {
                     return Err(bad(format!(
-                        "{}: {count} pieces of sources, the index has room for {}",
+                        "{}: {count} pieces of sources (1 to {MAX_PIECES} allowed), the index has room for {room}",
                         describe_kind(&kind, offset),
-                        (body.len() - r.pos) / PIECE_LEN
                     )));
                 }
                 let mut pieces = Vec::with_capacity(count);

@@ -501,6 +501,15 @@ fn bad_references_are_refused_naming_both_tensors() {
         },
     ));
     assert!(e.contains("layer.x2") && e.contains("0 pieces"), "{e}");
+    let many = Derivation {
+        op: DeriveOp::RoundBf16,
+        pieces: vec![piece(master_a, 0, 1); 257],
+    };
+    let e = refused(&set(x2, many));
+    assert!(
+        e.contains("257 pieces of sources (1 to 256 allowed)"),
+        "{e}"
+    );
     // A derived tensor in a file without the flag: an older reader's view.
     let e = refused(&rewrite(&packed, |_, flags| *flags &= !FLAG_DERIVED));
     assert!(e.contains("unknown kind 3"), "{e}");
