@@ -333,13 +333,16 @@ pub fn find(parts: &[&[u8]], layout: &[SegmentSpec]) -> Vec<Option<Derivation>> 
     let mut groups: Vec<Vec<usize>> = groups.into_values().filter(|g| g.len() > 1).collect();
     groups.sort();
     for g in groups {
-        let hashes: Vec<u64> = g.iter().map(|&i| sample_hash(parts[i])).collect();
-        for (k, &i) in g.iter().enumerate() {
-            if let Some(j) = (0..k).find(|&j| {
-                hashes[j] == hashes[k] && derived[g[j]].is_none() && parts[g[j]] == parts[i]
-            }) {
-                let n = layout[i].len / tensor(&layout[i]).expect("a tensor").1.width() as u64;
-                derived[i] = Some(Derivation::whole(DeriveOp::Copy, g[j], 0, n));
+        // Sample hash -> the distinct tensors seen with it.
+        let mut seen: HashMap<u64, Vec<usize>> = HashMap::new();
+        for i in g {
+            let kept = seen.entry(sample_hash(parts[i])).or_default();
+            match kept.iter().find(|&&j| parts[j] == parts[i]) {
+                Some(&j) => {
+                    let n = layout[i].len / tensor(&layout[i]).expect("a tensor").1.width() as u64;
+                    derived[i] = Some(Derivation::whole(DeriveOp::Copy, j, 0, n));
+                }
+                None => kept.push(i),
             }
         }
     }
@@ -387,10 +390,11 @@ pub fn find(parts: &[&[u8]], layout: &[SegmentSpec]) -> Vec<Option<Derivation>> 
         }
     }
 
-    // 3. The rest by content: each candidate is keyed by the first window
-    // of WINDOW elements that is not constant (a constant window, such as a
-    // LayerNorm's ones, would match everywhere); every position of every
-    // F32 source is looked up by the rounding of its window.
+    // 3. The rest by content: each candidate is keyed by windows of WINDOW
+    // elements that are not constant (a constant window, such as a
+    // LayerNorm's ones, would match everywhere), one in each class of
+    // positions modulo STRIDE; one position in STRIDE of every F32 source
+    // is looked up by the rounding of its window.
     if !unmatched.is_empty() {
         by_content(parts, layout, &sources, &unmatched, &mut derived);
     }
@@ -437,6 +441,11 @@ type KeyMap = HashMap<[u16; WINDOW], Vec<(usize, usize)>>;
 /// positions.
 const STRIDE: usize = 16;
 
+/// Most places [`by_content`] checks for one candidate.
+const MAX_TRIES: u32 = 64;
+/// Most key matches [`by_content`] keeps from one block of positions.
+const MAX_BLOCK_HITS: usize = 256;
+
 /// Step 3 of [`find`]: finds `unmatched` candidates (BF16 or F16 tensors)
 /// inside the F32 `sources` by content, at any element offset.
 fn by_content(
@@ -451,6 +460,9 @@ fn by_content(
     // candidates of each op have keys.
     let mut keys: [KeyMap; 2] = Default::default();
     let mut left = [0usize; 2];
+    // Places tried per candidate: a key found in many places (periodic
+    // data) must not make the search quadratic.
+    let mut tries = vec![0u32; layout.len()];
     for &i in unmatched {
         let (_, dtype, _) = tensor(&layout[i]).expect("a tensor");
         let t = usize::from(dtype == Dtype::F16);
@@ -528,6 +540,11 @@ fn by_content(
                             let key: [u16; WINDOW] = std::array::from_fn(|k| r(p + k));
                             if keys.contains_key(&key) {
                                 found.push((p, key));
+                                // Periodic data can match everywhere: a
+                                // block reports a bounded number of hits.
+                                if found.len() == MAX_BLOCK_HITS {
+                                    break;
+                                }
                             }
                         }
                     }
@@ -539,9 +556,10 @@ fn by_content(
                     continue;
                 };
                 for &(i, at) in list {
-                    if derived[i].is_some() {
+                    if derived[i].is_some() || tries[i] >= MAX_TRIES {
                         continue;
                     }
+                    tries[i] += 1;
                     if let Some(pieces) = place(parts, sources, op, parts[i], s, p, at) {
                         derived[i] = Some(Derivation { op, pieces });
                         left[t] -= 1;
