@@ -122,9 +122,10 @@ impl CompressOptions {
 
     /// With `true` (the default), tensors that are a copy or a rounding of
     /// another tensor of the same file are stored as derived tensors (a
-    /// reference plus a residue; see [`crate::derive`]). Delta containers
-    /// ([`compress_delta`]) never derive. With `false`, every tensor is
-    /// coded alone, as lmc did before.
+    /// reference plus a residue; see [`crate::derive`]), in delta
+    /// containers ([`compress_delta`]) too, where such a tensor is coded
+    /// against its source instead of the base. With `false`, every tensor
+    /// is coded alone (or against the base), as lmc did before.
     pub fn cross_tensor(mut self, on: bool) -> Self {
         self.cross_tensor = on;
         self
@@ -315,14 +316,22 @@ pub fn compress_parts<W: Write + Seek + Send>(
     }
     let (mut segments, mut jobs) = plan(parts, layout, base, &|_| options.chunk_size)?;
     // After plan(), which checked the parts against the layout.
-    let derived = if base.is_none() && options.cross_tensor {
+    let derived = if options.cross_tensor {
         crate::derive::find(parts, layout)
     } else {
         vec![None; layout.len()]
     };
-    for (s, d) in segments.iter_mut().zip(&derived) {
-        s.derived = d.clone();
-    }
+    // A derived tensor is coded against its source, not against the base
+    // (in a delta, an exact rounding costs nothing, its delta does).
+    let apply = |segments: &mut [Segment]| {
+        for (s, d) in segments.iter_mut().zip(&derived) {
+            if d.is_some() {
+                s.derived = d.clone();
+                s.base_offset = None;
+            }
+        }
+    };
+    apply(&mut segments);
     // Planes that get zstd tried in every chunk, judged once per tensor.
     // Delta tensors are not judged: their XOR planes are mostly zero runs,
     // for which zstd is tried anyway.
@@ -358,9 +367,7 @@ pub fn compress_parts<W: Write + Seek + Send>(
         if long.iter().any(|&l| l) {
             let size = |i: usize| if long[i] { big } else { options.chunk_size };
             (segments, jobs) = plan(parts, layout, base, &size)?;
-            for (s, d) in segments.iter_mut().zip(&derived) {
-                s.derived = d.clone();
-            }
+            apply(&mut segments);
         }
     }
     let total_len: u64 = segments.iter().map(|s| s.len).sum();

@@ -27,7 +27,10 @@ thread_local! {
 /// chunk), with the derived tensor named in front otherwise.
 fn source_error(i: usize, seg: &Segment, e: Error) -> Error {
     match e {
-        Error::ChunkChecksum { .. } | Error::PlaneDecode { .. } | Error::Cancelled => e,
+        Error::ChunkChecksum { .. }
+        | Error::PlaneDecode { .. }
+        | Error::Cancelled
+        | Error::Base(_) => e,
         other => Error::corrupt(
             Region::Payload,
             format!(
@@ -283,8 +286,9 @@ impl<'a> Container<'a> {
         let (w, sw) = (dtype.width() as u64, d.op.source_width(*dtype) as u64);
         let e0 = (c.raw_offset - seg.offset) / w;
         for span in d.spans(e0, e0 + u64::from(c.raw_len) / w) {
-            // Index::parse checked each source: a plain tensor holding every
-            // element asked for, whose chunks tile it.
+            // Index::parse checked each source: a tensor that is not derived
+            // (a delta's chunks need the base, which decoding them checks),
+            // holding every element asked for, whose chunks tile it.
             let src = &self.index.segments[span.source];
             let first = span.source_elem * sw;
             let end = first + span.elems * sw;

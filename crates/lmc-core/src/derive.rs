@@ -163,7 +163,7 @@ pub fn f16_bits(x: u32) -> u16 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Piece {
     /// Index of the source segment in the layout (a tensor that is not
-    /// itself derived, nor a delta).
+    /// itself derived; it may be a delta tensor).
     pub source: usize,
     /// Element of the source where the run starts.
     pub source_elem: u64,

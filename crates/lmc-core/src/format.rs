@@ -688,8 +688,8 @@ fn describe_kind(kind: &SegmentKind, offset: u64) -> String {
 }
 
 /// Checks a derived segment's reference (FORMAT.md, "Derived tensors"): the
-/// source exists, is a tensor that is neither derived (so there are no
-/// chains and no cycles) nor a delta, the op fits both dtypes, and the
+/// source exists, is a tensor (plain or delta) that is not derived (so
+/// there are no chains and no cycles), the op fits both dtypes, and the
 /// source holds every element the derived tensor takes from it. The errors
 /// name both tensors.
 fn check_derived(seg: &Segment, segments: &[Segment]) -> Result<()> {
@@ -737,11 +737,6 @@ fn check_derived(seg: &Segment, segments: &[Segment]) -> Result<()> {
                 .map_or_else(|| format!("segment {}", sd.source()), Segment::describe);
             return Err(bad(format!(
                 "its source, tensor {sq}, is itself derived (from {far}); chains and cycles are refused"
-            )));
-        }
-        if src.base_offset.is_some() {
-            return Err(bad(format!(
-                "its source, tensor {sq}, is a delta tensor; a source must be a plain tensor"
             )));
         }
         if !d.op.allows(*dtype, *sdtype) {

@@ -688,3 +688,79 @@ fn periodic_sources_do_not_make_the_search_quadratic() {
     assert!(c.segments()[1].derived.is_none());
     check_decodes(&packed, &input);
 }
+
+/// In a delta container (a snapshot against the previous one) the BF16
+/// weights derive from their masters, which are delta tensors: the
+/// weights are coded against the masters, not against the base, and
+/// decoding them (alone too) needs the base, as the masters do.
+#[test]
+fn derived_tensors_in_a_delta_container() {
+    use lmc_core::{DeltaBase, compress_delta};
+    let mut rng = Rng(23);
+    let prev = weights(&mut rng, 20_000);
+    // The next step: a small update of every element.
+    let next: Vec<f32> = prev
+        .iter()
+        .map(|x| x + ((rng.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 1e-4)
+        .collect();
+    let file = |m: &[f32]| {
+        let mut c = Ckpt {
+            input: Vec::new(),
+            layout: Vec::new(),
+        };
+        c.push(bytes_seg(24), vec![7; 24]);
+        c.push(tensor("m:w", Dtype::F32, vec![20_000]), f32_bytes(m));
+        c.push(
+            tensor("b:w", Dtype::BF16, vec![20_000]),
+            rounded(m, bf16_bits),
+        );
+        c
+    };
+    let (base, new) = (file(&prev), file(&next));
+    let d = DeltaBase::matching(&base.input, &base.layout, &new.layout);
+    assert_eq!(d.matched(), 2);
+    let pack_delta = |opts: &CompressOptions| {
+        let mut out = Cursor::new(Vec::new());
+        compress_delta(&new.input, &new.layout, &d, opts, &mut out, &mut |_| true).unwrap();
+        out.into_inner()
+    };
+    let packed = pack_delta(&small_chunks());
+    let c = Container::open(&packed).unwrap();
+    assert_eq!(c.header().version, 2);
+    let (m, b) = (&c.segments()[1], &c.segments()[2]);
+    assert!(m.base_offset.is_some() && m.derived.is_none());
+    assert!(b.base_offset.is_none());
+    assert_eq!(
+        derivation(&c, "b:w"),
+        Some(("m:w".into(), DeriveOp::RoundBf16, 0))
+    );
+    // Without the base: refused, whole or the derived tensor alone.
+    let mut out = Vec::new();
+    assert!(matches!(
+        c.decompress_to(&mut out, &mut |_| true),
+        Err(Error::Base(_))
+    ));
+    assert!(
+        matches!(c.read_tensor("b:w"), Err(Error::Base(_))),
+        "{:?}",
+        c.read_tensor("b:w")
+    );
+    // With it: every way.
+    let c = c.with_base(&base.input).unwrap();
+    let mut out = Vec::new();
+    c.decompress_to(&mut out, &mut |_| true).unwrap();
+    assert!(out == new.input);
+    let mut into = vec![0u8; new.input.len()];
+    c.decompress_into(&mut into, &mut |_| true).unwrap();
+    assert!(into == new.input);
+    assert!(c.read_tensor("b:w").unwrap() == new.input[new.layout[0].len as usize + 80_000..]);
+    // Smaller than the same delta without derivation (measured: 51,838
+    // against 59,067 bytes).
+    let plain = pack_delta(&small_chunks().cross_tensor(false));
+    assert!(
+        packed.len() + 5_000 < plain.len(),
+        "derived {} plain {}",
+        packed.len(),
+        plain.len()
+    );
+}
