@@ -633,12 +633,40 @@ fn fuzz_seed_path() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/decode/seed-derived")
 }
 
-/// Writes `fuzz/corpus/decode/seed-derived` (run once, by hand:
-/// `cargo test -p lmc-core --test derived -- --ignored`).
+/// The decode fuzz corpus's seed of a delta container whose BF16 tensor
+/// derives from a delta tensor.
+fn fuzz_seed_delta() -> Vec<u8> {
+    use lmc_core::{DeltaBase, compress_delta};
+    let mut rng = Rng(6);
+    let prev = weights(&mut rng, 300);
+    let next: Vec<f32> = prev.iter().map(|x| x * 1.001).collect();
+    let layout = vec![
+        tensor("m:w", Dtype::F32, vec![300]),
+        tensor("b:w", Dtype::BF16, vec![300]),
+    ];
+    let file = |m: &[f32]| {
+        let mut v = f32_bytes(m);
+        v.extend(rounded(m, bf16_bits));
+        v
+    };
+    let (base, new) = (file(&prev), file(&next));
+    let d = DeltaBase::matching(&base, &layout, &layout);
+    let mut out = Cursor::new(Vec::new());
+    compress_delta(&new, &layout, &d, &small_chunks(), &mut out, &mut |_| true).unwrap();
+    out.into_inner()
+}
+
+/// Writes `fuzz/corpus/decode/seed-derived` and `seed-derived-delta` (run
+/// once, by hand: `cargo test -p lmc-core --test derived -- --ignored`).
 #[test]
 #[ignore]
 fn write_fuzz_seed() {
     std::fs::write(fuzz_seed_path(), fuzz_seed()).unwrap();
+    std::fs::write(
+        fuzz_seed_path().with_file_name("seed-derived-delta"),
+        fuzz_seed_delta(),
+    )
+    .unwrap();
 }
 
 /// The committed seed holds derived tensors of every op, so the decode
@@ -655,6 +683,12 @@ fn fuzz_seed_holds_every_op() {
         .collect();
     ops.sort();
     assert_eq!(ops, [0, 1, 1, 2]);
+    // The delta seed: a BF16 tensor derived from a delta tensor.
+    let seed = std::fs::read(fuzz_seed_path().with_file_name("seed-derived-delta")).unwrap();
+    let c = Container::open(&seed).unwrap();
+    assert_eq!(c.header().version, 2);
+    let d = c.segments()[1].derived.as_ref().expect("derived");
+    assert!(c.segments()[d.source()].base_offset.is_some());
 }
 
 /// A candidate whose content keys match all over a periodic source, but

@@ -91,13 +91,17 @@ fn mutated_split_container_never_panics() {
 /// reach the index checks and the decoders: a mutation pass on stable.
 #[test]
 fn mutated_derived_container_never_panics() {
-    let seed = std::fs::read(fuzz_dir().join("corpus/decode/seed-derived")).unwrap();
-    for i in 0..seed.len() {
-        for x in [0x01u8, 0x80, 0xFF] {
-            let mut m = seed.clone();
-            m[i] ^= x;
-            let run = std::panic::catch_unwind(|| lmc_fuzz::decode(&m));
-            assert!(run.is_ok(), "byte {i} ^ {x:#x} of the derived seed panics");
+    // And its delta twin (`seed-derived-delta`: a BF16 tensor derived from
+    // a delta tensor).
+    for name in ["seed-derived", "seed-derived-delta"] {
+        let seed = std::fs::read(fuzz_dir().join("corpus/decode").join(name)).unwrap();
+        for i in 0..seed.len() {
+            for x in [0x01u8, 0x80, 0xFF] {
+                let mut m = seed.clone();
+                m[i] ^= x;
+                let run = std::panic::catch_unwind(|| lmc_fuzz::decode(&m));
+                assert!(run.is_ok(), "byte {i} ^ {x:#x} of {name} panics");
+            }
         }
     }
 }
