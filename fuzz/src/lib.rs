@@ -252,7 +252,9 @@ const CHUNK_SIZES: [usize; 16] = [
 /// Compress then decompress. The first byte picks the dtype (low nibble)
 /// and the chunk size (high nibble); the rest is one tensor of that dtype,
 /// followed by a plain-bytes segment with the bytes left over (fewer than
-/// one element).
+/// one element), then a copy of the tensor and, for F32, its roundings to
+/// BF16 and F16 with their low bytes XORed with the input's first bytes
+/// (derived tensors, FORMAT.md "Derived tensors", with residues).
 pub fn roundtrip(data: &[u8]) {
     let Some((&sel, input)) = data.split_first() else {
         return;
@@ -261,32 +263,56 @@ pub fn roundtrip(data: &[u8]) {
     let chunk_size = CHUNK_SIZES[(sel >> 4) as usize];
     let n = input.len() / dtype.width();
     let tensor_len = (n * dtype.width()) as u64;
-    let layout = [
-        SegmentSpec {
-            kind: SegmentKind::Tensor {
-                name: "t".into(),
-                dtype,
-                shape: vec![n as u64],
-            },
-            len: tensor_len,
+    let t = |name: &str, dtype: Dtype| SegmentSpec {
+        kind: SegmentKind::Tensor {
+            name: name.into(),
+            dtype,
+            shape: vec![n as u64],
         },
+        len: (n * dtype.width()) as u64,
+    };
+    let mut layout = vec![
+        t("t", dtype),
         SegmentSpec {
             kind: SegmentKind::Bytes,
             len: input.len() as u64 - tensor_len,
         },
+        t("copy", dtype),
     ];
+    let mut file = input.to_vec();
+    file.extend_from_slice(&input[..tensor_len as usize]);
+    if dtype == Dtype::F32 {
+        for (name, dt, round) in [
+            (
+                "bf16",
+                Dtype::BF16,
+                lmc_core::derive::bf16_bits as fn(u32) -> u16,
+            ),
+            ("f16", Dtype::F16, lmc_core::derive::f16_bits),
+        ] {
+            layout.push(t(name, dt));
+            for (k, e) in input[..tensor_len as usize].chunks_exact(4).enumerate() {
+                let r = round(u32::from_le_bytes(e.try_into().unwrap()));
+                file.extend_from_slice(&(r ^ u16::from(input[k % 7])).to_le_bytes());
+            }
+        }
+    }
     let mut out = Cursor::new(Vec::new());
     let options = CompressOptions::default().chunk_size(chunk_size);
-    compress(input, &layout, &options, &mut out, &mut |_| true).expect("compress");
+    compress(&file, &layout, &options, &mut out, &mut |_| true).expect("compress");
     let packed = out.into_inner();
     let c = Container::open(&packed).expect("open");
     let mut back = Vec::new();
     c.decompress_to(&mut back, &mut |_| true)
         .expect("decompress");
-    assert!(back == input, "round trip changed the bytes");
-    let t = c.read_tensor("t").expect("read_tensor");
-    assert!(
-        t[..] == input[..tensor_len as usize],
-        "read_tensor changed the bytes"
-    );
+    assert!(back == file, "round trip changed the bytes");
+    let mut at = 0usize;
+    for spec in &layout {
+        let end = at + spec.len as usize;
+        if let SegmentKind::Tensor { name, .. } = &spec.kind {
+            let t = c.read_tensor(name).expect("read_tensor");
+            assert!(t[..] == file[at..end], "read_tensor changed the bytes");
+        }
+        at = end;
+    }
 }

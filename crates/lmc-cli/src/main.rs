@@ -83,6 +83,12 @@ enum Command {
         /// 64K elements or more. Decoded by any lmc of the same format.
         #[arg(long)]
         best: bool,
+        /// Code every tensor alone: do not store copies and roundings of
+        /// another tensor (BF16 weights of fp32 masters, tied tensors) as
+        /// references to it. Such files are readable by lmc from before
+        /// derived tensors.
+        #[arg(long)]
+        no_cross_tensor: bool,
     },
     /// Restore the original file or directory from an .lmc container.
     Decompress {
@@ -209,12 +215,13 @@ fn run(cli: Cli) -> ExitCode {
             base,
             allow_pickle_calls,
             best,
+            no_cross_tensor,
         } => commands::compress::run(
             &input,
             if stdout { Some("-".into()) } else { output },
             force,
             dtype.as_deref(),
-            compress_options(chunk_size, best),
+            compress_options(chunk_size, best).cross_tensor(!no_cross_tensor),
             base.as_deref(),
             allow_pickle_calls,
             quiet,

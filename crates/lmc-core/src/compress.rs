@@ -78,6 +78,7 @@ pub fn check_threads(n: usize) -> Result<usize> {
 pub struct CompressOptions {
     chunk_size: usize,
     tuning: Tuning,
+    cross_tensor: bool,
 }
 
 impl Default for CompressOptions {
@@ -85,6 +86,7 @@ impl Default for CompressOptions {
         CompressOptions {
             chunk_size: DEFAULT_CHUNK_SIZE,
             tuning: Tuning::DEFAULT,
+            cross_tensor: true,
         }
     }
 }
@@ -116,6 +118,21 @@ impl CompressOptions {
 
     pub fn get_tuning(&self) -> Tuning {
         self.tuning
+    }
+
+    /// With `true` (the default), tensors that are a copy or a rounding of
+    /// another tensor of the same file are stored as derived tensors (a
+    /// reference plus a residue; see [`crate::derive`]), in delta
+    /// containers ([`compress_delta`]) too, where such a tensor is coded
+    /// against its source instead of the base. With `false`, every tensor
+    /// is coded alone (or against the base), as lmc did before.
+    pub fn cross_tensor(mut self, on: bool) -> Self {
+        self.cross_tensor = on;
+        self
+    }
+
+    pub fn get_cross_tensor(&self) -> bool {
+        self.cross_tensor
     }
 }
 
@@ -298,6 +315,23 @@ pub fn compress_parts<W: Write + Seek + Send>(
             .map_err(|e| Error::InvalidInput(format!("for tensors with repeated strings: {e}")))?;
     }
     let (mut segments, mut jobs) = plan(parts, layout, base, &|_| options.chunk_size)?;
+    // After plan(), which checked the parts against the layout.
+    let derived = if options.cross_tensor {
+        crate::derive::find(parts, layout)
+    } else {
+        vec![None; layout.len()]
+    };
+    // A derived tensor is coded against its source, not against the base
+    // (in a delta, an exact rounding costs nothing, its delta does).
+    let apply = |segments: &mut [Segment]| {
+        for (s, d) in segments.iter_mut().zip(&derived) {
+            if d.is_some() {
+                s.derived = d.clone();
+                s.base_offset = None;
+            }
+        }
+    };
+    apply(&mut segments);
     // Planes that get zstd tried in every chunk, judged once per tensor.
     // Delta tensors are not judged: their XOR planes are mostly zero runs,
     // for which zstd is tried anyway.
@@ -305,7 +339,7 @@ pub fn compress_parts<W: Write + Seek + Send>(
         .par_iter()
         .zip(parts.par_iter())
         .map(|(s, p)| match &s.kind {
-            SegmentKind::Tensor { dtype, .. } if s.base_offset.is_none() => {
+            SegmentKind::Tensor { dtype, .. } if s.base_offset.is_none() && s.derived.is_none() => {
                 lz_planes_with(*dtype, p, &options.tuning)
             }
             _ => 0,
@@ -333,6 +367,7 @@ pub fn compress_parts<W: Write + Seek + Send>(
         if long.iter().any(|&l| l) {
             let size = |i: usize| if long[i] { big } else { options.chunk_size };
             (segments, jobs) = plan(parts, layout, base, &size)?;
+            apply(&mut segments);
         }
     }
     let total_len: u64 = segments.iter().map(|s| s.len).sum();
@@ -341,6 +376,26 @@ pub fn compress_parts<W: Write + Seek + Send>(
         let (b, s) = (base?, &segments[j.segment]);
         let off = s.base_offset? as usize;
         Some(&b.bytes[off + j.start..off + j.end])
+    };
+    // What each job of a derived tensor is a residue against.
+    let source_of = |j: &Job| -> Option<Residue<'_>> {
+        let s = &segments[j.segment];
+        let d = s.derived.as_ref()?;
+        let SegmentKind::Tensor { dtype, .. } = &s.kind else {
+            return None;
+        };
+        let (w, sw) = (dtype.width(), d.op.source_width(*dtype));
+        // derive::find checked that the pieces hold these elements.
+        let spans = d
+            .spans((j.start / w) as u64, (j.end / w) as u64)
+            .into_iter()
+            .map(|sp| {
+                let first = sp.source_elem as usize * sw;
+                let bytes = &parts[sp.source][first..first + sp.elems as usize * sw];
+                (sp.at as usize * w, sp.elems as usize * w, bytes)
+            })
+            .collect();
+        Some(Residue { op: d.op, spans })
     };
 
     out.write_all(&[0u8; HEADER_LEN])?;
@@ -361,6 +416,7 @@ pub fn compress_parts<W: Write + Seek + Send>(
                 &segments[j.segment].kind,
                 data,
                 base_of(j),
+                source_of(j),
                 lz[j.segment],
                 &options.tuning,
                 buf,
@@ -432,6 +488,9 @@ pub fn compress_parts<W: Write + Seek + Send>(
     }
     let index_bytes = index.to_bytes();
     out.write_all(&index_bytes)?;
+    if index.segments.iter().any(|s| s.derived.is_some()) {
+        flags |= crate::format::FLAG_DERIVED;
+    }
     let header = Header {
         version: index.version(),
         flags,
@@ -574,6 +633,7 @@ fn plan(
         segments.push(Segment {
             kind: spec.kind.clone(),
             base_offset,
+            derived: None,
             offset,
             len: spec.len,
             first_chunk,
@@ -621,27 +681,38 @@ fn longer_chunks_pay(
     let start = ((data.len() - len) / 2 / width) * width;
     let sample = &data[start..start + len];
     let mut enc = EncodedChunk::default();
-    encode_chunk(kind, sample, None, lz, tuning, &mut enc);
+    encode_chunk(kind, sample, None, None, lz, tuning, &mut enc);
     let long = enc.bytes.len();
     let step = (small / width).max(1) * width;
     let short: usize = sample
         .chunks(step)
         .map(|c| {
-            encode_chunk(kind, c, None, lz, tuning, &mut enc);
+            encode_chunk(kind, c, None, None, lz, tuning, &mut enc);
             enc.bytes.len()
         })
         .sum();
     long < short
 }
 
+/// What a chunk of a derived tensor is XORed with: the op, and the source
+/// bytes for each run of its elements (byte offset and length in the
+/// chunk, source bytes).
+struct Residue<'a> {
+    op: crate::derive::DeriveOp,
+    spans: Vec<(usize, usize, &'a [u8])>,
+}
+
 /// Codes one chunk into `enc` (its buffers reused): XORs it with `base`
-/// if given, splits it into planes, codes each plane, and checksums the
-/// result. A delta chunk in which few elements changed is coded sparse:
-/// a map of the changed elements, then the planes of those elements alone.
+/// if given, or with its source transformed by the op for a derived
+/// tensor (the residue), splits it into planes, codes each plane, and
+/// checksums the result. A delta chunk in which few elements changed is
+/// coded sparse: a map of the changed elements, then the planes of those
+/// elements alone.
 fn encode_chunk(
     kind: &SegmentKind,
     data: &[u8],
     base: Option<&[u8]>,
+    source: Option<Residue<'_>>,
     lz: u64,
     tuning: &Tuning,
     enc: &mut EncodedChunk,
@@ -650,6 +721,16 @@ fn encode_chunk(
     enc.planes.clear();
     enc.flags = 0;
     match base {
+        None if source.is_some() => DELTA.with_borrow_mut(|x| {
+            let r = source.expect("checked");
+            x.clear();
+            x.extend_from_slice(data);
+            for (at, len, src) in r.spans {
+                r.op.xor_into(src, &mut x[at..at + len]);
+            }
+            enc.transform = Transform::None;
+            encode_planes(kind, x, lz, tuning, false, enc);
+        }),
         None => {
             enc.transform = Transform::None;
             encode_planes(kind, data, lz, tuning, false, enc);

@@ -16,6 +16,29 @@ use crate::planes;
 thread_local! {
     /// Per-thread buffers for decoded planes, reused from chunk to chunk.
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Per-thread buffer for a source chunk of a derived tensor. A source
+    /// is never derived itself (Index::parse checked), so decoding it never
+    /// needs this buffer again while it is borrowed.
+    static SOURCE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An error met while decoding a source chunk of derived chunk `i`: kept
+/// as it is when it names the damage (a checksum or plane of the source's
+/// chunk), with the derived tensor named in front otherwise.
+fn source_error(i: usize, seg: &Segment, e: Error) -> Error {
+    match e {
+        Error::ChunkChecksum { .. }
+        | Error::PlaneDecode { .. }
+        | Error::Cancelled
+        | Error::Base(_) => e,
+        other => Error::corrupt(
+            Region::Payload,
+            format!(
+                "chunk {i} ({}, derived): its source could not be decoded: {other}",
+                seg.describe()
+            ),
+        ),
+    }
 }
 
 /// An opened container over its bytes (typically a memory map).
@@ -252,6 +275,9 @@ impl<'a> Container<'a> {
             }
             (_, base) => {
                 decode_planes(&c.planes, seg, stored, c.stored_offset, out, &plane_err)?;
+                if let Some(d) = &seg.derived {
+                    self.apply_source(i, c, seg, d, out)?;
+                }
                 if let Some(base) = base {
                     for (o, b) in out.iter_mut().zip(base) {
                         *o ^= b;
@@ -260,6 +286,57 @@ impl<'a> Container<'a> {
                 Ok(())
             }
         }
+    }
+
+    /// For chunk `i` of a derived tensor, whose residue is in `out`: XORs in
+    /// its sources' elements transformed by the op, decoding only the
+    /// source chunks that hold them, one at a time (each checked against
+    /// its checksum first).
+    fn apply_source(
+        &self,
+        i: usize,
+        c: &ChunkEntry,
+        seg: &Segment,
+        d: &crate::derive::Derivation,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let SegmentKind::Tensor { dtype, .. } = &seg.kind else {
+            unreachable!("only tensors are derived")
+        };
+        let (w, sw) = (dtype.width() as u64, d.op.source_width(*dtype) as u64);
+        let e0 = (c.raw_offset - seg.offset) / w;
+        for span in d.spans(e0, e0 + u64::from(c.raw_len) / w) {
+            // Index::parse checked each source: a tensor that is not derived
+            // (a delta's chunks need the base, which decoding them checks),
+            // holding every element asked for, whose chunks tile it.
+            let src = &self.index.segments[span.source];
+            let first = span.source_elem * sw;
+            let end = first + span.elems * sw;
+            let out = &mut out[(span.at * w) as usize..((span.at + span.elems) * w) as usize];
+            let chunks = &self.index.chunks[src.first_chunk..src.first_chunk + src.chunk_count];
+            let k0 = chunks
+                .partition_point(|s| s.raw_offset - src.offset + u64::from(s.raw_len) <= first);
+            SOURCE.with_borrow_mut(|buf| {
+                for (k, sc) in chunks.iter().enumerate().skip(k0) {
+                    let at = sc.raw_offset - src.offset;
+                    if at >= end {
+                        break;
+                    }
+                    buf.resize(sc.raw_len as usize, 0);
+                    self.decode_chunk_into(src.first_chunk + k, buf)
+                        .map_err(|e| source_error(i, seg, e))?;
+                    let (lo, hi) = (first.max(at), end.min(at + u64::from(sc.raw_len)));
+                    let o = ((lo - first) / sw * w) as usize;
+                    let n = ((hi - lo) / sw * w) as usize;
+                    d.op.xor_into(
+                        &buf[(lo - at) as usize..(hi - at) as usize],
+                        &mut out[o..o + n],
+                    );
+                }
+                Ok::<(), Error>(())
+            })?;
+        }
+        Ok(())
     }
 
     /// Refuses to decode a delta container whose base was not given.

@@ -23,7 +23,7 @@
 //! |---|---|---|
 //! | 0  | 8  | magic `89 4C 4D 43 0D 0A 1A 0A` ("\x89LMC\r\n\x1a\n") |
 //! | 8  | 2  | format version (1, or 2 for a delta container) |
-//! | 10 | 2  | flags: bit 0 [`FLAG_RANS`], bit 1 [`FLAG_SPLIT`], bit 2 [`FLAG_RUNS`]; readers reject others |
+//! | 10 | 2  | flags: bit 0 [`FLAG_RANS`], bit 1 [`FLAG_SPLIT`], bit 2 [`FLAG_RUNS`], bit 15 [`FLAG_DERIVED`]; readers reject others |
 //! | 12 | 4  | reserved (0) |
 //! | 16 | 8  | original file length |
 //! | 24 | 16 | XXH3-128 of the original file |
@@ -35,6 +35,7 @@
 //! present before anything is allocated for it.
 
 use crate::codec::PlaneCodec;
+use crate::derive::{Derivation, DeriveOp, Piece};
 use crate::dtype::Dtype;
 use crate::error::{ChunkFault, Corruption, Error, Region, Result, quote_name};
 use crate::hash::xxh3_64;
@@ -55,6 +56,12 @@ pub const FLAG_RANS: u16 = 1;
 pub const FLAG_SPLIT: u16 = 2;
 /// Header flag: planes (and split parts) may use the runs codec ([`PlaneCodec::Runs`]).
 pub const FLAG_RUNS: u16 = 4;
+/// Header flag: segments may be derived tensors (kind 3, FORMAT.md
+/// "Derived tensors"). The highest bit, so that flags for new plane codecs
+/// take the low ones. Readers that do not know it reject the file.
+pub const FLAG_DERIVED: u16 = 1 << 15;
+/// Every flag this crate knows.
+const KNOWN_FLAGS: u16 = FLAG_RANS | FLAG_SPLIT | FLAG_RUNS | FLAG_DERIVED;
 
 /// Largest original size of one chunk: 4 MiB, the largest chunk lmc's
 /// encoder writes (its `--chunk-size` maximum, and the chunk size of tensors
@@ -127,7 +134,7 @@ impl Header {
             });
         }
         let flags = u16::from_le_bytes([b[10], b[11]]);
-        if flags & !(FLAG_RANS | FLAG_SPLIT | FLAG_RUNS) != 0 || b[12..16] != [0; 4] {
+        if flags & !KNOWN_FLAGS != 0 || b[12..16] != [0; 4] {
             return Err(h(Corruption::Flags { flags }));
         }
         let header = Header {
@@ -232,6 +239,9 @@ pub struct Segment {
     /// For a delta tensor: where its counterpart starts in the base file
     /// (the counterpart has the same length). `None` for everything else.
     pub base_offset: Option<u64>,
+    /// For a derived tensor (kind 3): its source and how it follows from
+    /// it; its chunks hold the residue. `None` for everything else.
+    pub derived: Option<Derivation>,
     /// Offset of the segment in the original file (derived, not stored).
     pub offset: u64,
     pub len: u64,
@@ -296,6 +306,12 @@ pub struct Index {
 }
 
 const SEGMENT_MIN_LEN: usize = 1 + 8 + 4;
+/// Bytes of one piece of a derived tensor's record.
+const PIECE_LEN: usize = 4 + 8 + 8;
+/// Most pieces a derived tensor may have. lmc writes 1 or 2 (a tensor
+/// straddling two partitions of a flat buffer); the limit keeps the pieces
+/// a reader looks through for each chunk few.
+pub const MAX_PIECES: usize = 256;
 const CHUNK_MIN_LEN: usize = 4 + 8 + 1;
 
 impl Index {
@@ -323,10 +339,11 @@ impl Index {
         }
         b.extend_from_slice(&(self.segments.len() as u32).to_le_bytes());
         for s in &self.segments {
-            match (&s.kind, s.base_offset) {
-                (SegmentKind::Bytes, _) => b.push(0),
-                (SegmentKind::Tensor { .. }, None) => b.push(1),
-                (SegmentKind::Tensor { .. }, Some(_)) => b.push(2),
+            match (&s.kind, s.base_offset, &s.derived) {
+                (SegmentKind::Bytes, _, _) => b.push(0),
+                (SegmentKind::Tensor { .. }, _, Some(_)) => b.push(3),
+                (SegmentKind::Tensor { .. }, None, None) => b.push(1),
+                (SegmentKind::Tensor { .. }, Some(_), None) => b.push(2),
             }
             b.extend_from_slice(&s.len.to_le_bytes());
             b.extend_from_slice(&(s.chunk_count as u32).to_le_bytes());
@@ -339,7 +356,15 @@ impl Index {
                     b.extend_from_slice(&d.to_le_bytes());
                 }
             }
-            if let Some(off) = s.base_offset {
+            if let Some(d) = &s.derived {
+                b.push(d.op as u8);
+                b.extend_from_slice(&(d.pieces.len() as u32).to_le_bytes());
+                for p in &d.pieces {
+                    b.extend_from_slice(&(p.source as u32).to_le_bytes());
+                    b.extend_from_slice(&p.source_elem.to_le_bytes());
+                    b.extend_from_slice(&p.elems.to_le_bytes());
+                }
+            } else if let Some(off) = s.base_offset {
                 b.extend_from_slice(&off.to_le_bytes());
             }
         }
@@ -421,7 +446,11 @@ impl Index {
             let chunk_count = r.u32("segment chunk count")? as usize;
             let kind = match kind_code {
                 0 => SegmentKind::Bytes,
-                1 | 2 if kind_code == 1 || base.is_some() => {
+                1..=3
+                    if kind_code == 1
+                        || (kind_code == 2 && base.is_some())
+                        || (kind_code == 3 && header.flags & FLAG_DERIVED != 0) =>
+                {
                     let code = r.u8("dtype")?;
                     let dtype = Dtype::from_code(code)
                         .ok_or_else(|| bad(format!("segment {i}: unknown dtype code {code}")))?;
@@ -470,9 +499,40 @@ impl Index {
                 }
                 _ => None,
             };
+            let derived = if kind_code == 3 {
+                let code = r.u8("derive op")?;
+                let op = DeriveOp::from_code(code).ok_or_else(|| {
+                    bad(format!(
+                        "{}: unknown derive op {code}",
+                        describe_kind(&kind, offset)
+                    ))
+                })?;
+                let count = r.u32("derived piece count")? as usize;
+                // Checked against the limit and the bytes left before
+                // anything is allocated.
+                let room = (body.len() - r.pos) / PIECE_LEN;
+                if count == 0 || count > MAX_PIECES || count > room {
+                    return Err(bad(format!(
+                        "{}: {count} pieces of sources (1 to {MAX_PIECES} allowed), the index has room for {room}",
+                        describe_kind(&kind, offset),
+                    )));
+                }
+                let mut pieces = Vec::with_capacity(count);
+                for _ in 0..count {
+                    pieces.push(Piece {
+                        source: r.u32("derived source")? as usize,
+                        source_elem: r.u64("derived source element")?,
+                        elems: r.u64("derived piece length")?,
+                    });
+                }
+                Some(Derivation { op, pieces })
+            } else {
+                None
+            };
             let seg = Segment {
                 kind,
                 base_offset,
+                derived,
                 offset,
                 len,
                 first_chunk,
@@ -485,6 +545,9 @@ impl Index {
                 .checked_add(chunk_count)
                 .ok_or_else(|| bad("chunk counts overflow".into()))?;
             segments.push(seg);
+        }
+        for seg in &segments {
+            check_derived(seg, &segments)?;
         }
         if offset != header.original_len {
             return Err(index(Corruption::Coverage {
@@ -638,6 +701,92 @@ impl Index {
             chunks,
         })
     }
+}
+
+fn describe_kind(kind: &SegmentKind, offset: u64) -> String {
+    match kind {
+        SegmentKind::Bytes => format!("bytes at offset {offset}"),
+        SegmentKind::Tensor { name, .. } => format!("tensor {}", quote_name(name)),
+    }
+}
+
+/// Checks a derived segment's reference (FORMAT.md, "Derived tensors"): the
+/// source exists, is a tensor (plain or delta) that is not derived (so
+/// there are no chains and no cycles), the op fits both dtypes, and the
+/// source holds every element the derived tensor takes from it. The errors
+/// name both tensors.
+fn check_derived(seg: &Segment, segments: &[Segment]) -> Result<()> {
+    let Some(d) = &seg.derived else {
+        return Ok(());
+    };
+    let SegmentKind::Tensor { name, dtype, .. } = &seg.kind else {
+        unreachable!("only tensor records have kind 3")
+    };
+    let bad = |what: String| {
+        Error::corrupt(
+            Region::Index,
+            format!("derived tensor {}: {what}", quote_name(name)),
+        )
+    };
+    let elems = seg.len / dtype.width() as u64;
+    let mut covered = 0u64;
+    for (k, p) in d.pieces.iter().enumerate() {
+        let Some(src) = segments.get(p.source) else {
+            return Err(bad(format!(
+                "the source of piece {k}, segment {}, does not exist (the container has {} segments)",
+                p.source,
+                segments.len()
+            )));
+        };
+        let SegmentKind::Tensor {
+            name: sname,
+            dtype: sdtype,
+            ..
+        } = &src.kind
+        else {
+            return Err(bad(format!(
+                "the source of piece {k}, segment {} ({}), is not a tensor",
+                p.source,
+                src.describe()
+            )));
+        };
+        let sq = quote_name(sname);
+        if std::ptr::eq(src, seg) {
+            return Err(bad("it names itself as its source (a cycle)".into()));
+        }
+        if let Some(sd) = &src.derived {
+            let far = segments
+                .get(sd.source())
+                .map_or_else(|| format!("segment {}", sd.source()), Segment::describe);
+            return Err(bad(format!(
+                "its source, tensor {sq}, is itself derived (from {far}); chains and cycles are refused"
+            )));
+        }
+        if !d.op.allows(*dtype, *sdtype) {
+            return Err(bad(format!(
+                "op {} does not derive a {dtype} tensor from tensor {sq} of {sdtype}",
+                d.op.name()
+            )));
+        }
+        let src_elems = src.len / sdtype.width() as u64;
+        if p.elems == 0
+            || p.source_elem
+                .checked_add(p.elems)
+                .is_none_or(|end| end > src_elems)
+        {
+            return Err(bad(format!(
+                "piece {k} takes elements {}..{}+{} of tensor {sq}, which has {src_elems}",
+                p.source_elem, p.source_elem, p.elems
+            )));
+        }
+        covered = covered.saturating_add(p.elems);
+    }
+    if covered != elems {
+        return Err(bad(format!(
+            "its pieces cover {covered} elements, the tensor has {elems}"
+        )));
+    }
+    Ok(())
 }
 
 /// A bounds-checked little-endian reader over the index bytes.

@@ -36,6 +36,7 @@
 pub mod codec;
 pub mod compress;
 pub mod container;
+pub mod derive;
 pub mod dtype;
 pub mod error;
 pub mod format;

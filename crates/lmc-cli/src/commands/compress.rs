@@ -82,7 +82,7 @@ pub fn run(
                 .filter(|s| matches!(s.kind, lmc_core::SegmentKind::Tensor { .. }))
                 .count();
             eprintln!(
-                "delta against {}: {} of {} tensors coded against it{}",
+                "delta against {}: {} of {} tensors have a counterpart in it{}",
                 b.display(),
                 d.matched(),
                 tensors,

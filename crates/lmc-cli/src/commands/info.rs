@@ -171,6 +171,23 @@ pub fn run(input: &Path, as_json: bool) -> Result<()> {
             }
         )?;
     }
+    let derived: Vec<_> = c
+        .segments()
+        .iter()
+        .filter_map(|s| s.derived.as_ref())
+        .collect();
+    if !derived.is_empty() {
+        let copies = derived
+            .iter()
+            .filter(|d| d.op == lmc_core::derive::DeriveOp::Copy)
+            .count();
+        writeln!(
+            text,
+            "{} derived tensors (stored as a reference to another tensor plus a residue): roundings {}, copies {copies}",
+            derived.len(),
+            derived.len() - copies
+        )?;
+    }
     if let Some(files) = &tree {
         let n = files
             .iter()
@@ -238,7 +255,23 @@ pub fn run(input: &Path, as_json: bool) -> Result<()> {
             human(seg.len),
             human(*stored),
             ratio(seg.len, *stored),
-            plane_desc.join(" | ")
+            match &seg.derived {
+                Some(d) => format!(
+                    "{} of {}; residue {}",
+                    d.op.name(),
+                    d.pieces
+                        .iter()
+                        .map(|p| format!(
+                            "{} from element {}",
+                            c.segments()[p.source].describe(),
+                            p.source_elem
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(" then "),
+                    plane_desc.join(" | ")
+                ),
+                None => plane_desc.join(" | "),
+            }
         )?;
     }
     emit(&text)

@@ -64,6 +64,7 @@ pub fn craft(
         segs.push(Segment {
             kind,
             base_offset: None,
+            derived: None,
             offset,
             len,
             first_chunk: chunks.len(),
