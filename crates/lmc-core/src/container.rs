@@ -554,24 +554,64 @@ impl<'a> Container<'a> {
                 out.len()
             )));
         }
+        self.read_tensor_range_into(name, 0, out)
+    }
+
+    /// Bytes `start..start + out.len()` of tensor `name` into `out` (a
+    /// slice of rows, for a reader that wants part of a tensor), decoding
+    /// only the chunks that hold them, in parallel, each checked against
+    /// its checksum first. A range past the tensor's end is an error.
+    pub fn read_tensor_range_into(&self, name: &str, start: u64, out: &mut [u8]) -> Result<()> {
+        let seg = self.tensor_segment(name)?;
+        let end = start
+            .checked_add(out.len() as u64)
+            .filter(|&e| e <= seg.len)
+            .ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "tensor {}: bytes {start}..{} asked for, it has {}",
+                    crate::error::quote_name(name),
+                    start.saturating_add(out.len() as u64),
+                    seg.len
+                ))
+            })?;
         let chunks = &self.index.chunks[seg.first_chunk..seg.first_chunk + seg.chunk_count];
-        let mut pieces = Vec::with_capacity(chunks.len());
+        // The chunks overlapping the range, with the part of `out` each fills.
+        let first =
+            chunks.partition_point(|c| c.raw_offset - seg.offset + u64::from(c.raw_len) <= start);
+        let mut jobs = Vec::new();
         let mut rest = out;
-        for c in chunks {
-            let (piece, r) = std::mem::take(&mut rest).split_at_mut(c.raw_len as usize);
-            pieces.push(piece);
+        for (k, c) in chunks.iter().enumerate().skip(first) {
+            let at = c.raw_offset - seg.offset;
+            if at >= end || rest.is_empty() {
+                break;
+            }
+            let (lo, hi) = (start.max(at), end.min(at + u64::from(c.raw_len)));
+            let (piece, r) = std::mem::take(&mut rest).split_at_mut((hi - lo) as usize);
             rest = r;
+            jobs.push((seg.first_chunk + k, (lo - at) as usize, piece));
         }
-        pieces
-            .par_iter_mut()
-            .enumerate()
-            .map(|(k, piece)| self.decode_chunk_into(seg.first_chunk + k, piece))
+        jobs.par_iter_mut()
+            .map(|(i, from, piece)| {
+                if *from == 0 && piece.len() == self.index.chunks[*i].raw_len as usize {
+                    return self.decode_chunk_into(*i, piece);
+                }
+                // Part of a chunk: decoded whole, the part copied.
+                RANGE.with_borrow_mut(|buf| {
+                    buf.resize(self.index.chunks[*i].raw_len as usize, 0);
+                    self.decode_chunk_into(*i, buf)?;
+                    piece.copy_from_slice(&buf[*from..*from + piece.len()]);
+                    Ok(())
+                })
+            })
             .collect::<Vec<Result<()>>>()
             .into_iter()
             .collect::<Result<()>>()
     }
 }
+
 thread_local! {
+    /// Per-thread buffer for a chunk of which a range read wants a part.
+    static RANGE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Per-thread buffers for a sparse chunk's changed positions and values.
     static CHANGED: std::cell::RefCell<(Vec<u32>, Vec<u8>)> =
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };

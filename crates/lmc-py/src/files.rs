@@ -74,8 +74,14 @@ pub(crate) fn load<'py>(
 #[pyfunction]
 pub(crate) fn read_metadata(path: PathBuf) -> PyResult<BTreeMap<String, String>> {
     let bytes = read_file(&path)?;
+    metadata_of(&path, &bytes)
+}
+
+/// The `__metadata__` of the safetensors file in the container `bytes`
+/// (read from `path`), decoding only the chunks of its header.
+fn metadata_of(path: &Path, bytes: &[u8]) -> PyResult<BTreeMap<String, String>> {
     let ctx = |e: lmc_core::Error| err(path.display(), e);
-    let c = Container::open(&bytes).map_err(ctx)?;
+    let c = Container::open(bytes).map_err(ctx)?;
     let Some(first) = c
         .segments()
         .first()
@@ -111,6 +117,92 @@ pub(crate) fn read_metadata(path: PathBuf) -> PyResult<BTreeMap<String, String>>
         }
     }
     Ok(out)
+}
+
+/// `(name, dtype, shape, length in bytes)` of a tensor.
+type TensorEntry = (String, String, Vec<u64>, u64);
+
+/// A `.lmc` file held in memory for reading its tensors one at a time
+/// (`lmc.safe_open`): each read decodes only the chunks it needs, each
+/// checked against its checksum.
+#[pyclass(module = "lmc._lmc", frozen)]
+pub(crate) struct Reader {
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl Reader {
+    fn open(&self) -> PyResult<Container<'_>> {
+        Container::open(&self.bytes).map_err(|e| err(self.path.display(), e))
+    }
+}
+
+#[pymethods]
+impl Reader {
+    #[new]
+    fn new(path: PathBuf) -> PyResult<Reader> {
+        let bytes = read_file(&path)?;
+        let c = Container::open(&bytes).map_err(|e| err(path.display(), e))?;
+        if c.needs_base() {
+            return Err(fail(format!(
+                "{}: a delta container, whose tensors need its base: read it with \
+                 lmc.load_file(path, base=...)",
+                path.display()
+            )));
+        }
+        drop(c);
+        Ok(Reader { path, bytes })
+    }
+
+    /// `[(name, dtype, shape, length in bytes)]` of the tensors, in the
+    /// file's order.
+    fn tensors(&self) -> PyResult<Vec<TensorEntry>> {
+        Ok(self
+            .open()?
+            .segments()
+            .iter()
+            .filter_map(|s| match &s.kind {
+                SegmentKind::Tensor { name, dtype, shape } => {
+                    Some((name.clone(), dtype.name().to_string(), shape.clone(), s.len))
+                }
+                SegmentKind::Bytes => None,
+            })
+            .collect())
+    }
+
+    /// The safetensors `__metadata__`, decoding only the header's chunks.
+    fn metadata(&self) -> PyResult<BTreeMap<String, String>> {
+        metadata_of(&self.path, &self.bytes)
+    }
+
+    /// Bytes `start..start + length` of tensor `name` (default: all of it),
+    /// decoding only the chunks that hold them, in parallel.
+    #[pyo3(signature = (name, start=0, length=None))]
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        name: &str,
+        start: u64,
+        length: Option<u64>,
+    ) -> PyResult<Bound<'py, PyByteArray>> {
+        let c = self.open()?;
+        let ctx = |e: lmc_core::Error| err(self.path.display(), e);
+        let len = c.tensor_len(name).map_err(ctx)?;
+        let length = length.unwrap_or(len.saturating_sub(start));
+        // Checked before the buffer is allocated.
+        if start.checked_add(length).is_none_or(|end| end > len) {
+            return Err(fail(format!(
+                "{}: tensor {}: bytes {start}..{} asked for, it has {len}",
+                self.path.display(),
+                lmc_core::error::quote_name(name),
+                start.saturating_add(length)
+            )));
+        }
+        let mut out = vec![0u8; length as usize];
+        py.detach(|| c.read_tensor_range_into(name, start, &mut out))
+            .map_err(ctx)?;
+        Ok(PyByteArray::new(py, &out))
+    }
 }
 
 /// Decodes only the named tensors of a (full) `.lmc` file, in parallel; each

@@ -59,6 +59,7 @@ fn _lmc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(files::load, m)?)?;
     m.add_function(wrap_pyfunction!(files::read_metadata, m)?)?;
     m.add_function(wrap_pyfunction!(files::read_tensors, m)?)?;
+    m.add_class::<files::Reader>()?;
     m.add_function(wrap_pyfunction!(files::read_tensors_into, m)?)?;
     m.add_function(wrap_pyfunction!(files::compress_file, m)?)?;
     m.add_function(wrap_pyfunction!(files::decompress_file, m)?)?;

@@ -8,6 +8,8 @@ safetensors file (``lmc decompress`` gives that safetensors file back), and
 
 - ``save_file`` / ``load_file``: dicts of NumPy arrays or torch tensors
   (bfloat16 and float8 included; NumPy gets them from ``ml_dtypes``).
+- ``safe_open``: one tensor, or rows of one, at a time, as
+  ``safetensors.safe_open`` reads them, decoding only what is asked for.
 - ``compress_file`` / ``decompress_file`` / ``verify``: files on disk, as the CLI.
 - ``SnapshotStore``: a training run's checkpoints, the newest stored whole
   and each older one as a delta against the one after it (the store of
@@ -29,6 +31,8 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 from . import _lmc
 from ._convert import (
     build as _build,
+    numpy_view as _numpy_view,
+    torch_view as _torch_view,
     check_metadata as _check_metadata,
     framework_of as _framework_of,
     resolve_framework as _resolve_framework,
@@ -46,6 +50,7 @@ __all__ = [
     "decompress_file",
     "load_file",
     "load_metadata",
+    "safe_open",
     "save_file",
     "verify",
 ]
@@ -140,6 +145,122 @@ def load_file(
     """
     meta, table, buf = _lmc.load(_path(path), _opt_path(base))
     return _build(table, buf, _resolve_framework(framework, meta))
+
+
+_FRAMEWORKS = {"pt": "torch", "torch": "torch", "np": "numpy", "numpy": "numpy"}
+
+
+class safe_open:
+    """Read a ``.lmc`` file a tensor at a time, in the shape of
+    ``safetensors.safe_open``::
+
+        with lmc.safe_open("model.lmc", framework="pt") as f:
+            names = f.keys()
+            w = f.get_tensor("lm_head.weight")
+            rows = f.get_slice("embed.weight")[1000:2000]
+
+    Each read decodes only the chunks that hold what it asks for (a slice
+    along the first dimension: the chunks of its rows), each checked
+    against its checksum; the whole-file hash is not checked, since the
+    whole file is not decoded (``verify`` does that). The compressed file
+    is read into memory when opened.
+
+    Args:
+        path: a ``.lmc`` file holding a safetensors file (``save_file``,
+            ``lmc compress``); not a delta container (``load_file`` with
+            ``base=`` reads those).
+        framework: ``"pt"`` (torch tensors) or ``"np"`` (NumPy arrays).
+        device: ``"cpu"`` only.
+
+    Raises:
+        LmcError: a missing, damaged or delta file, or a tensor it does not hold.
+    """
+
+    def __init__(self, path: PathLike, framework: str = "pt", device: str = "cpu") -> None:
+        if framework not in _FRAMEWORKS:
+            raise ValueError(f"framework must be one of {sorted(_FRAMEWORKS)}, not {framework!r}")
+        if device != "cpu":
+            raise ValueError(f"lmc.safe_open reads to the CPU only, not {device!r}")
+        self._framework = _FRAMEWORKS[framework]
+        self._reader = _lmc.Reader(_path(path))
+        # name -> (dtype, shape, length in bytes)
+        self._tensors = {name: (dtype, list(shape), n) for name, dtype, shape, n in self._reader.tensors()}
+
+    def __enter__(self) -> "safe_open":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._reader = None  # the compressed bytes go
+
+    def _open(self) -> Any:
+        if self._reader is None:
+            raise LmcError("this lmc.safe_open was closed")
+        return self._reader
+
+    def keys(self) -> List[str]:
+        """The tensors' names, in the file's order."""
+        return list(self._tensors)
+
+    def metadata(self) -> Dict[str, str]:
+        """The safetensors ``__metadata__``."""
+        return self._open().metadata()
+
+    def _info(self, name: str) -> Any:
+        if name not in self._tensors:
+            raise LmcError(f"no tensor {name!r} in this file")
+        return self._tensors[name]
+
+    def _view(self, buf: bytearray, dtype: str, shape: List[int]) -> Any:
+        view = _torch_view if self._framework == "torch" else _numpy_view
+        return view(buf, dtype, shape, 0, len(buf))
+
+    def get_tensor(self, name: str) -> Any:
+        """The whole tensor ``name``, decoding only its chunks."""
+        dtype, shape, _ = self._info(name)
+        return self._view(self._open().read(name), dtype, shape)
+
+    def get_slice(self, name: str) -> "_Slice":
+        """The tensor ``name`` to be indexed: ``[a:b]`` (and ``[a:b, ...]``)
+        decodes only the chunks of rows ``a`` to ``b``; other indexing
+        decodes the whole tensor and indexes it."""
+        dtype, shape, nbytes = self._info(name)
+        return _Slice(self, name, dtype, shape, nbytes)
+
+
+class _Slice:
+    """A tensor of a ``safe_open`` file, read when indexed."""
+
+    def __init__(self, f: safe_open, name: str, dtype: str, shape: List[int], nbytes: int) -> None:
+        self._f, self._name, self._dtype, self._shape, self._nbytes = f, name, dtype, shape, nbytes
+
+    def get_shape(self) -> List[int]:
+        return list(self._shape)
+
+    def get_dtype(self) -> str:
+        return self._dtype
+
+    def __getitem__(self, index: Any) -> Any:
+        parts = index if isinstance(index, tuple) else (index,)
+        first = parts[0] if parts else slice(None)
+        rest = parts[1:]
+        if not self._shape or Ellipsis in parts or not isinstance(first, (int, slice)) or isinstance(first, bool):
+            return self._f.get_tensor(self._name)[index]
+        rows = self._shape[0]
+        if isinstance(first, int):
+            k = first + rows if first < 0 else first
+            if not 0 <= k < rows:
+                raise IndexError(f"index {first} is out of bounds for dimension 0 of size {rows}")
+            start, stop, local = k, k + 1, 0
+        else:
+            start, stop, step = first.indices(rows)
+            if step != 1:
+                return self._f.get_tensor(self._name)[index]
+            stop = max(stop, start)
+            local = slice(None)
+        row_bytes = self._nbytes // rows if rows else 0
+        buf = self._f._open().read(self._name, start * row_bytes, (stop - start) * row_bytes)
+        part = self._f._view(buf, self._dtype, [stop - start] + self._shape[1:])
+        return part[(local,) + tuple(rest)]
 
 
 def load_metadata(path: PathLike) -> Dict[str, str]:
