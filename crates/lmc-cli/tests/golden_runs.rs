@@ -5,11 +5,8 @@
 //! the README there).
 
 mod common;
-use common::{golden, read_golden};
+use common::{decompress_golden_delta, read_golden};
 
-use std::fs;
-
-use assert_cmd::Command;
 use lmc_core::Container;
 use lmc_core::codec::PlaneCodec;
 use lmc_core::format::{FLAG_RUNS, FLAG_SPLIT};
@@ -38,19 +35,7 @@ fn golden_runs_delta_decodes() {
     c.read_tensor_into("w", &mut w).unwrap();
     assert!(w[..] == next[80..]);
 
-    let dir = tempfile::tempdir().unwrap();
-    let dest = dir.path().join("next.safetensors");
-    Command::cargo_bin("lmc")
-        .unwrap()
-        .arg("decompress")
-        .arg(golden("runs/next.safetensors.lmc"))
-        .arg("--base")
-        .arg(golden("runs/base.safetensors"))
-        .arg("-o")
-        .arg(&dest)
-        .assert()
-        .success();
-    assert!(fs::read(&dest).unwrap() == next);
+    assert!(decompress_golden_delta("runs") == next);
 }
 
 /// lmc before runs refused the golden file by its header flag; a reader
@@ -95,17 +80,5 @@ fn golden_sparse_delta_decodes() {
     c.read_tensor_into("w", &mut w).unwrap();
     assert!(w[..] == next[next.len() - 131_072..]);
 
-    let dir = tempfile::tempdir().unwrap();
-    let dest = dir.path().join("next.safetensors");
-    Command::cargo_bin("lmc")
-        .unwrap()
-        .arg("decompress")
-        .arg(golden("sparse/next.safetensors.lmc"))
-        .arg("--base")
-        .arg(golden("sparse/base.safetensors"))
-        .arg("-o")
-        .arg(&dest)
-        .assert()
-        .success();
-    assert!(fs::read(&dest).unwrap() == next);
+    assert!(decompress_golden_delta("sparse") == next);
 }

@@ -47,3 +47,24 @@ pub fn read_golden(p: &str, len: usize) -> Vec<u8> {
     assert_eq!(b.len(), len, "{p} was changed");
     b
 }
+
+/// What `lmc decompress tests/data/DIR/next.safetensors.lmc --base
+/// tests/data/DIR/base.safetensors` writes (a golden delta's CLI decode).
+pub fn decompress_golden_delta(dir: &str) -> Vec<u8> {
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("next.safetensors");
+    let (lmc_file, base) = (
+        golden(&format!("{dir}/next.safetensors.lmc")),
+        golden(&format!("{dir}/base.safetensors")),
+    );
+    let args: [&OsStr; 6] = [
+        "decompress".as_ref(),
+        lmc_file.as_os_str(),
+        "--base".as_ref(),
+        base.as_os_str(),
+        "-o".as_ref(),
+        dest.as_os_str(),
+    ];
+    ok(tmp.path(), &args);
+    std::fs::read(&dest).unwrap()
+}
