@@ -96,15 +96,7 @@ pub(crate) fn store_add<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let wait = wait_for(timeout)?;
     let metadata = metadata.unwrap_or_default();
-    let mut inputs = Vec::with_capacity(tensors.len());
-    for (name, dtype, shape, bytes) in &tensors {
-        inputs.push(TensorInput {
-            name: name.clone(),
-            dtype: dtype_named(dtype, name)?,
-            shape: shape.clone(),
-            data: bytes.as_bytes(),
-        });
-    }
+    let inputs = tensor_inputs(&tensors)?;
     let snapshot = py
         .detach(|| -> Result<Snapshot, lmc_store::Error> {
             let mut store = open_for_writing(&root, true, keyframe_every, wait)?;
@@ -117,6 +109,21 @@ pub(crate) fn store_add<'py>(
         })
         .map_err(store_err(&root))?;
     snapshot_dict(py, &snapshot)
+}
+
+/// The store's view of the tensors Python passed, their dtypes checked.
+fn tensor_inputs<'a>(tensors: &'a [TensorArg<'_>]) -> PyResult<Vec<TensorInput<'a>>> {
+    tensors
+        .iter()
+        .map(|(name, dtype, shape, bytes)| {
+            Ok(TensorInput {
+                name: name.clone(),
+                dtype: dtype_named(dtype, name)?,
+                shape: shape.clone(),
+                data: bytes.as_bytes(),
+            })
+        })
+        .collect()
 }
 
 /// The snapshots of a store, oldest first.
@@ -328,15 +335,7 @@ pub(crate) fn store_add_background<'py>(
 ) -> PyResult<PendingAdd> {
     let wait = wait_for(timeout)?;
     let metadata = metadata.unwrap_or_default();
-    let mut inputs = Vec::with_capacity(tensors.len());
-    for (name, dtype, shape, bytes) in &tensors {
-        inputs.push(TensorInput {
-            name: name.clone(),
-            dtype: dtype_named(dtype, name)?,
-            shape: shape.clone(),
-            data: bytes.as_bytes(),
-        });
-    }
+    let inputs = tensor_inputs(&tensors)?;
     let mut store = py
         .detach(|| open_for_writing(&root, true, keyframe_every, wait))
         .map_err(store_err(&root))?;
