@@ -84,15 +84,10 @@ pub fn tokenize(
     // Room for most planes' streams, so pushes seldom grow them.
     tokens.reserve(data.len() / 2);
     literals.reserve(data.len() / 2);
-    let mut bits = BitWriter::default();
-    let mut next = 0usize; // the position after the last literal
+    let mut w = TokenWriter::default();
     let mut emit = |p: usize, tokens: &mut Vec<u8>, literals: &mut Vec<u8>, extra: &mut Vec<u8>| {
-        // Planes are at most 4 MiB (format::MAX_CHUNK_LEN): v fits in u32.
-        let (t, x, nb) = token_of((p - next + 1) as u32);
-        tokens.push(t);
-        bits.put(x, nb, extra);
+        w.put(p, tokens, extra);
         literals.push(data[p]);
-        next = p + 1;
     };
     // Eight bytes a step: a word with the high bit set in each byte that is
     // not `fill` (no carry crosses bytes: (x & 0x7F) + 0x7F <= 0xFE), then
@@ -123,7 +118,7 @@ pub fn tokenize(
             emit(at + k, tokens, literals, extra);
         }
     }
-    bits.finish(extra);
+    w.bits.finish(extra);
 }
 
 /// The tokens and extra bits of literals at `positions` (increasing),
@@ -132,16 +127,31 @@ pub fn tokens_at(positions: &[u32], tokens: &mut Vec<u8>, extra: &mut Vec<u8>) {
     tokens.clear();
     extra.clear();
     tokens.reserve(positions.len());
-    let mut bits = BitWriter::default();
-    let mut next = 0usize; // the position after the last literal
+    let mut w = TokenWriter::default();
     for &p in positions {
-        let p = p as usize;
-        let (t, x, nb) = token_of((p - next + 1) as u32);
-        tokens.push(t);
-        bits.put(x, nb, extra);
-        next = p + 1;
+        w.put(p as usize, tokens, extra);
     }
-    bits.finish(extra);
+    w.bits.finish(extra);
+}
+
+/// Writes the token and extra bits of each literal in turn.
+#[derive(Default)]
+struct TokenWriter {
+    bits: BitWriter,
+    /// The position after the last literal.
+    next: usize,
+}
+
+impl TokenWriter {
+    /// The token of a literal at position `p` (after the last one).
+    #[inline(always)]
+    fn put(&mut self, p: usize, tokens: &mut Vec<u8>, extra: &mut Vec<u8>) {
+        // Planes are at most 4 MiB (format::MAX_CHUNK_LEN): v fits in u32.
+        let (t, x, nb) = token_of((p - self.next + 1) as u32);
+        tokens.push(t);
+        self.bits.put(x, nb, extra);
+        self.next = p + 1;
+    }
 }
 
 /// Packs bits least significant first.

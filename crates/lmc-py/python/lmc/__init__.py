@@ -499,32 +499,12 @@ class SnapshotStore:
         self._settle()
         args = _to_args(state_dict)
         meta = _with_format(state_dict, metadata)
+        add = _lmc.store_add_background if background else _lmc.store_add
+        result = add(self.path, step, file_name, args, meta, self.keyframe_every, self.chunk_size, timeout)
         if background:
-            handle = AddHandle(
-                _lmc.store_add_background(
-                    self.path,
-                    step,
-                    file_name,
-                    args,
-                    meta,
-                    self.keyframe_every,
-                    self.chunk_size,
-                    timeout,
-                ),
-                step,
-            )
-            self._pending = handle
-            return handle
-        return _lmc.store_add(
-            self.path,
-            step,
-            file_name,
-            args,
-            meta,
-            self.keyframe_every,
-            self.chunk_size,
-            timeout,
-        )
+            self._pending = AddHandle(result, step)
+            return self._pending
+        return result
 
     def restore(self, step: Optional[int] = None, *, framework: Optional[str] = None) -> Dict[str, Any]:
         """The tensors of the snapshot at ``step`` (default: the last one),
