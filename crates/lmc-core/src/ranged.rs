@@ -208,6 +208,17 @@ impl Container<'_> {
         self.over(&parts).read_tensor_range_into(name, start, out)
     }
 
+    /// [`Container::decode_chunk`] over `src`: fetches that chunk alone
+    /// (and its sources, for a derived tensor's).
+    pub fn decode_chunk_from(&self, src: &dyn ReadAt, i: usize, out: &mut Vec<u8>) -> Result<()> {
+        if i >= self.index.chunks.len() {
+            // Named by decode_chunk's own error.
+            return self.decode_chunk(i, out);
+        }
+        let parts = self.fetch(src, &[i])?;
+        self.over(&parts).decode_chunk(i, out)
+    }
+
     /// [`Container::read_tensor`] over `src`.
     pub fn read_tensor_from(&self, src: &dyn ReadAt, name: &str) -> Result<Vec<u8>> {
         let len = self.tensor_len(name)?;

@@ -15,6 +15,12 @@ use crate::error::{Error, Result};
 /// with the stream's magic). A first chunk that does not decode says no:
 /// decoding the container as a file then reports the damage.
 pub fn is_tree(c: &Container<'_>) -> bool {
+    is_tree_in(c, None)
+}
+
+/// [`is_tree`] for a container opened over its index alone
+/// ([`Container::open_from`]): its first chunk is read from `src`.
+pub fn is_tree_in(c: &Container<'_>, src: Option<&dyn lmc_core::ReadAt>) -> bool {
     let Some(first) = c.segments().first() else {
         return false;
     };
@@ -25,7 +31,11 @@ pub fn is_tree(c: &Container<'_>) -> bool {
         return false;
     }
     let mut buf = Vec::new();
-    c.decode_chunk(first.first_chunk, &mut buf).is_ok() && tree::looks_like(&buf)
+    let decoded = match src {
+        Some(src) => c.decode_chunk_from(src, first.first_chunk, &mut buf),
+        None => c.decode_chunk(first.first_chunk, &mut buf),
+    };
+    decoded.is_ok() && tree::looks_like(&buf)
 }
 
 /// What a restore or a check found.

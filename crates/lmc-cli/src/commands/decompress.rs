@@ -4,11 +4,10 @@ use std::time::Instant;
 use std::fmt::Write as _;
 
 use anyhow::{Context, Result, bail};
-use lmc_core::Container;
 
 use super::emit;
 use super::human;
-use crate::io::{Input, Output};
+use crate::io::{ContainerInput, Output};
 use crate::progress::Bar;
 
 pub fn run(
@@ -32,8 +31,10 @@ pub fn run(
             ),
         },
     };
-    let bytes = Input::open(input)?;
-    let container = Container::open(&bytes).with_context(|| format!("{}", input.display()))?;
+    let source = ContainerInput::open(input)?;
+    let container = source
+        .container()
+        .with_context(|| format!("{}", input.display()))?;
     if lmc_files::is_tree(&container) {
         if let Some(b) = base {
             bail!(
@@ -68,8 +69,8 @@ pub fn run(
     let start = Instant::now();
     {
         let bar = Bar::new(container.header().original_len, "decompressing", quiet);
-        container
-            .decompress_to(&mut out, &mut bar.callback())
+        source
+            .decompress_to(&container, &mut out, &mut bar.callback())
             .with_context(|| format!("{}", input.display()))?;
     }
     let out_is_stdout = out.is_stdout();
