@@ -160,11 +160,26 @@ pub fn url_of(path: &Path) -> Option<&str> {
     path.to_str().filter(|s| lmc_remote::is_url(s))
 }
 
+/// Names `input` in front of a decoding error, unless the error is the
+/// object store's, which names the URL already.
+pub fn named(input: &Path) -> impl FnOnce(lmc_core::Error) -> anyhow::Error + '_ {
+    move |e| {
+        let from_store = matches!(&e, lmc_core::Error::Io(io)
+            if io.get_ref().is_some_and(|r| r.is::<lmc_remote::Error>()));
+        if from_store {
+            anyhow::Error::from(e)
+        } else {
+            anyhow::Error::from(e).context(input.display().to_string())
+        }
+    }
+}
+
 /// A container to read: a local file (or standard input) in memory, or an
 /// object read in ranges, its index first.
 pub enum ContainerInput {
     Local(Input),
-    Remote(lmc_remote::Object),
+    /// The object, and the container opened over its header and index.
+    Remote(lmc_remote::Object, lmc_core::Container<'static>),
 }
 
 impl ContainerInput {
@@ -175,11 +190,11 @@ impl ContainerInput {
             return Ok(ContainerInput::Local(Input::open(path)?));
         };
         let object = lmc_remote::Object::open(url)?;
-        let c = lmc_core::Container::open_from(&object).with_context(|| url.to_string())?;
-        if lmc_files::is_tree_in(&c, Some(&object)) {
+        let c = lmc_core::Container::open_from(&object).map_err(named(path))?;
+        if lmc_files::is_tree_in(&c, Some(&object)).map_err(named(path))? {
             return Ok(ContainerInput::Local(Input::download(url)?));
         }
-        Ok(ContainerInput::Remote(object))
+        Ok(ContainerInput::Remote(object, c))
     }
 
     /// The container: over all of its bytes, or over its header and index
@@ -187,7 +202,7 @@ impl ContainerInput {
     pub fn container(&self) -> lmc_core::Result<lmc_core::Container<'_>> {
         match self {
             ContainerInput::Local(bytes) => lmc_core::Container::open(bytes),
-            ContainerInput::Remote(object) => lmc_core::Container::open_from(object),
+            ContainerInput::Remote(_, c) => Ok(c.clone()),
         }
     }
 
@@ -195,7 +210,7 @@ impl ContainerInput {
     pub fn source(&self) -> Option<&dyn lmc_core::ReadAt> {
         match self {
             ContainerInput::Local(_) => None,
-            ContainerInput::Remote(object) => Some(object),
+            ContainerInput::Remote(object, _) => Some(object),
         }
     }
 
@@ -376,8 +391,17 @@ impl Output {
                 f.seek(std::io::SeekFrom::Start(0))
                     .context("cannot read back the output")?;
                 let mut up = lmc_remote::Upload::to(location)?;
-                std::io::copy(&mut f, &mut up)
-                    .with_context(|| format!("cannot upload to {}", up.url()))?;
+                // Not io::copy: a failed part is the store's error, which
+                // names the URL; a failed read is the spool's.
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = std::io::Read::read(&mut f, &mut buf)
+                        .context("cannot read back the output")?;
+                    if n == 0 {
+                        break;
+                    }
+                    up.write_all(&buf[..n])?;
+                }
                 Ok(up.finish()?)
             }
             Sink::Upload(w) => {

@@ -48,7 +48,8 @@ fn source_error(i: usize, seg: &Segment, e: Error) -> Error {
 ///
 /// Opening checks the header and the index completely; chunk payloads are
 /// checked (checksum, then decode) as they are read.
-#[derive(Debug)]
+/// Cloning is cheap: the index is shared, the bytes borrowed.
+#[derive(Debug, Clone)]
 pub struct Container<'a> {
     pub(crate) data: Stored<'a>,
     /// The whole file's length (`data` may hold only part of it).

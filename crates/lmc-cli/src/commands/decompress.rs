@@ -3,7 +3,7 @@ use std::time::Instant;
 
 use std::fmt::Write as _;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 use super::emit;
 use super::human;
@@ -34,7 +34,7 @@ pub fn run(
     let source = ContainerInput::open(input)?;
     let container = source
         .container()
-        .with_context(|| format!("{}", input.display()))?;
+        .map_err(crate::io::named(input))?;
     if lmc_files::is_tree(&container) {
         if let Some(b) = base {
             bail!(
@@ -55,7 +55,7 @@ pub fn run(
     let container = match &base_bytes {
         Some(b) => container
             .with_base(b)
-            .with_context(|| format!("{}", input.display()))?,
+            .map_err(crate::io::named(input))?,
         None => container,
     };
     if base.is_some_and(|b| crate::io::same_file(&dest, b)) {
@@ -71,7 +71,7 @@ pub fn run(
         let bar = Bar::new(container.header().original_len, "decompressing", quiet);
         source
             .decompress_to(&container, &mut out, &mut bar.callback())
-            .with_context(|| format!("{}", input.display()))?;
+            .map_err(crate::io::named(input))?;
     }
     let out_is_stdout = out.is_stdout();
     out.commit()?;

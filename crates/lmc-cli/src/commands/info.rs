@@ -3,7 +3,7 @@ use std::path::Path;
 
 use std::fmt::Write as _;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use lmc_core::SegmentKind;
 use lmc_tensors::Format;
 use lmc_tensors::tree::Kind;
@@ -34,7 +34,7 @@ pub fn run(input: &Path, as_json: bool) -> Result<()> {
     let source = ContainerInput::open(input)?;
     let c = source
         .container()
-        .with_context(|| format!("{}", input.display()))?;
+        .map_err(crate::io::named(input))?;
     let original = c.header().original_len;
     let ratio = |o: u64, s: u64| if s == 0 { 0.0 } else { o as f64 / s as f64 };
 

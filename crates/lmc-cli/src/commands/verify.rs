@@ -3,7 +3,7 @@ use std::time::Instant;
 
 use std::fmt::Write as _;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::emit;
 use super::human;
@@ -15,12 +15,12 @@ pub fn run(input: &Path, base: Option<&Path>, quiet: bool) -> Result<()> {
     let source = ContainerInput::open(input)?;
     let container = source
         .container()
-        .with_context(|| format!("{}", input.display()))?;
+        .map_err(crate::io::named(input))?;
     let base_bytes = super::load_base(input, &container, base)?;
     let container = match &base_bytes {
         Some(b) => container
             .with_base(b)
-            .with_context(|| format!("{}", input.display()))?,
+            .map_err(crate::io::named(input))?,
         None => container,
     };
     let start = Instant::now();
@@ -32,7 +32,7 @@ pub fn run(input: &Path, base: Option<&Path>, quiet: bool) -> Result<()> {
         } else {
             source
                 .decompress_to(&container, &mut std::io::sink(), &mut bar.callback())
-                .with_context(|| format!("{}", input.display()))?;
+                .map_err(crate::io::named(input))?;
         }
     }
     if !quiet {
