@@ -268,7 +268,7 @@ enum Sink {
 impl Output {
     pub fn create(dest: &Path, input: &Path, force: bool) -> Result<Output> {
         if url_of(dest).is_some() {
-            return Output::remote(dest, input, force, false);
+            return Output::remote(dest, input, force, true);
         }
         // Only a regular file may be replaced: never /dev/null, a pipe or
         // a folder (the same rule as the Python package's).
@@ -298,8 +298,10 @@ impl Output {
         })
     }
 
-    /// An object at the URL `dest`, uploaded only once complete; `seekable`
-    /// (a container) is spooled to an anonymous temporary file first.
+    /// An object at the URL `dest`, visible only once complete; `seekable`
+    /// (what [`Output::create`] gives: a container is written with a seek
+    /// back to its header) is spooled to an anonymous temporary file and
+    /// uploaded by `commit`, the rest uploaded as it is written.
     pub fn remote(dest: &Path, input: &Path, force: bool, seekable: bool) -> Result<Output> {
         let url = url_of(dest).expect("a URL");
         if url_of(input) == Some(url) {

@@ -15,9 +15,6 @@ use lmc_core::{Container, SegmentKind};
 mod common;
 use common::minilm;
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// Path of the BF16 copy, made from the fp32 file on first use.
 fn minilm_bf16() -> Option<PathBuf> {

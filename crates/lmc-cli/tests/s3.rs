@@ -423,6 +423,24 @@ fn compress_decompress_info_verify_on_s3_urls() {
     obj.copy_to(&mut restored).unwrap();
     assert!(restored == std::fs::read(&s.model).unwrap());
 
+    // Read over plain HTTP (moto serves objects unsigned, path-style).
+    let http_url = format!("{ep}/{}/ckpt/model.lmc", s.bucket);
+    ok(lmc_s3(d, &ep, 3, &["decompress", &http_url, "-o", "via-http", "-q"]), "decompress over http");
+    assert!(std::fs::read(d.join("via-http")).unwrap() == std::fs::read(&s.model).unwrap());
+    let out = lmc_s3(d, &ep, 3, &["compress", model, "-o", &format!("{ep}/{}/x.lmc", s.bucket)]);
+    assert!(common::text(&out.stderr).contains("read only"), "{}", common::text(&out.stderr));
+
+    // A directory: up, and back (it is downloaded whole to be restored).
+    let tree = d.join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::copy(&s.model, tree.join("sub/model.safetensors")).unwrap();
+    std::fs::write(tree.join("config.json"), "{}").unwrap();
+    let tree_url = format!("s3://{}/tree.lmc", s.bucket);
+    ok(lmc_s3(d, &ep, 3, &["compress", "tree", "-o", &tree_url, "-q"]), "compress a directory to S3");
+    ok(lmc_s3(d, &ep, 3, &["decompress", &tree_url, "-o", "tree2", "-q"]), "restore a directory from S3");
+    assert!(std::fs::read(d.join("tree2/sub/model.safetensors")).unwrap() == std::fs::read(&s.model).unwrap());
+    assert_eq!(std::fs::read(d.join("tree2/config.json")).unwrap(), b"{}");
+
     // A key that is not there: an error that names it.
     let missing = format!("s3://{}/no/such.lmc", s.bucket);
     let out = lmc_s3(d, &ep, 3, &["info", &missing]);
@@ -550,4 +568,28 @@ fn a_truncated_ranged_answer_is_refused() {
         assert!(s.proxy.state.truncated.load(Ordering::SeqCst) > before, "the fault fired");
     }
     assert!(!d.join("out").exists(), "no partial output");
+}
+
+/// `file://` URLs and malformed ones need no server.
+#[test]
+fn file_urls_and_bad_urls() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = common::golden("runs/base.safetensors");
+    let lmc_url = format!("file://{}/m.lmc", d.display());
+    let out_url = format!("file://{}/m.safetensors", d.display());
+    common::ok(d, &["compress", model.to_str().unwrap(), "-o", &lmc_url, "-q"]);
+    common::ok(d, &["verify", &lmc_url, "-q"]);
+    common::ok(d, &["decompress", &lmc_url, "-o", &out_url, "-q"]);
+    assert_eq!(std::fs::read(d.join("m.safetensors")).unwrap(), std::fs::read(&model).unwrap());
+    for (url, says) in [
+        ("foo://x/y", "unknown scheme foo://"),
+        ("s3://bucket", "names no object"),
+        ("file://host/x.lmc", "file:///abs/path"),
+    ] {
+        let out = common::lmc(d, &["info", url]);
+        assert!(!out.status.success());
+        let err = common::text(&out.stderr);
+        assert!(err.contains(url) && err.contains(says), "{url}: {err}");
+    }
 }

@@ -13,11 +13,16 @@ const SCHEMES: &[&str] = &[
     "s3", "s3a", "gs", "az", "azure", "abfs", "abfss", "file", "http", "https",
 ];
 
-/// Whether `s` is a URL of a scheme lmc opens (`s3://`, `gs://`, `az://`,
-/// `file://`, `http(s)://`...), rather than a local path.
+/// Whether `s` is a URL (`scheme://...`) rather than a local path: one of
+/// the schemes lmc opens (`s3://`, `gs://`, `az://`, `file://`,
+/// `http(s)://`...) or another, which [`Location::parse`] then refuses by
+/// name rather than as a missing file.
 pub fn is_url(s: &str) -> bool {
-    s.split_once("://")
-        .is_some_and(|(scheme, _)| SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()))
+    s.split_once("://").is_some_and(|(scheme, _)| {
+        let mut c = scheme.chars();
+        c.next().is_some_and(|f| f.is_ascii_alphabetic())
+            && c.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    })
 }
 
 /// An object named by a URL: the store that holds it and its key there.
@@ -118,6 +123,10 @@ impl Location {
                     Arc::new(
                         object_store::http::HttpBuilder::new()
                             .with_url(origin)
+                            // The URL says http: the user asked for it.
+                            .with_client_options(
+                                object_store::ClientOptions::new().with_allow_http(true),
+                            )
                             .with_retry(retry)
                             .build()
                             .map_err(store_err)?,
@@ -133,7 +142,8 @@ impl Location {
             }
             other => {
                 return Err(bad(format!(
-                    "unknown scheme {other}:// (lmc opens s3://, gs://, az://, file:// and http(s)://)"
+                    "unknown scheme {other}:// (lmc opens {})",
+                    SCHEMES.iter().map(|s| format!("{s}://")).collect::<Vec<_>>().join(", ")
                 )));
             }
         };

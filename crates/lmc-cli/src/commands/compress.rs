@@ -96,8 +96,6 @@ pub fn run(
     }
     let mut out = if to_stdout {
         Output::stdout(true)?
-    } else if crate::io::url_of(&dest).is_some() {
-        Output::remote(&dest, input, force, true)?
     } else {
         Output::create(&dest, input, force)?
     };

@@ -43,9 +43,9 @@ pub fn run(
                 b.display()
             );
         }
-        if crate::io::is_stdio(&dest) {
+        if crate::io::is_stdio(&dest) || crate::io::url_of(&dest).is_some() {
             bail!(
-                "{} holds a directory, which cannot go to standard output; give -o DIR",
+                "{} holds a directory, which cannot go to standard output or a URL; give -o DIR",
                 input.display()
             );
         }
@@ -63,6 +63,9 @@ pub fn run(
     }
     let mut out = if crate::io::is_stdio(&dest) {
         Output::stdout(false)?
+    } else if crate::io::url_of(&dest).is_some() {
+        // Decoded bytes go up as they come: no seek, no spool.
+        Output::remote(&dest, input, force, false)?
     } else {
         Output::create(&dest, input, force)?
     };
