@@ -74,14 +74,19 @@ pub(crate) fn load<'py>(
 #[pyfunction]
 pub(crate) fn read_metadata(path: PathBuf) -> PyResult<BTreeMap<String, String>> {
     let bytes = read_file(&path)?;
-    metadata_of(&path, &bytes)
+    let c = Container::open(&bytes).map_err(|e| err(path.display(), e))?;
+    metadata_of(&path, &c, None)
 }
 
-/// The `__metadata__` of the safetensors file in the container `bytes`
-/// (read from `path`), decoding only the chunks of its header.
-fn metadata_of(path: &Path, bytes: &[u8]) -> PyResult<BTreeMap<String, String>> {
+/// The `__metadata__` of the safetensors file in the container `c` (read
+/// from `path`), decoding only the chunks of its header: from `src` for a
+/// container opened over its index alone.
+fn metadata_of(
+    path: &Path,
+    c: &Container<'_>,
+    src: Option<&dyn lmc_core::ReadAt>,
+) -> PyResult<BTreeMap<String, String>> {
     let ctx = |e: lmc_core::Error| err(path.display(), e);
-    let c = Container::open(bytes).map_err(ctx)?;
     let Some(first) = c
         .segments()
         .first()
@@ -92,7 +97,11 @@ fn metadata_of(path: &Path, bytes: &[u8]) -> PyResult<BTreeMap<String, String>> 
     let mut header = Vec::with_capacity(first.len as usize);
     let mut chunk = Vec::new();
     for i in first.first_chunk..first.first_chunk + first.chunk_count {
-        c.decode_chunk(i, &mut chunk).map_err(ctx)?;
+        match src {
+            Some(src) => c.decode_chunk_from(src, i, &mut chunk),
+            None => c.decode_chunk(i, &mut chunk),
+        }
+        .map_err(ctx)?;
         header.extend_from_slice(&chunk);
     }
     let not_st = || {
@@ -122,36 +131,68 @@ fn metadata_of(path: &Path, bytes: &[u8]) -> PyResult<BTreeMap<String, String>> 
 /// `(name, dtype, shape, length in bytes)` of a tensor.
 type TensorEntry = (String, String, Vec<u64>, u64);
 
-/// A `.lmc` file held in memory for reading its tensors one at a time
-/// (`lmc.safe_open`): each read decodes only the chunks it needs, each
-/// checked against its checksum.
+/// A `.lmc` file for reading its tensors one at a time (`lmc.safe_open`):
+/// each read decodes only the chunks it needs, each checked against its
+/// checksum. A local file is held in memory; an object named by a URL
+/// (`s3://...`) is read in ranges, its index when opened and then the
+/// chunks each read needs.
 #[pyclass(module = "lmc._lmc", frozen)]
 pub(crate) struct Reader {
     path: PathBuf,
-    bytes: Vec<u8>,
+    source: Source,
+}
+
+enum Source {
+    Bytes(Vec<u8>),
+    /// The object, and the container opened over its header and index.
+    Remote(lmc_remote::Object, Container<'static>),
+}
+
+/// Opens the container at `url` over its header and index.
+fn open_remote(url: &str) -> Result<Source, String> {
+    let object = lmc_remote::Object::open(url).map_err(|e| e.to_string())?;
+    let c = Container::open_from(&object).map_err(|e| match e {
+        // The store's errors name the URL already.
+        lmc_core::Error::Io(io) => io.to_string(),
+        e => format!("{url}: {e}"),
+    })?;
+    Ok(Source::Remote(object, c))
 }
 
 impl Reader {
-    fn open(&self) -> PyResult<Container<'_>> {
-        Container::open(&self.bytes).map_err(|e| err(self.path.display(), e))
+    /// The container, and where its chunks are read from when it was
+    /// opened over its index alone.
+    fn open(&self) -> PyResult<(Container<'_>, Option<&dyn lmc_core::ReadAt>)> {
+        match &self.source {
+            Source::Bytes(bytes) => Ok((
+                Container::open(bytes).map_err(|e| err(self.path.display(), e))?,
+                None,
+            )),
+            Source::Remote(object, c) => Ok((c.clone(), Some(object))),
+        }
     }
 }
 
 #[pymethods]
 impl Reader {
     #[new]
-    fn new(path: PathBuf) -> PyResult<Reader> {
-        let bytes = read_file(&path)?;
-        let c = Container::open(&bytes).map_err(|e| err(path.display(), e))?;
+    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Reader> {
+        let url = path.to_str().filter(|s| lmc_remote::is_url(s));
+        let source = match url {
+            Some(url) => py.detach(|| open_remote(url)).map_err(fail)?,
+            None => Source::Bytes(read_file(&path)?),
+        };
+        let reader = Reader { path, source };
+        let (c, _) = reader.open()?;
         if c.needs_base() {
             return Err(fail(format!(
                 "{}: a delta container, whose tensors need its base: read it with \
                  lmc.load_file(path, base=...)",
-                path.display()
+                reader.path.display()
             )));
         }
         drop(c);
-        Ok(Reader { path, bytes })
+        Ok(reader)
     }
 
     /// `[(name, dtype, shape, length in bytes)]` of the tensors, in the
@@ -159,6 +200,7 @@ impl Reader {
     fn tensors(&self) -> PyResult<Vec<TensorEntry>> {
         Ok(self
             .open()?
+            .0
             .segments()
             .iter()
             .filter_map(|s| match &s.kind {
@@ -172,7 +214,8 @@ impl Reader {
 
     /// The safetensors `__metadata__`, decoding only the header's chunks.
     fn metadata(&self) -> PyResult<BTreeMap<String, String>> {
-        metadata_of(&self.path, &self.bytes)
+        let (c, src) = self.open()?;
+        metadata_of(&self.path, &c, src)
     }
 
     /// Bytes `start..start + length` of tensor `name` (default: all of it),
@@ -185,8 +228,12 @@ impl Reader {
         start: u64,
         length: Option<u64>,
     ) -> PyResult<Bound<'py, PyByteArray>> {
-        let c = self.open()?;
-        let ctx = |e: lmc_core::Error| err(self.path.display(), e);
+        let (c, src) = self.open()?;
+        let ctx = |e: lmc_core::Error| match e {
+            // The store's errors name the URL already.
+            lmc_core::Error::Io(io) if src.is_some() => fail(io.to_string()),
+            e => err(self.path.display(), e),
+        };
         let len = c.tensor_len(name).map_err(ctx)?;
         let length = length.unwrap_or(len.saturating_sub(start));
         // Checked before the buffer is allocated.
@@ -199,8 +246,11 @@ impl Reader {
             )));
         }
         let mut out = vec![0u8; length as usize];
-        py.detach(|| c.read_tensor_range_into(name, start, &mut out))
-            .map_err(ctx)?;
+        py.detach(|| match src {
+            Some(src) => c.read_tensor_range_from(src, name, start, &mut out),
+            None => c.read_tensor_range_into(name, start, &mut out),
+        })
+        .map_err(ctx)?;
         Ok(PyByteArray::new(py, &out))
     }
 }

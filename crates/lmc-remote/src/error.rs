@@ -28,6 +28,15 @@ pub enum Error {
         got: u64,
     },
 
+    /// A range asked for lies outside the object.
+    #[error("{url}: bytes {start}..{end} asked for, the object has {len}")]
+    OutOfRange {
+        url: String,
+        start: u64,
+        end: u64,
+        len: u64,
+    },
+
     /// A local read or write failed while copying to or from the store.
     #[error("{url}: {what}: {source}")]
     Io {
@@ -43,7 +52,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl From<Error> for std::io::Error {
     fn from(e: Error) -> std::io::Error {
         let kind = match &e {
-            Error::ShortRead { .. } => std::io::ErrorKind::UnexpectedEof,
+            Error::ShortRead { .. } | Error::OutOfRange { .. } => {
+                std::io::ErrorKind::UnexpectedEof
+            }
             Error::BadUrl { .. } => std::io::ErrorKind::InvalidInput,
             Error::Store {
                 source: object_store::Error::NotFound { .. },

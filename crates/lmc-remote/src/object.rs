@@ -54,11 +54,11 @@ impl Object {
         let loc = &self.location;
         for r in ranges {
             if r.start > r.end || r.end > self.len {
-                return Err(Error::ShortRead {
+                return Err(Error::OutOfRange {
                     url: loc.url().to_string(),
                     start: r.start,
                     end: r.end,
-                    got: 0,
+                    len: self.len,
                 });
             }
         }

@@ -162,13 +162,17 @@ class safe_open:
     Each read decodes only the chunks that hold what it asks for (a slice
     along the first dimension: the chunks of its rows), each checked
     against its checksum; the whole-file hash is not checked, since the
-    whole file is not decoded (``verify`` does that). The compressed file
-    is read into memory when opened.
+    whole file is not decoded (``verify`` does that). A local file is read
+    into memory when opened; a URL (``s3://bucket/key``, ``gs://``,
+    ``az://``, ``file://``, ``http(s)://``) is read in ranges: its index
+    when opened, then only the chunks each read needs. Credentials and
+    endpoints come from the environment (``AWS_ACCESS_KEY_ID``,
+    ``AWS_ENDPOINT_URL``...; see the README, "Object storage").
 
     Args:
-        path: a ``.lmc`` file holding a safetensors file (``save_file``,
-            ``lmc compress``); not a delta container (``load_file`` with
-            ``base=`` reads those).
+        path: a ``.lmc`` file or URL holding a safetensors file
+            (``save_file``, ``lmc compress``); not a delta container
+            (``load_file`` with ``base=`` reads those).
         framework: ``"pt"`` (torch tensors) or ``"np"`` (NumPy arrays).
         device: ``"cpu"`` only.
 
