@@ -18,9 +18,7 @@ pub enum Error {
     },
 
     /// A ranged read came back shorter or longer than asked for.
-    #[error(
-        "{url}: bytes {start}..{end} asked for, {got} came back: a truncated answer, refused"
-    )]
+    #[error("{url}: bytes {start}..{end} asked for, {got} came back: a truncated answer, refused")]
     ShortRead {
         url: String,
         start: u64,
@@ -52,9 +50,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl From<Error> for std::io::Error {
     fn from(e: Error) -> std::io::Error {
         let kind = match &e {
-            Error::ShortRead { .. } | Error::OutOfRange { .. } => {
-                std::io::ErrorKind::UnexpectedEof
-            }
+            Error::ShortRead { .. } | Error::OutOfRange { .. } => std::io::ErrorKind::UnexpectedEof,
             Error::BadUrl { .. } => std::io::ErrorKind::InvalidInput,
             Error::Store {
                 source: object_store::Error::NotFound { .. },
