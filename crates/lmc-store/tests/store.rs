@@ -203,7 +203,14 @@ fn deferred_adds_finish_into_the_layout_of_plain_adds() {
     // Written to the manifest only while true.
     let text = fs::read_to_string(dir.path().join("lazy/manifest.json")).unwrap();
     assert_eq!(text.matches("\"deferred\"").count(), 9);
-    assert_eq!(lazy.finish_deferred().unwrap(), 7);
+    // On another thread, while a reader restores every snapshot.
+    let handle = lazy.finish_deferred_background();
+    let reader = Store::open(dir.path().join("lazy")).unwrap();
+    for (s, b) in &originals {
+        assert!(reader.restore_files(*s).unwrap()[0].bytes == *b, "step {s}");
+    }
+    let (mut lazy, done) = handle.wait();
+    assert_eq!(done.unwrap(), 7);
     assert_eq!(lazy.finish_deferred().unwrap(), 0);
     let text = fs::read_to_string(dir.path().join("lazy/manifest.json")).unwrap();
     assert!(!text.contains("deferred"));
@@ -215,7 +222,10 @@ fn deferred_adds_finish_into_the_layout_of_plain_adds() {
     };
     assert_eq!(shape(&lazy), shape(&plain));
     for (step, bytes) in &originals {
-        assert!(lazy.restore_files(*step).unwrap()[0].bytes == *bytes, "step {step}");
+        assert!(
+            lazy.restore_files(*step).unwrap()[0].bytes == *bytes,
+            "step {step}"
+        );
     }
     let r = lazy.verify(&mut |_| {}).unwrap();
     assert!(r.unreferenced.is_empty());
