@@ -18,6 +18,8 @@
 //! - [`restore`]: directory containers checked and restored through it.
 //! - [`stream`]: a directory on disk as its directory stream, to compress.
 //! - [`listing`]: a directory container's entries from their headers.
+//! - [`memory`]: checkpoints and containers in memory and as `std::io`
+//!   streams (`compress_to_vec`, `decompress_to_vec`, `Encoder`, `Decoder`).
 //!
 //! Paths inside a directory obey one rule, [`check_path`] (the directory
 //! stream's, FORMAT.md). The crates above translate their arguments into
@@ -31,6 +33,7 @@ pub mod builder;
 pub mod error;
 pub mod input;
 pub mod listing;
+pub mod memory;
 pub mod mode;
 pub mod output;
 pub mod restore;
@@ -46,6 +49,7 @@ pub use input::{
 };
 pub use listing::{EntryInfo, list_tree};
 pub use lmc_tensors::tree::check_path;
+pub use memory::{Decoder, Encoder, compress_to_vec, decompress_to_vec};
 pub use mode::{MODE_MASK, mode_of, set_mode};
 pub use output::{
     Destination, DestinationError, check_destination, folder_and_name, temp_beside, temp_in,
