@@ -19,6 +19,10 @@ pub struct Input {
     /// A mapped file, with its size and modification time when mapped, for
     /// [`Input::check_unchanged`].
     mapped_from: Option<(File, PathBuf, u64, Option<SystemTime>)>,
+    /// An object downloaded from a URL into this temporary file, which is
+    /// what is mapped; removed when the input goes. Declared last, so the
+    /// map goes first.
+    _downloaded: Option<tempfile::NamedTempFile>,
 }
 
 enum Bytes {
@@ -43,7 +47,27 @@ impl Input {
             _watch: None,
             bytes: Bytes::Owned(bytes),
             mapped_from: None,
+            _downloaded: None,
         }
+    }
+
+    /// Downloads the object at `url` into a temporary file (as a stream:
+    /// memory stays bounded) and maps that.
+    pub fn download(url: &str) -> Result<Input> {
+        let object = lmc_remote::Object::open(url)?;
+        let tmp = tempfile::NamedTempFile::new()
+            .context("cannot create a temporary file for the download")?;
+        let registered = crate::signals::temp_file(tmp.path());
+        {
+            let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
+            object.copy_to(&mut w)?;
+            w.flush()
+                .with_context(|| format!("cannot write the download of {url}"))?;
+        }
+        let mut input = Input::open(tmp.path())?;
+        input._downloaded = Some(tmp);
+        drop(registered);
+        Ok(input)
     }
 
     /// Maps `path`, or reads it where a map is not possible; `-` is
@@ -52,6 +76,9 @@ impl Input {
     /// random, not as a stream, and this keeps memory bounded whatever
     /// the input's size.
     pub fn open(path: &Path) -> Result<Input> {
+        if let Some(url) = url_of(path) {
+            return Input::download(url);
+        }
         if is_stdio(path) {
             return Input::spooled_stdin();
         }
@@ -81,6 +108,7 @@ impl Input {
                 _watch: Some(watch),
                 bytes: Bytes::Mapped(map),
                 mapped_from: Some((file, path.to_path_buf(), meta.len(), meta.modified().ok())),
+                _downloaded: None,
             })
         } else {
             let mut v = Vec::new();
@@ -147,6 +175,81 @@ pub fn is_stdio(path: &Path) -> bool {
     path.as_os_str() == "-"
 }
 
+/// The URL that `path` is (`s3://bucket/key`, `file:///x`, `https://...`),
+/// if it is one rather than a local path.
+pub fn url_of(path: &Path) -> Option<&str> {
+    path.to_str().filter(|s| lmc_remote::is_url(s))
+}
+
+/// Names `input` in front of a decoding error, unless the error is the
+/// object store's, which names the URL already.
+pub fn named(input: &Path) -> impl FnOnce(lmc_core::Error) -> anyhow::Error + '_ {
+    move |e| {
+        let from_store = matches!(&e, lmc_core::Error::Io(io)
+            if io.get_ref().is_some_and(|r| r.is::<lmc_remote::Error>()));
+        if from_store {
+            anyhow::Error::from(e)
+        } else {
+            anyhow::Error::from(e).context(input.display().to_string())
+        }
+    }
+}
+
+/// A container to read: a local file (or standard input) in memory, or an
+/// object read in ranges, its index first.
+pub enum ContainerInput {
+    Local(Input),
+    /// The object, and the container opened over its header and index.
+    Remote(lmc_remote::Object, lmc_core::Container<'static>),
+}
+
+impl ContainerInput {
+    /// Opens `path`. A URL's object is read in ranges unless it holds a
+    /// directory, which is downloaded (a restore walks all of it).
+    pub fn open(path: &Path) -> Result<ContainerInput> {
+        let Some(url) = url_of(path) else {
+            return Ok(ContainerInput::Local(Input::open(path)?));
+        };
+        let object = lmc_remote::Object::open(url)?;
+        let c = lmc_core::Container::open_from(&object).map_err(named(path))?;
+        if lmc_files::is_tree_in(&c, Some(&object)).map_err(named(path))? {
+            return Ok(ContainerInput::Local(Input::download(url)?));
+        }
+        Ok(ContainerInput::Remote(object, c))
+    }
+
+    /// The container: over all of its bytes, or over its header and index
+    /// (chunks are then read with [`ContainerInput::source`]).
+    pub fn container(&self) -> lmc_core::Result<lmc_core::Container<'_>> {
+        match self {
+            ContainerInput::Local(bytes) => lmc_core::Container::open(bytes),
+            ContainerInput::Remote(_, c) => Ok(c.clone()),
+        }
+    }
+
+    /// Where chunks are read from, for a container opened over its index.
+    pub fn source(&self) -> Option<&dyn lmc_core::ReadAt> {
+        match self {
+            ContainerInput::Local(_) => None,
+            ContainerInput::Remote(object, _) => Some(object),
+        }
+    }
+
+    /// Decodes the whole file to `out` ([`lmc_core::Container::decompress_to`]
+    /// or, over an object, `decompress_from`).
+    pub fn decompress_to(
+        &self,
+        c: &lmc_core::Container<'_>,
+        out: &mut (dyn Write + Send),
+        progress: lmc_core::compress::Progress<'_>,
+    ) -> lmc_core::Result<()> {
+        match self.source() {
+            None => c.decompress_to(out, progress),
+            Some(src) => c.decompress_from(src, out, progress),
+        }
+    }
+}
+
 /// An output file written under a temporary name in the destination's
 /// folder and renamed into place only by [`Output::commit`]. Dropped without
 /// a commit (an error, a panic, Ctrl-C), the temporary file is removed (and
@@ -175,10 +278,19 @@ enum Sink {
     Spooled(BufWriter<File>),
     /// Straight to standard output.
     Stdout(BufWriter<std::io::Stdout>),
+    /// To an object in a store through an anonymous file, uploaded by
+    /// `commit` (a container is written with a seek back to its header).
+    SpooledUpload(BufWriter<File>, lmc_remote::Location),
+    /// Straight to an object by multipart upload, completed by `commit`
+    /// (dropped before, the upload is aborted: nothing appears).
+    Upload(BufWriter<lmc_remote::Upload>),
 }
 
 impl Output {
     pub fn create(dest: &Path, input: &Path, force: bool) -> Result<Output> {
+        if url_of(dest).is_some() {
+            return Output::remote(dest, input, force, true);
+        }
         // Only a regular file may be replaced: never /dev/null, a pipe or
         // a folder (the same rule as the Python package's).
         if lmc_files::check_destination(dest)? == lmc_files::Destination::File {
@@ -207,6 +319,34 @@ impl Output {
         })
     }
 
+    /// An object at the URL `dest`, visible only once complete; `seekable`
+    /// (what [`Output::create`] gives: a container is written with a seek
+    /// back to its header) is spooled to an anonymous temporary file and
+    /// uploaded by `commit`, the rest uploaded as it is written.
+    pub fn remote(dest: &Path, input: &Path, force: bool, seekable: bool) -> Result<Output> {
+        let url = url_of(dest).expect("a URL");
+        if url_of(input) == Some(url) {
+            bail!("output {url} is the input");
+        }
+        let location = lmc_remote::Location::parse(url)?;
+        if !location.is_writable() {
+            bail!("{url}: http(s):// URLs are read only; write to s3://, gs://, az:// or file://");
+        }
+        if !force && location.exists()? {
+            bail!("{url} already exists (use --force to overwrite it)");
+        }
+        let sink = if seekable {
+            let f = tempfile::tempfile().context("cannot create a temporary file")?;
+            Sink::SpooledUpload(BufWriter::with_capacity(64 << 10, f), location)
+        } else {
+            Sink::Upload(BufWriter::with_capacity(
+                1 << 20,
+                lmc_remote::Upload::to(location)?,
+            ))
+        };
+        Ok(Output { sink })
+    }
+
     /// Standard output; `seekable` (a container) goes through an anonymous
     /// temporary file. Refused when standard output is a terminal.
     pub fn stdout(seekable: bool) -> Result<Output> {
@@ -229,7 +369,7 @@ impl Output {
     /// Whether this writes to standard output (the summary then goes to
     /// standard error).
     pub fn is_stdout(&self) -> bool {
-        !matches!(self.sink, Sink::File { .. })
+        matches!(self.sink, Sink::Spooled(_) | Sink::Stdout(_))
     }
 
     /// Flushes, syncs and renames the file into place; for standard output,
@@ -266,6 +406,34 @@ impl Output {
                     .context("cannot write to standard output")
             }
             Sink::Stdout(mut w) => w.flush().context("cannot write to standard output"),
+            Sink::SpooledUpload(w, location) => {
+                let mut f = w
+                    .into_inner()
+                    .map_err(|e| e.into_error())
+                    .context("cannot write the output")?;
+                f.seek(std::io::SeekFrom::Start(0))
+                    .context("cannot read back the output")?;
+                let mut up = lmc_remote::Upload::to(location)?;
+                // Not io::copy: a failed part is the store's error, which
+                // names the URL; a failed read is the spool's.
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = std::io::Read::read(&mut f, &mut buf)
+                        .context("cannot read back the output")?;
+                    if n == 0 {
+                        break;
+                    }
+                    up.write_all(&buf[..n])?;
+                }
+                Ok(up.finish()?)
+            }
+            Sink::Upload(w) => {
+                let up = w
+                    .into_inner()
+                    .map_err(|e| e.into_error())
+                    .context("cannot upload the output")?;
+                Ok(up.finish()?)
+            }
         }
     }
 }
@@ -276,6 +444,8 @@ impl Write for Output {
             Sink::File { tmp, .. } => tmp.write(buf),
             Sink::Spooled(w) => w.write(buf),
             Sink::Stdout(w) => w.write(buf),
+            Sink::SpooledUpload(w, _) => w.write(buf),
+            Sink::Upload(w) => w.write(buf),
         }
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -283,6 +453,8 @@ impl Write for Output {
             Sink::File { tmp, .. } => tmp.flush(),
             Sink::Spooled(w) => w.flush(),
             Sink::Stdout(w) => w.flush(),
+            Sink::SpooledUpload(w, _) => w.flush(),
+            Sink::Upload(w) => w.flush(),
         }
     }
 }
@@ -291,10 +463,10 @@ impl Seek for Output {
     fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
         match &mut self.sink {
             Sink::File { tmp, .. } => tmp.seek(pos),
-            Sink::Spooled(w) => w.seek(pos),
-            Sink::Stdout(_) => Err(std::io::Error::new(
+            Sink::Spooled(w) | Sink::SpooledUpload(w, _) => w.seek(pos),
+            Sink::Stdout(_) | Sink::Upload(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::Unsupported,
-                "standard output cannot seek",
+                "standard output or an upload cannot seek",
             )),
         }
     }

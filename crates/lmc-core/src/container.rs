@@ -1,6 +1,7 @@
 //! Reading a container: open, inspect, decode chunks, tensors or the whole file.
 
 use std::io::Write;
+use std::ops::Range;
 
 use crate::hash::{Xxh3_128, xxh3_64};
 use rayon::prelude::*;
@@ -41,17 +42,23 @@ fn source_error(i: usize, seg: &Segment, e: Error) -> Error {
     }
 }
 
-/// An opened container over its bytes (typically a memory map).
+/// An opened container over its bytes (typically a memory map), or over
+/// its header and index alone, for a file read in ranges (see
+/// [`crate::ranged`]).
 ///
 /// Opening checks the header and the index completely; chunk payloads are
 /// checked (checksum, then decode) as they are read.
-#[derive(Debug)]
+/// Cloning is cheap: the index is shared, the bytes borrowed.
+#[derive(Debug, Clone)]
 pub struct Container<'a> {
-    data: &'a [u8],
-    header: Header,
-    index: Index,
+    pub(crate) data: Stored<'a>,
+    /// The whole file's length (`data` may hold only part of it).
+    pub(crate) file_len: u64,
+    pub(crate) header: Header,
+    /// Shared by the views that [`crate::ranged`] opens over fetched parts.
+    pub(crate) index: std::sync::Arc<Index>,
     /// The base's bytes, for a delta container once [`Container::with_base`] gave them.
-    base: Option<&'a [u8]>,
+    pub(crate) base: Option<&'a [u8]>,
 }
 
 impl<'a> Container<'a> {
@@ -61,9 +68,10 @@ impl<'a> Container<'a> {
         // Header::parse checked that the header, payload and index tile the file.
         let index = Index::parse(&data[index_start as usize..], &header)?;
         Ok(Container {
-            data,
+            data: Stored::File(data),
+            file_len: data.len() as u64,
             header,
-            index,
+            index: std::sync::Arc::new(index),
             base: None,
         })
     }
@@ -146,17 +154,34 @@ impl<'a> Container<'a> {
 
     /// Total size of the container in bytes.
     pub fn len(&self) -> u64 {
-        self.data.len() as u64
+        self.file_len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.file_len == 0
     }
 
     /// The stored bytes of chunk `i`.
-    fn stored(&self, c: &ChunkEntry) -> &'a [u8] {
-        // Index::parse checked that chunks tile the payload.
-        &self.data[c.stored_offset as usize..(c.stored_offset + c.stored_len()) as usize]
+    fn stored(&self, i: usize, c: &ChunkEntry) -> Result<&'a [u8]> {
+        let (start, end) = (c.stored_offset, c.stored_offset + c.stored_len());
+        match self.data {
+            // Index::parse checked that chunks tile the payload.
+            Stored::File(data) => Ok(&data[start as usize..end as usize]),
+            Stored::Parts(parts) => {
+                // The last part that starts at or before the chunk.
+                let k = parts.partition_point(|(at, _)| *at <= start);
+                k.checked_sub(1)
+                    .and_then(|k| {
+                        let (at, bytes) = &parts[k];
+                        bytes.get((start - at) as usize..(end - at) as usize)
+                    })
+                    .ok_or_else(|| {
+                        Error::InvalidInput(format!(
+                            "chunk {i}'s stored bytes {start}..{end} were not read (only the header and index, or other chunks)"
+                        ))
+                    })
+            }
+        }
     }
 
     /// Decodes chunk `i` into `out` (resized to the chunk's original length),
@@ -189,7 +214,7 @@ impl<'a> Container<'a> {
     /// Checks chunk `i`'s stored bytes against its checksum.
     fn check_chunk(&self, i: usize) -> Result<()> {
         let c = self.chunk(i)?;
-        let sum = xxh3_64(self.stored(c));
+        let sum = xxh3_64(self.stored(i, c)?);
         if sum != c.checksum {
             return Err(Error::ChunkChecksum {
                 chunk: i,
@@ -233,7 +258,7 @@ impl<'a> Container<'a> {
             )));
         }
         let seg = &self.index.segments[c.segment];
-        let stored = self.stored(c);
+        let stored = self.stored(i, c)?;
         let plane_err = |plane: usize, offset: u64, reason: DecodeError| Error::PlaneDecode {
             chunk: i,
             segment: seg.describe(),
@@ -340,7 +365,7 @@ impl<'a> Container<'a> {
     }
 
     /// Refuses to decode a delta container whose base was not given.
-    fn check_base_given(&self) -> Result<()> {
+    pub(crate) fn check_base_given(&self) -> Result<()> {
         if let (Some(b), None) = (self.index.base, self.base) {
             return Err(Error::Base(format!(
                 "this is a delta container: decoding it needs its base, a {}-byte file with XXH3-128 {:032x}",
@@ -358,7 +383,7 @@ impl<'a> Container<'a> {
     }
 
     /// Checks the whole-file hash and length once every chunk is decoded.
-    fn check_file(&self, hasher: &Xxh3_128, done: u64) -> Result<()> {
+    pub(crate) fn check_file(&self, hasher: &Xxh3_128, done: u64) -> Result<()> {
         let found = hasher.digest128();
         if found != self.header.original_hash {
             return Err(Error::FileHash {
@@ -519,6 +544,31 @@ impl<'a> Container<'a> {
         self.decompress_to(&mut std::io::sink(), progress)
     }
 
+    /// The chunks that hold bytes `start..start + len` of tensor `name`
+    /// (none for an empty range). A range past the tensor's end is an error.
+    pub fn tensor_chunks(&self, name: &str, start: u64, len: u64) -> Result<Range<usize>> {
+        let seg = self.tensor_segment(name)?;
+        let end = start
+            .checked_add(len)
+            .filter(|&e| e <= seg.len)
+            .ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "tensor {}: bytes {start}..{} asked for, it has {}",
+                    crate::error::quote_name(name),
+                    start.saturating_add(len),
+                    seg.len
+                ))
+            })?;
+        let chunks = &self.index.chunks[seg.first_chunk..seg.first_chunk + seg.chunk_count];
+        let first =
+            chunks.partition_point(|c| c.raw_offset - seg.offset + u64::from(c.raw_len) <= start);
+        let last = chunks.partition_point(|c| c.raw_offset - seg.offset < end);
+        if len == 0 || first >= last {
+            return Ok(seg.first_chunk..seg.first_chunk);
+        }
+        Ok(seg.first_chunk + first..seg.first_chunk + last)
+    }
+
     /// Decodes one tensor's bytes without touching the other tensors' chunks.
     pub fn read_tensor(&self, name: &str) -> Result<Vec<u8>> {
         let len = self.tensor_len(name)?;
@@ -563,32 +613,18 @@ impl<'a> Container<'a> {
     /// its checksum first. A range past the tensor's end is an error.
     pub fn read_tensor_range_into(&self, name: &str, start: u64, out: &mut [u8]) -> Result<()> {
         let seg = self.tensor_segment(name)?;
-        let end = start
-            .checked_add(out.len() as u64)
-            .filter(|&e| e <= seg.len)
-            .ok_or_else(|| {
-                Error::InvalidInput(format!(
-                    "tensor {}: bytes {start}..{} asked for, it has {}",
-                    crate::error::quote_name(name),
-                    start.saturating_add(out.len() as u64),
-                    seg.len
-                ))
-            })?;
-        let chunks = &self.index.chunks[seg.first_chunk..seg.first_chunk + seg.chunk_count];
+        let end = start + out.len() as u64;
+        let held = self.tensor_chunks(name, start, out.len() as u64)?;
         // The chunks overlapping the range, with the part of `out` each fills.
-        let first =
-            chunks.partition_point(|c| c.raw_offset - seg.offset + u64::from(c.raw_len) <= start);
         let mut jobs = Vec::new();
         let mut rest = out;
-        for (k, c) in chunks.iter().enumerate().skip(first) {
+        for i in held {
+            let c = &self.index.chunks[i];
             let at = c.raw_offset - seg.offset;
-            if at >= end || rest.is_empty() {
-                break;
-            }
             let (lo, hi) = (start.max(at), end.min(at + u64::from(c.raw_len)));
             let (piece, r) = std::mem::take(&mut rest).split_at_mut((hi - lo) as usize);
             rest = r;
-            jobs.push((seg.first_chunk + k, (lo - at) as usize, piece));
+            jobs.push((i, (lo - at) as usize, piece));
         }
         jobs.par_iter_mut()
             .map(|(i, from, piece)| {
@@ -684,6 +720,17 @@ fn xor_at(width: usize, positions: &[u32], values: &[u8], out: &mut [u8]) {
             }
         }
     }
+}
+
+/// Where a container's stored bytes are.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Stored<'a> {
+    /// The whole file.
+    File(&'a [u8]),
+    /// Parts of it, each with its offset in the file, in order and not
+    /// overlapping: the chunks a ranged read fetched (none: the header and
+    /// index alone).
+    Parts(&'a [(u64, Vec<u8>)]),
 }
 
 /// Decodes the planes `entries` (stored back to back in `stored`, from

@@ -101,6 +101,14 @@ impl Header {
 
     /// Parses and checks the header against the length of the whole file.
     pub fn parse(file: &[u8]) -> Result<Header> {
+        Header::parse_prefix(file, file.len() as u64)
+    }
+
+    /// Parses the header from `head`, the first bytes (at least
+    /// [`HEADER_LEN`]) of a file of `file_len` bytes that is read in
+    /// ranges (from object storage): the same checks as [`Header::parse`].
+    pub fn parse_prefix(head: &[u8], file_len: u64) -> Result<Header> {
+        let file = head;
         let h = |reason| Error::Corrupt {
             region: Region::Header,
             reason,
@@ -148,11 +156,11 @@ impl Header {
         let expected = (HEADER_LEN as u64)
             .checked_add(header.payload_len)
             .and_then(|x| x.checked_add(header.index_len));
-        if expected != Some(file.len() as u64) {
+        if expected != Some(file_len) {
             return Err(Error::Corrupt {
                 region: Region::File,
                 reason: Corruption::FileLength {
-                    len: file.len() as u64,
+                    len: file_len,
                     described: expected,
                     payload: header.payload_len,
                     index: header.index_len,

@@ -44,6 +44,7 @@ pub mod hash;
 pub mod huffman;
 mod kernels;
 pub mod planes;
+pub mod ranged;
 pub mod rans;
 pub mod runs;
 pub mod stats;
@@ -62,6 +63,7 @@ pub use compress::{
     compress_parts, max_threads,
 };
 pub use container::Container;
+pub use ranged::ReadAt;
 pub use dtype::Dtype;
 pub use error::{ChunkFault, Corruption, DecodeError, Error, Region, Result, TableFault};
 pub use format::SegmentKind;

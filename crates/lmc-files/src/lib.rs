@@ -54,6 +54,6 @@ pub use mode::{MODE_MASK, mode_of, set_mode};
 pub use output::{
     Destination, DestinationError, check_destination, folder_and_name, temp_beside, temp_in,
 };
-pub use restore::{TreeSummary, check_tree, is_tree, restore_tree};
+pub use restore::{TreeSummary, check_tree, is_tree, is_tree_in, restore_tree};
 pub use stream::{DirStream, check_outside, dir_stream};
 pub use walk::{Item, Listing, walk};

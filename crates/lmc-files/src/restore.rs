@@ -15,17 +15,35 @@ use crate::error::{Error, Result};
 /// with the stream's magic). A first chunk that does not decode says no:
 /// decoding the container as a file then reports the damage.
 pub fn is_tree(c: &Container<'_>) -> bool {
+    is_tree_in(c, None).unwrap_or(false)
+}
+
+/// [`is_tree`] for a container opened over its index alone
+/// ([`Container::open_from`]): its first chunk is read from `src`, and a
+/// failure to read it (not to decode it) is an error, not a "no".
+pub fn is_tree_in(
+    c: &Container<'_>,
+    src: Option<&dyn lmc_core::ReadAt>,
+) -> lmc_core::Result<bool> {
     let Some(first) = c.segments().first() else {
-        return false;
+        return Ok(false);
     };
     if first.kind != SegmentKind::Bytes
         || first.len < tree::MAGIC.len() as u64
         || first.chunk_count == 0
     {
-        return false;
+        return Ok(false);
     }
     let mut buf = Vec::new();
-    c.decode_chunk(first.first_chunk, &mut buf).is_ok() && tree::looks_like(&buf)
+    let decoded = match src {
+        Some(src) => c.decode_chunk_from(src, first.first_chunk, &mut buf),
+        None => c.decode_chunk(first.first_chunk, &mut buf),
+    };
+    match decoded {
+        Err(e @ lmc_core::Error::Io(_)) => Err(e),
+        Err(_) => Ok(false),
+        Ok(()) => Ok(tree::looks_like(&buf)),
+    }
 }
 
 /// What a restore or a check found.

@@ -34,7 +34,7 @@ pub fn run(
         PathBuf::from(s)
     });
     let to_stdout = crate::io::is_stdio(&dest);
-    if input.is_dir() {
+    if crate::io::url_of(input).is_none() && input.is_dir() {
         if dtype.is_some() {
             bail!(
                 "--dtype applies to a single file, not to the directory {}",

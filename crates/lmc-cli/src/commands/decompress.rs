@@ -3,12 +3,11 @@ use std::time::Instant;
 
 use std::fmt::Write as _;
 
-use anyhow::{Context, Result, bail};
-use lmc_core::Container;
+use anyhow::{Result, bail};
 
 use super::emit;
 use super::human;
-use crate::io::{Input, Output};
+use crate::io::{ContainerInput, Output};
 use crate::progress::Bar;
 
 pub fn run(
@@ -32,8 +31,10 @@ pub fn run(
             ),
         },
     };
-    let bytes = Input::open(input)?;
-    let container = Container::open(&bytes).with_context(|| format!("{}", input.display()))?;
+    let source = ContainerInput::open(input)?;
+    let container = source
+        .container()
+        .map_err(crate::io::named(input))?;
     if lmc_files::is_tree(&container) {
         if let Some(b) = base {
             bail!(
@@ -42,9 +43,9 @@ pub fn run(
                 b.display()
             );
         }
-        if crate::io::is_stdio(&dest) {
+        if crate::io::is_stdio(&dest) || crate::io::url_of(&dest).is_some() {
             bail!(
-                "{} holds a directory, which cannot go to standard output; give -o DIR",
+                "{} holds a directory, which cannot go to standard output or a URL; give -o DIR",
                 input.display()
             );
         }
@@ -54,7 +55,7 @@ pub fn run(
     let container = match &base_bytes {
         Some(b) => container
             .with_base(b)
-            .with_context(|| format!("{}", input.display()))?,
+            .map_err(crate::io::named(input))?,
         None => container,
     };
     if base.is_some_and(|b| crate::io::same_file(&dest, b)) {
@@ -62,15 +63,18 @@ pub fn run(
     }
     let mut out = if crate::io::is_stdio(&dest) {
         Output::stdout(false)?
+    } else if crate::io::url_of(&dest).is_some() {
+        // Decoded bytes go up as they come: no seek, no spool.
+        Output::remote(&dest, input, force, false)?
     } else {
         Output::create(&dest, input, force)?
     };
     let start = Instant::now();
     {
         let bar = Bar::new(container.header().original_len, "decompressing", quiet);
-        container
-            .decompress_to(&mut out, &mut bar.callback())
-            .with_context(|| format!("{}", input.display()))?;
+        source
+            .decompress_to(&container, &mut out, &mut bar.callback())
+            .map_err(crate::io::named(input))?;
     }
     let out_is_stdout = out.is_stdout();
     out.commit()?;

@@ -3,15 +3,15 @@ use std::path::Path;
 
 use std::fmt::Write as _;
 
-use anyhow::{Context, Result};
-use lmc_core::{Container, SegmentKind};
+use anyhow::Result;
+use lmc_core::SegmentKind;
 use lmc_tensors::Format;
 use lmc_tensors::tree::Kind;
 use serde_json::json;
 
 use super::emit;
 use super::human;
-use crate::io::Input;
+use crate::io::ContainerInput;
 
 /// Stored size and codecs of one plane, over all chunks of a segment.
 #[derive(Default)]
@@ -31,8 +31,10 @@ impl PlaneStats {
 
 pub fn run(input: &Path, as_json: bool) -> Result<()> {
     let mut text = String::new();
-    let bytes = Input::open(input)?;
-    let c = Container::open(&bytes).with_context(|| format!("{}", input.display()))?;
+    let source = ContainerInput::open(input)?;
+    let c = source
+        .container()
+        .map_err(crate::io::named(input))?;
     let original = c.header().original_len;
     let ratio = |o: u64, s: u64| if s == 0 { 0.0 } else { o as f64 / s as f64 };
 

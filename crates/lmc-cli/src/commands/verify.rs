@@ -3,23 +3,24 @@ use std::time::Instant;
 
 use std::fmt::Write as _;
 
-use anyhow::{Context, Result};
-use lmc_core::Container;
+use anyhow::Result;
 
 use super::emit;
 use super::human;
-use crate::io::Input;
+use crate::io::ContainerInput;
 use crate::progress::Bar;
 
 pub fn run(input: &Path, base: Option<&Path>, quiet: bool) -> Result<()> {
     let mut text = String::new();
-    let bytes = Input::open(input)?;
-    let container = Container::open(&bytes).with_context(|| format!("{}", input.display()))?;
+    let source = ContainerInput::open(input)?;
+    let container = source
+        .container()
+        .map_err(crate::io::named(input))?;
     let base_bytes = super::load_base(input, &container, base)?;
     let container = match &base_bytes {
         Some(b) => container
             .with_base(b)
-            .with_context(|| format!("{}", input.display()))?,
+            .map_err(crate::io::named(input))?,
         None => container,
     };
     let start = Instant::now();
@@ -29,9 +30,9 @@ pub fn run(input: &Path, base: Option<&Path>, quiet: bool) -> Result<()> {
         if lmc_files::is_tree(&container) {
             lmc_files::check_tree(input, &container, &mut bar.callback())?;
         } else {
-            container
-                .verify(&mut bar.callback())
-                .with_context(|| format!("{}", input.display()))?;
+            source
+                .decompress_to(&container, &mut std::io::sink(), &mut bar.callback())
+                .map_err(crate::io::named(input))?;
         }
     }
     if !quiet {
