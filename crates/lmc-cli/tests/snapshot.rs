@@ -416,7 +416,11 @@ fn crashes_during_deferred_work_lose_nothing() {
         assert_eq!(fx.steps(), [1, 2, 3, 4], "after a crash at {point}");
         fx.check_all(n);
         let out = finish(&fx);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(deferred(&fx).is_empty(), "after {point}");
         let parents: Vec<_> = fx.list()["snapshots"]
             .as_array()

@@ -70,18 +70,29 @@ pub(crate) fn load<'py>(
 }
 
 /// The `__metadata__` of the safetensors file in a `.lmc` container,
-/// decoding only the chunks of its header.
+/// reading and decoding only the chunks of its header.
 #[pyfunction]
 pub(crate) fn read_metadata(path: PathBuf) -> PyResult<BTreeMap<String, String>> {
-    let bytes = read_file(&path)?;
-    metadata_of(&path, &bytes)
+    let (src, c) = open_at(&path)?;
+    metadata_of(&path, &src, &c)
 }
 
-/// The `__metadata__` of the safetensors file in the container `bytes`
-/// (read from `path`), decoding only the chunks of its header.
-fn metadata_of(path: &Path, bytes: &[u8]) -> PyResult<BTreeMap<String, String>> {
+/// `path` opened for positional reads, and its container by its header and
+/// index alone: the chunks are read as they are needed.
+fn open_at(path: &Path) -> PyResult<(lmc_files::FileAt, Container<'static>)> {
+    let src = lmc_files::FileAt::open(path).map_err(|e| fail(e.to_string()))?;
+    let c = Container::open_from(&src).map_err(|e| err(path.display(), e))?;
+    Ok((src, c))
+}
+
+/// The `__metadata__` of the safetensors file in the container `c` over
+/// `src`, decoding only the chunks of its header.
+fn metadata_of(
+    path: &Path,
+    src: &lmc_files::FileAt,
+    c: &Container<'_>,
+) -> PyResult<BTreeMap<String, String>> {
     let ctx = |e: lmc_core::Error| err(path.display(), e);
-    let c = Container::open(bytes).map_err(ctx)?;
     let Some(first) = c
         .segments()
         .first()
@@ -92,7 +103,7 @@ fn metadata_of(path: &Path, bytes: &[u8]) -> PyResult<BTreeMap<String, String>> 
     let mut header = Vec::with_capacity(first.len as usize);
     let mut chunk = Vec::new();
     for i in first.first_chunk..first.first_chunk + first.chunk_count {
-        c.decode_chunk(i, &mut chunk).map_err(ctx)?;
+        c.decode_chunk_from(src, i, &mut chunk).map_err(ctx)?;
         header.extend_from_slice(&chunk);
     }
     let not_st = || {
@@ -122,43 +133,41 @@ fn metadata_of(path: &Path, bytes: &[u8]) -> PyResult<BTreeMap<String, String>> 
 /// `(name, dtype, shape, length in bytes)` of a tensor.
 type TensorEntry = (String, String, Vec<u64>, u64);
 
-/// A `.lmc` file held in memory for reading its tensors one at a time
-/// (`lmc.safe_open`): each read decodes only the chunks it needs, each
-/// checked against its checksum.
+/// A `.lmc` file opened for reading its tensors one at a time
+/// (`lmc.safe_open`): the header and index are read when it is opened, and
+/// each read reads and decodes only the chunks it needs, each checked
+/// against its checksum.
 #[pyclass(module = "lmc._lmc", frozen)]
 pub(crate) struct Reader {
     path: PathBuf,
-    bytes: Vec<u8>,
-}
-
-impl Reader {
-    fn open(&self) -> PyResult<Container<'_>> {
-        Container::open(&self.bytes).map_err(|e| err(self.path.display(), e))
-    }
+    src: lmc_files::FileAt,
+    container: Container<'static>,
 }
 
 #[pymethods]
 impl Reader {
     #[new]
     fn new(path: PathBuf) -> PyResult<Reader> {
-        let bytes = read_file(&path)?;
-        let c = Container::open(&bytes).map_err(|e| err(path.display(), e))?;
-        if c.needs_base() {
+        let (src, container) = open_at(&path)?;
+        if container.needs_base() {
             return Err(fail(format!(
                 "{}: a delta container, whose tensors need its base: read it with \
                  lmc.load_file(path, base=...)",
                 path.display()
             )));
         }
-        drop(c);
-        Ok(Reader { path, bytes })
+        Ok(Reader {
+            path,
+            src,
+            container,
+        })
     }
 
     /// `[(name, dtype, shape, length in bytes)]` of the tensors, in the
     /// file's order.
     fn tensors(&self) -> PyResult<Vec<TensorEntry>> {
         Ok(self
-            .open()?
+            .container
             .segments()
             .iter()
             .filter_map(|s| match &s.kind {
@@ -172,7 +181,7 @@ impl Reader {
 
     /// The safetensors `__metadata__`, decoding only the header's chunks.
     fn metadata(&self) -> PyResult<BTreeMap<String, String>> {
-        metadata_of(&self.path, &self.bytes)
+        metadata_of(&self.path, &self.src, &self.container)
     }
 
     /// Bytes `start..start + length` of tensor `name` (default: all of it),
@@ -185,7 +194,7 @@ impl Reader {
         start: u64,
         length: Option<u64>,
     ) -> PyResult<Bound<'py, PyByteArray>> {
-        let c = self.open()?;
+        let c = &self.container;
         let ctx = |e: lmc_core::Error| err(self.path.display(), e);
         let len = c.tensor_len(name).map_err(ctx)?;
         let length = length.unwrap_or(len.saturating_sub(start));
@@ -199,7 +208,7 @@ impl Reader {
             )));
         }
         let mut out = vec![0u8; length as usize];
-        py.detach(|| c.read_tensor_range_into(name, start, &mut out))
+        py.detach(|| c.read_tensor_range_from(&self.src, name, start, &mut out))
             .map_err(ctx)?;
         Ok(PyByteArray::new(py, &out))
     }
@@ -218,10 +227,9 @@ pub(crate) fn read_tensors<'py>(
     names: Vec<String>,
     expected: Option<Vec<Option<u64>>>,
 ) -> PyResult<Vec<Bound<'py, PyByteArray>>> {
-    let bytes = read_file(&path)?;
+    let (src, c) = open_at(&path)?;
     let decoded: Vec<Vec<u8>> = py
         .detach(|| -> Result<_, lmc_core::Error> {
-            let c = Container::open(&bytes)?;
             if let Some(expected) = &expected {
                 for (n, want) in names.iter().zip(expected) {
                     let len = c.tensor_len(n)?;
@@ -234,7 +242,10 @@ pub(crate) fn read_tensors<'py>(
                     }
                 }
             }
-            names.par_iter().map(|n| c.read_tensor(n)).collect()
+            names
+                .par_iter()
+                .map(|n| c.read_tensor_from(&src, n))
+                .collect()
         })
         .map_err(|e| err(path.display(), e))?;
     Ok(decoded.iter().map(|v| PyByteArray::new(py, v)).collect())
@@ -259,7 +270,7 @@ pub(crate) fn read_tensors_into(
             outs.len()
         )));
     }
-    let bytes = read_file(&path)?;
+    let (src, c) = open_at(&path)?;
     let mut outs = outs;
     let mut slices = Vec::with_capacity(outs.len());
     for (n, o) in names.iter().zip(outs.iter_mut()) {
@@ -272,11 +283,20 @@ pub(crate) fn read_tensors_into(
         slices.push(s);
     }
     py.detach(|| -> Result<(), lmc_core::Error> {
-        let c = Container::open(&bytes)?;
         names
             .par_iter()
             .zip(slices.par_iter_mut())
-            .map(|(n, s)| c.read_tensor_into(n, s))
+            .map(|(n, s)| {
+                let len = c.tensor_len(n)?;
+                if len != s.len() as u64 {
+                    return Err(lmc_core::Error::InvalidInput(format!(
+                        "tensor {}: {len} bytes, the buffer for it has {}",
+                        lmc_core::error::quote_name(n),
+                        s.len()
+                    )));
+                }
+                c.read_tensor_range_from(&src, n, 0, s)
+            })
             .collect::<Vec<_>>()
             .into_iter()
             .collect()

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use lmc_store::{AddHandle, FinishHandle, Kind, PruneReport, Snapshot, Store, TensorInput, Wait, WriteOptions};
+use lmc_store::{
+    AddHandle, FinishHandle, Kind, PruneReport, Snapshot, Store, TensorInput, Wait, WriteOptions,
+};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -366,8 +368,9 @@ fn join_finishing(root: Option<&Path>) -> Vec<(PathBuf, lmc_store::Error)> {
     let mine: Vec<Finishing> = {
         let mut all = FINISHING.lock().unwrap_or_else(|p| p.into_inner());
         let pid = std::process::id();
-        let (ours, inherited): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut *all).into_iter().partition(|f| f.pid == pid);
+        let (ours, inherited): (Vec<_>, Vec<_>) = std::mem::take(&mut *all)
+            .into_iter()
+            .partition(|f| f.pid == pid);
         // Dropping a handle joins its thread, which a forked child lacks.
         inherited.into_iter().for_each(std::mem::forget);
         let (mine, rest) = ours

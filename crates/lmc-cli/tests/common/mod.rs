@@ -100,4 +100,3 @@ pub fn minilm() -> Option<PathBuf> {
     })
     .clone()
 }
-
