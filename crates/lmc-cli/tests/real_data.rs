@@ -15,6 +15,7 @@ use lmc_core::{Container, SegmentKind};
 mod common;
 use common::minilm;
 
+
 /// Path of the BF16 copy, made from the fp32 file on first use.
 fn minilm_bf16() -> Option<PathBuf> {
     static PATH: OnceLock<Option<PathBuf>> = OnceLock::new();

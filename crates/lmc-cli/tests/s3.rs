@@ -25,11 +25,7 @@ fn server() -> Option<SocketAddr> {
     match std::env::var("LMC_TEST_S3_ENDPOINT") {
         Ok(url) => {
             let hostport = url.trim_start_matches("http://").trim_end_matches('/');
-            Some(
-                hostport
-                    .parse()
-                    .expect("LMC_TEST_S3_ENDPOINT is http://IP:PORT"),
-            )
+            Some(hostport.parse().expect("LMC_TEST_S3_ENDPOINT is http://IP:PORT"))
         }
         Err(_) => {
             eprintln!(
@@ -53,9 +49,7 @@ enum Fault {
     Answer503(u32),
     /// Ranged GETs after the first `skip` are answered with half of their
     /// bytes (the headers consistent with that, the range claimed unchanged).
-    TruncateRanges {
-        skip: u32,
-    },
+    TruncateRanges { skip: u32 },
 }
 
 struct State {
@@ -251,7 +245,8 @@ fn truncated_answer(st: &State, head: &str, to_client: &mut TcpStream) -> std::i
     let mut out = String::new();
     for line in resp_head.trim_end().lines() {
         let name = line.split(':').next().unwrap_or("").trim();
-        if name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("connection") {
+        if name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("connection")
+        {
             continue;
         }
         out.push_str(line);
@@ -274,10 +269,7 @@ fn create_bucket(server: SocketAddr, name: &str) {
     .unwrap();
     let mut answer = String::new();
     s.read_to_string(&mut answer).unwrap();
-    assert!(
-        answer.starts_with("HTTP/1.1 200"),
-        "cannot create bucket {name}: {answer}"
-    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "cannot create bucket {name}: {answer}");
 }
 
 /// object_store settings for the server at `endpoint`.
@@ -389,53 +381,29 @@ fn compress_decompress_info_verify_on_s3_urls() {
     let model = s.model.to_str().unwrap();
 
     let t = Instant::now();
-    ok(
-        lmc_s3(d, &ep, 3, &["compress", model, "-o", &url, "-q"]),
-        "compress to S3",
-    );
+    ok(lmc_s3(d, &ep, 3, &["compress", model, "-o", &url, "-q"]), "compress to S3");
     eprintln!("compress + upload: {:.2} s", t.elapsed().as_secs_f64());
     // What was uploaded is what a local compress writes.
     let direct = s.server.to_string();
     let obj = lmc_remote::Object::at(location(&url, &format!("http://{direct}"))).unwrap();
     let mut uploaded = Vec::new();
     obj.copy_to(&mut uploaded).unwrap();
-    assert!(
-        uploaded == s.container,
-        "the uploaded container differs from a local one"
-    );
+    assert!(uploaded == s.container, "the uploaded container differs from a local one");
 
     // An existing key is not replaced without --force.
     let again = lmc_s3(d, &ep, 3, &["compress", model, "-o", &url, "-q"]);
     assert!(!again.status.success());
-    assert!(
-        common::text(&again.stderr).contains("already exists"),
-        "{}",
-        common::text(&again.stderr)
-    );
+    assert!(common::text(&again.stderr).contains("already exists"), "{}", common::text(&again.stderr));
 
     let info = ok(lmc_s3(d, &ep, 3, &["info", &url]), "info");
-    assert!(
-        common::text(&info.stdout).contains("encoder.layer.0"),
-        "{}",
-        common::text(&info.stdout)
-    );
+    assert!(common::text(&info.stdout).contains("encoder.layer.0"), "{}", common::text(&info.stdout));
     ok(lmc_s3(d, &ep, 3, &["verify", &url, "-q"]), "verify");
 
     s.proxy.reset_counts();
     let t = Instant::now();
-    ok(
-        lmc_s3(
-            d,
-            &ep,
-            3,
-            &["decompress", &url, "-o", "restored.safetensors", "-q"],
-        ),
-        "decompress",
-    );
+    ok(lmc_s3(d, &ep, 3, &["decompress", &url, "-o", "restored.safetensors", "-q"]), "decompress");
     let secs = t.elapsed().as_secs_f64();
-    assert!(
-        std::fs::read(d.join("restored.safetensors")).unwrap() == std::fs::read(&s.model).unwrap()
-    );
+    assert!(std::fs::read(d.join("restored.safetensors")).unwrap() == std::fs::read(&s.model).unwrap());
     eprintln!(
         "decompress from S3: {:.2} s, {} bytes through the proxy for a {}-byte container",
         secs,
@@ -446,26 +414,10 @@ fn compress_decompress_info_verify_on_s3_urls() {
     // Compressing from a URL, and decompressing to one.
     let src_url = format!("s3://{}/raw/model.safetensors", s.bucket);
     put(&src_url, &ep, &std::fs::read(&s.model).unwrap());
-    ok(
-        lmc_s3(
-            d,
-            &ep,
-            3,
-            &["compress", &src_url, "-o", "from-url.lmc", "-q"],
-        ),
-        "compress from S3",
-    );
+    ok(lmc_s3(d, &ep, 3, &["compress", &src_url, "-o", "from-url.lmc", "-q"]), "compress from S3");
     assert!(std::fs::read(d.join("from-url.lmc")).unwrap() == s.container);
     let out_url = format!("s3://{}/restored/model.safetensors", s.bucket);
-    ok(
-        lmc_s3(
-            d,
-            &ep,
-            3,
-            &["decompress", "from-url.lmc", "-o", &out_url, "-q"],
-        ),
-        "decompress to S3",
-    );
+    ok(lmc_s3(d, &ep, 3, &["decompress", "from-url.lmc", "-o", &out_url, "-q"]), "decompress to S3");
     let obj = lmc_remote::Object::at(location(&out_url, &ep)).unwrap();
     let mut restored = Vec::new();
     obj.copy_to(&mut restored).unwrap();
@@ -473,27 +425,10 @@ fn compress_decompress_info_verify_on_s3_urls() {
 
     // Read over plain HTTP (moto serves objects unsigned, path-style).
     let http_url = format!("{ep}/{}/ckpt/model.lmc", s.bucket);
-    ok(
-        lmc_s3(
-            d,
-            &ep,
-            3,
-            &["decompress", &http_url, "-o", "via-http", "-q"],
-        ),
-        "decompress over http",
-    );
+    ok(lmc_s3(d, &ep, 3, &["decompress", &http_url, "-o", "via-http", "-q"]), "decompress over http");
     assert!(std::fs::read(d.join("via-http")).unwrap() == std::fs::read(&s.model).unwrap());
-    let out = lmc_s3(
-        d,
-        &ep,
-        3,
-        &["compress", model, "-o", &format!("{ep}/{}/x.lmc", s.bucket)],
-    );
-    assert!(
-        common::text(&out.stderr).contains("read only"),
-        "{}",
-        common::text(&out.stderr)
-    );
+    let out = lmc_s3(d, &ep, 3, &["compress", model, "-o", &format!("{ep}/{}/x.lmc", s.bucket)]);
+    assert!(common::text(&out.stderr).contains("read only"), "{}", common::text(&out.stderr));
 
     // A directory: up, and back (it is downloaded whole to be restored).
     let tree = d.join("tree");
@@ -501,29 +436,16 @@ fn compress_decompress_info_verify_on_s3_urls() {
     std::fs::copy(&s.model, tree.join("sub/model.safetensors")).unwrap();
     std::fs::write(tree.join("config.json"), "{}").unwrap();
     let tree_url = format!("s3://{}/tree.lmc", s.bucket);
-    ok(
-        lmc_s3(d, &ep, 3, &["compress", "tree", "-o", &tree_url, "-q"]),
-        "compress a directory to S3",
-    );
-    ok(
-        lmc_s3(d, &ep, 3, &["decompress", &tree_url, "-o", "tree2", "-q"]),
-        "restore a directory from S3",
-    );
-    assert!(
-        std::fs::read(d.join("tree2/sub/model.safetensors")).unwrap()
-            == std::fs::read(&s.model).unwrap()
-    );
+    ok(lmc_s3(d, &ep, 3, &["compress", "tree", "-o", &tree_url, "-q"]), "compress a directory to S3");
+    ok(lmc_s3(d, &ep, 3, &["decompress", &tree_url, "-o", "tree2", "-q"]), "restore a directory from S3");
+    assert!(std::fs::read(d.join("tree2/sub/model.safetensors")).unwrap() == std::fs::read(&s.model).unwrap());
     assert_eq!(std::fs::read(d.join("tree2/config.json")).unwrap(), b"{}");
 
     // A key that is not there: an error that names it.
     let missing = format!("s3://{}/no/such.lmc", s.bucket);
     let out = lmc_s3(d, &ep, 3, &["info", &missing]);
     assert!(!out.status.success());
-    assert!(
-        common::text(&out.stderr).contains(&missing),
-        "{}",
-        common::text(&out.stderr)
-    );
+    assert!(common::text(&out.stderr).contains(&missing), "{}", common::text(&out.stderr));
 }
 
 #[test]
@@ -535,12 +457,7 @@ fn reading_one_tensor_transfers_a_small_part_of_the_container() {
     let local = Container::open(&s.container).unwrap();
     // A weight matrix of one layer (384 x 1536 floats, 2.4 MB of 90).
     let name = "encoder.layer.3.intermediate.dense.weight";
-    assert!(
-        local
-            .segments()
-            .iter()
-            .any(|g| matches!(&g.kind, SegmentKind::Tensor { name: n, .. } if n == name))
-    );
+    assert!(local.segments().iter().any(|g| matches!(&g.kind, SegmentKind::Tensor { name: n, .. } if n == name)));
 
     s.proxy.reset_counts();
     let t = Instant::now();
@@ -605,21 +522,13 @@ fn throttling_is_retried() {
     // Uploads: the first requests (starting the upload, parts) get 503s.
     s.proxy.set(Fault::Answer503(3));
     ok(
-        lmc_s3(
-            d,
-            &ep,
-            5,
-            &["compress", s.model.to_str().unwrap(), "-o", &url, "-q"],
-        ),
+        lmc_s3(d, &ep, 5, &["compress", s.model.to_str().unwrap(), "-o", &url, "-q"]),
         "compress through 503s",
     );
     assert_eq!(s.proxy.state.served_503.load(Ordering::SeqCst), 3);
     // Reads: the lookup, the index and chunk ranges.
     s.proxy.set(Fault::Answer503(3));
-    ok(
-        lmc_s3(d, &ep, 5, &["decompress", &url, "-o", "out", "-q"]),
-        "decompress through 503s",
-    );
+    ok(lmc_s3(d, &ep, 5, &["decompress", &url, "-o", "out", "-q"]), "decompress through 503s");
     assert_eq!(s.proxy.state.served_503.load(Ordering::SeqCst), 6);
     assert!(std::fs::read(d.join("out")).unwrap() == std::fs::read(&s.model).unwrap());
     // More 503s than retries: an error naming the URL, no output.
@@ -651,18 +560,12 @@ fn a_truncated_ranged_answer_is_refused() {
         s.proxy.set(Fault::TruncateRanges { skip });
         let before = s.proxy.state.truncated.load(Ordering::SeqCst);
         let out = lmc_s3(d, &ep, 1, &args);
-        assert!(
-            !out.status.success(),
-            "{args:?} accepted a truncated answer"
-        );
+        assert!(!out.status.success(), "{args:?} accepted a truncated answer");
         let err = common::text(&out.stderr);
         eprintln!("{args:?} on a truncated answer: {err}");
         assert!(err.contains(&url), "{args:?}: {err}");
         assert!(err.contains("truncated answer, refused"), "{args:?}: {err}");
-        assert!(
-            s.proxy.state.truncated.load(Ordering::SeqCst) > before,
-            "the fault fired"
-        );
+        assert!(s.proxy.state.truncated.load(Ordering::SeqCst) > before, "the fault fired");
     }
     assert!(!d.join("out").exists(), "no partial output");
 }
@@ -675,16 +578,10 @@ fn file_urls_and_bad_urls() {
     let model = common::golden("runs/base.safetensors");
     let lmc_url = format!("file://{}/m.lmc", d.display());
     let out_url = format!("file://{}/m.safetensors", d.display());
-    common::ok(
-        d,
-        &["compress", model.to_str().unwrap(), "-o", &lmc_url, "-q"],
-    );
+    common::ok(d, &["compress", model.to_str().unwrap(), "-o", &lmc_url, "-q"]);
     common::ok(d, &["verify", &lmc_url, "-q"]);
     common::ok(d, &["decompress", &lmc_url, "-o", &out_url, "-q"]);
-    assert_eq!(
-        std::fs::read(d.join("m.safetensors")).unwrap(),
-        std::fs::read(&model).unwrap()
-    );
+    assert_eq!(std::fs::read(d.join("m.safetensors")).unwrap(), std::fs::read(&model).unwrap());
     for (url, says) in [
         ("foo://x/y", "unknown scheme foo://"),
         ("s3://bucket", "names no object"),

@@ -63,7 +63,7 @@ pub use compress::{
     compress_parts, max_threads,
 };
 pub use container::Container;
+pub use ranged::ReadAt;
 pub use dtype::Dtype;
 pub use error::{ChunkFault, Corruption, DecodeError, Error, Region, Result, TableFault};
 pub use format::SegmentKind;
-pub use ranged::ReadAt;

@@ -275,7 +275,10 @@ impl Container<'_> {
                     }
                     Ok(())
                 })();
-                let next = next.map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+                let next = next.map(|h| {
+                    h.join()
+                        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+                });
                 (written, next)
             });
             written?;

@@ -5,7 +5,9 @@
 use std::ops::Range;
 use std::sync::Mutex;
 
-use lmc_core::{CompressOptions, Container, Dtype, ReadAt, SegmentKind, SegmentSpec, compress};
+use lmc_core::{
+    CompressOptions, Container, Dtype, ReadAt, SegmentKind, SegmentSpec, compress,
+};
 
 /// A source that records the ranges asked for and may cut answers short.
 struct Recorder<'a> {
@@ -24,12 +26,7 @@ impl<'a> Recorder<'a> {
         }
     }
     fn fetched(&self) -> u64 {
-        self.asked
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|r| r.end - r.start)
-            .sum()
+        self.asked.lock().unwrap().iter().map(|r| r.end - r.start).sum()
     }
 }
 
@@ -112,12 +109,9 @@ fn ranged_reads_match_whole_reads_and_fetch_only_what_they_need() {
     // A range inside a tensor, across a chunk boundary.
     let mut part = vec![0u8; 70_000];
     let before = src.fetched();
-    c.read_tensor_range_from(&src, "t4", 50_000, &mut part)
-        .unwrap();
+    c.read_tensor_range_from(&src, "t4", 50_000, &mut part).unwrap();
     let mut want = vec![0u8; 70_000];
-    whole
-        .read_tensor_range_into("t4", 50_000, &mut want)
-        .unwrap();
+    whole.read_tensor_range_into("t4", 50_000, &mut want).unwrap();
     assert_eq!(part, want);
     assert_eq!(
         src.fetched() - before,
@@ -162,13 +156,8 @@ fn short_answers_and_damage_are_refused() {
     let src = Recorder::new(&bad);
     let c = Container::open_from(&src).unwrap();
     let mut out = Vec::new();
-    let e = c
-        .decompress_from(&src, &mut out, &mut |_| true)
-        .unwrap_err();
-    assert!(
-        matches!(e, lmc_core::Error::ChunkChecksum { chunk: 3, .. }),
-        "{e}"
-    );
+    let e = c.decompress_from(&src, &mut out, &mut |_| true).unwrap_err();
+    assert!(matches!(e, lmc_core::Error::ChunkChecksum { chunk: 3, .. }), "{e}");
     // Nothing of the damaged chunk (nor after it) was written.
     let before: u64 = c.chunks()[..3].iter().map(|c| u64::from(c.raw_len)).sum();
     assert!(out.len() as u64 <= before);

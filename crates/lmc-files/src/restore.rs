@@ -21,7 +21,10 @@ pub fn is_tree(c: &Container<'_>) -> bool {
 /// [`is_tree`] for a container opened over its index alone
 /// ([`Container::open_from`]): its first chunk is read from `src`, and a
 /// failure to read it (not to decode it) is an error, not a "no".
-pub fn is_tree_in(c: &Container<'_>, src: Option<&dyn lmc_core::ReadAt>) -> lmc_core::Result<bool> {
+pub fn is_tree_in(
+    c: &Container<'_>,
+    src: Option<&dyn lmc_core::ReadAt>,
+) -> lmc_core::Result<bool> {
     let Some(first) = c.segments().first() else {
         return Ok(false);
     };

@@ -18,7 +18,9 @@ pub enum Error {
     },
 
     /// A ranged read came back shorter or longer than asked for.
-    #[error("{url}: bytes {start}..{end} asked for, {got} came back: a truncated answer, refused")]
+    #[error(
+        "{url}: bytes {start}..{end} asked for, {got} came back: a truncated answer, refused"
+    )]
     ShortRead {
         url: String,
         start: u64,

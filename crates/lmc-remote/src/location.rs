@@ -53,12 +53,10 @@ impl Location {
         };
         let parsed = url::Url::parse(url).map_err(|e| bad(format!("not a URL ({e})")))?;
         let scheme = parsed.scheme().to_ascii_lowercase();
-        let path =
-            Path::from_url_path(parsed.path()).map_err(|e| bad(format!("bad object key ({e})")))?;
+        let path = Path::from_url_path(parsed.path())
+            .map_err(|e| bad(format!("bad object key ({e})")))?;
         if path.as_ref().is_empty() {
-            return Err(bad(
-                "the URL names no object (no key after the bucket)".into()
-            ));
+            return Err(bad("the URL names no object (no key after the bucket)".into()));
         }
         let store_err = |e: object_store::Error| Error::Store {
             url: url.to_string(),
@@ -67,9 +65,7 @@ impl Location {
         };
         let retry = retry_config();
         let bad_option = |k: &str, e: object_store::Error| {
-            bad(format!(
-                "option {k:?} is not one of this store's settings ({e})"
-            ))
+            bad(format!("option {k:?} is not one of this store's settings ({e})"))
         };
         if !options.is_empty() && matches!(scheme.as_str(), "http" | "https" | "file") {
             return Err(bad(format!("{scheme}:// URLs take no options")));
@@ -81,9 +77,7 @@ impl Location {
                         .iter()
                         .try_fold(
                             object_store::aws::AmazonS3Builder::from_env(),
-                            |b, (k, v)| {
-                                Ok(b.with_config(k.parse().map_err(|e| bad_option(k, e))?, *v))
-                            },
+                            |b, (k, v)| Ok(b.with_config(k.parse().map_err(|e| bad_option(k, e))?, *v)),
                         )?
                         .with_url(url)
                         .with_retry(retry)
@@ -98,9 +92,7 @@ impl Location {
                         .iter()
                         .try_fold(
                             object_store::gcp::GoogleCloudStorageBuilder::from_env(),
-                            |b, (k, v)| {
-                                Ok(b.with_config(k.parse().map_err(|e| bad_option(k, e))?, *v))
-                            },
+                            |b, (k, v)| Ok(b.with_config(k.parse().map_err(|e| bad_option(k, e))?, *v)),
                         )?
                         .with_url(url)
                         .with_retry(retry)
@@ -115,9 +107,7 @@ impl Location {
                         .iter()
                         .try_fold(
                             object_store::azure::MicrosoftAzureBuilder::from_env(),
-                            |b, (k, v)| {
-                                Ok(b.with_config(k.parse().map_err(|e| bad_option(k, e))?, *v))
-                            },
+                            |b, (k, v)| Ok(b.with_config(k.parse().map_err(|e| bad_option(k, e))?, *v)),
                         )?
                         .with_url(url)
                         .with_retry(retry)
@@ -145,24 +135,15 @@ impl Location {
                 )
             }
             "file" => {
-                if parsed
-                    .host_str()
-                    .is_some_and(|h| !h.is_empty() && h != "localhost")
-                {
-                    return Err(bad(
-                        "a file:// URL names a local path (file:///abs/path)".into()
-                    ));
+                if parsed.host_str().is_some_and(|h| !h.is_empty() && h != "localhost") {
+                    return Err(bad("a file:// URL names a local path (file:///abs/path)".into()));
                 }
                 (Arc::new(object_store::local::LocalFileSystem::new()), true)
             }
             other => {
                 return Err(bad(format!(
                     "unknown scheme {other}:// (lmc opens {})",
-                    SCHEMES
-                        .iter()
-                        .map(|s| format!("{s}://"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    SCHEMES.iter().map(|s| format!("{s}://")).collect::<Vec<_>>().join(", ")
                 )));
             }
         };
@@ -203,8 +184,7 @@ impl Location {
 
     /// Deletes the object.
     pub fn delete(&self) -> Result<()> {
-        crate::runtime::block_on(self.store.delete(&self.path))
-            .map_err(self.err("delete the object"))
+        crate::runtime::block_on(self.store.delete(&self.path)).map_err(self.err("delete the object"))
     }
 }
 

@@ -32,7 +32,9 @@ pub fn run(
         },
     };
     let source = ContainerInput::open(input)?;
-    let container = source.container().map_err(crate::io::named(input))?;
+    let container = source
+        .container()
+        .map_err(crate::io::named(input))?;
     if lmc_files::is_tree(&container) {
         if let Some(b) = base {
             bail!(
@@ -51,7 +53,9 @@ pub fn run(
     }
     let base_bytes = super::load_base(input, &container, base)?;
     let container = match &base_bytes {
-        Some(b) => container.with_base(b).map_err(crate::io::named(input))?,
+        Some(b) => container
+            .with_base(b)
+            .map_err(crate::io::named(input))?,
         None => container,
     };
     if base.is_some_and(|b| crate::io::same_file(&dest, b)) {

@@ -32,7 +32,9 @@ impl PlaneStats {
 pub fn run(input: &Path, as_json: bool) -> Result<()> {
     let mut text = String::new();
     let source = ContainerInput::open(input)?;
-    let c = source.container().map_err(crate::io::named(input))?;
+    let c = source
+        .container()
+        .map_err(crate::io::named(input))?;
     let original = c.header().original_len;
     let ratio = |o: u64, s: u64| if s == 0 { 0.0 } else { o as f64 / s as f64 };
 

@@ -13,10 +13,14 @@ use crate::progress::Bar;
 pub fn run(input: &Path, base: Option<&Path>, quiet: bool) -> Result<()> {
     let mut text = String::new();
     let source = ContainerInput::open(input)?;
-    let container = source.container().map_err(crate::io::named(input))?;
+    let container = source
+        .container()
+        .map_err(crate::io::named(input))?;
     let base_bytes = super::load_base(input, &container, base)?;
     let container = match &base_bytes {
-        Some(b) => container.with_base(b).map_err(crate::io::named(input))?,
+        Some(b) => container
+            .with_base(b)
+            .map_err(crate::io::named(input))?,
         None => container,
     };
     let start = Instant::now();

@@ -100,3 +100,4 @@ pub fn minilm() -> Option<PathBuf> {
     })
     .clone()
 }
+
