@@ -184,8 +184,9 @@ class safe_open:
     Each read decodes only the chunks that hold what it asks for (a slice
     along the first dimension: the chunks of its rows), each checked
     against its checksum; the whole-file hash is not checked, since the
-    whole file is not decoded (``verify`` does that). The compressed file
-    is read into memory when opened.
+    whole file is not decoded (``verify`` does that). Opening reads the
+    header and the index; each read then reads only the stored bytes of
+    the chunks it decodes.
 
     Args:
         path: a ``.lmc`` file holding a safetensors file (``save_file``,
