@@ -21,7 +21,9 @@
 //!   where the CPU has BMI2 (the only `unsafe` there is calling a function
 //!   compiled for a CPU feature, after checking the CPU has it);
 //! - SSSE3 forms of the partition and interleave of a split plane's two
-//!   parts ([`partition`], [`interleave`]), chosen at run time.
+//!   parts ([`partition`], [`interleave`]), chosen at run time;
+//! - AVX2 and AVX-512 forms of the rANS32 decode loop ([`rans32_decode`]),
+//!   chosen at run time, beside its scalar twin.
 
 #![allow(unsafe_code)]
 
@@ -711,6 +713,268 @@ mod sse2 {
     #[cfg(not(target_arch = "x86_64"))]
     pub(super) fn merge4<const ROTATE: bool>(_: [&[u8]; 4], _: &mut [u8]) -> usize {
         0
+    }
+}
+
+/// Interleaved states of an rANS32 block ([`crate::rans32`]): symbol `i`
+/// uses state `i % RANS32_LANES`.
+pub(crate) const RANS32_LANES: usize = 32;
+/// Lower bound of a normalised rANS32 state: states live in [2^15, 2^31).
+pub(crate) const RANS32_LOW: u32 = 1 << 15;
+/// Slots of an rANS32 decode table (12-bit frequencies).
+pub(crate) const RANS32_SLOTS: usize = 1 << 12;
+/// Most stream bytes one round (one step of every lane) reads: a step of
+/// a state in [2^15, 2^31) leaves it at least 2^3 (frequency >= 1), so one
+/// 16-bit word brings it back above 2^15.
+const RANS32_ROUND_BYTES: usize = 2 * RANS32_LANES;
+
+/// An rANS32 decode table: for each slot, `symbol | freq << 8 | (slot -
+/// cum[symbol]) << 20`. Built only by [`Rans32Table::new`] from frequencies
+/// that sum to [`RANS32_SLOTS`], none of them all of it, so every field
+/// fits its 12 bits. The kernels' memory safety does not rest on the
+/// entries (a slot is a state's low 12 bits, always inside the table), but
+/// their results agree with the scalar twin only for such entries.
+pub(crate) struct Rans32Table([u32; RANS32_SLOTS]);
+
+impl Rans32Table {
+    /// The table of `freq`, or `None` if the frequencies do not sum to
+    /// [`RANS32_SLOTS`] or one of them is all of it.
+    pub(crate) fn new(freq: &[u32; 256]) -> Option<Rans32Table> {
+        let total: u64 = freq.iter().map(|&f| u64::from(f)).sum();
+        if total != RANS32_SLOTS as u64 || freq.iter().any(|&f| f as usize >= RANS32_SLOTS) {
+            return None;
+        }
+        let mut t = [0u32; RANS32_SLOTS];
+        let mut acc = 0usize;
+        for (s, &f) in freq.iter().enumerate() {
+            let f = f as usize;
+            for (k, e) in t[acc..acc + f].iter_mut().enumerate() {
+                *e = s as u32 | (f as u32) << 8 | (k as u32) << 20;
+            }
+            acc += f;
+        }
+        Some(Rans32Table(t))
+    }
+}
+
+/// One rANS32 decode step of state `x`: the symbol, and the state before
+/// renormalisation.
+#[inline(always)]
+pub(crate) fn rans32_step(table: &Rans32Table, x: u32) -> (u8, u32) {
+    let e = table.0[(x & (RANS32_SLOTS as u32 - 1)) as usize];
+    (e as u8, (e >> 8 & 0xFFF) * (x >> 12) + (e >> 20))
+}
+
+/// Decodes whole rounds of an rANS32 stream (symbol `i` from state `i %
+/// 32`, a 16-bit little-endian word read from `stream` at `*pos` after a
+/// step that leaves a state below 2^15) into `out`, from its start, while a
+/// round has room: 32 bytes of `out` and the 64 bytes of `stream` a round
+/// can read. Returns the symbols decoded (a multiple of 32), with the
+/// states and position where the caller's checked loop takes over.
+///
+/// AVX-512 or AVX2 where the CPU has them (chosen at run time), else (and
+/// with `safe-kernels`) the scalar twin; all give the same bytes, states
+/// and position for any input.
+pub(crate) fn rans32_decode(
+    table: &Rans32Table,
+    x: &mut [u32; RANS32_LANES],
+    stream: &[u8],
+    pos: &mut usize,
+    out: &mut [u8],
+) -> usize {
+    if !CHECKED {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if has_avx512() {
+                // SAFETY: the CPU has AVX-512F (checked just above), the
+                // only requirement of calling a function compiled for it.
+                return unsafe { rans32_simd::decode_avx512(table, x, stream, pos, out) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked just above).
+                return unsafe { rans32_simd::decode_avx2(table, x, stream, pos, out) };
+            }
+        }
+    }
+    rans32_decode_scalar(table, x, stream, pos, out)
+}
+
+/// Whether to use the AVX-512 form of [`rans32_decode`].
+#[inline]
+fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The scalar twin of [`rans32_decode`]: the same rounds, every access checked.
+pub(crate) fn rans32_decode_scalar(
+    table: &Rans32Table,
+    x: &mut [u32; RANS32_LANES],
+    stream: &[u8],
+    pos: &mut usize,
+    out: &mut [u8],
+) -> usize {
+    let mut p = *pos;
+    let mut i = 0;
+    while i + RANS32_LANES <= out.len() && p + RANS32_ROUND_BYTES <= stream.len() {
+        for (xj, o) in x.iter_mut().zip(&mut out[i..i + RANS32_LANES]) {
+            let (s, mut v) = rans32_step(table, *xj);
+            if v < RANS32_LOW {
+                v = v << 16 | u32::from(u16::from_le_bytes([stream[p], stream[p + 1]]));
+                p += 2;
+            }
+            *o = s;
+            *xj = v;
+        }
+        i += RANS32_LANES;
+    }
+    *pos = p;
+    i
+}
+
+/// The vector forms of [`rans32_decode`], after the 32x16 rANS of
+/// htscodecs (Bonfield, "CRAM 3.1: advances in the CRAM file format",
+/// Bioinformatics 2022): a table gather a lane, a multiply-add, a compare
+/// for the lanes that renormalise, and their words moved into place from
+/// one unaligned load (a permutation indexed by the compare's mask on
+/// AVX2, an expand on AVX-512).
+#[cfg(target_arch = "x86_64")]
+mod rans32_simd {
+    use super::{RANS32_LANES, RANS32_LOW, RANS32_ROUND_BYTES, Rans32Table};
+    use std::arch::x86_64::*;
+
+    /// `EXPAND8[m][j]`: for a set bit `j` of `m`, how many set bits are below it.
+    static EXPAND8: [[u32; 8]; 256] = {
+        let mut t = [[0u32; 8]; 256];
+        let mut m = 0;
+        while m < 256 {
+            let (mut j, mut k) = (0, 0);
+            while j < 8 {
+                if m >> j & 1 == 1 {
+                    t[m][j] = k;
+                    k += 1;
+                }
+                j += 1;
+            }
+            m += 1;
+        }
+        t
+    };
+
+    /// AVX2: four vectors of eight lanes.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn decode_avx2(
+        table: &Rans32Table,
+        x: &mut [u32; RANS32_LANES],
+        stream: &[u8],
+        pos: &mut usize,
+        out: &mut [u8],
+    ) -> usize {
+        let tp = table.0.as_ptr().cast::<i32>();
+        let slot_mask = _mm256_set1_epi32(0xFFF);
+        let low = _mm256_set1_epi32(RANS32_LOW as i32);
+        let byte_mask = _mm256_set1_epi32(0xFF);
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        // SAFETY: x holds 32 u32, four vectors of eight.
+        let mut xs: [__m256i; 4] =
+            std::array::from_fn(|v| unsafe { _mm256_loadu_si256(x.as_ptr().add(8 * v).cast()) });
+        let mut p = *pos;
+        let mut i = 0;
+        while i + RANS32_LANES <= out.len() && p + RANS32_ROUND_BYTES <= stream.len() {
+            let mut syms = [_mm256_setzero_si256(); 4];
+            for v in 0..4 {
+                let slot = _mm256_and_si256(xs[v], slot_mask);
+                // SAFETY: every slot is below 4096, the table's length in
+                // u32 (scale 4 bytes).
+                let e = unsafe { _mm256_i32gather_epi32::<4>(tp, slot) };
+                syms[v] = _mm256_and_si256(e, byte_mask);
+                let f = _mm256_and_si256(_mm256_srli_epi32::<8>(e), slot_mask);
+                let k = _mm256_srli_epi32::<20>(e);
+                // Below 2^31 for any entry: 12-bit f, 19-bit x >> 12, 12-bit k.
+                let nx = _mm256_add_epi32(_mm256_mullo_epi32(f, _mm256_srli_epi32::<12>(xs[v])), k);
+                let need = _mm256_cmpgt_epi32(low, nx);
+                let m = _mm256_movemask_ps(_mm256_castsi256_ps(need)) as usize & 0xFF;
+                // SAFETY: p + 16 <= stream.len(): the loop condition left
+                // 64 bytes from the round's start, and the earlier vectors
+                // of this round read at most 2 bytes a lane, 48 in all.
+                let w = unsafe { _mm_loadu_si128(stream.as_ptr().add(p).cast()) };
+                let w = _mm256_cvtepu16_epi32(w);
+                // SAFETY: EXPAND8 has 256 rows of 8 u32; m < 256.
+                let perm = unsafe { _mm256_loadu_si256(EXPAND8[m].as_ptr().cast()) };
+                let w = _mm256_permutevar8x32_epi32(w, perm);
+                let renorm = _mm256_or_si256(_mm256_slli_epi32::<16>(nx), w);
+                xs[v] = _mm256_blendv_epi8(nx, renorm, need);
+                p += 2 * m.count_ones() as usize;
+            }
+            // Symbols in the low bytes of 32 lanes, to 32 bytes in lane order.
+            let a = _mm256_packus_epi32(syms[0], syms[1]);
+            let b = _mm256_packus_epi32(syms[2], syms[3]);
+            let bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(a, b), order);
+            // SAFETY: i + 32 <= out.len() (the loop condition).
+            unsafe { _mm256_storeu_si256(out.as_mut_ptr().add(i).cast(), bytes) };
+            i += RANS32_LANES;
+        }
+        for (v, xv) in xs.iter().enumerate() {
+            // SAFETY: x holds 32 u32, four vectors of eight.
+            unsafe { _mm256_storeu_si256(x.as_mut_ptr().add(8 * v).cast(), *xv) };
+        }
+        *pos = p;
+        i
+    }
+
+    /// AVX-512: two vectors of sixteen lanes.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn decode_avx512(
+        table: &Rans32Table,
+        x: &mut [u32; RANS32_LANES],
+        stream: &[u8],
+        pos: &mut usize,
+        out: &mut [u8],
+    ) -> usize {
+        let tp = table.0.as_ptr().cast::<i32>();
+        let slot_mask = _mm512_set1_epi32(0xFFF);
+        let low = _mm512_set1_epi32(RANS32_LOW as i32);
+        // SAFETY: x holds 32 u32, two vectors of sixteen.
+        let mut xs: [__m512i; 2] =
+            std::array::from_fn(|v| unsafe { _mm512_loadu_si512(x.as_ptr().add(16 * v).cast()) });
+        let mut p = *pos;
+        let mut i = 0;
+        while i + RANS32_LANES <= out.len() && p + RANS32_ROUND_BYTES <= stream.len() {
+            for v in 0..2 {
+                let slot = _mm512_and_si512(xs[v], slot_mask);
+                // SAFETY: every slot is below 4096, the table's length in
+                // u32 (scale 4 bytes).
+                let e = unsafe { _mm512_i32gather_epi32::<4>(slot, tp) };
+                let f = _mm512_and_si512(_mm512_srli_epi32::<8>(e), slot_mask);
+                let k = _mm512_srli_epi32::<20>(e);
+                // Below 2^31 for any entry: 12-bit f, 19-bit x >> 12, 12-bit k.
+                let nx = _mm512_add_epi32(_mm512_mullo_epi32(f, _mm512_srli_epi32::<12>(xs[v])), k);
+                let need = _mm512_cmplt_epu32_mask(nx, low);
+                // SAFETY: p + 32 <= stream.len(): the loop condition left
+                // 64 bytes from the round's start, and the first vector of
+                // this round read at most 2 bytes a lane, 32 in all.
+                let w = unsafe { _mm256_loadu_si256(stream.as_ptr().add(p).cast()) };
+                let w = _mm512_maskz_expand_epi32(need, _mm512_cvtepu16_epi32(w));
+                xs[v] = _mm512_mask_or_epi32(nx, need, _mm512_slli_epi32::<16>(nx), w);
+                p += 2 * need.count_ones() as usize;
+                let bytes = _mm512_cvtepi32_epi8(e);
+                // SAFETY: i + 16 * v + 16 <= i + 32 <= out.len() (the loop condition).
+                unsafe { _mm_storeu_si128(out.as_mut_ptr().add(i + 16 * v).cast(), bytes) };
+            }
+            i += RANS32_LANES;
+        }
+        for (v, xv) in xs.iter().enumerate() {
+            // SAFETY: x holds 32 u32, two vectors of sixteen.
+            unsafe { _mm512_storeu_si512(x.as_mut_ptr().add(16 * v).cast(), *xv) };
+        }
+        *pos = p;
+        i
     }
 }
 
