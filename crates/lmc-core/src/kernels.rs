@@ -838,6 +838,96 @@ pub(crate) fn rans32_decode_scalar(
     i
 }
 
+/// What the rANS32 encoder needs of each symbol, as two tables a SIMD
+/// gather can read: `rcp[s]`, the fixed-point reciprocal of the symbol's
+/// frequency, and `packed[s] = bias | freq << 13 | shift << 25` (see
+/// [`crate::rans::EncSymbol`]). Any contents are memory-safe (a symbol is
+/// a byte, always inside the tables); [`crate::rans32`] fills them.
+pub(crate) struct Rans32EncTable {
+    pub(crate) rcp: [u32; 256],
+    pub(crate) packed: [u32; 256],
+}
+
+/// One rANS32 encode step of symbol `s` on state `x`: emits the state's
+/// low word at `buf[*pos - 1]` if it is too large for the symbol, then
+/// steps. The word is written either way (the position moves past it
+/// only if it counts), so the step has no branch; `*pos` must be at least 1.
+#[inline(always)]
+pub(crate) fn rans32_put(
+    t: &Rans32EncTable,
+    x: u32,
+    s: u8,
+    buf: &mut [u16],
+    pos: &mut usize,
+) -> u32 {
+    let (rcp, pk) = (t.rcp[s as usize], t.packed[s as usize]);
+    let freq = pk >> 13 & 0xFFF;
+    let emit = x >= freq << 19;
+    buf[*pos - 1] = x as u16;
+    *pos -= usize::from(emit);
+    let x = x >> (16 * u32::from(emit));
+    let q = ((u64::from(x) * u64::from(rcp)) >> 32) as u32 >> (pk >> 25);
+    x.wrapping_add(pk & 0x1FFF)
+        .wrapping_add(q.wrapping_mul(4096 - freq))
+}
+
+/// Encodes `symbols` (a whole number of rounds of 32) from last to first,
+/// symbol `i` on state `x[i % 32]`, writing the words back to front below
+/// `buf[*pos]`. `buf` must have room for one word a symbol and one more
+/// (the encoder's scratch does). AVX-512 where the CPU has it, else (and
+/// with `safe-kernels`) the scalar twin; both write the same words.
+pub(crate) fn rans32_encode(
+    t: &Rans32EncTable,
+    symbols: &[u8],
+    x: &mut [u32; RANS32_LANES],
+    buf: &mut [u16],
+    pos: &mut usize,
+) {
+    let mut symbols = symbols;
+    if !CHECKED {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx512_bw() {
+            // SAFETY: the CPU has AVX-512F, BW and VL (checked just
+            // above), the only requirement of calling a function compiled
+            // for them.
+            let done = unsafe { rans32_simd::encode_avx512(t, symbols, x, buf, pos) };
+            symbols = &symbols[..symbols.len() - done];
+        }
+    }
+    rans32_encode_scalar(t, symbols, x, buf, pos);
+}
+
+/// Whether the AVX-512 rANS32 encoder can run (it stores 16-bit words
+/// under a mask).
+#[inline]
+fn has_avx512_bw() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        has_avx512()
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The scalar twin of [`rans32_encode`].
+pub(crate) fn rans32_encode_scalar(
+    t: &Rans32EncTable,
+    symbols: &[u8],
+    x: &mut [u32; RANS32_LANES],
+    buf: &mut [u16],
+    pos: &mut usize,
+) {
+    for g in symbols.chunks_exact(RANS32_LANES).rev() {
+        for (xj, &s) in x.iter_mut().zip(g).rev() {
+            *xj = rans32_put(t, *xj, s, buf, pos);
+        }
+    }
+}
+
 /// The vector forms of [`rans32_decode`], after the 32x16 rANS of
 /// htscodecs (Bonfield, "CRAM 3.1: advances in the CRAM file format",
 /// Bioinformatics 2022): a table gather a lane, a multiply-add, a compare
@@ -975,6 +1065,84 @@ mod rans32_simd {
         }
         *pos = p;
         i
+    }
+
+    /// AVX-512 encoding: two vectors of sixteen lanes, lanes 16..32 first
+    /// (their words lie after lanes 0..16's in the stream). The words of
+    /// the lanes that renormalise are compressed to the bottom of a vector
+    /// and stored under a mask, so nothing above them is touched. Returns
+    /// the symbols done, from the end of `symbols` (whole rounds, while
+    /// `buf` below `*pos` has room for one).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) fn encode_avx512(
+        t: &super::Rans32EncTable,
+        symbols: &[u8],
+        x: &mut [u32; RANS32_LANES],
+        buf: &mut [u16],
+        pos: &mut usize,
+    ) -> usize {
+        let rcp_t = t.rcp.as_ptr().cast::<i32>();
+        let pk_t = t.packed.as_ptr().cast::<i32>();
+        let m12 = _mm512_set1_epi32(0xFFF);
+        let m13 = _mm512_set1_epi32(0x1FFF);
+        let total = _mm512_set1_epi32(4096);
+        // SAFETY: x holds 32 u32, two vectors of sixteen.
+        let mut xs: [__m512i; 2] =
+            std::array::from_fn(|v| unsafe { _mm512_loadu_si512(x.as_ptr().add(16 * v).cast()) });
+        if *pos > buf.len() {
+            return 0; // the scalar twin's checked access reports it
+        }
+        let mut p = *pos;
+        let rounds = symbols.len() / RANS32_LANES;
+        let mut done = 0;
+        while done < rounds && p >= RANS32_LANES {
+            let base = (rounds - 1 - done) * RANS32_LANES;
+            for v in [1, 0] {
+                // SAFETY: base + 16 * v + 16 <= rounds * 32 <= symbols.len().
+                let s = unsafe { _mm_loadu_si128(symbols.as_ptr().add(base + 16 * v).cast()) };
+                let s = _mm512_cvtepu8_epi32(s);
+                // SAFETY: every index is a byte, below the tables' 256
+                // entries (scale 4 bytes).
+                let (rcp, pk) = unsafe {
+                    (
+                        _mm512_i32gather_epi32::<4>(s, rcp_t),
+                        _mm512_i32gather_epi32::<4>(s, pk_t),
+                    )
+                };
+                let freq = _mm512_and_si512(_mm512_srli_epi32::<13>(pk), m12);
+                let x_max = _mm512_slli_epi32::<19>(freq);
+                let emit = _mm512_cmpge_epu32_mask(xs[v], x_max);
+                let c = emit.count_ones() as usize;
+                let words = _mm512_cvtepi32_epi16(_mm512_maskz_compress_epi32(emit, xs[v]));
+                p -= c;
+                // SAFETY: p + c <= the position before this vector <=
+                // buf.len(), and c <= 16 words are stored from p (p >= 0:
+                // the loop condition left 32 words below the round's start).
+                unsafe {
+                    _mm256_mask_storeu_epi16(
+                        buf.as_mut_ptr().add(p).cast(),
+                        ((1u32 << c) - 1) as u16,
+                        words,
+                    )
+                };
+                let xv = _mm512_mask_srli_epi32(xs[v], emit, xs[v], 16);
+                // q = (x * rcp) >> 32 >> shift, even and odd lanes apart.
+                let even = _mm512_srli_epi64::<32>(_mm512_mul_epu32(xv, rcp));
+                let odd = _mm512_mul_epu32(_mm512_srli_epi64::<32>(xv), _mm512_srli_epi64::<32>(rcp));
+                let q = _mm512_mask_blend_epi32(0xAAAA, even, odd);
+                let q = _mm512_srlv_epi32(q, _mm512_srli_epi32::<25>(pk));
+                let bias = _mm512_and_si512(pk, m13);
+                let step = _mm512_mullo_epi32(q, _mm512_sub_epi32(total, freq));
+                xs[v] = _mm512_add_epi32(_mm512_add_epi32(xv, bias), step);
+            }
+            done += 1;
+        }
+        for (v, xv) in xs.iter().enumerate() {
+            // SAFETY: x holds 32 u32, two vectors of sixteen.
+            unsafe { _mm512_storeu_si512(x.as_mut_ptr().add(16 * v).cast(), *xv) };
+        }
+        *pos = p;
+        done * RANS32_LANES
     }
 }
 
@@ -1144,6 +1312,117 @@ mod tests {
             );
             assert_eq!(q1, q2, "case {case}, one stream");
             assert_eq!(out1, out2, "case {case}, one stream");
+        }
+    }
+
+    /// Each vector form of the rANS32 decode loop this CPU has gives what
+    /// the scalar twin gives, on arbitrary states and streams (valid
+    /// tables), at every output length around a round and streams too
+    /// short for one: the same bytes, states and position.
+    #[test]
+    fn rans32_twins_agree() {
+        type Kernel = fn(&Rans32Table, &mut [u32; RANS32_LANES], &[u8], &mut usize, &mut [u8]) -> usize;
+        #[allow(unused_mut)]
+        let mut forms: Vec<(&str, Kernel)> = vec![("dispatch", rans32_decode)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked just above).
+                forms.push(("avx2", |t, x, s, p, o| unsafe {
+                    rans32_simd::decode_avx2(t, x, s, p, o)
+                }));
+            }
+            if has_avx512() {
+                // SAFETY: the CPU has AVX-512F (checked just above).
+                forms.push(("avx512", |t, x, s, p, o| unsafe {
+                    rans32_simd::decode_avx512(t, x, s, p, o)
+                }));
+            }
+        }
+        let mut rnd = lcg(13);
+        for case in 0..600u64 {
+            let mut freq = [0u32; 256];
+            // From two symbols to 256, flat to very skewed.
+            let used = 2 + (rnd() % 255) as usize;
+            let mut left = RANS32_SLOTS as u32 - used as u32;
+            for f in freq.iter_mut().take(used) {
+                let extra = if case % 2 == 0 { left.min((rnd() % 64) as u32) } else { left / 2 };
+                *f = 1 + extra;
+                left -= extra;
+            }
+            freq[0] += left;
+            let table = Rans32Table::new(&freq).expect("frequencies summing to 4096");
+            let states: [u32; RANS32_LANES] = std::array::from_fn(|_| {
+                RANS32_LOW + (rnd() as u32 % ((1 << 31) - RANS32_LOW))
+            });
+            let slen = (rnd() % 700) as usize;
+            let stream: Vec<u8> = (0..slen).map(|_| rnd() as u8).collect();
+            let olen = if case < 300 { case as usize } else { (rnd() % 5000) as usize };
+            let start = (rnd() % 5) as usize;
+            let (mut want_x, mut want_p, mut want_o) = (states, start, vec![0u8; olen]);
+            let want = rans32_decode_scalar(&table, &mut want_x, &stream, &mut want_p, &mut want_o);
+            for (name, f) in &forms {
+                let (mut x, mut p, mut o) = (states, start, vec![0u8; olen]);
+                let got = f(&table, &mut x, &stream, &mut p, &mut o);
+                assert_eq!((got, p, x), (want, want_p, want_x), "{name}, case {case}");
+                assert_eq!(o[..got], want_o[..want], "{name}, case {case}");
+            }
+        }
+        // Tables other than valid ones cannot be built.
+        let mut freq = [0u32; 256];
+        freq[0] = 4096;
+        assert!(Rans32Table::new(&freq).is_none());
+        freq[0] = 4095;
+        assert!(Rans32Table::new(&freq).is_none());
+        freq[1] = 2;
+        assert!(Rans32Table::new(&freq).is_none());
+    }
+
+    /// The AVX-512 rANS32 encoder (where this CPU has it) writes the words
+    /// and leaves the states and position the scalar twin does, on
+    /// arbitrary tables, symbols and states, and stops where the buffer
+    /// has no room for a round.
+    #[test]
+    fn rans32_encoder_twins_agree() {
+        let mut rnd = lcg(17);
+        for case in 0..300u64 {
+            let mut t = Rans32EncTable {
+                rcp: [0; 256],
+                packed: [0; 256],
+            };
+            for s in 0..256 {
+                t.rcp[s] = rnd() as u32 | (rnd() as u32) << 31;
+                // Frequencies of 1..4096, biases and shifts in their fields.
+                let f = 1 + (rnd() as u32 % 4095);
+                t.packed[s] = (rnd() as u32 & 0x1FFF) | f << 13 | (rnd() as u32 % 12) << 25;
+            }
+            let rounds = (rnd() % 40) as usize;
+            let symbols: Vec<u8> = (0..32 * rounds).map(|_| (rnd() % (1 + case % 256)) as u8).collect();
+            let states: [u32; RANS32_LANES] = std::array::from_fn(|_| {
+                RANS32_LOW + (rnd() as u32 % ((1 << 31) - RANS32_LOW))
+            });
+            let cap = symbols.len() + 1;
+            let (mut b1, mut b2) = (vec![0u16; cap], vec![0u16; cap]);
+            let (mut x1, mut x2) = (states, states);
+            let (mut p1, mut p2) = (cap, cap);
+            rans32_encode(&t, &symbols, &mut x1, &mut b1, &mut p1);
+            rans32_encode_scalar(&t, &symbols, &mut x2, &mut b2, &mut p2);
+            assert_eq!((p1, x1), (p2, x2), "case {case}");
+            assert_eq!(b1[p1..], b2[p2..], "case {case}");
+            #[cfg(target_arch = "x86_64")]
+            if has_avx512_bw() {
+                // Room for a few rounds only: it stops, done from the end.
+                let room = 32 * (rounds / 2) + 5;
+                let mut b = vec![0u16; room];
+                let (mut x, mut p) = (states, room);
+                // SAFETY: the CPU has AVX-512F, BW and VL (checked just above).
+                let done = unsafe { rans32_simd::encode_avx512(&t, &symbols, &mut x, &mut b, &mut p) };
+                assert!(done % 32 == 0 && done <= symbols.len() && p <= room, "case {case}");
+                let (mut xs, mut bs, mut ps) = (states, vec![0u16; room + symbols.len()], room + symbols.len());
+                rans32_encode_scalar(&t, &symbols[symbols.len() - done..], &mut xs, &mut bs, &mut ps);
+                assert_eq!(x, xs, "case {case}");
+                assert_eq!(b[p..], bs[ps..], "case {case}");
+            }
         }
     }
 }

@@ -300,9 +300,9 @@ impl BackWriter<'_> {
 pub(crate) struct EncSymbol {
     /// Renormalise (emit a byte) while the state is at least this.
     pub(crate) x_max: u32,
-    rcp_freq: u32,
-    rcp_shift: u32,
-    bias: u32,
+    pub(crate) rcp_freq: u32,
+    pub(crate) rcp_shift: u32,
+    pub(crate) bias: u32,
     cmpl_freq: u32,
 }
 

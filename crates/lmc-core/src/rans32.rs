@@ -27,7 +27,7 @@
 
 use crate::codec::PlaneCodec;
 use crate::error::DecodeError;
-use crate::kernels::{self, RANS32_LANES, RANS32_LOW, Rans32Table};
+use crate::kernels::{self, RANS32_LANES, RANS32_LOW, Rans32EncTable, Rans32Table};
 use crate::rans::{self, EncSymbol, SCALE_BITS};
 
 /// Interleaved states.
@@ -71,6 +71,26 @@ fn enc_symbol(cum: u32, freq: u32) -> EncSymbol {
     e
 }
 
+/// The encoder's tables of the frequencies `freq` (summing to 4096, each
+/// below it): each symbol's [`EncSymbol`], packed as the kernels read it.
+fn enc_table(freq: &[u32; 256]) -> Rans32EncTable {
+    let mut t = Rans32EncTable {
+        rcp: [0; 256],
+        packed: [0; 256],
+    };
+    let mut cum = 0;
+    for (s, &f) in freq.iter().enumerate() {
+        if f > 0 {
+            let e = enc_symbol(cum, f);
+            debug_assert!(e.bias < 1 << 13 && e.rcp_shift < 1 << 7);
+            t.rcp[s] = e.rcp_freq;
+            t.packed[s] = e.bias | f << 13 | e.rcp_shift << 25;
+        }
+        cum += f;
+    }
+    t
+}
+
 /// Appends a block coding `symbols` (whose histogram is `hist`) to `out`.
 ///
 /// # Panics
@@ -82,18 +102,11 @@ pub fn encode(symbols: &[u8], hist: &[u32; 256], out: &mut Vec<u8>) {
         "rANS32 codes two symbols or more"
     );
     let freq = rans::normalize(hist).expect("two symbols");
-    let mut syms: [EncSymbol; 256] = std::array::from_fn(|_| enc_symbol(0, 1));
-    let mut acc = 0;
-    for (e, &f) in syms.iter_mut().zip(&freq) {
-        if f > 0 {
-            *e = enc_symbol(acc, f);
-        }
-        acc += f;
-    }
+    let table = enc_table(&freq);
     rans::write_freqs(&freq, out);
     // The stream is written back to front (the decoder reads it front to
     // back): at most one word a symbol, and one slot of room below the
-    // last so that a word can be stored before knowing whether it counts.
+    // last, since each step stores a word before knowing whether it counts.
     let x = ENC_SCRATCH.with_borrow_mut(|buf| {
         let cap = symbols.len() + 1;
         if buf.len() < cap {
@@ -104,24 +117,10 @@ pub fn encode(symbols: &[u8], hist: &[u32; 256], out: &mut Vec<u8>) {
         let mut x = [RANS32_LOW; LANES];
         let n = symbols.len();
         let full = n / LANES * LANES;
-        let mut put = |x: &mut u32, s: u8| {
-            let e = &syms[s as usize];
-            // Branch-free: the word is written always, and kept (the
-            // position moved past it) only if the state renormalises.
-            let emit = *x >= e.x_max;
-            buf[pos - 1] = *x as u16;
-            pos -= usize::from(emit);
-            *x >>= 16 * u32::from(emit);
-            *x = e.put(*x);
-        };
         for i in (full..n).rev() {
-            put(&mut x[i % LANES], symbols[i]);
+            x[i % LANES] = kernels::rans32_put(&table, x[i % LANES], symbols[i], buf, &mut pos);
         }
-        for g in symbols[..full].chunks_exact(LANES).rev() {
-            for (xj, &s) in x.iter_mut().zip(g).rev() {
-                put(xj, s);
-            }
-        }
+        kernels::rans32_encode(&table, &symbols[..full], &mut x, buf, &mut pos);
         out.reserve(STATES_LEN + 2 * (cap - pos));
         for s in &x {
             out.extend_from_slice(&s.to_le_bytes());
