@@ -1,10 +1,11 @@
 //! Plane codecs and the per-plane choice between them.
 //!
 //! Every plane of every chunk is coded independently with whichever codec
-//! gives the fewest bytes: stored raw, a single repeated byte, Huffman, rANS
-//! or zstd. Huffman and rANS are chosen between on their estimates (rANS only
-//! where it saves at least 10%), so a plane is entropy-coded
-//! once. zstd is only tried where it can win: on generic byte segments (the
+//! gives the fewest bytes: stored raw, a single repeated byte, Huffman,
+//! rANS32, rANS or zstd. The entropy coders are chosen between on their
+//! estimates (rANS32 wherever it is smaller than Huffman, the slower
+//! four-state rANS only where it saves 10% more), so a plane is
+//! entropy-coded once. zstd is only tried where it can win: on generic byte segments (the
 //! safetensors JSON header), on planes so skewed that Huffman spends under
 //! two bits a symbol (long zero runs) where zstd on a sample of the plane
 //! comes close (see `zstd_sample_promising`), and on the planes of large tensors in
@@ -165,8 +166,8 @@ pub struct Tuning {
 }
 
 impl Tuning {
-    /// The default: rANS only where it saves 10% (decoding then stays at
-    /// Huffman's speed on weights), zstd level 1, repeated strings looked
+    /// The default: rANS32 wherever it is smaller than Huffman, the
+    /// four-state rANS only where it saves 10% more, zstd level 1, repeated strings looked
     /// for in tensors of 1M elements or more, and such tensors cut into
     /// 4 MiB chunks where a 4 MiB sample codes smaller so (measured:
     /// finetune AdamW state, step 80, 1.237 -> 1.246; the XOR delta of the
