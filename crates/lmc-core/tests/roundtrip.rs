@@ -546,6 +546,7 @@ fn two_symbol_planes() {
                         PlaneCodec::Huffman
                             | PlaneCodec::Zstd
                             | PlaneCodec::Rans
+                            | PlaneCodec::Rans32
                             | PlaneCodec::Runs
                     ),
                     "{c:?}"
@@ -590,7 +591,7 @@ fn all_256_symbols() {
     assert!(
         matches!(
             codecs(&packed)[..],
-            [PlaneCodec::Huffman | PlaneCodec::Rans]
+            [PlaneCodec::Huffman | PlaneCodec::Rans | PlaneCodec::Rans32]
         ),
         "{:?}",
         codecs(&packed)
@@ -641,7 +642,7 @@ fn huffman_length_limit_is_hit_and_round_trips() {
     assert!(
         matches!(
             codecs(&packed)[..],
-            [PlaneCodec::Huffman | PlaneCodec::Rans]
+            [PlaneCodec::Huffman | PlaneCodec::Rans | PlaneCodec::Rans32]
         ),
         "{:?}",
         codecs(&packed)
@@ -653,7 +654,10 @@ fn huffman_length_limit_is_hit_and_round_trips() {
     assert!(
         codecs(&packed)
             .iter()
-            .any(|c| matches!(c, PlaneCodec::Huffman | PlaneCodec::Rans))
+            .any(|c| matches!(
+                c,
+                PlaneCodec::Huffman | PlaneCodec::Rans | PlaneCodec::Rans32
+            ))
     );
     roundtrip(&data, &flat(Dtype::U8, &data), 100_003);
 
