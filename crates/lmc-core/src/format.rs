@@ -652,9 +652,10 @@ impl Index {
                         // Key, part A's codec and length, part B's codec.
                         PlaneCodec::Split => stored_len >= 7,
                         PlaneCodec::Runs => stored_len as usize >= crate::runs::OVERHEAD,
-                        PlaneCodec::Huffman | PlaneCodec::Zstd | PlaneCodec::Rans | PlaneCodec::Rans32 => {
-                            stored_len > 0
-                        }
+                        PlaneCodec::Huffman
+                        | PlaneCodec::Zstd
+                        | PlaneCodec::Rans
+                        | PlaneCodec::Rans32 => stored_len > 0,
                     };
                     if !ok {
                         return Err(ctx(ChunkFault::StoredLength {

@@ -1036,22 +1036,22 @@ mod rans32_simd {
         let mut p = *pos;
         let mut i = 0;
         while i + RANS32_LANES <= out.len() && p + RANS32_ROUND_BYTES <= stream.len() {
-            for v in 0..2 {
-                let slot = _mm512_and_si512(xs[v], slot_mask);
+            for (v, xv) in xs.iter_mut().enumerate() {
+                let slot = _mm512_and_si512(*xv, slot_mask);
                 // SAFETY: every slot is below 4096, the table's length in
                 // u32 (scale 4 bytes).
                 let e = unsafe { _mm512_i32gather_epi32::<4>(slot, tp) };
                 let f = _mm512_and_si512(_mm512_srli_epi32::<8>(e), slot_mask);
                 let k = _mm512_srli_epi32::<20>(e);
                 // Below 2^31 for any entry: 12-bit f, 19-bit x >> 12, 12-bit k.
-                let nx = _mm512_add_epi32(_mm512_mullo_epi32(f, _mm512_srli_epi32::<12>(xs[v])), k);
+                let nx = _mm512_add_epi32(_mm512_mullo_epi32(f, _mm512_srli_epi32::<12>(*xv)), k);
                 let need = _mm512_cmplt_epu32_mask(nx, low);
                 // SAFETY: p + 32 <= stream.len(): the loop condition left
                 // 64 bytes from the round's start, and the first vector of
                 // this round read at most 2 bytes a lane, 32 in all.
                 let w = unsafe { _mm256_loadu_si256(stream.as_ptr().add(p).cast()) };
                 let w = _mm512_maskz_expand_epi32(need, _mm512_cvtepu16_epi32(w));
-                xs[v] = _mm512_mask_or_epi32(nx, need, _mm512_slli_epi32::<16>(nx), w);
+                *xv = _mm512_mask_or_epi32(nx, need, _mm512_slli_epi32::<16>(nx), w);
                 p += 2 * need.count_ones() as usize;
                 let bytes = _mm512_cvtepi32_epi8(e);
                 // SAFETY: i + 16 * v + 16 <= i + 32 <= out.len() (the loop condition).
@@ -1128,7 +1128,8 @@ mod rans32_simd {
                 let xv = _mm512_mask_srli_epi32(xs[v], emit, xs[v], 16);
                 // q = (x * rcp) >> 32 >> shift, even and odd lanes apart.
                 let even = _mm512_srli_epi64::<32>(_mm512_mul_epu32(xv, rcp));
-                let odd = _mm512_mul_epu32(_mm512_srli_epi64::<32>(xv), _mm512_srli_epi64::<32>(rcp));
+                let odd =
+                    _mm512_mul_epu32(_mm512_srli_epi64::<32>(xv), _mm512_srli_epi64::<32>(rcp));
                 let q = _mm512_mask_blend_epi32(0xAAAA, even, odd);
                 let q = _mm512_srlv_epi32(q, _mm512_srli_epi32::<25>(pk));
                 let bias = _mm512_and_si512(pk, m13);
@@ -1321,7 +1322,8 @@ mod tests {
     /// short for one: the same bytes, states and position.
     #[test]
     fn rans32_twins_agree() {
-        type Kernel = fn(&Rans32Table, &mut [u32; RANS32_LANES], &[u8], &mut usize, &mut [u8]) -> usize;
+        type Kernel =
+            fn(&Rans32Table, &mut [u32; RANS32_LANES], &[u8], &mut usize, &mut [u8]) -> usize;
         #[allow(unused_mut)]
         let mut forms: Vec<(&str, Kernel)> = vec![("dispatch", rans32_decode)];
         #[cfg(target_arch = "x86_64")]
@@ -1346,18 +1348,25 @@ mod tests {
             let used = 2 + (rnd() % 255) as usize;
             let mut left = RANS32_SLOTS as u32 - used as u32;
             for f in freq.iter_mut().take(used) {
-                let extra = if case % 2 == 0 { left.min((rnd() % 64) as u32) } else { left / 2 };
+                let extra = if case % 2 == 0 {
+                    left.min((rnd() % 64) as u32)
+                } else {
+                    left / 2
+                };
                 *f = 1 + extra;
                 left -= extra;
             }
             freq[0] += left;
             let table = Rans32Table::new(&freq).expect("frequencies summing to 4096");
-            let states: [u32; RANS32_LANES] = std::array::from_fn(|_| {
-                RANS32_LOW + (rnd() as u32 % ((1 << 31) - RANS32_LOW))
-            });
+            let states: [u32; RANS32_LANES] =
+                std::array::from_fn(|_| RANS32_LOW + (rnd() as u32 % ((1 << 31) - RANS32_LOW)));
             let slen = (rnd() % 700) as usize;
             let stream: Vec<u8> = (0..slen).map(|_| rnd() as u8).collect();
-            let olen = if case < 300 { case as usize } else { (rnd() % 5000) as usize };
+            let olen = if case < 300 {
+                case as usize
+            } else {
+                (rnd() % 5000) as usize
+            };
             let start = (rnd() % 5) as usize;
             let (mut want_x, mut want_p, mut want_o) = (states, start, vec![0u8; olen]);
             let want = rans32_decode_scalar(&table, &mut want_x, &stream, &mut want_p, &mut want_o);
@@ -1397,10 +1406,11 @@ mod tests {
                 t.packed[s] = (rnd() as u32 & 0x1FFF) | f << 13 | (rnd() as u32 % 12) << 25;
             }
             let rounds = (rnd() % 40) as usize;
-            let symbols: Vec<u8> = (0..32 * rounds).map(|_| (rnd() % (1 + case % 256)) as u8).collect();
-            let states: [u32; RANS32_LANES] = std::array::from_fn(|_| {
-                RANS32_LOW + (rnd() as u32 % ((1 << 31) - RANS32_LOW))
-            });
+            let symbols: Vec<u8> = (0..32 * rounds)
+                .map(|_| (rnd() % (1 + case % 256)) as u8)
+                .collect();
+            let states: [u32; RANS32_LANES] =
+                std::array::from_fn(|_| RANS32_LOW + (rnd() as u32 % ((1 << 31) - RANS32_LOW)));
             let cap = symbols.len() + 1;
             let (mut b1, mut b2) = (vec![0u16; cap], vec![0u16; cap]);
             let (mut x1, mut x2) = (states, states);
@@ -1416,10 +1426,24 @@ mod tests {
                 let mut b = vec![0u16; room];
                 let (mut x, mut p) = (states, room);
                 // SAFETY: the CPU has AVX-512F, BW and VL (checked just above).
-                let done = unsafe { rans32_simd::encode_avx512(&t, &symbols, &mut x, &mut b, &mut p) };
-                assert!(done % 32 == 0 && done <= symbols.len() && p <= room, "case {case}");
-                let (mut xs, mut bs, mut ps) = (states, vec![0u16; room + symbols.len()], room + symbols.len());
-                rans32_encode_scalar(&t, &symbols[symbols.len() - done..], &mut xs, &mut bs, &mut ps);
+                let done =
+                    unsafe { rans32_simd::encode_avx512(&t, &symbols, &mut x, &mut b, &mut p) };
+                assert!(
+                    done % 32 == 0 && done <= symbols.len() && p <= room,
+                    "case {case}"
+                );
+                let (mut xs, mut bs, mut ps) = (
+                    states,
+                    vec![0u16; room + symbols.len()],
+                    room + symbols.len(),
+                );
+                rans32_encode_scalar(
+                    &t,
+                    &symbols[symbols.len() - done..],
+                    &mut xs,
+                    &mut bs,
+                    &mut ps,
+                );
                 assert_eq!(x, xs, "case {case}");
                 assert_eq!(b[p..], bs[ps..], "case {case}");
             }

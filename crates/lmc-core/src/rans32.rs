@@ -165,7 +165,7 @@ fn parse(block: &[u8], n: usize) -> Result<Parsed<'_>, DecodeError> {
         }
     }
     let stream = &block[pos + STATES_LEN..];
-    if stream.len() % 2 != 0 {
+    if !stream.len().is_multiple_of(2) {
         return Err(DecodeError::OddStream {
             bytes: stream.len(),
         });

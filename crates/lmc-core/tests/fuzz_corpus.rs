@@ -77,9 +77,15 @@ fn write_rans32_seeds() {
     let dir = fuzz_dir().join("corpus/rans32");
     std::fs::create_dir_all(&dir).unwrap();
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    for (k, (n, zeros)) in [(31usize, 900u64), (64, 900), (100, 500), (700, 950), (3000, 0)]
-        .into_iter()
-        .enumerate()
+    for (k, (n, zeros)) in [
+        (31usize, 900u64),
+        (64, 900),
+        (100, 500),
+        (700, 950),
+        (3000, 0),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let plane: Vec<u8> = (0..n)
             .map(|_| {
