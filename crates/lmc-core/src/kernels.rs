@@ -22,8 +22,9 @@
 //!   compiled for a CPU feature, after checking the CPU has it);
 //! - SSSE3 forms of the partition and interleave of a split plane's two
 //!   parts ([`partition`], [`interleave`]), chosen at run time;
-//! - AVX2 and AVX-512 forms of the rANS32 decode loop ([`rans32_decode`]),
-//!   chosen at run time, beside its scalar twin.
+//! - AVX2 and AVX-512 forms of the rANS32 decode and encode loops
+//!   ([`rans32_decode`], [`rans32_encode`]), chosen at run time, beside
+//!   their scalar twins.
 
 #![allow(unsafe_code)]
 
@@ -874,8 +875,8 @@ pub(crate) fn rans32_put(
 /// Encodes `symbols` (a whole number of rounds of 32) from last to first,
 /// symbol `i` on state `x[i % 32]`, writing the words back to front below
 /// `buf[*pos]`. `buf` must have room for one word a symbol and one more
-/// (the encoder's scratch does). AVX-512 where the CPU has it, else (and
-/// with `safe-kernels`) the scalar twin; both write the same words.
+/// (the encoder's scratch does). AVX-512 or AVX2 where the CPU has them,
+/// else (and with `safe-kernels`) the scalar twin; all write the same words.
 pub(crate) fn rans32_encode(
     t: &Rans32EncTable,
     symbols: &[u8],
@@ -886,11 +887,18 @@ pub(crate) fn rans32_encode(
     let mut symbols = symbols;
     if !CHECKED {
         #[cfg(target_arch = "x86_64")]
-        if has_avx512_bw() {
-            // SAFETY: the CPU has AVX-512F, BW and VL (checked just
-            // above), the only requirement of calling a function compiled
-            // for them.
-            let done = unsafe { rans32_simd::encode_avx512(t, symbols, x, buf, pos) };
+        {
+            let done = if has_avx512_bw() {
+                // SAFETY: the CPU has AVX-512F, BW and VL (checked just
+                // above), the only requirement of calling a function
+                // compiled for them.
+                unsafe { rans32_simd::encode_avx512(t, symbols, x, buf, pos) }
+            } else if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked just above).
+                unsafe { rans32_simd::encode_avx2(t, symbols, x, buf, pos) }
+            } else {
+                0
+            };
             symbols = &symbols[..symbols.len() - done];
         }
     }
@@ -1065,6 +1073,111 @@ mod rans32_simd {
         }
         *pos = p;
         i
+    }
+
+    /// `TOP8[m]`: a permutation that puts the lanes of the set bits of `m`,
+    /// lowest first, in the top `popcount(m)` of eight positions.
+    static TOP8: [[u32; 8]; 256] = {
+        let mut t = [[0u32; 8]; 256];
+        let mut m = 0;
+        while m < 256 {
+            let c = (m as u32).count_ones() as usize;
+            let (mut j, mut k) = (0, 0);
+            while j < 8 {
+                if m >> j & 1 == 1 {
+                    t[m][8 - c + k] = j as u32;
+                    k += 1;
+                }
+                j += 1;
+            }
+            m += 1;
+        }
+        t
+    };
+
+    /// AVX2 encoding: four vectors of eight lanes, the last first. The
+    /// words of the lanes that renormalise are permuted to the top of a
+    /// vector and its eight words stored so that they end at the position:
+    /// the ones below the kept words land where later words will go (or
+    /// below the stream), so nothing written is overwritten. Returns the
+    /// symbols done, from the end of `symbols` (whole rounds, while `buf`
+    /// below `*pos` has room for one).
+    #[target_feature(enable = "avx2")]
+    pub(super) fn encode_avx2(
+        t: &super::Rans32EncTable,
+        symbols: &[u8],
+        x: &mut [u32; RANS32_LANES],
+        buf: &mut [u16],
+        pos: &mut usize,
+    ) -> usize {
+        if *pos > buf.len() {
+            return 0; // the scalar twin's checked access reports it
+        }
+        let rcp_t = t.rcp.as_ptr().cast::<i32>();
+        let pk_t = t.packed.as_ptr().cast::<i32>();
+        let m12 = _mm256_set1_epi32(0xFFF);
+        let m13 = _mm256_set1_epi32(0x1FFF);
+        let low16 = _mm256_set1_epi32(0xFFFF);
+        let total = _mm256_set1_epi32(4096);
+        // SAFETY: x holds 32 u32, four vectors of eight.
+        let mut xs: [__m256i; 4] =
+            std::array::from_fn(|v| unsafe { _mm256_loadu_si256(x.as_ptr().add(8 * v).cast()) });
+        let mut p = *pos;
+        let rounds = symbols.len() / RANS32_LANES;
+        let mut done = 0;
+        while done < rounds && p >= RANS32_LANES {
+            let base = (rounds - 1 - done) * RANS32_LANES;
+            for v in (0..4).rev() {
+                // SAFETY: base + 8 * v + 8 <= rounds * 32 <= symbols.len().
+                let s = unsafe { _mm_loadl_epi64(symbols.as_ptr().add(base + 8 * v).cast()) };
+                let s = _mm256_cvtepu8_epi32(s);
+                // SAFETY: every index is a byte, below the tables' 256
+                // entries (scale 4 bytes).
+                let (rcp, pk) = unsafe {
+                    (
+                        _mm256_i32gather_epi32::<4>(rcp_t, s),
+                        _mm256_i32gather_epi32::<4>(pk_t, s),
+                    )
+                };
+                let freq = _mm256_and_si256(_mm256_srli_epi32::<13>(pk), m12);
+                let x_max = _mm256_slli_epi32::<19>(freq);
+                // x >= x_max, unsigned: max(x, x_max) == x.
+                let emit = _mm256_cmpeq_epi32(_mm256_max_epu32(xs[v], x_max), xs[v]);
+                let m = _mm256_movemask_ps(_mm256_castsi256_ps(emit)) as usize & 0xFF;
+                let c = m.count_ones() as usize;
+                // SAFETY: TOP8 has 256 rows of 8 u32; m < 256.
+                let perm = unsafe { _mm256_loadu_si256(TOP8[m].as_ptr().cast()) };
+                let w = _mm256_permutevar8x32_epi32(_mm256_and_si256(xs[v], low16), perm);
+                let w = _mm256_permute4x64_epi64::<0b00_00_10_00>(_mm256_packus_epi32(w, w));
+                // SAFETY: p >= 8 and p <= buf.len(): the loop condition
+                // left 32 words below the round's start, and the later
+                // vectors of this round took at most 8 each, 24 in all.
+                unsafe {
+                    _mm_storeu_si128(
+                        buf.as_mut_ptr().add(p - 8).cast(),
+                        _mm256_castsi256_si128(w),
+                    )
+                };
+                p -= c;
+                let xv = _mm256_blendv_epi8(xs[v], _mm256_srli_epi32::<16>(xs[v]), emit);
+                // q = (x * rcp) >> 32 >> shift, even and odd lanes apart.
+                let even = _mm256_srli_epi64::<32>(_mm256_mul_epu32(xv, rcp));
+                let odd =
+                    _mm256_mul_epu32(_mm256_srli_epi64::<32>(xv), _mm256_srli_epi64::<32>(rcp));
+                let q = _mm256_blend_epi32::<0b1010_1010>(even, odd);
+                let q = _mm256_srlv_epi32(q, _mm256_srli_epi32::<25>(pk));
+                let bias = _mm256_and_si256(pk, m13);
+                let step = _mm256_mullo_epi32(q, _mm256_sub_epi32(total, freq));
+                xs[v] = _mm256_add_epi32(_mm256_add_epi32(xv, bias), step);
+            }
+            done += 1;
+        }
+        for (v, xv) in xs.iter().enumerate() {
+            // SAFETY: x holds 32 u32, four vectors of eight.
+            unsafe { _mm256_storeu_si256(x.as_mut_ptr().add(8 * v).cast(), *xv) };
+        }
+        *pos = p;
+        done * RANS32_LANES
     }
 
     /// AVX-512 encoding: two vectors of sixteen lanes, lanes 16..32 first
@@ -1387,8 +1500,8 @@ mod tests {
         assert!(Rans32Table::new(&freq).is_none());
     }
 
-    /// The AVX-512 rANS32 encoder (where this CPU has it) writes the words
-    /// and leaves the states and position the scalar twin does, on
+    /// The AVX-512 and AVX2 rANS32 encoders (where this CPU has them) write
+    /// the words and leave the states and position the scalar twin does, on
     /// arbitrary tables, symbols and states, and stops where the buffer
     /// has no room for a round.
     #[test]
@@ -1419,6 +1532,40 @@ mod tests {
             rans32_encode_scalar(&t, &symbols, &mut x2, &mut b2, &mut p2);
             assert_eq!((p1, x1), (p2, x2), "case {case}");
             assert_eq!(b1[p1..], b2[p2..], "case {case}");
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                let (mut b, mut x, mut p) = (vec![0u16; cap], states, cap);
+                // SAFETY: the CPU has AVX2 (checked just above).
+                let done =
+                    unsafe { rans32_simd::encode_avx2(&t, &symbols, &mut x, &mut b, &mut p) };
+                rans32_encode_scalar(&t, &symbols[..symbols.len() - done], &mut x, &mut b, &mut p);
+                assert_eq!((p, x), (p2, x2), "avx2, case {case}");
+                assert_eq!(b[p..], b2[p2..], "avx2, case {case}");
+                // Room for a few rounds only: it stops, done from the end.
+                let room = 32 * (rounds / 2) + 5;
+                let (mut b, mut x, mut p) = (vec![0u16; room], states, room);
+                // SAFETY: the CPU has AVX2 (checked just above).
+                let done =
+                    unsafe { rans32_simd::encode_avx2(&t, &symbols, &mut x, &mut b, &mut p) };
+                assert!(
+                    done % 32 == 0 && done <= symbols.len() && p <= room,
+                    "case {case}"
+                );
+                let (mut xs, mut bs, mut ps) = (
+                    states,
+                    vec![0u16; room + symbols.len()],
+                    room + symbols.len(),
+                );
+                rans32_encode_scalar(
+                    &t,
+                    &symbols[symbols.len() - done..],
+                    &mut xs,
+                    &mut bs,
+                    &mut ps,
+                );
+                assert_eq!(x, xs, "avx2, case {case}");
+                assert_eq!(b[p..], bs[ps..], "avx2, case {case}");
+            }
             #[cfg(target_arch = "x86_64")]
             if has_avx512_bw() {
                 // Room for a few rounds only: it stops, done from the end.
