@@ -5,8 +5,8 @@
 //! rANS32, rANS or zstd. The entropy coders are chosen between on their
 //! estimates (rANS32 where it saves 0.04 bits a symbol over Huffman, the
 //! slower four-state rANS only where it saves 10% more), so a plane is
-//! entropy-coded once. zstd is only tried where it can win: on generic byte segments (the
-//! safetensors JSON header), on planes so skewed that Huffman spends under
+//! entropy-coded once. zstd is only tried where it can win: on generic
+//! byte segments (the safetensors JSON header), on planes so skewed that Huffman spends under
 //! two bits a symbol (long zero runs) where zstd on a sample of the plane
 //! comes close (see `zstd_sample_promising`), and on the planes of large tensors in
 //! which a sample showed repeated strings ([`lz_planes`]).
@@ -46,8 +46,8 @@ pub enum PlaneCodec {
     /// [`crate::runs`]); only in containers whose header has the
     /// [`crate::format::FLAG_RUNS`] flag.
     Runs = 6,
-    /// An rANS32 block (see [`crate::rans32`]): rANS with 32 states that
-    /// decodes at close to Huffman's speed; only in containers whose
+    /// An rANS32 block (see [`crate::rans32`]): rANS with 32 states,
+    /// decoded 32 symbols a step in SIMD lanes; only in containers whose
     /// header has the [`crate::format::FLAG_RANS32`] flag.
     Rans32 = 7,
 }
@@ -176,8 +176,8 @@ pub struct Tuning {
 
 impl Tuning {
     /// The default: rANS32 where it saves 0.04 bits a symbol over Huffman,
-    /// the four-state rANS only where it saves 10% more, zstd level 1, repeated strings looked
-    /// for in tensors of 1M elements or more, and such tensors cut into
+    /// the four-state rANS only where it saves 10% more, zstd level 1,
+    /// repeated strings looked for in tensors of 1M elements or more, and such tensors cut into
     /// 4 MiB chunks where a 4 MiB sample codes smaller so (measured:
     /// finetune AdamW state, step 80, 1.237 -> 1.246; the XOR delta of the
     /// finetune word embeddings, coded as a plain file, would lose 3% with

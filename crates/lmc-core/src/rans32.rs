@@ -1,5 +1,5 @@
 //! rANS with 32 interleaved states and 16-bit renormalisation, for skewed
-//! planes at close to Huffman's speed: the coder of [`crate::rans`] with
+//! planes at several times the speed of [`crate::rans`]: that coder with
 //! the layout of htscodecs' "rANS 32x16" (Bonfield, J. K. "CRAM 3.1:
 //! advances in the CRAM file format", Bioinformatics 38(6), 2022; Giesen,
 //! F. "Interleaved entropy coders", arXiv:1402.3392, 2014).
