@@ -137,6 +137,7 @@ impl Input {
             _watch: None,
             bytes: Bytes::Mapped(map),
             mapped_from: None,
+            _downloaded: None,
         })
     }
 
