@@ -23,7 +23,11 @@ Usage:
 
 K = 0 means one keyframe (old layout) / one whole snapshot (new layout):
 --keyframe-every is set past the number of snapshots. --new-k default
-means the store's default. Prints a markdown table per directory.
+means the store's default. A K of the new layout with "+defer" (such as
+default+defer) adds with `snapshot add --defer` and then runs `snapshot
+finish` (what a training process does on another thread), timed apart: the
+add column is then the time a training job waits, and the finish column the
+re-encoding that follows. Prints a markdown table per directory.
 """
 
 import argparse
@@ -104,16 +108,20 @@ def main():
                    "plain_compress_mbs": statistics.median(comp),
                    "plain_decompress_mbs": statistics.median(decomp),
                    "alone_ratio": total / alone, "layouts": []}
-            for kind, binary, k in layouts:
-                store = os.path.join(tmp, f"store-{kind}-{k}")
+            for kind, binary, k_asked in layouts:
+                defer = k_asked.endswith("+defer")
+                k = k_asked.removesuffix("+defer")
+                store = os.path.join(tmp, f"store-{kind}-{k_asked}")
                 cmd = [binary, "-t", "1", "-q", "snapshot"]
                 kf = [] if k == "default" else ["--keyframe-every", str(n + 1 if k == "0" else int(k))]
-                adds, add_rel = [], []
+                adds, add_rel, finish_rel = [], [], []
                 for i, (f, size) in enumerate(zip(files, sizes)):
                     p = plain_compress(i)
-                    t = timed(cmd + ["add", *kf, store, f])
+                    t = timed(cmd + ["add", *kf, *(["--defer"] if defer else []), store, f])
                     adds.append(mbs(size, t))
                     add_rel.append(p / t)
+                    if defer:
+                        finish_rel.append(timed(cmd + ["finish", store]) / p)
                 listing = json.loads(run([binary, "snapshot", "list", "--json", store]))
                 snaps = listing["snapshots"]
                 stored = sum(s["stored_bytes"] for s in snaps)
@@ -133,7 +141,8 @@ def main():
                 run(cmd + ["verify", store])
                 worst = min(restore, key=lambda r: r[3])
                 row["layouts"].append({
-                    "layout": kind, "keyframe_every": listing["keyframe_every"], "k": k,
+                    "layout": kind, "keyframe_every": listing["keyframe_every"], "k": k, "defer": defer,
+                    "finish_x_compress": statistics.median(finish_rel) if defer else None,
                     "ratio": total / stored,
                     "add_mbs": statistics.median(adds),
                     "add_rel": statistics.median(add_rel),
@@ -156,6 +165,9 @@ def main():
             kdesc = "one keyframe" if r["k"] == "0" else f"keyframe_every {r['keyframe_every']}"
             if r["layout"] == "new" and r["k"] == "0":
                 kdesc = "no bound"
+            if r["defer"]:
+                kdesc += (f", add --defer (then finish: {r['finish_x_compress']:.2f}x the time of "
+                          "plain compress)")
             print(f"| {name}, {kdesc} | {r['ratio']:.3f} | {r['add_mbs']:.0f} ({r['add_rel']:.2f}x) "
                   f"| {r['restore_newest_mbs']:.0f} ({r['restore_newest_rel']:.2f}x) "
                   f"| {r['restore_worst_mbs']:.0f} ({r['restore_worst_rel']:.2f}x), "

@@ -228,6 +228,33 @@ pub fn runs(data: &[u8]) {
     assert!(back == block, "runs round trip changed the bytes");
 }
 
+/// An rANS32 block (codec 7) on arbitrary bytes (output length from the
+/// first two bytes): the SIMD decoder and the scalar reference give the
+/// same result, never a panic; then the same bytes as a plane survive
+/// `rans32::encode` + `decode`.
+pub fn rans32(data: &[u8]) {
+    use lmc_core::{huffman, rans32};
+    let Some((len, block)) = data.split_first_chunk::<2>() else {
+        return;
+    };
+    let n = u16::from_le_bytes(*len) as usize;
+    let (mut fast, mut reference) = (vec![0u8; n], vec![0u8; n]);
+    let got = rans32::decode(block, &mut fast);
+    assert_eq!(got, rans32::decode_reference(block, &mut reference));
+    if got.is_ok() {
+        assert!(fast == reference, "the kernels and the reference differ");
+    }
+
+    let hist = huffman::histogram(block);
+    if hist.iter().filter(|&&c| c > 0).count() >= 2 {
+        let mut encoded = Vec::new();
+        rans32::encode(block, &hist, &mut encoded);
+        let mut back = vec![0u8; block.len()];
+        rans32::decode(&encoded, &mut back).expect("a block we encoded decodes");
+        assert!(back == block, "rANS32 round trip changed the bytes");
+    }
+}
+
 /// Chunk sizes picked by the high nibble of the first byte.
 /// The encoder takes 4 KiB to 4 MiB (`lmc_core::MIN_CHUNK_SIZE`..=`MAX_CHUNK_SIZE`).
 const CHUNK_SIZES: [usize; 16] = [

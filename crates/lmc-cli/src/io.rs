@@ -71,17 +71,16 @@ impl Input {
     }
 
     /// Maps `path`, or reads it where a map is not possible; `-` is
-    /// standard input, read into memory whole (a container or a
-    /// checkpoint is read at random, not as a stream).
+    /// standard input, copied to an anonymous temporary file (in `TMPDIR`)
+    /// and mapped from there: a container or a checkpoint is read at
+    /// random, not as a stream, and this keeps memory bounded whatever
+    /// the input's size.
     pub fn open(path: &Path) -> Result<Input> {
         if let Some(url) = url_of(path) {
             return Input::download(url);
         }
         if is_stdio(path) {
-            let mut v = Vec::new();
-            std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut v)
-                .context("cannot read standard input")?;
-            return Ok(Input::owned(v));
+            return Input::spooled_stdin();
         }
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let meta = file
@@ -117,6 +116,29 @@ impl Input {
                 .with_context(|| format!("cannot read {}", path.display()))?;
             Ok(Input::owned(v))
         }
+    }
+
+    fn spooled_stdin() -> Result<Input> {
+        let mut file = tempfile::tempfile()
+            .context("cannot create a temporary file to hold standard input")?;
+        let len = std::io::copy(&mut std::io::stdin().lock(), &mut file)
+            .context("cannot copy standard input to a temporary file")?;
+        if len == 0 {
+            return Ok(Input::owned(Vec::new()));
+        }
+        // SAFETY: the map is read-only and lives as long as `Input`. The
+        // file was created unlinked (no other process can open it by name)
+        // and is written only above, before the map; nothing truncates or
+        // rewrites it while it is mapped.
+        #[allow(unsafe_code)]
+        let map = unsafe { memmap2::Mmap::map(&file) }
+            .context("cannot map the temporary copy of standard input")?;
+        Ok(Input {
+            _watch: None,
+            bytes: Bytes::Mapped(map),
+            mapped_from: None,
+            _downloaded: None,
+        })
     }
 
     /// Fails if the mapped file changed size or was modified since it was

@@ -365,6 +365,91 @@ fn crashes_during_add_lose_nothing_committed() {
     }
 }
 
+/// `add --defer` commits the new snapshot and leaves its parent whole;
+/// a crash at any step of the `finish` that re-encodes it loses nothing,
+/// and the next `finish` (or add) completes the work.
+#[test]
+fn crashes_during_deferred_work_lose_nothing() {
+    let n = 20_000;
+    let deferred = |fx: &Fixture| -> Vec<u64> {
+        fx.list()["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["deferred"].as_bool().unwrap())
+            .map(|s| s["step"].as_u64().unwrap())
+            .collect()
+    };
+    let finish = |fx: &Fixture| -> std::process::Output {
+        lmc()
+            .args(["snapshot", "finish"])
+            .arg(&fx.store)
+            .output()
+            .unwrap()
+    };
+    for point in [
+        "finish:parent-rewritten",
+        "commit:objects-synced",
+        "commit:before-rename",
+        "commit:before-dir-sync",
+        "gc:removed-one",
+    ] {
+        let fx = Fixture::new();
+        for step in [1, 2] {
+            fx.add(step, n);
+        }
+        for step in [3, 4] {
+            lmc()
+                .args(["snapshot", "add", "-q", "--defer"])
+                .arg(&fx.store)
+                .arg(fx.file(step, n))
+                .assert()
+                .success();
+        }
+        // Both parents of the deferred adds are whole, marked, restorable.
+        assert_eq!(deferred(&fx), [2, 3]);
+        fx.check_all(n);
+        crash_at(
+            point,
+            &["snapshot".as_ref(), "finish".as_ref(), fx.store.as_os_str()],
+        );
+        assert_eq!(fx.steps(), [1, 2, 3, 4], "after a crash at {point}");
+        fx.check_all(n);
+        let out = finish(&fx);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(deferred(&fx).is_empty(), "after {point}");
+        let parents: Vec<_> = fx.list()["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["parent"].as_u64())
+            .collect();
+        assert_eq!(parents, [Some(2), Some(3), Some(4), None], "after {point}");
+        fx.check_all(n);
+        no_leftover_objects(&fx.store, point);
+        // Nothing left to do.
+        let out = finish(&fx);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("re-encoded 0 snapshots"));
+    }
+    // A plain add finishes the deferred work before its own.
+    let fx = Fixture::new();
+    fx.add(1, n);
+    lmc()
+        .args(["snapshot", "add", "-q", "--defer"])
+        .arg(&fx.store)
+        .arg(fx.file(2, n))
+        .assert()
+        .success();
+    assert_eq!(deferred(&fx), [1]);
+    fx.add(3, n);
+    assert!(deferred(&fx).is_empty());
+    fx.check_all(n);
+}
+
 #[test]
 fn crashes_during_prune_lose_nothing_kept() {
     let n = 20_000;

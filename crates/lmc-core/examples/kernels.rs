@@ -82,6 +82,15 @@ fn main() {
             lmc_core::rans::decode(&r, &mut back).unwrap()
         });
         assert_eq!(&back, p);
+        time(&format!("plane {k} rans32 encode"), m, || {
+            r.clear();
+            lmc_core::rans32::encode(p, &hist, &mut r)
+        });
+        println!("plane {k}: rans32 {:.3} of raw", r.len() as f64 / m as f64);
+        time(&format!("plane {k} rans32 decode"), m, || {
+            lmc_core::rans32::decode(&r, &mut back).unwrap()
+        });
+        assert_eq!(&back, p);
         let mut o2 = Vec::with_capacity(m);
         let c = time(&format!("plane {k} encode_plane"), m, || {
             o2.clear();

@@ -1,11 +1,12 @@
 //! Plane codecs and the per-plane choice between them.
 //!
 //! Every plane of every chunk is coded independently with whichever codec
-//! gives the fewest bytes: stored raw, a single repeated byte, Huffman, rANS
-//! or zstd. Huffman and rANS are chosen between on their estimates (rANS only
-//! where it saves at least 10%), so a plane is entropy-coded
-//! once. zstd is only tried where it can win: on generic byte segments (the
-//! safetensors JSON header), on planes so skewed that Huffman spends under
+//! gives the fewest bytes: stored raw, a single repeated byte, Huffman,
+//! rANS32, rANS or zstd. The entropy coders are chosen between on their
+//! estimates (rANS32 where it saves 0.04 bits a symbol over Huffman, the
+//! slower four-state rANS only where it saves 10% more), so a plane is
+//! entropy-coded once. zstd is only tried where it can win: on generic
+//! byte segments (the safetensors JSON header), on planes so skewed that Huffman spends under
 //! two bits a symbol (long zero runs) where zstd on a sample of the plane
 //! comes close (see `zstd_sample_promising`), and on the planes of large tensors in
 //! which a sample showed repeated strings ([`lz_planes`]).
@@ -19,7 +20,7 @@
 //! see docs/BENCHMARKS.md, "Context modeling".)
 
 use crate::error::DecodeError;
-use crate::{huffman, kernels, rans, runs};
+use crate::{huffman, kernels, rans, rans32, runs};
 
 /// The codec of one plane, as stored in the chunk table (FORMAT.md, "Plane codecs").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -45,6 +46,10 @@ pub enum PlaneCodec {
     /// [`crate::runs`]); only in containers whose header has the
     /// [`crate::format::FLAG_RUNS`] flag.
     Runs = 6,
+    /// An rANS32 block (see [`crate::rans32`]): rANS with 32 states,
+    /// decoded 32 symbols a step in SIMD lanes; only in containers whose
+    /// header has the [`crate::format::FLAG_RANS32`] flag.
+    Rans32 = 7,
 }
 
 impl PlaneCodec {
@@ -57,6 +62,7 @@ impl PlaneCodec {
             4 => PlaneCodec::Rans,
             5 => PlaneCodec::Split,
             6 => PlaneCodec::Runs,
+            7 => PlaneCodec::Rans32,
             _ => return None,
         })
     }
@@ -70,6 +76,7 @@ impl PlaneCodec {
             PlaneCodec::Rans => "rans",
             PlaneCodec::Split => "split",
             PlaneCodec::Runs => "runs",
+            PlaneCodec::Rans32 => "rans32",
         }
     }
 }
@@ -93,14 +100,22 @@ const ZSTD_LEVEL_GENERIC: i32 = 9;
 const ZSTD_LEVEL_PLANE: i32 = 1;
 /// Huffman must save at least 1/64 of a plane to be worth its decode time.
 const MIN_GAIN_DIVISOR: usize = 64;
-/// rANS decodes one symbol a step, Huffman up to four: rANS is used only
-/// where it saves at least this fraction of what Huffman (or raw storage)
-/// would take, i.e. on very skewed planes such as those of XOR deltas.
-/// Measured on a fine-tuning delta (BF16, step 80 against 70): at 3% the
-/// delta is 4% smaller than at 10% but decodes at half the speed; at 10%
-/// it keeps two thirds of rANS's gain over Huffman alone (13%) and on a
-/// pretraining delta all of it.
+/// The four-state rANS decodes one symbol a step on one stream, rANS32 32
+/// in SIMD lanes: the former is used only where it saves at least this
+/// fraction of what the best other coder would take, which is on planes
+/// that code to about a kilobyte or less, where rANS32's 128 bytes of
+/// states weigh.
 const RANS_MIN_GAIN: f64 = 0.10;
+/// rANS32 is used where its estimate beats Huffman's (or raw storage) by
+/// this fraction of the plane's length, 0.04 bits a symbol: it decodes at
+/// about half Huffman's speed on the exponent planes of weights, where it
+/// saves 0.6% of the plane (1.7% of Huffman's size). Measured on the
+/// generated series and MiniLM (docs/BENCHMARKS.md, "rANS32"): at 0 plain
+/// BF16 weights code 0.3% smaller but decode 11-21% slower; at 0.005 plain
+/// files decode as before and deltas keep nearly all of the gain (the
+/// fine-tune BF16 delta 7.294 at 0, 7.288 here, 7.185 with Huffman); at
+/// 0.01 deltas lose a third of it.
+const RANS32_MIN_GAIN: f64 = 0.005;
 
 /// The default [`Tuning::runs_slack`] and [`Tuning::runs_slack_bytes`].
 const RUNS_SLACK: f64 = 0.02;
@@ -120,8 +135,16 @@ const SPARSE_MAX: f64 = 0.5;
 /// each plane gets, within the same format.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Tuning {
-    /// rANS replaces Huffman (or raw storage) on a plane only where its
-    /// estimate is smaller by at least this fraction.
+    /// rANS32 replaces Huffman (or raw storage) on a plane where its
+    /// estimate is smaller by at least this fraction of the plane's length
+    /// (and, against raw storage, by Huffman's bar of 1/64 of it): it
+    /// decodes slower than Huffman, a cost per symbol, so it must save
+    /// some bits a symbol.
+    pub rans32_min_gain: f64,
+    /// The four-state rANS replaces the best of the others (rANS32
+    /// included) only where its estimate is smaller by at least this
+    /// fraction: it decodes several times slower than rANS32, and is
+    /// smaller only by rANS32's larger states (112 bytes), on small planes.
     pub rans_min_gain: f64,
     /// zstd level for tensor planes where zstd is tried.
     pub zstd_level: i32,
@@ -152,14 +175,15 @@ pub struct Tuning {
 }
 
 impl Tuning {
-    /// The default: rANS only where it saves 10% (decoding then stays at
-    /// Huffman's speed on weights), zstd level 1, repeated strings looked
-    /// for in tensors of 1M elements or more, and such tensors cut into
+    /// The default: rANS32 where it saves 0.04 bits a symbol over Huffman,
+    /// the four-state rANS only where it saves 10% more, zstd level 1,
+    /// repeated strings looked for in tensors of 1M elements or more, and such tensors cut into
     /// 4 MiB chunks where a 4 MiB sample codes smaller so (measured:
     /// finetune AdamW state, step 80, 1.237 -> 1.246; the XOR delta of the
     /// finetune word embeddings, coded as a plain file, would lose 3% with
     /// 4 MiB chunks: the sample keeps it at 256 KiB).
     pub const DEFAULT: Tuning = Tuning {
+        rans32_min_gain: RANS32_MIN_GAIN,
         rans_min_gain: RANS_MIN_GAIN,
         zstd_level: ZSTD_LEVEL_PLANE,
         lz_min_elems: LZ_MIN_ELEMS,
@@ -176,6 +200,7 @@ impl Tuning {
     /// --best", has the ratios and speeds). Decoding runs at rANS speed on
     /// most exponent planes, several times slower.
     pub const BEST: Tuning = Tuning {
+        rans32_min_gain: 0.0,
         rans_min_gain: 0.0,
         zstd_level: 9,
         lz_min_elems: 64 << 10,
@@ -379,24 +404,37 @@ fn estimate(hist: &[u32; 256], n: usize, tuning: &Tuning) -> Estimate {
     }
     e.lengths = huffman::code_lengths(hist, huffman::MAX_CODE_LEN);
     e.huffman = huffman::encoded_size(hist, &e.lengths);
-    // Huffman must save 1/64 of the plane to be worth its decode time; rANS
-    // must save `rans_min_gain` of what Huffman (or raw storage) takes.
+    // Huffman must save 1/64 of the plane to be worth its decode time, and
+    // so must rANS32 against raw storage; rANS32 must save
+    // `rans32_min_gain` of the plane's length against Huffman, and the
+    // four-state rANS `rans_min_gain` of what the best of those takes.
     let huffman_ok = e.huffman + n / MIN_GAIN_DIVISOR < n;
     (e.codec, e.size) = if huffman_ok {
         (PlaneCodec::Huffman, e.huffman)
     } else {
         (PlaneCodec::Raw, n)
     };
+    let mut needed32 = e.size as f64 - tuning.rans32_min_gain * n as f64;
+    if !huffman_ok {
+        needed32 = needed32.min((n - n / MIN_GAIN_DIVISOR) as f64);
+    }
+    let needed4 = e.size as f64 * (1.0 - tuning.rans_min_gain);
     // rANS cannot code below the plane's order-0 entropy: where that is
     // already above what rANS would have to reach, its estimate (which
     // scales the frequencies, a loop of up to 256 steps on flat planes) is
     // skipped. The choice is the same either way.
-    let needed = e.size as f64 * (1.0 - tuning.rans_min_gain);
-    if entropy_bytes(hist, n) < needed
-        && let Some(r) = rans::estimated_size(hist)
-        && (r as f64) < needed
+    if entropy_bytes(hist, n) < needed32.max(needed4)
+        && let Some(c) = rans::coded_size(hist)
     {
-        (e.codec, e.size) = (PlaneCodec::Rans, r);
+        let r32 = rans32::size_of_coded(c);
+        if (r32 as f64) < needed32 {
+            (e.codec, e.size) = (PlaneCodec::Rans32, r32);
+        }
+        let r4 = c.stream + c.table + 4 * 4 + 4;
+        // e.size is now the best of the others, rANS32 included.
+        if (r4 as f64) < e.size as f64 * (1.0 - tuning.rans_min_gain) {
+            (e.codec, e.size) = (PlaneCodec::Rans, r4);
+        }
     }
     e
 }
@@ -482,6 +520,7 @@ fn encode_entropy(data: &[u8], hist: &[u32; 256], est: &Estimate, out: &mut Vec<
     match est.codec {
         PlaneCodec::Constant => out.push(data[0]),
         PlaneCodec::Rans => rans::encode(data, hist, out),
+        PlaneCodec::Rans32 => rans32::encode(data, hist, out),
         PlaneCodec::Huffman => huffman::encoder::encode_with(data, &est.lengths, out),
         _ => {}
     }
@@ -583,6 +622,9 @@ fn encode_runs(
 /// gain it must save on a whole plane.
 fn stream_tuning(tuning: &Tuning, len: usize, n: usize) -> Tuning {
     Tuning {
+        // Already per symbol of the stream: a stream of `len` symbols must
+        // save that fraction of `len`.
+        rans32_min_gain: tuning.rans32_min_gain,
         rans_min_gain: tuning.rans_min_gain * len as f64 / n.max(1) as f64,
         ..*tuning
     }
@@ -669,24 +711,42 @@ pub fn encode_positions(
 
 /// The header flags a plane stored with `codec` as `stored` needs
 /// (FORMAT.md: a writer sets bit 2 wherever codec 6 appears, split parts
-/// included).
+/// included, and bit 3 wherever codec 7 appears, split parts and runs
+/// streams included).
 pub fn flags_needed(codec: PlaneCodec, stored: &[u8]) -> u16 {
-    use crate::format::{FLAG_RANS, FLAG_RUNS, FLAG_SPLIT};
-    let of = |code: u8| match PlaneCodec::from_code(code) {
-        Some(PlaneCodec::Rans) => FLAG_RANS,
-        Some(PlaneCodec::Runs) => FLAG_RUNS,
-        _ => 0,
-    };
+    use crate::format::{FLAG_RANS, FLAG_RANS32, FLAG_RUNS, FLAG_SPLIT};
     match codec {
         PlaneCodec::Rans => FLAG_RANS,
-        PlaneCodec::Runs => FLAG_RUNS,
+        PlaneCodec::Rans32 => FLAG_RANS32,
+        PlaneCodec::Runs => {
+            // Its streams' codecs (a block the encoder just wrote parses).
+            let inner = runs::parse(stored, usize::MAX).map_or(0, |p| {
+                let of = |c| {
+                    if c == PlaneCodec::Rans32 {
+                        FLAG_RANS32
+                    } else {
+                        0
+                    }
+                };
+                of(p.token_codec) | of(p.literal_codec)
+            });
+            FLAG_RUNS | inner
+        }
         PlaneCodec::Split => {
             let mut f = FLAG_SPLIT;
+            let part = |code: u8, part: &[u8]| match PlaneCodec::from_code(code) {
+                Some(c @ (PlaneCodec::Rans | PlaneCodec::Runs | PlaneCodec::Rans32)) => {
+                    flags_needed(c, part)
+                }
+                _ => 0,
+            };
             if let [_, ca, l0, l1, l2, l3, rest @ ..] = stored {
-                f |= of(*ca);
                 let la = u32::from_le_bytes([*l0, *l1, *l2, *l3]) as usize;
-                if let Some(&cb) = rest.get(la) {
-                    f |= of(cb);
+                if let Some((a, b)) = rest.split_at_checked(la) {
+                    f |= part(*ca, a);
+                    if let [cb, b @ ..] = b {
+                        f |= part(*cb, b);
+                    }
                 }
             }
             f
@@ -902,6 +962,7 @@ pub fn decode_plane(codec: PlaneCodec, stored: &[u8], out: &mut [u8]) -> Result<
         },
         PlaneCodec::Huffman => huffman::decode(stored, out)?,
         PlaneCodec::Rans => rans::decode(stored, out)?,
+        PlaneCodec::Rans32 => rans32::decode(stored, out)?,
         PlaneCodec::Runs => runs::decode(stored, out)?,
         PlaneCodec::Split => {
             return Err(DecodeError::NeedsLead);
@@ -1079,6 +1140,54 @@ mod tests {
         ));
         // The same block for a shorter plane: its tokens overflow it.
         assert!(decode_plane(PlaneCodec::Runs, &block, &mut back[..n / 2]).is_err());
+    }
+
+    /// rANS32 is chosen where it saves bits a symbol over Huffman, not on
+    /// planes where it saves less than the default's bar, and every
+    /// container holding it, as a plane or a runs stream, gets its flag.
+    #[test]
+    fn rans32_is_chosen_where_it_saves_and_flagged_wherever_it_is() {
+        use crate::format::{FLAG_RANS32, FLAG_RUNS};
+        let n = 65536;
+        let r = noise(2 * n, 3);
+        // 48% zeros, 48% ones, 4% anything: Huffman spends a bit or more on each.
+        let d: Vec<u8> = (0..n)
+            .map(|i| {
+                if r[2 * i] < 10 {
+                    r[2 * i + 1]
+                } else {
+                    r[2 * i] & 1
+                }
+            })
+            .collect();
+        let mut out = Vec::new();
+        let c = encode_plane(&d, PlaneKind::Tensor, &mut out);
+        assert_eq!(c, PlaneCodec::Rans32);
+        assert_eq!(flags_needed(c, &out), FLAG_RANS32);
+        let mut back = vec![0u8; n];
+        decode_plane(c, &out, &mut back).unwrap();
+        assert_eq!(back, d);
+        // Four symbols at 25% each: Huffman's two bits each are exact.
+        let flat: Vec<u8> = r[..n].iter().map(|b| b & 3).collect();
+        assert_eq!(round_trip(&flat, PlaneKind::Tensor).0, PlaneCodec::Huffman);
+        // 60% zeros, the other bytes mostly 1 (70%) or 2 (25%): run coded,
+        // its literals in rANS32.
+        let d: Vec<u8> = (0..n)
+            .map(|i| match (r[2 * i], r[2 * i + 1]) {
+                (0..154, _) => 0,
+                (_, 0..179) => 1,
+                (_, 179..243) => 2,
+                (_, x) => x,
+            })
+            .collect();
+        let mut out = Vec::new();
+        let c = encode_plane(&d, PlaneKind::Tensor, &mut out);
+        assert_eq!(c, PlaneCodec::Runs);
+        let parsed = runs::parse(&out, n).unwrap();
+        assert_eq!(parsed.literal_codec, PlaneCodec::Rans32);
+        assert_eq!(flags_needed(c, &out), FLAG_RUNS | FLAG_RANS32);
+        decode_plane(c, &out, &mut back).unwrap();
+        assert_eq!(back, d);
     }
 
     #[test]

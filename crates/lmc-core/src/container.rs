@@ -613,8 +613,8 @@ impl<'a> Container<'a> {
     /// its checksum first. A range past the tensor's end is an error.
     pub fn read_tensor_range_into(&self, name: &str, start: u64, out: &mut [u8]) -> Result<()> {
         let seg = self.tensor_segment(name)?;
+        // Checks that the range lies within the tensor (no overflow) first.
         let held = self.tensor_chunks(name, start, out.len() as u64)?;
-        // tensor_chunks checked that the range lies in the tensor.
         let end = start + out.len() as u64;
         // The chunks overlapping the range, with the part of `out` each fills.
         let mut jobs = Vec::new();

@@ -245,6 +245,7 @@ fn title(c: &PlaneCodec) -> &'static str {
     match c {
         PlaneCodec::Huffman => "Huffman",
         PlaneCodec::Rans => "rANS",
+        PlaneCodec::Rans32 => "rANS32",
         other => other.name(),
     }
 }
@@ -319,6 +320,25 @@ pub enum DecodeError {
     /// over.
     #[error("rANS block does not end cleanly (states {states:x?}, {left} stream bytes left)")]
     UncleanEnd { states: [u32; 4], left: usize },
+
+    /// A state of an rANS32 block is outside [2^15, 2^31).
+    #[error("rANS32 state of lane {lane} is {value:#x}, outside [2^15, 2^31)")]
+    LaneState { lane: usize, value: u32 },
+
+    /// An rANS32 stream is not a whole number of 16-bit words.
+    #[error("rANS32 stream of {bytes} bytes is not a whole number of 16-bit words")]
+    OddStream { bytes: usize },
+
+    /// Decoding an rANS32 block ended with a lane's state other than its
+    /// initial one, or with stream bytes left over.
+    #[error(
+        "rANS32 block does not end cleanly (lane {lane} ends at {state:#x}, not 0x8000; {left} stream bytes left)"
+    )]
+    LanesUnclean {
+        lane: usize,
+        state: u32,
+        left: usize,
+    },
 
     /// A split plane's part A runs over the room its part B needs.
     #[error(

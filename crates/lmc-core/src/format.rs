@@ -23,7 +23,7 @@
 //! |---|---|---|
 //! | 0  | 8  | magic `89 4C 4D 43 0D 0A 1A 0A` ("\x89LMC\r\n\x1a\n") |
 //! | 8  | 2  | format version (1, or 2 for a delta container) |
-//! | 10 | 2  | flags: bit 0 [`FLAG_RANS`], bit 1 [`FLAG_SPLIT`], bit 2 [`FLAG_RUNS`], bit 15 [`FLAG_DERIVED`]; readers reject others |
+//! | 10 | 2  | flags: bit 0 [`FLAG_RANS`], bit 1 [`FLAG_SPLIT`], bit 2 [`FLAG_RUNS`], bit 3 [`FLAG_RANS32`], bit 15 [`FLAG_DERIVED`]; readers reject others |
 //! | 12 | 4  | reserved (0) |
 //! | 16 | 8  | original file length |
 //! | 24 | 16 | XXH3-128 of the original file |
@@ -56,12 +56,16 @@ pub const FLAG_RANS: u16 = 1;
 pub const FLAG_SPLIT: u16 = 2;
 /// Header flag: planes (and split parts) may use the runs codec ([`PlaneCodec::Runs`]).
 pub const FLAG_RUNS: u16 = 4;
+/// Header flag: planes (and split parts, and runs streams) may use the
+/// rANS32 codec ([`PlaneCodec::Rans32`]). Readers that do not know it
+/// reject the file, as they must.
+pub const FLAG_RANS32: u16 = 8;
 /// Header flag: segments may be derived tensors (kind 3, FORMAT.md
 /// "Derived tensors"). The highest bit, so that flags for new plane codecs
 /// take the low ones. Readers that do not know it reject the file.
 pub const FLAG_DERIVED: u16 = 1 << 15;
 /// Every flag this crate knows.
-const KNOWN_FLAGS: u16 = FLAG_RANS | FLAG_SPLIT | FLAG_RUNS | FLAG_DERIVED;
+const KNOWN_FLAGS: u16 = FLAG_RANS | FLAG_SPLIT | FLAG_RUNS | FLAG_RANS32 | FLAG_DERIVED;
 
 /// Largest original size of one chunk: 4 MiB, the largest chunk lmc's
 /// encoder writes (its `--chunk-size` maximum, and the chunk size of tensors
@@ -647,13 +651,19 @@ impl Index {
                         PlaneCodec::Runs if header.flags & FLAG_RUNS == 0 => {
                             return Err(ctx(ChunkFault::CodecNotFlagged { plane: p, codec }));
                         }
+                        PlaneCodec::Rans32 if header.flags & FLAG_RANS32 == 0 => {
+                            return Err(ctx(ChunkFault::CodecNotFlagged { plane: p, codec }));
+                        }
                         PlaneCodec::Split if p == 0 || (sparse && p == 1) => {
                             return Err(ctx(ChunkFault::SplitFirst));
                         }
                         // Key, part A's codec and length, part B's codec.
                         PlaneCodec::Split => stored_len >= 7,
                         PlaneCodec::Runs => stored_len as usize >= crate::runs::OVERHEAD,
-                        PlaneCodec::Huffman | PlaneCodec::Zstd | PlaneCodec::Rans => stored_len > 0,
+                        PlaneCodec::Huffman
+                        | PlaneCodec::Zstd
+                        | PlaneCodec::Rans
+                        | PlaneCodec::Rans32 => stored_len > 0,
                     };
                     if !ok {
                         return Err(ctx(ChunkFault::StoredLength {

@@ -21,7 +21,10 @@
 //!   where the CPU has BMI2 (the only `unsafe` there is calling a function
 //!   compiled for a CPU feature, after checking the CPU has it);
 //! - SSSE3 forms of the partition and interleave of a split plane's two
-//!   parts ([`partition`], [`interleave`]), chosen at run time.
+//!   parts ([`partition`], [`interleave`]), chosen at run time;
+//! - AVX2 and AVX-512 forms of the rANS32 decode and encode loops
+//!   ([`rans32_decode`], [`rans32_encode`]), chosen at run time, beside
+//!   their scalar twins.
 
 #![allow(unsafe_code)]
 
@@ -714,6 +717,549 @@ mod sse2 {
     }
 }
 
+/// Interleaved states of an rANS32 block ([`crate::rans32`]): symbol `i`
+/// uses state `i % RANS32_LANES`.
+pub(crate) const RANS32_LANES: usize = 32;
+/// Lower bound of a normalised rANS32 state: states live in [2^15, 2^31).
+pub(crate) const RANS32_LOW: u32 = 1 << 15;
+/// Slots of an rANS32 decode table (12-bit frequencies).
+pub(crate) const RANS32_SLOTS: usize = 1 << 12;
+/// Most stream bytes one round (one step of every lane) reads: a step of
+/// a state in [2^15, 2^31) leaves it at least 2^3 (frequency >= 1), so one
+/// 16-bit word brings it back above 2^15.
+const RANS32_ROUND_BYTES: usize = 2 * RANS32_LANES;
+
+/// An rANS32 decode table: for each slot, `symbol | freq << 8 | (slot -
+/// cum[symbol]) << 20`. Built only by [`Rans32Table::new`] from frequencies
+/// that sum to [`RANS32_SLOTS`], none of them all of it, so every field
+/// fits its 12 bits. The kernels' memory safety does not rest on the
+/// entries (a slot is a state's low 12 bits, always inside the table), but
+/// their results agree with the scalar twin only for such entries.
+pub(crate) struct Rans32Table([u32; RANS32_SLOTS]);
+
+impl Rans32Table {
+    /// The table of `freq`, or `None` if the frequencies do not sum to
+    /// [`RANS32_SLOTS`] or one of them is all of it.
+    pub(crate) fn new(freq: &[u32; 256]) -> Option<Rans32Table> {
+        let total: u64 = freq.iter().map(|&f| u64::from(f)).sum();
+        if total != RANS32_SLOTS as u64 || freq.iter().any(|&f| f as usize >= RANS32_SLOTS) {
+            return None;
+        }
+        let mut t = [0u32; RANS32_SLOTS];
+        let mut acc = 0usize;
+        for (s, &f) in freq.iter().enumerate() {
+            let f = f as usize;
+            for (k, e) in t[acc..acc + f].iter_mut().enumerate() {
+                *e = s as u32 | (f as u32) << 8 | (k as u32) << 20;
+            }
+            acc += f;
+        }
+        Some(Rans32Table(t))
+    }
+}
+
+/// One rANS32 decode step of state `x`: the symbol, and the state before
+/// renormalisation.
+#[inline(always)]
+pub(crate) fn rans32_step(table: &Rans32Table, x: u32) -> (u8, u32) {
+    let e = table.0[(x & (RANS32_SLOTS as u32 - 1)) as usize];
+    (e as u8, (e >> 8 & 0xFFF) * (x >> 12) + (e >> 20))
+}
+
+/// Decodes whole rounds of an rANS32 stream (symbol `i` from state `i %
+/// 32`, a 16-bit little-endian word read from `stream` at `*pos` after a
+/// step that leaves a state below 2^15) into `out`, from its start, while a
+/// round has room: 32 bytes of `out` and the 64 bytes of `stream` a round
+/// can read. Returns the symbols decoded (a multiple of 32), with the
+/// states and position where the caller's checked loop takes over.
+///
+/// AVX-512 or AVX2 where the CPU has them (chosen at run time), else (and
+/// with `safe-kernels`) the scalar twin; all give the same bytes, states
+/// and position for any input.
+pub(crate) fn rans32_decode(
+    table: &Rans32Table,
+    x: &mut [u32; RANS32_LANES],
+    stream: &[u8],
+    pos: &mut usize,
+    out: &mut [u8],
+) -> usize {
+    if !CHECKED {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if has_avx512() {
+                // SAFETY: the CPU has AVX-512F (checked just above), the
+                // only requirement of calling a function compiled for it.
+                return unsafe { rans32_simd::decode_avx512(table, x, stream, pos, out) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked just above).
+                return unsafe { rans32_simd::decode_avx2(table, x, stream, pos, out) };
+            }
+        }
+    }
+    rans32_decode_scalar(table, x, stream, pos, out)
+}
+
+/// Whether to use the AVX-512 form of [`rans32_decode`].
+#[inline]
+fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The scalar twin of [`rans32_decode`]: the same rounds, every access checked.
+pub(crate) fn rans32_decode_scalar(
+    table: &Rans32Table,
+    x: &mut [u32; RANS32_LANES],
+    stream: &[u8],
+    pos: &mut usize,
+    out: &mut [u8],
+) -> usize {
+    let mut p = *pos;
+    let mut i = 0;
+    while i + RANS32_LANES <= out.len() && p + RANS32_ROUND_BYTES <= stream.len() {
+        for (xj, o) in x.iter_mut().zip(&mut out[i..i + RANS32_LANES]) {
+            let (s, mut v) = rans32_step(table, *xj);
+            if v < RANS32_LOW {
+                v = v << 16 | u32::from(u16::from_le_bytes([stream[p], stream[p + 1]]));
+                p += 2;
+            }
+            *o = s;
+            *xj = v;
+        }
+        i += RANS32_LANES;
+    }
+    *pos = p;
+    i
+}
+
+/// What the rANS32 encoder needs of each symbol, as two tables a SIMD
+/// gather can read: `rcp[s]`, the fixed-point reciprocal of the symbol's
+/// frequency, and `packed[s] = bias | freq << 13 | shift << 25` (see
+/// [`crate::rans::EncSymbol`]). Any contents are memory-safe (a symbol is
+/// a byte, always inside the tables); [`crate::rans32`] fills them.
+pub(crate) struct Rans32EncTable {
+    pub(crate) rcp: [u32; 256],
+    pub(crate) packed: [u32; 256],
+}
+
+/// One rANS32 encode step of symbol `s` on state `x`: emits the state's
+/// low word at `buf[*pos - 1]` if it is too large for the symbol, then
+/// steps. The word is written either way (the position moves past it
+/// only if it counts), so the step has no branch; `*pos` must be at least 1.
+#[inline(always)]
+pub(crate) fn rans32_put(
+    t: &Rans32EncTable,
+    x: u32,
+    s: u8,
+    buf: &mut [u16],
+    pos: &mut usize,
+) -> u32 {
+    let (rcp, pk) = (t.rcp[s as usize], t.packed[s as usize]);
+    let freq = pk >> 13 & 0xFFF;
+    let emit = x >= freq << 19;
+    buf[*pos - 1] = x as u16;
+    *pos -= usize::from(emit);
+    let x = x >> (16 * u32::from(emit));
+    let q = ((u64::from(x) * u64::from(rcp)) >> 32) as u32 >> (pk >> 25);
+    x.wrapping_add(pk & 0x1FFF)
+        .wrapping_add(q.wrapping_mul(4096 - freq))
+}
+
+/// Encodes `symbols` (a whole number of rounds of 32) from last to first,
+/// symbol `i` on state `x[i % 32]`, writing the words back to front below
+/// `buf[*pos]`. `buf` must have room for one word a symbol and one more
+/// (the encoder's scratch does). AVX-512 or AVX2 where the CPU has them,
+/// else (and with `safe-kernels`) the scalar twin; all write the same words.
+pub(crate) fn rans32_encode(
+    t: &Rans32EncTable,
+    symbols: &[u8],
+    x: &mut [u32; RANS32_LANES],
+    buf: &mut [u16],
+    pos: &mut usize,
+) {
+    let mut symbols = symbols;
+    if !CHECKED {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let done = if has_avx512_bw() {
+                // SAFETY: the CPU has AVX-512F, BW and VL (checked just
+                // above), the only requirement of calling a function
+                // compiled for them.
+                unsafe { rans32_simd::encode_avx512(t, symbols, x, buf, pos) }
+            } else if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked just above).
+                unsafe { rans32_simd::encode_avx2(t, symbols, x, buf, pos) }
+            } else {
+                0
+            };
+            symbols = &symbols[..symbols.len() - done];
+        }
+    }
+    rans32_encode_scalar(t, symbols, x, buf, pos);
+}
+
+/// Whether the AVX-512 rANS32 encoder can run (it stores 16-bit words
+/// under a mask).
+#[inline]
+fn has_avx512_bw() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        has_avx512()
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The scalar twin of [`rans32_encode`].
+pub(crate) fn rans32_encode_scalar(
+    t: &Rans32EncTable,
+    symbols: &[u8],
+    x: &mut [u32; RANS32_LANES],
+    buf: &mut [u16],
+    pos: &mut usize,
+) {
+    for g in symbols.chunks_exact(RANS32_LANES).rev() {
+        for (xj, &s) in x.iter_mut().zip(g).rev() {
+            *xj = rans32_put(t, *xj, s, buf, pos);
+        }
+    }
+}
+
+/// The vector forms of [`rans32_decode`], after the 32x16 rANS of
+/// htscodecs (Bonfield, "CRAM 3.1: advances in the CRAM file format",
+/// Bioinformatics 2022): a table gather a lane, a multiply-add, a compare
+/// for the lanes that renormalise, and their words moved into place from
+/// one unaligned load (a permutation indexed by the compare's mask on
+/// AVX2, an expand on AVX-512).
+#[cfg(target_arch = "x86_64")]
+mod rans32_simd {
+    use super::{RANS32_LANES, RANS32_LOW, RANS32_ROUND_BYTES, Rans32Table};
+    use std::arch::x86_64::*;
+
+    /// `EXPAND8[m][j]`: for a set bit `j` of `m`, how many set bits are below it.
+    static EXPAND8: [[u32; 8]; 256] = {
+        let mut t = [[0u32; 8]; 256];
+        let mut m = 0;
+        while m < 256 {
+            let (mut j, mut k) = (0, 0);
+            while j < 8 {
+                if m >> j & 1 == 1 {
+                    t[m][j] = k;
+                    k += 1;
+                }
+                j += 1;
+            }
+            m += 1;
+        }
+        t
+    };
+
+    /// AVX2: four vectors of eight lanes.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn decode_avx2(
+        table: &Rans32Table,
+        x: &mut [u32; RANS32_LANES],
+        stream: &[u8],
+        pos: &mut usize,
+        out: &mut [u8],
+    ) -> usize {
+        let tp = table.0.as_ptr().cast::<i32>();
+        let slot_mask = _mm256_set1_epi32(0xFFF);
+        let low = _mm256_set1_epi32(RANS32_LOW as i32);
+        let byte_mask = _mm256_set1_epi32(0xFF);
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        // SAFETY: x holds 32 u32, four vectors of eight.
+        let mut xs: [__m256i; 4] =
+            std::array::from_fn(|v| unsafe { _mm256_loadu_si256(x.as_ptr().add(8 * v).cast()) });
+        let mut p = *pos;
+        let mut i = 0;
+        while i + RANS32_LANES <= out.len() && p + RANS32_ROUND_BYTES <= stream.len() {
+            let mut syms = [_mm256_setzero_si256(); 4];
+            for v in 0..4 {
+                let slot = _mm256_and_si256(xs[v], slot_mask);
+                // SAFETY: every slot is below 4096, the table's length in
+                // u32 (scale 4 bytes).
+                let e = unsafe { _mm256_i32gather_epi32::<4>(tp, slot) };
+                syms[v] = _mm256_and_si256(e, byte_mask);
+                let f = _mm256_and_si256(_mm256_srli_epi32::<8>(e), slot_mask);
+                let k = _mm256_srli_epi32::<20>(e);
+                // Below 2^31 for any entry: 12-bit f, 19-bit x >> 12, 12-bit k.
+                let nx = _mm256_add_epi32(_mm256_mullo_epi32(f, _mm256_srli_epi32::<12>(xs[v])), k);
+                let need = _mm256_cmpgt_epi32(low, nx);
+                let m = _mm256_movemask_ps(_mm256_castsi256_ps(need)) as usize & 0xFF;
+                // SAFETY: p + 16 <= stream.len(): the loop condition left
+                // 64 bytes from the round's start, and the earlier vectors
+                // of this round read at most 2 bytes a lane, 48 in all.
+                let w = unsafe { _mm_loadu_si128(stream.as_ptr().add(p).cast()) };
+                let w = _mm256_cvtepu16_epi32(w);
+                // SAFETY: EXPAND8 has 256 rows of 8 u32; m < 256.
+                let perm = unsafe { _mm256_loadu_si256(EXPAND8[m].as_ptr().cast()) };
+                let w = _mm256_permutevar8x32_epi32(w, perm);
+                let renorm = _mm256_or_si256(_mm256_slli_epi32::<16>(nx), w);
+                xs[v] = _mm256_blendv_epi8(nx, renorm, need);
+                p += 2 * m.count_ones() as usize;
+            }
+            // Symbols in the low bytes of 32 lanes, to 32 bytes in lane order.
+            let a = _mm256_packus_epi32(syms[0], syms[1]);
+            let b = _mm256_packus_epi32(syms[2], syms[3]);
+            let bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(a, b), order);
+            // SAFETY: i + 32 <= out.len() (the loop condition).
+            unsafe { _mm256_storeu_si256(out.as_mut_ptr().add(i).cast(), bytes) };
+            i += RANS32_LANES;
+        }
+        for (v, xv) in xs.iter().enumerate() {
+            // SAFETY: x holds 32 u32, four vectors of eight.
+            unsafe { _mm256_storeu_si256(x.as_mut_ptr().add(8 * v).cast(), *xv) };
+        }
+        *pos = p;
+        i
+    }
+
+    /// AVX-512: two vectors of sixteen lanes.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn decode_avx512(
+        table: &Rans32Table,
+        x: &mut [u32; RANS32_LANES],
+        stream: &[u8],
+        pos: &mut usize,
+        out: &mut [u8],
+    ) -> usize {
+        let tp = table.0.as_ptr().cast::<i32>();
+        let slot_mask = _mm512_set1_epi32(0xFFF);
+        let low = _mm512_set1_epi32(RANS32_LOW as i32);
+        // SAFETY: x holds 32 u32, two vectors of sixteen.
+        let mut xs: [__m512i; 2] =
+            std::array::from_fn(|v| unsafe { _mm512_loadu_si512(x.as_ptr().add(16 * v).cast()) });
+        let mut p = *pos;
+        let mut i = 0;
+        while i + RANS32_LANES <= out.len() && p + RANS32_ROUND_BYTES <= stream.len() {
+            for (v, xv) in xs.iter_mut().enumerate() {
+                let slot = _mm512_and_si512(*xv, slot_mask);
+                // SAFETY: every slot is below 4096, the table's length in
+                // u32 (scale 4 bytes).
+                let e = unsafe { _mm512_i32gather_epi32::<4>(slot, tp) };
+                let f = _mm512_and_si512(_mm512_srli_epi32::<8>(e), slot_mask);
+                let k = _mm512_srli_epi32::<20>(e);
+                // Below 2^31 for any entry: 12-bit f, 19-bit x >> 12, 12-bit k.
+                let nx = _mm512_add_epi32(_mm512_mullo_epi32(f, _mm512_srli_epi32::<12>(*xv)), k);
+                let need = _mm512_cmplt_epu32_mask(nx, low);
+                // SAFETY: p + 32 <= stream.len(): the loop condition left
+                // 64 bytes from the round's start, and the first vector of
+                // this round read at most 2 bytes a lane, 32 in all.
+                let w = unsafe { _mm256_loadu_si256(stream.as_ptr().add(p).cast()) };
+                let w = _mm512_maskz_expand_epi32(need, _mm512_cvtepu16_epi32(w));
+                *xv = _mm512_mask_or_epi32(nx, need, _mm512_slli_epi32::<16>(nx), w);
+                p += 2 * need.count_ones() as usize;
+                let bytes = _mm512_cvtepi32_epi8(e);
+                // SAFETY: i + 16 * v + 16 <= i + 32 <= out.len() (the loop condition).
+                unsafe { _mm_storeu_si128(out.as_mut_ptr().add(i + 16 * v).cast(), bytes) };
+            }
+            i += RANS32_LANES;
+        }
+        for (v, xv) in xs.iter().enumerate() {
+            // SAFETY: x holds 32 u32, two vectors of sixteen.
+            unsafe { _mm512_storeu_si512(x.as_mut_ptr().add(16 * v).cast(), *xv) };
+        }
+        *pos = p;
+        i
+    }
+
+    /// `TOP8[m]`: a permutation that puts the lanes of the set bits of `m`,
+    /// lowest first, in the top `popcount(m)` of eight positions.
+    static TOP8: [[u32; 8]; 256] = {
+        let mut t = [[0u32; 8]; 256];
+        let mut m = 0;
+        while m < 256 {
+            let c = (m as u32).count_ones() as usize;
+            let (mut j, mut k) = (0, 0);
+            while j < 8 {
+                if m >> j & 1 == 1 {
+                    t[m][8 - c + k] = j as u32;
+                    k += 1;
+                }
+                j += 1;
+            }
+            m += 1;
+        }
+        t
+    };
+
+    /// AVX2 encoding: four vectors of eight lanes, the last first. The
+    /// words of the lanes that renormalise are permuted to the top of a
+    /// vector and its eight words stored so that they end at the position:
+    /// the ones below the kept words land where later words will go (or
+    /// below the stream), so nothing written is overwritten. Returns the
+    /// symbols done, from the end of `symbols` (whole rounds, while `buf`
+    /// below `*pos` has room for one).
+    #[target_feature(enable = "avx2")]
+    pub(super) fn encode_avx2(
+        t: &super::Rans32EncTable,
+        symbols: &[u8],
+        x: &mut [u32; RANS32_LANES],
+        buf: &mut [u16],
+        pos: &mut usize,
+    ) -> usize {
+        if *pos > buf.len() {
+            return 0; // the scalar twin's checked access reports it
+        }
+        let rcp_t = t.rcp.as_ptr().cast::<i32>();
+        let pk_t = t.packed.as_ptr().cast::<i32>();
+        let m12 = _mm256_set1_epi32(0xFFF);
+        let m13 = _mm256_set1_epi32(0x1FFF);
+        let low16 = _mm256_set1_epi32(0xFFFF);
+        let total = _mm256_set1_epi32(4096);
+        // SAFETY: x holds 32 u32, four vectors of eight.
+        let mut xs: [__m256i; 4] =
+            std::array::from_fn(|v| unsafe { _mm256_loadu_si256(x.as_ptr().add(8 * v).cast()) });
+        let mut p = *pos;
+        let rounds = symbols.len() / RANS32_LANES;
+        let mut done = 0;
+        while done < rounds && p >= RANS32_LANES {
+            let base = (rounds - 1 - done) * RANS32_LANES;
+            for v in (0..4).rev() {
+                // SAFETY: base + 8 * v + 8 <= rounds * 32 <= symbols.len().
+                let s = unsafe { _mm_loadl_epi64(symbols.as_ptr().add(base + 8 * v).cast()) };
+                let s = _mm256_cvtepu8_epi32(s);
+                // SAFETY: every index is a byte, below the tables' 256
+                // entries (scale 4 bytes).
+                let (rcp, pk) = unsafe {
+                    (
+                        _mm256_i32gather_epi32::<4>(rcp_t, s),
+                        _mm256_i32gather_epi32::<4>(pk_t, s),
+                    )
+                };
+                let freq = _mm256_and_si256(_mm256_srli_epi32::<13>(pk), m12);
+                let x_max = _mm256_slli_epi32::<19>(freq);
+                // x >= x_max, unsigned: max(x, x_max) == x.
+                let emit = _mm256_cmpeq_epi32(_mm256_max_epu32(xs[v], x_max), xs[v]);
+                let m = _mm256_movemask_ps(_mm256_castsi256_ps(emit)) as usize & 0xFF;
+                let c = m.count_ones() as usize;
+                // SAFETY: TOP8 has 256 rows of 8 u32; m < 256.
+                let perm = unsafe { _mm256_loadu_si256(TOP8[m].as_ptr().cast()) };
+                let w = _mm256_permutevar8x32_epi32(_mm256_and_si256(xs[v], low16), perm);
+                let w = _mm256_permute4x64_epi64::<0b00_00_10_00>(_mm256_packus_epi32(w, w));
+                // SAFETY: p >= 8 and p <= buf.len(): the loop condition
+                // left 32 words below the round's start, and the later
+                // vectors of this round took at most 8 each, 24 in all.
+                unsafe {
+                    _mm_storeu_si128(
+                        buf.as_mut_ptr().add(p - 8).cast(),
+                        _mm256_castsi256_si128(w),
+                    )
+                };
+                p -= c;
+                let xv = _mm256_blendv_epi8(xs[v], _mm256_srli_epi32::<16>(xs[v]), emit);
+                // q = (x * rcp) >> 32 >> shift, even and odd lanes apart.
+                let even = _mm256_srli_epi64::<32>(_mm256_mul_epu32(xv, rcp));
+                let odd =
+                    _mm256_mul_epu32(_mm256_srli_epi64::<32>(xv), _mm256_srli_epi64::<32>(rcp));
+                let q = _mm256_blend_epi32::<0b1010_1010>(even, odd);
+                let q = _mm256_srlv_epi32(q, _mm256_srli_epi32::<25>(pk));
+                let bias = _mm256_and_si256(pk, m13);
+                let step = _mm256_mullo_epi32(q, _mm256_sub_epi32(total, freq));
+                xs[v] = _mm256_add_epi32(_mm256_add_epi32(xv, bias), step);
+            }
+            done += 1;
+        }
+        for (v, xv) in xs.iter().enumerate() {
+            // SAFETY: x holds 32 u32, four vectors of eight.
+            unsafe { _mm256_storeu_si256(x.as_mut_ptr().add(8 * v).cast(), *xv) };
+        }
+        *pos = p;
+        done * RANS32_LANES
+    }
+
+    /// AVX-512 encoding: two vectors of sixteen lanes, lanes 16..32 first
+    /// (their words lie after lanes 0..16's in the stream). The words of
+    /// the lanes that renormalise are compressed to the bottom of a vector
+    /// and stored under a mask, so nothing above them is touched. Returns
+    /// the symbols done, from the end of `symbols` (whole rounds, while
+    /// `buf` below `*pos` has room for one).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) fn encode_avx512(
+        t: &super::Rans32EncTable,
+        symbols: &[u8],
+        x: &mut [u32; RANS32_LANES],
+        buf: &mut [u16],
+        pos: &mut usize,
+    ) -> usize {
+        let rcp_t = t.rcp.as_ptr().cast::<i32>();
+        let pk_t = t.packed.as_ptr().cast::<i32>();
+        let m12 = _mm512_set1_epi32(0xFFF);
+        let m13 = _mm512_set1_epi32(0x1FFF);
+        let total = _mm512_set1_epi32(4096);
+        // SAFETY: x holds 32 u32, two vectors of sixteen.
+        let mut xs: [__m512i; 2] =
+            std::array::from_fn(|v| unsafe { _mm512_loadu_si512(x.as_ptr().add(16 * v).cast()) });
+        if *pos > buf.len() {
+            return 0; // the scalar twin's checked access reports it
+        }
+        let mut p = *pos;
+        let rounds = symbols.len() / RANS32_LANES;
+        let mut done = 0;
+        while done < rounds && p >= RANS32_LANES {
+            let base = (rounds - 1 - done) * RANS32_LANES;
+            for v in [1, 0] {
+                // SAFETY: base + 16 * v + 16 <= rounds * 32 <= symbols.len().
+                let s = unsafe { _mm_loadu_si128(symbols.as_ptr().add(base + 16 * v).cast()) };
+                let s = _mm512_cvtepu8_epi32(s);
+                // SAFETY: every index is a byte, below the tables' 256
+                // entries (scale 4 bytes).
+                let (rcp, pk) = unsafe {
+                    (
+                        _mm512_i32gather_epi32::<4>(s, rcp_t),
+                        _mm512_i32gather_epi32::<4>(s, pk_t),
+                    )
+                };
+                let freq = _mm512_and_si512(_mm512_srli_epi32::<13>(pk), m12);
+                let x_max = _mm512_slli_epi32::<19>(freq);
+                let emit = _mm512_cmpge_epu32_mask(xs[v], x_max);
+                let c = emit.count_ones() as usize;
+                let words = _mm512_cvtepi32_epi16(_mm512_maskz_compress_epi32(emit, xs[v]));
+                p -= c;
+                // SAFETY: p + c <= the position before this vector <=
+                // buf.len(), and c <= 16 words are stored from p (p >= 0:
+                // the loop condition left 32 words below the round's start).
+                unsafe {
+                    _mm256_mask_storeu_epi16(
+                        buf.as_mut_ptr().add(p).cast(),
+                        ((1u32 << c) - 1) as u16,
+                        words,
+                    )
+                };
+                let xv = _mm512_mask_srli_epi32(xs[v], emit, xs[v], 16);
+                // q = (x * rcp) >> 32 >> shift, even and odd lanes apart.
+                let even = _mm512_srli_epi64::<32>(_mm512_mul_epu32(xv, rcp));
+                let odd =
+                    _mm512_mul_epu32(_mm512_srli_epi64::<32>(xv), _mm512_srli_epi64::<32>(rcp));
+                let q = _mm512_mask_blend_epi32(0xAAAA, even, odd);
+                let q = _mm512_srlv_epi32(q, _mm512_srli_epi32::<25>(pk));
+                let bias = _mm512_and_si512(pk, m13);
+                let step = _mm512_mullo_epi32(q, _mm512_sub_epi32(total, freq));
+                xs[v] = _mm512_add_epi32(_mm512_add_epi32(xv, bias), step);
+            }
+            done += 1;
+        }
+        for (v, xv) in xs.iter().enumerate() {
+            // SAFETY: x holds 32 u32, two vectors of sixteen.
+            unsafe { _mm512_storeu_si512(x.as_mut_ptr().add(16 * v).cast(), *xv) };
+        }
+        *pos = p;
+        done * RANS32_LANES
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -880,6 +1426,174 @@ mod tests {
             );
             assert_eq!(q1, q2, "case {case}, one stream");
             assert_eq!(out1, out2, "case {case}, one stream");
+        }
+    }
+
+    /// Each vector form of the rANS32 decode loop this CPU has gives what
+    /// the scalar twin gives, on arbitrary states and streams (valid
+    /// tables), at every output length around a round and streams too
+    /// short for one: the same bytes, states and position.
+    #[test]
+    fn rans32_twins_agree() {
+        type Kernel =
+            fn(&Rans32Table, &mut [u32; RANS32_LANES], &[u8], &mut usize, &mut [u8]) -> usize;
+        #[allow(unused_mut)]
+        let mut forms: Vec<(&str, Kernel)> = vec![("dispatch", rans32_decode)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked just above).
+                forms.push(("avx2", |t, x, s, p, o| unsafe {
+                    rans32_simd::decode_avx2(t, x, s, p, o)
+                }));
+            }
+            if has_avx512() {
+                // SAFETY: the CPU has AVX-512F (checked just above).
+                forms.push(("avx512", |t, x, s, p, o| unsafe {
+                    rans32_simd::decode_avx512(t, x, s, p, o)
+                }));
+            }
+        }
+        let mut rnd = lcg(13);
+        for case in 0..600u64 {
+            let mut freq = [0u32; 256];
+            // From two symbols to 256, flat to very skewed.
+            let used = 2 + (rnd() % 255) as usize;
+            let mut left = RANS32_SLOTS as u32 - used as u32;
+            for f in freq.iter_mut().take(used) {
+                let extra = if case % 2 == 0 {
+                    left.min((rnd() % 64) as u32)
+                } else {
+                    left / 2
+                };
+                *f = 1 + extra;
+                left -= extra;
+            }
+            freq[0] += left;
+            let table = Rans32Table::new(&freq).expect("frequencies summing to 4096");
+            let states: [u32; RANS32_LANES] =
+                std::array::from_fn(|_| RANS32_LOW + (rnd() as u32 % ((1 << 31) - RANS32_LOW)));
+            let slen = (rnd() % 700) as usize;
+            let stream: Vec<u8> = (0..slen).map(|_| rnd() as u8).collect();
+            let olen = if case < 300 {
+                case as usize
+            } else {
+                (rnd() % 5000) as usize
+            };
+            let start = (rnd() % 5) as usize;
+            let (mut want_x, mut want_p, mut want_o) = (states, start, vec![0u8; olen]);
+            let want = rans32_decode_scalar(&table, &mut want_x, &stream, &mut want_p, &mut want_o);
+            for (name, f) in &forms {
+                let (mut x, mut p, mut o) = (states, start, vec![0u8; olen]);
+                let got = f(&table, &mut x, &stream, &mut p, &mut o);
+                assert_eq!((got, p, x), (want, want_p, want_x), "{name}, case {case}");
+                assert_eq!(o[..got], want_o[..want], "{name}, case {case}");
+            }
+        }
+        // Tables other than valid ones cannot be built.
+        let mut freq = [0u32; 256];
+        freq[0] = 4096;
+        assert!(Rans32Table::new(&freq).is_none());
+        freq[0] = 4095;
+        assert!(Rans32Table::new(&freq).is_none());
+        freq[1] = 2;
+        assert!(Rans32Table::new(&freq).is_none());
+    }
+
+    /// The AVX-512 and AVX2 rANS32 encoders (where this CPU has them) write
+    /// the words and leave the states and position the scalar twin does, on
+    /// arbitrary tables, symbols and states, and stops where the buffer
+    /// has no room for a round.
+    #[test]
+    fn rans32_encoder_twins_agree() {
+        let mut rnd = lcg(17);
+        for case in 0..300u64 {
+            let mut t = Rans32EncTable {
+                rcp: [0; 256],
+                packed: [0; 256],
+            };
+            for s in 0..256 {
+                t.rcp[s] = rnd() as u32 | (rnd() as u32) << 31;
+                // Frequencies of 1..4096, biases and shifts in their fields.
+                let f = 1 + (rnd() as u32 % 4095);
+                t.packed[s] = (rnd() as u32 & 0x1FFF) | f << 13 | (rnd() as u32 % 12) << 25;
+            }
+            let rounds = (rnd() % 40) as usize;
+            let symbols: Vec<u8> = (0..32 * rounds)
+                .map(|_| (rnd() % (1 + case % 256)) as u8)
+                .collect();
+            let states: [u32; RANS32_LANES] =
+                std::array::from_fn(|_| RANS32_LOW + (rnd() as u32 % ((1 << 31) - RANS32_LOW)));
+            let cap = symbols.len() + 1;
+            let (mut b1, mut b2) = (vec![0u16; cap], vec![0u16; cap]);
+            let (mut x1, mut x2) = (states, states);
+            let (mut p1, mut p2) = (cap, cap);
+            rans32_encode(&t, &symbols, &mut x1, &mut b1, &mut p1);
+            rans32_encode_scalar(&t, &symbols, &mut x2, &mut b2, &mut p2);
+            assert_eq!((p1, x1), (p2, x2), "case {case}");
+            assert_eq!(b1[p1..], b2[p2..], "case {case}");
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                let (mut b, mut x, mut p) = (vec![0u16; cap], states, cap);
+                // SAFETY: the CPU has AVX2 (checked just above).
+                let done =
+                    unsafe { rans32_simd::encode_avx2(&t, &symbols, &mut x, &mut b, &mut p) };
+                rans32_encode_scalar(&t, &symbols[..symbols.len() - done], &mut x, &mut b, &mut p);
+                assert_eq!((p, x), (p2, x2), "avx2, case {case}");
+                assert_eq!(b[p..], b2[p2..], "avx2, case {case}");
+                // Room for a few rounds only: it stops, done from the end.
+                let room = 32 * (rounds / 2) + 5;
+                let (mut b, mut x, mut p) = (vec![0u16; room], states, room);
+                // SAFETY: the CPU has AVX2 (checked just above).
+                let done =
+                    unsafe { rans32_simd::encode_avx2(&t, &symbols, &mut x, &mut b, &mut p) };
+                assert!(
+                    done % 32 == 0 && done <= symbols.len() && p <= room,
+                    "case {case}"
+                );
+                let (mut xs, mut bs, mut ps) = (
+                    states,
+                    vec![0u16; room + symbols.len()],
+                    room + symbols.len(),
+                );
+                rans32_encode_scalar(
+                    &t,
+                    &symbols[symbols.len() - done..],
+                    &mut xs,
+                    &mut bs,
+                    &mut ps,
+                );
+                assert_eq!(x, xs, "avx2, case {case}");
+                assert_eq!(b[p..], bs[ps..], "avx2, case {case}");
+            }
+            #[cfg(target_arch = "x86_64")]
+            if has_avx512_bw() {
+                // Room for a few rounds only: it stops, done from the end.
+                let room = 32 * (rounds / 2) + 5;
+                let mut b = vec![0u16; room];
+                let (mut x, mut p) = (states, room);
+                // SAFETY: the CPU has AVX-512F, BW and VL (checked just above).
+                let done =
+                    unsafe { rans32_simd::encode_avx512(&t, &symbols, &mut x, &mut b, &mut p) };
+                assert!(
+                    done % 32 == 0 && done <= symbols.len() && p <= room,
+                    "case {case}"
+                );
+                let (mut xs, mut bs, mut ps) = (
+                    states,
+                    vec![0u16; room + symbols.len()],
+                    room + symbols.len(),
+                );
+                rans32_encode_scalar(
+                    &t,
+                    &symbols[symbols.len() - done..],
+                    &mut xs,
+                    &mut bs,
+                    &mut ps,
+                );
+                assert_eq!(x, xs, "case {case}");
+                assert_eq!(b[p..], bs[ps..], "case {case}");
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 //! - [`huffman`]: our canonical, length-limited Huffman coder.
 //! - [`planes`]: byte grouping of tensor elements into planes.
 //! - [`rans`]: our rANS coder, for skewed planes where Huffman's whole bits lose.
+//! - [`rans32`]: rANS with 32 states and SIMD decoding, the fast form of it.
 //! - [`runs`]: run coding of planes dominated by one byte (XOR deltas).
 //! - [`codec`]: per-plane choice of raw, constant, Huffman, rANS, runs or zstd.
 //! - [`format`](mod@format): the container's bytes (see FORMAT.md).
@@ -46,6 +47,7 @@ mod kernels;
 pub mod planes;
 pub mod ranged;
 pub mod rans;
+pub mod rans32;
 pub mod runs;
 pub mod stats;
 #[cfg(test)]

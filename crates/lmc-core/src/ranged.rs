@@ -58,6 +58,18 @@ impl ReadAt for &[u8] {
     }
 }
 
+/// A boxed source (`Box<dyn ReadAt + Send + Sync>`: a file or an object
+/// chosen at run time) reads as what it holds.
+impl<T: ReadAt + ?Sized> ReadAt for Box<T> {
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+
+    fn read_ranges(&self, ranges: &[Range<u64>]) -> std::io::Result<Vec<Vec<u8>>> {
+        (**self).read_ranges(ranges)
+    }
+}
+
 /// Stored bytes fetched for one read are cut into requests of at most this
 /// size, so that a large read goes out as several ranged requests at once.
 pub const RANGE_REQUEST_BYTES: u64 = 8 << 20;

@@ -113,6 +113,23 @@ fn table_len(freq: &[u32; 256]) -> usize {
 /// Bytes a block of the symbols counted in `hist` would take, frequencies
 /// scaled as [`encode`] scales them (within a few bytes).
 pub fn estimated_size(hist: &[u32; 256]) -> Option<usize> {
+    let c = coded_size(hist)?;
+    Some(c.stream + c.table + 4 * STATES + STATES)
+}
+
+/// What a block of the symbols counted in `hist` takes apart from its
+/// states, with frequencies scaled by [`normalize`]: the same for this
+/// coder and [`crate::rans32`], which share the table and the scale.
+#[derive(Debug, Clone, Copy)]
+pub struct CodedSize {
+    /// The stream: the symbols' information at the scaled frequencies, in bytes.
+    pub stream: usize,
+    /// The frequency table.
+    pub table: usize,
+}
+
+/// [`CodedSize`] of `hist`; `None` if no symbol is present.
+pub fn coded_size(hist: &[u32; 256]) -> Option<CodedSize> {
     let freq = normalize(hist)?;
     let bits: f64 = hist
         .iter()
@@ -120,7 +137,78 @@ pub fn estimated_size(hist: &[u32; 256]) -> Option<usize> {
         .filter(|(c, _)| **c > 0)
         .map(|(&c, &f)| f64::from(c) * (f64::from(SCALE_BITS) - f64::from(f).log2()))
         .sum();
-    Some((bits / 8.0).ceil() as usize + table_len(&freq) + 4 * STATES + STATES)
+    Some(CodedSize {
+        stream: (bits / 8.0).ceil() as usize,
+        table: table_len(&freq),
+    })
+}
+
+/// Appends the frequency table of a block: `max_symbol`, then each
+/// frequency up to it in one byte (below 128) or two.
+pub(crate) fn write_freqs(freq: &[u32; 256], out: &mut Vec<u8>) {
+    let max = freq.iter().rposition(|&f| f > 0).unwrap_or(0);
+    out.push(max as u8);
+    for &f in &freq[..=max] {
+        if f < 128 {
+            out.push(f as u8);
+        } else {
+            out.push(0x80 | (f >> 8) as u8);
+            out.push(f as u8);
+        }
+    }
+}
+
+/// Reads the frequency table at the start of `block` (written by
+/// [`write_freqs`]) and checks it: frequencies summing to [`TOTAL`], none
+/// of them all of it. Returns the frequencies and the bytes read. Errors
+/// name `codec`.
+pub(crate) fn read_freqs(
+    block: &[u8],
+    codec: PlaneCodec,
+) -> Result<([u32; 256], usize), DecodeError> {
+    let mut pos = 0usize;
+    let mut byte = |what: &'static str| -> Result<u8, DecodeError> {
+        let b = *block.get(pos).ok_or(DecodeError::Truncated {
+            codec,
+            part: what,
+            needed: pos + 1,
+            available: block.len(),
+        })?;
+        pos += 1;
+        Ok(b)
+    };
+    let max = byte("header")? as usize;
+    let mut freq = [0u32; 256];
+    for f in freq.iter_mut().take(max + 1) {
+        let b = byte("frequency table")?;
+        *f = if b < 0x80 {
+            u32::from(b)
+        } else {
+            u32::from(b & 0x7F) << 8 | u32::from(byte("frequency table")?)
+        };
+    }
+    let total: u32 = freq.iter().sum();
+    if total != TOTAL {
+        return Err(DecodeError::BadTable {
+            codec,
+            fault: TableFault::FrequencySum {
+                found: total,
+                expected: TOTAL,
+            },
+        });
+    }
+    // Its steps would leave the states unchanged and read nothing. Writers
+    // store such a plane as a constant.
+    if let Some(s) = freq.iter().position(|&f| f == TOTAL) {
+        return Err(DecodeError::BadTable {
+            codec,
+            fault: TableFault::SingleSymbol {
+                symbol: s,
+                frequency: TOTAL,
+            },
+        });
+    }
+    Ok((freq, pos))
 }
 
 /// Appends a block coding `symbols` (whose histogram is `hist`) to `out`.
@@ -140,16 +228,7 @@ pub fn encode(symbols: &[u8], hist: &[u32; 256], out: &mut Vec<u8>) {
         *c = acc;
         acc += f;
     }
-    let max = freq.iter().rposition(|&f| f > 0).unwrap_or(0);
-    out.push(max as u8);
-    for &f in &freq[..=max] {
-        if f < 128 {
-            out.push(f as u8);
-        } else {
-            out.push(0x80 | (f >> 8) as u8);
-            out.push(f as u8);
-        }
-    }
+    write_freqs(&freq, out);
     let states_at = out.len();
     out.extend_from_slice(&[0u8; 4 * STATES]);
     let syms: [EncSymbol; 256] = std::array::from_fn(|s| EncSymbol::new(cum[s], freq[s]));
@@ -218,17 +297,17 @@ impl BackWriter<'_> {
 /// `x + bias + q * (4096 - f)` with `q = x / f` from a multiplication by a
 /// fixed-point reciprocal (Giesen, "rANS with static probability
 /// distributions", 2014; exact for states below 2^31).
-struct EncSymbol {
+pub(crate) struct EncSymbol {
     /// Renormalise (emit a byte) while the state is at least this.
-    x_max: u32,
-    rcp_freq: u32,
-    rcp_shift: u32,
-    bias: u32,
+    pub(crate) x_max: u32,
+    pub(crate) rcp_freq: u32,
+    pub(crate) rcp_shift: u32,
+    pub(crate) bias: u32,
     cmpl_freq: u32,
 }
 
 impl EncSymbol {
-    fn new(cum: u32, freq: u32) -> EncSymbol {
+    pub(crate) fn new(cum: u32, freq: u32) -> EncSymbol {
         let x_max = ((LOW >> SCALE_BITS) << 8) * freq;
         let cmpl_freq = TOTAL - freq;
         if freq < 2 {
@@ -254,7 +333,7 @@ impl EncSymbol {
     }
 
     #[inline(always)]
-    fn put(&self, x: u32) -> u32 {
+    pub(crate) fn put(&self, x: u32) -> u32 {
         let q = ((u64::from(x) * u64::from(self.rcp_freq)) >> 32) as u32 >> self.rcp_shift;
         x.wrapping_add(self.bias)
             .wrapping_add(q.wrapping_mul(self.cmpl_freq))
@@ -270,43 +349,7 @@ pub fn decode(block: &[u8], out: &mut [u8]) -> Result<(), DecodeError> {
         needed,
         available: block.len(),
     };
-    let mut pos = 0usize;
-    let mut byte = |what: &'static str| -> Result<u8, DecodeError> {
-        let b = *block.get(pos).ok_or(truncated(what, pos + 1))?;
-        pos += 1;
-        Ok(b)
-    };
-    let max = byte("header")? as usize;
-    let mut freq = [0u32; 256];
-    for f in freq.iter_mut().take(max + 1) {
-        let b = byte("frequency table")?;
-        *f = if b < 0x80 {
-            u32::from(b)
-        } else {
-            u32::from(b & 0x7F) << 8 | u32::from(byte("frequency table")?)
-        };
-    }
-    let total: u32 = freq.iter().sum();
-    if total != TOTAL {
-        return Err(DecodeError::BadTable {
-            codec: PlaneCodec::Rans,
-            fault: TableFault::FrequencySum {
-                found: total,
-                expected: TOTAL,
-            },
-        });
-    }
-    // Its steps would leave the states unchanged and read nothing. Writers
-    // store such a plane as a constant.
-    if let Some(s) = freq.iter().position(|&f| f == TOTAL) {
-        return Err(DecodeError::BadTable {
-            codec: PlaneCodec::Rans,
-            fault: TableFault::SingleSymbol {
-                symbol: s,
-                frequency: TOTAL,
-            },
-        });
-    }
+    let (freq, mut pos) = read_freqs(block, PlaneCodec::Rans)?;
     // One entry a slot: symbol (8 bits), frequency - 1 (12 bits) and
     // slot - cum[symbol] (12 bits), so a decode step is one lookup.
     let mut table = vec![0u32; TOTAL as usize];

@@ -231,7 +231,8 @@ pub fn parse(stored: &[u8], n: usize) -> Result<Parsed<'_>, DecodeError> {
             | PlaneCodec::Constant
             | PlaneCodec::Huffman
             | PlaneCodec::Zstd
-            | PlaneCodec::Rans),
+            | PlaneCodec::Rans
+            | PlaneCodec::Rans32),
         ) => Ok(c),
         _ => Err(DecodeError::StreamCodec { stream, code }),
     };

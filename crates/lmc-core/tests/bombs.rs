@@ -11,7 +11,7 @@ mod common;
 use common::{CraftChunk, craft};
 
 use lmc_core::codec::PlaneCodec;
-use lmc_core::format::{FLAG_RANS, Header, MAX_CHUNK_LEN};
+use lmc_core::format::{FLAG_RANS, FLAG_RANS32, Header, MAX_CHUNK_LEN};
 use lmc_core::{
     ChunkFault, CompressOptions, Container, Corruption, DecodeError, Dtype, Error, Region,
     SegmentKind, SegmentSpec, TableFault,
@@ -254,6 +254,62 @@ fn hostile_rans_blocks_fail_before_decoding() {
                 codec: PlaneCodec::Rans,
                 bytes: 0,
                 symbols: 4194304,
+                ..
+            }
+        ),
+        "{reason}"
+    );
+}
+
+/// An rANS32 block of `freqs` (a table as in rANS blocks) with every state
+/// at its final value and an empty stream.
+fn rans32_empty(freqs: &[u8]) -> Vec<u8> {
+    let mut b = freqs.to_vec();
+    for _ in 0..32 {
+        b.extend_from_slice(&(1u32 << 15).to_le_bytes());
+    }
+    b
+}
+
+#[test]
+fn hostile_rans32_blocks_fail_before_decoding() {
+    // One symbol: refused outright.
+    let one = rans32_empty(&[0, 0x90, 0x00]);
+    let file = craft(
+        FLAG_RANS32,
+        vec![bytes_of(3, MAX_CHUNK_LEN, PlaneCodec::Rans32, &one)],
+        0,
+    );
+    let (chunk, plane, reason) = verify_err(&file, one.len() as u64);
+    assert!(chunk < 3 && plane == 0, "chunk {chunk}, plane {plane}");
+    assert_eq!(
+        reason,
+        DecodeError::BadTable {
+            codec: PlaneCodec::Rans32,
+            fault: TableFault::SingleSymbol {
+                symbol: 0,
+                frequency: 4096
+            }
+        }
+    );
+    // Symbols 0 (4095) and 1 (1) and no stream, claimed for a whole chunk:
+    // refused before any symbol is decoded.
+    let skewed = rans32_empty(&[1, 0x8F, 0xFF, 1]);
+    let file = craft(
+        FLAG_RANS32,
+        vec![bytes_of(3, MAX_CHUNK_LEN, PlaneCodec::Rans32, &skewed)],
+        0,
+    );
+    let (chunk, plane, reason) = verify_err(&file, skewed.len() as u64);
+    assert!(chunk < 3 && plane == 0, "chunk {chunk}, plane {plane}");
+    assert!(
+        matches!(
+            reason,
+            DecodeError::TooManySymbols {
+                codec: PlaneCodec::Rans32,
+                bytes: 0,
+                symbols: 4194304,
+                limit: 3_328_000,
                 ..
             }
         ),

@@ -288,11 +288,11 @@ proptest! {
 }
 
 #[test]
-fn rans_planes_need_the_header_flag() {
+fn rans32_planes_need_the_header_flag() {
     use lmc_core::codec::PlaneCodec;
-    use lmc_core::format::{FLAG_RANS, HEADER_LEN, Header};
+    use lmc_core::format::{FLAG_RANS32, HEADER_LEN, Header};
     use xxhash_rust::xxh3::xxh3_64;
-    // A skewed plane (48% zeros, 48% ones, the rest anything): rANS beats
+    // A skewed plane (48% zeros, 48% ones, the rest anything): rANS32 beats
     // Huffman's whole bits by 17%, and no byte fills half for runs.
     let mut rng = Rng(9);
     let data: Vec<u8> = (0..200_000)
@@ -317,8 +317,8 @@ fn rans_planes_need_the_header_flag() {
     .unwrap();
     let mut packed = out.into_inner();
     let c = Container::open(&packed).unwrap();
-    assert_eq!(c.header().flags, FLAG_RANS);
-    assert!(c.chunks()[0].planes[0].codec == PlaneCodec::Rans);
+    assert_eq!(c.header().flags, FLAG_RANS32);
+    assert!(c.chunks()[0].planes[0].codec == PlaneCodec::Rans32);
     let mut back = Vec::new();
     c.decompress_to(&mut back, &mut |_| true).unwrap();
     assert!(back == data);
@@ -337,7 +337,7 @@ fn rans_planes_need_the_header_flag() {
                 region: Region::Index,
                 reason: Corruption::Chunk {
                     fault: ChunkFault::CodecNotFlagged {
-                        codec: PlaneCodec::Rans,
+                        codec: PlaneCodec::Rans32,
                         ..
                     },
                     ..
@@ -346,7 +346,7 @@ fn rans_planes_need_the_header_flag() {
         ),
         "{err}"
     );
-    assert!(err.to_string().contains("without the rans flag"), "{err}");
+    assert!(err.to_string().contains("without the rans32 flag"), "{err}");
 }
 
 #[test]

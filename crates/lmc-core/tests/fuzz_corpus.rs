@@ -51,6 +51,57 @@ fn runs_corpus_and_regressions_never_panic() {
 }
 
 #[test]
+fn rans32_corpus_and_regressions_never_panic() {
+    let n = replay("rans32", lmc_fuzz::rans32);
+    assert!(n > 0, "fuzz/corpus/rans32 is empty or missing");
+    // A mutation pass: every byte of every seed changed three ways (the
+    // length, the table, the states and the stream all get hit).
+    for path in inputs("rans32") {
+        let seed = std::fs::read(&path).unwrap();
+        for i in 0..seed.len() {
+            for flip in [0x01u8, 0x80, 0xFF] {
+                let mut m = seed.clone();
+                m[i] ^= flip;
+                lmc_fuzz::rans32(&m);
+            }
+        }
+    }
+}
+
+/// Writes `fuzz/corpus/rans32/`'s seeds: valid blocks of skewed and flat
+/// planes at lengths around a round of 32, with their output lengths.
+/// Run once (`cargo test -p lmc-core --test fuzz_corpus -- --ignored`).
+#[test]
+#[ignore]
+fn write_rans32_seeds() {
+    let dir = fuzz_dir().join("corpus/rans32");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for (k, (n, zeros)) in [
+        (31usize, 900u64),
+        (64, 900),
+        (100, 500),
+        (700, 950),
+        (3000, 0),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let plane: Vec<u8> = (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if x % 1000 < zeros { 0 } else { (x >> 40) as u8 }
+            })
+            .collect();
+        let mut seed = (n as u16).to_le_bytes().to_vec();
+        lmc_core::rans32::encode(&plane, &lmc_core::huffman::histogram(&plane), &mut seed);
+        std::fs::write(dir.join(format!("seed-{k}")), seed).unwrap();
+    }
+}
+
+#[test]
 fn roundtrip_corpus_and_regressions_round_trip() {
     replay("roundtrip", lmc_fuzz::roundtrip);
 }
@@ -69,13 +120,13 @@ fn decode_corpus_holds_valid_containers() {
     assert!(valid > 0, "no valid container in fuzz/corpus/decode");
 }
 
-/// Single-byte changes all over the golden split-plane, runs-plane and
-/// sparse-chunk delta containers, each run through the decode check, which repairs the
+/// Single-byte changes all over the golden split-plane, runs-plane,
+/// sparse-chunk and rANS32 delta containers, each run through the decode check, which repairs the
 /// checksums so that the change reaches the plane decoders: a mutation
 /// pass on stable, over the split and runs planes' paths in particular.
 #[test]
 fn mutated_split_runs_and_sparse_containers_never_panic() {
-    for golden in ["split", "runs", "sparse"] {
+    for golden in ["split", "runs", "sparse", "rans32"] {
         let path = fuzz_dir().join(format!("../tests/data/{golden}/next.safetensors.lmc"));
         let seed = std::fs::read(path).unwrap();
         // Every byte of the header and the start of the payload (the chunk's

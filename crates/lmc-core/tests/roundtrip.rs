@@ -546,6 +546,7 @@ fn two_symbol_planes() {
                         PlaneCodec::Huffman
                             | PlaneCodec::Zstd
                             | PlaneCodec::Rans
+                            | PlaneCodec::Rans32
                             | PlaneCodec::Runs
                     ),
                     "{c:?}"
@@ -590,7 +591,7 @@ fn all_256_symbols() {
     assert!(
         matches!(
             codecs(&packed)[..],
-            [PlaneCodec::Huffman | PlaneCodec::Rans]
+            [PlaneCodec::Huffman | PlaneCodec::Rans | PlaneCodec::Rans32]
         ),
         "{:?}",
         codecs(&packed)
@@ -641,7 +642,7 @@ fn huffman_length_limit_is_hit_and_round_trips() {
     assert!(
         matches!(
             codecs(&packed)[..],
-            [PlaneCodec::Huffman | PlaneCodec::Rans]
+            [PlaneCodec::Huffman | PlaneCodec::Rans | PlaneCodec::Rans32]
         ),
         "{:?}",
         codecs(&packed)
@@ -650,11 +651,10 @@ fn huffman_length_limit_is_hit_and_round_trips() {
     // Same bytes as the exponent plane of BF16 weights, and in odd chunks.
     let bf16: Vec<u8> = data.iter().flat_map(|&e| [0x5A, e]).collect();
     let packed = roundtrip(&bf16, &flat(Dtype::BF16, &bf16), DEFAULT_CHUNK_SIZE);
-    assert!(
-        codecs(&packed)
-            .iter()
-            .any(|c| matches!(c, PlaneCodec::Huffman | PlaneCodec::Rans))
-    );
+    assert!(codecs(&packed).iter().any(|c| matches!(
+        c,
+        PlaneCodec::Huffman | PlaneCodec::Rans | PlaneCodec::Rans32
+    )));
     roundtrip(&data, &flat(Dtype::U8, &data), 100_003);
 
     // One dominant symbol and a long tail of rare ones, about 1M bytes: 1%

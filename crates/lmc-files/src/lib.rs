@@ -18,6 +18,10 @@
 //! - [`restore`]: directory containers checked and restored through it.
 //! - [`stream`]: a directory on disk as its directory stream, to compress.
 //! - [`listing`]: a directory container's entries from their headers.
+//! - [`file_at`]: a local file read at offsets, so that a container is
+//!   opened by its header and index and only the chunks needed are read.
+//! - [`memory`]: checkpoints and containers in memory and as `std::io`
+//!   streams (`compress_to_vec`, `decompress_to_vec`, `Encoder`, `Decoder`).
 //!
 //! Paths inside a directory obey one rule, [`check_path`] (the directory
 //! stream's, FORMAT.md). The crates above translate their arguments into
@@ -29,8 +33,10 @@
 pub mod base;
 pub mod builder;
 pub mod error;
+pub mod file_at;
 pub mod input;
 pub mod listing;
+pub mod memory;
 pub mod mode;
 pub mod output;
 pub mod restore;
@@ -40,12 +46,14 @@ pub mod walk;
 pub use base::{Base, BaseError, load_base};
 pub use builder::{DirBuilder, check_dir_destination};
 pub use error::{Error, Result};
+pub use file_at::FileAt;
 pub use input::{
     InputError, check_pickles, check_saved_object, detect_base, detect_input, detect_member,
     parse_dtype,
 };
 pub use listing::{EntryInfo, list_tree};
 pub use lmc_tensors::tree::check_path;
+pub use memory::{Decoder, Encoder, compress_to_vec, decompress_to_vec};
 pub use mode::{MODE_MASK, mode_of, set_mode};
 pub use output::{
     Destination, DestinationError, check_destination, folder_and_name, temp_beside, temp_in,

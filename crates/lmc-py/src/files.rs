@@ -70,21 +70,47 @@ pub(crate) fn load<'py>(
 }
 
 /// The `__metadata__` of the safetensors file in a `.lmc` container,
-/// decoding only the chunks of its header.
+/// reading and decoding only the chunks of its header.
 #[pyfunction]
 pub(crate) fn read_metadata(path: PathBuf) -> PyResult<BTreeMap<String, String>> {
-    let bytes = read_file(&path)?;
-    let c = Container::open(&bytes).map_err(|e| err(path.display(), e))?;
-    metadata_of(&path, &c, None)
+    let (src, c) = open_at(&path)?;
+    metadata_of(&path, &*src, &c)
 }
 
-/// The `__metadata__` of the safetensors file in the container `c` (read
-/// from `path`), decoding only the chunks of its header: from `src` for a
-/// container opened over its index alone.
+/// Where a container's bytes are read from: a local file, or an object
+/// named by a URL (`s3://...`, read by ranged requests).
+type Source = Box<dyn lmc_core::ReadAt + Send + Sync>;
+
+/// `path` (a file or a URL) opened for positional reads, and its container
+/// by its header and index alone: the chunks are read as they are needed.
+fn open_at(path: &Path) -> PyResult<(Source, Container<'static>)> {
+    if let Some(url) = path.to_str().filter(|s| lmc_remote::is_url(s)) {
+        let object = lmc_remote::Object::open(url).map_err(|e| fail(e.to_string()))?;
+        let c = Container::open_from(&object).map_err(|e| named(path, e))?;
+        return Ok((Box::new(object), c));
+    }
+    let src = lmc_files::FileAt::open(path).map_err(|e| fail(e.to_string()))?;
+    let c = Container::open_from(&src).map_err(|e| err(path.display(), e))?;
+    Ok((Box::new(src), c))
+}
+
+/// `e` with `path` in front, unless the object store's error names the URL
+/// already.
+fn named(path: &Path, e: lmc_core::Error) -> PyErr {
+    match e {
+        lmc_core::Error::Io(io) if io.get_ref().is_some_and(|r| r.is::<lmc_remote::Error>()) => {
+            fail(io.to_string())
+        }
+        e => err(path.display(), e),
+    }
+}
+
+/// The `__metadata__` of the safetensors file in the container `c` over
+/// `src`, decoding only the chunks of its header.
 fn metadata_of(
     path: &Path,
+    src: &dyn lmc_core::ReadAt,
     c: &Container<'_>,
-    src: Option<&dyn lmc_core::ReadAt>,
 ) -> PyResult<BTreeMap<String, String>> {
     let ctx = |e: lmc_core::Error| err(path.display(), e);
     let Some(first) = c
@@ -97,11 +123,7 @@ fn metadata_of(
     let mut header = Vec::with_capacity(first.len as usize);
     let mut chunk = Vec::new();
     for i in first.first_chunk..first.first_chunk + first.chunk_count {
-        match src {
-            Some(src) => c.decode_chunk_from(src, i, &mut chunk),
-            None => c.decode_chunk(i, &mut chunk),
-        }
-        .map_err(ctx)?;
+        c.decode_chunk_from(src, i, &mut chunk).map_err(ctx)?;
         header.extend_from_slice(&chunk);
     }
     let not_st = || {
@@ -131,76 +153,41 @@ fn metadata_of(
 /// `(name, dtype, shape, length in bytes)` of a tensor.
 type TensorEntry = (String, String, Vec<u64>, u64);
 
-/// A `.lmc` file for reading its tensors one at a time (`lmc.safe_open`):
-/// each read decodes only the chunks it needs, each checked against its
-/// checksum. A local file is held in memory; an object named by a URL
-/// (`s3://...`) is read in ranges, its index when opened and then the
-/// chunks each read needs.
+/// A `.lmc` file (or a URL) opened for reading its tensors one at a time
+/// (`lmc.safe_open`): the header and index are read when it is opened, and
+/// each read reads and decodes only the chunks it needs, each checked
+/// against its checksum.
 #[pyclass(module = "lmc._lmc", frozen)]
 pub(crate) struct Reader {
     path: PathBuf,
-    source: Source,
-}
-
-enum Source {
-    Bytes(Vec<u8>),
-    /// The object, and the container opened over its header and index.
-    Remote(lmc_remote::Object, Container<'static>),
-}
-
-/// Opens the container at `url` over its header and index.
-fn open_remote(url: &str) -> Result<Source, String> {
-    let object = lmc_remote::Object::open(url).map_err(|e| e.to_string())?;
-    let c = Container::open_from(&object).map_err(|e| match e {
-        // The store's errors name the URL already.
-        lmc_core::Error::Io(io) => io.to_string(),
-        e => format!("{url}: {e}"),
-    })?;
-    Ok(Source::Remote(object, c))
-}
-
-impl Reader {
-    /// The container, and where its chunks are read from when it was
-    /// opened over its index alone.
-    fn open(&self) -> PyResult<(Container<'_>, Option<&dyn lmc_core::ReadAt>)> {
-        match &self.source {
-            Source::Bytes(bytes) => Ok((
-                Container::open(bytes).map_err(|e| err(self.path.display(), e))?,
-                None,
-            )),
-            Source::Remote(object, c) => Ok((c.clone(), Some(object))),
-        }
-    }
+    src: Source,
+    container: Container<'static>,
 }
 
 #[pymethods]
 impl Reader {
     #[new]
-    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Reader> {
-        let url = path.to_str().filter(|s| lmc_remote::is_url(s));
-        let source = match url {
-            Some(url) => py.detach(|| open_remote(url)).map_err(fail)?,
-            None => Source::Bytes(read_file(&path)?),
-        };
-        let reader = Reader { path, source };
-        let (c, _) = reader.open()?;
-        if c.needs_base() {
+    fn new(path: PathBuf) -> PyResult<Reader> {
+        let (src, container) = open_at(&path)?;
+        if container.needs_base() {
             return Err(fail(format!(
                 "{}: a delta container, whose tensors need its base: read it with \
                  lmc.load_file(path, base=...)",
-                reader.path.display()
+                path.display()
             )));
         }
-        drop(c);
-        Ok(reader)
+        Ok(Reader {
+            path,
+            src,
+            container,
+        })
     }
 
     /// `[(name, dtype, shape, length in bytes)]` of the tensors, in the
     /// file's order.
     fn tensors(&self) -> PyResult<Vec<TensorEntry>> {
         Ok(self
-            .open()?
-            .0
+            .container
             .segments()
             .iter()
             .filter_map(|s| match &s.kind {
@@ -214,8 +201,7 @@ impl Reader {
 
     /// The safetensors `__metadata__`, decoding only the header's chunks.
     fn metadata(&self) -> PyResult<BTreeMap<String, String>> {
-        let (c, src) = self.open()?;
-        metadata_of(&self.path, &c, src)
+        metadata_of(&self.path, &*self.src, &self.container)
     }
 
     /// Bytes `start..start + length` of tensor `name` (default: all of it),
@@ -228,12 +214,8 @@ impl Reader {
         start: u64,
         length: Option<u64>,
     ) -> PyResult<Bound<'py, PyByteArray>> {
-        let (c, src) = self.open()?;
-        let ctx = |e: lmc_core::Error| match e {
-            // The store's errors name the URL already.
-            lmc_core::Error::Io(io) if src.is_some() => fail(io.to_string()),
-            e => err(self.path.display(), e),
-        };
+        let c = &self.container;
+        let ctx = |e: lmc_core::Error| named(&self.path, e);
         let len = c.tensor_len(name).map_err(ctx)?;
         let length = length.unwrap_or(len.saturating_sub(start));
         // Checked before the buffer is allocated.
@@ -246,11 +228,8 @@ impl Reader {
             )));
         }
         let mut out = vec![0u8; length as usize];
-        py.detach(|| match src {
-            Some(src) => c.read_tensor_range_from(src, name, start, &mut out),
-            None => c.read_tensor_range_into(name, start, &mut out),
-        })
-        .map_err(ctx)?;
+        py.detach(|| c.read_tensor_range_from(&*self.src, name, start, &mut out))
+            .map_err(ctx)?;
         Ok(PyByteArray::new(py, &out))
     }
 }
@@ -268,10 +247,9 @@ pub(crate) fn read_tensors<'py>(
     names: Vec<String>,
     expected: Option<Vec<Option<u64>>>,
 ) -> PyResult<Vec<Bound<'py, PyByteArray>>> {
-    let bytes = read_file(&path)?;
+    let (src, c) = open_at(&path)?;
     let decoded: Vec<Vec<u8>> = py
         .detach(|| -> Result<_, lmc_core::Error> {
-            let c = Container::open(&bytes)?;
             if let Some(expected) = &expected {
                 for (n, want) in names.iter().zip(expected) {
                     let len = c.tensor_len(n)?;
@@ -284,7 +262,10 @@ pub(crate) fn read_tensors<'py>(
                     }
                 }
             }
-            names.par_iter().map(|n| c.read_tensor(n)).collect()
+            names
+                .par_iter()
+                .map(|n| c.read_tensor_from(&src, n))
+                .collect()
         })
         .map_err(|e| err(path.display(), e))?;
     Ok(decoded.iter().map(|v| PyByteArray::new(py, v)).collect())
@@ -309,7 +290,7 @@ pub(crate) fn read_tensors_into(
             outs.len()
         )));
     }
-    let bytes = read_file(&path)?;
+    let (src, c) = open_at(&path)?;
     let mut outs = outs;
     let mut slices = Vec::with_capacity(outs.len());
     for (n, o) in names.iter().zip(outs.iter_mut()) {
@@ -322,11 +303,20 @@ pub(crate) fn read_tensors_into(
         slices.push(s);
     }
     py.detach(|| -> Result<(), lmc_core::Error> {
-        let c = Container::open(&bytes)?;
         names
             .par_iter()
             .zip(slices.par_iter_mut())
-            .map(|(n, s)| c.read_tensor_into(n, s))
+            .map(|(n, s)| {
+                let len = c.tensor_len(n)?;
+                if len != s.len() as u64 {
+                    return Err(lmc_core::Error::InvalidInput(format!(
+                        "tensor {}: {len} bytes, the buffer for it has {}",
+                        lmc_core::error::quote_name(n),
+                        s.len()
+                    )));
+                }
+                c.read_tensor_range_from(&src, n, 0, s)
+            })
             .collect::<Vec<_>>()
             .into_iter()
             .collect()

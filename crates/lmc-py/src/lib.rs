@@ -67,6 +67,7 @@ fn _lmc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(files::check_pickle, m)?)?;
     m.add_function(wrap_pyfunction!(store::store_add, m)?)?;
     m.add_function(wrap_pyfunction!(store::store_add_background, m)?)?;
+    m.add_function(wrap_pyfunction!(store::store_finish, m)?)?;
     m.add_class::<store::PendingAdd>()?;
     m.add_function(wrap_pyfunction!(store::store_list, m)?)?;
     m.add_function(wrap_pyfunction!(store::store_restore, m)?)?;

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use lmc_store::{AddHandle, Kind, PruneReport, Snapshot, Store, TensorInput, Wait, WriteOptions};
+use lmc_store::{
+    AddHandle, FinishHandle, Kind, PruneReport, Snapshot, Store, TensorInput, Wait, WriteOptions,
+};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -40,6 +42,16 @@ pub(crate) fn open_for_writing(
     keyframe_every: Option<u32>,
     wait: Wait,
 ) -> Result<Store, lmc_store::Error> {
+    // This process's own re-encoding of the store goes first (it holds the
+    // writer lock). Its error, if any, leaves its snapshots marked: the
+    // work is tried again by this writer or the next deferred add.
+    for (r, e) in join_finishing(Some(root)) {
+        eprintln!(
+            "lmc: warning: store {}: the background re-encoding failed ({e}); \
+             the next writer tries again",
+            r.display()
+        );
+    }
     let mut options = WriteOptions::new().create(create).wait(wait);
     if let Some(k) = keyframe_every {
         options = options.keyframe_every(k);
@@ -81,7 +93,7 @@ pub(crate) fn snapshot_dict<'py>(py: Python<'py>, s: &Snapshot) -> PyResult<Boun
 /// needed. Waits for another writer for up to `timeout` seconds (`None`:
 /// as long as it takes).
 #[pyfunction]
-#[pyo3(signature = (root, step, file_name, tensors, metadata=None, keyframe_every=None, chunk_size=None, timeout=0.0))]
+#[pyo3(signature = (root, step, file_name, tensors, metadata=None, keyframe_every=None, chunk_size=None, timeout=0.0, defer=false))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn store_add<'py>(
     py: Python<'py>,
@@ -93,6 +105,7 @@ pub(crate) fn store_add<'py>(
     keyframe_every: Option<u32>,
     chunk_size: Option<usize>,
     timeout: Option<f64>,
+    defer: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let wait = wait_for(timeout)?;
     let metadata = metadata.unwrap_or_default();
@@ -103,9 +116,26 @@ pub(crate) fn store_add<'py>(
             if let Some(c) = chunk_size {
                 store.set_chunk_size(c);
             }
-            Ok(store
-                .add_tensors(step, &file_name, &inputs, &metadata)?
-                .clone())
+            if !defer {
+                return Ok(store
+                    .add_tensors(step, &file_name, &inputs, &metadata)?
+                    .clone());
+            }
+            let added = store
+                .add_tensors_deferred(step, &file_name, &inputs, &metadata)?
+                .clone();
+            if store.snapshots().iter().any(|s| s.deferred) {
+                let handle = store.finish_deferred_background();
+                FINISHING
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(Finishing {
+                        root: store_key(&root),
+                        pid: std::process::id(),
+                        handle,
+                    });
+            }
+            Ok(added)
         })
         .map_err(store_err(&root))?;
     snapshot_dict(py, &snapshot)
@@ -312,6 +342,58 @@ impl PendingAdd {
             })
             .map_err(store_err(&self.root))?;
         snapshot_dict(py, &snapshot)
+    }
+}
+
+/// The background re-encodings ([`Store::finish_deferred_background`])
+/// this process started, by store. A child made by `fork` inherits the
+/// list but not the threads: it skips what its parent started.
+static FINISHING: std::sync::Mutex<Vec<Finishing>> = std::sync::Mutex::new(Vec::new());
+
+struct Finishing {
+    root: PathBuf,
+    pid: u32,
+    handle: FinishHandle,
+}
+
+/// The path a store is known by in [`FINISHING`].
+fn store_key(root: &Path) -> PathBuf {
+    std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf())
+}
+
+/// Waits for this process's background re-encodings of `root` (of every
+/// store if `None`); the errors, by store.
+fn join_finishing(root: Option<&Path>) -> Vec<(PathBuf, lmc_store::Error)> {
+    let key = root.map(store_key);
+    let mine: Vec<Finishing> = {
+        let mut all = FINISHING.lock().unwrap_or_else(|p| p.into_inner());
+        let pid = std::process::id();
+        let (ours, inherited): (Vec<_>, Vec<_>) = std::mem::take(&mut *all)
+            .into_iter()
+            .partition(|f| f.pid == pid);
+        // Dropping a handle joins its thread, which a forked child lacks.
+        inherited.into_iter().for_each(std::mem::forget);
+        let (mine, rest) = ours
+            .into_iter()
+            .partition(|f| key.as_ref().is_none_or(|k| *k == f.root));
+        *all = rest;
+        mine
+    };
+    mine.into_iter()
+        .filter_map(|f| f.handle.wait().1.err().map(|e| (f.root, e)))
+        .collect()
+}
+
+/// Waits, without the GIL, for the re-encoding that deferred adds of this
+/// process left running in the background (of the store at `root`, or of
+/// every store); raises the first error.
+#[pyfunction]
+#[pyo3(signature = (root=None))]
+pub(crate) fn store_finish(py: Python<'_>, root: Option<PathBuf>) -> PyResult<()> {
+    let errors = py.detach(|| join_finishing(root.as_deref()));
+    match errors.into_iter().next() {
+        Some((r, e)) => Err(store_err(&r)(e)),
+        None => Ok(()),
     }
 }
 

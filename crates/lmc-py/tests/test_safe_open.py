@@ -114,6 +114,27 @@ def test_delta_containers_are_refused_with_advice(tmp_path):
         r.read("w", 0, 1 << 62)
 
 
+def test_reads_come_from_the_file_when_asked(tmp_path):
+    """Opening reads the header and index only: a chunk damaged on disk
+    after the file was opened is found by the read that needs it (named in
+    the error), while reads of other tensors never touch it."""
+    s = state()
+    path = tmp_path / "m.lmc"
+    lmc.save_file({"bias": s["bias"], "ids": s["ids"], "embed": s["embed"]}, path, chunk_size=4096)
+    with lmc.safe_open(path, framework="pt") as f:
+        chunks = lmc.verify(path)["chunks"]
+        assert chunks > 4
+        data = bytearray(path.read_bytes())
+        # The last tensor's chunks end just before the index: damage one
+        # byte well inside the payload's last quarter.
+        data[int(len(data) * 0.7)] ^= 0x10
+        path.write_bytes(bytes(data))
+        assert same(f.get_tensor("bias"), s["bias"])
+        assert same(f.get_tensor("ids"), s["ids"])
+        with pytest.raises(lmc.LmcError, match="checksum"):
+            f.get_tensor("embed")
+
+
 def test_safe_open_reads_a_url_in_ranges(tmp_path, monkeypatch):
     """safe_open on s3:// (moto_server, which .ci/run starts and names in
     LMC_TEST_S3_ENDPOINT): the index when opened, then the chunks each read

@@ -202,3 +202,47 @@ def test_background_adds(tmp_path):
     # Each snapshot a delta against the next, but 4, which has no tensor in
     # common with 10 (it stays whole), and 10, the newest.
     assert [s["parent"] for s in store.list()] == [2, 3, 4, None, None]
+
+
+def test_deferred_adds(tmp_path):
+    """add(defer=True) commits the new snapshot whole and re-encodes the
+    previous one on another thread; every snapshot restores throughout;
+    finish_stores waits; the layout ends as plain adds leave it; a
+    subprocess that exits right after a deferred add still finishes."""
+    import subprocess
+    import sys
+
+    states = training_states(5)
+    plain = lmc.SnapshotStore(tmp_path / "plain.lmcstore", keyframe_every=3)
+    lazy = lmc.SnapshotStore(tmp_path / "lazy.lmcstore", keyframe_every=3)
+    for i, sd in enumerate(states):
+        plain.add(sd, step=i + 1)
+        snap = lazy.add(sd, step=i + 1, defer=True)
+        assert snap["step"] == i + 1 and snap["parent"] is None
+        # Whatever the background thread has done so far, all restore.
+        for j in range(i + 1):
+            back = lazy.restore(j + 1)
+            assert all(same(back[k], states[j][k]) for k in states[j]), (i, j)
+    lmc.finish_stores(tmp_path / "lazy.lmcstore")
+    shape = lambda st: [(s["step"], s["parent"], s["depth"], s["stored_len"]) for s in st.list()]
+    assert shape(lazy) == shape(plain)
+    assert [s["parent"] for s in lazy.list()] == [2, 3, None, 5, None]
+    assert lazy.verify()["snapshots"] == 5
+    with pytest.raises(ValueError, match="give one"):
+        lazy.add(states[0], step=9, background=True, defer=True)
+
+    # The interpreter's exit waits for the re-encoding.
+    root = tmp_path / "exit.lmcstore"
+    script = (
+        "import sys, torch, lmc\n"
+        "s = lmc.SnapshotStore(sys.argv[1])\n"
+        "torch.manual_seed(1)\n"
+        "w = torch.randn(1_000_000)\n"
+        "s.add({'w': w}, step=1)\n"
+        "w[::7] += 1e-3\n"
+        "s.add({'w': w}, step=2, defer=True)\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(root)], check=True)
+    listed = lmc.SnapshotStore(root).list()
+    assert [s["parent"] for s in listed] == [2, None]
+    assert listed[0]["stored_len"] * 2 < listed[1]["stored_len"]

@@ -73,7 +73,101 @@ impl Store {
     /// restore of the newest snapshot decodes one object per file, and of
     /// any other at most `keyframe_every - 1` deltas after that. Commits
     /// atomically: objects first, the manifest last.
+    /// Snapshots an earlier [`Store::add_deferred`] left whole are
+    /// re-encoded first ([`Store::finish_deferred`]).
     pub fn add(&mut self, step: u64, kind: Kind, files: &[FileInput<'_>]) -> Result<&Snapshot> {
+        self.finish_deferred()?;
+        self.add_with(step, kind, files, false)
+    }
+
+    /// [`Store::add`] that leaves the parent whole: the new snapshot is
+    /// committed as soon as its own objects are written (about the time of
+    /// compressing it), and the parent, marked `deferred` in the manifest,
+    /// is re-encoded as a delta by a later [`Store::finish_deferred`] (which
+    /// a training loop runs on another thread, and every [`Store::add`]
+    /// runs first). Until then the store holds two whole snapshots, each
+    /// restorable with one decode; if the process ends first, the next
+    /// writer finishes the work.
+    pub fn add_deferred(
+        &mut self,
+        step: u64,
+        kind: Kind,
+        files: &[FileInput<'_>],
+    ) -> Result<&Snapshot> {
+        self.add_with(step, kind, files, true)
+    }
+
+    /// [`Store::add_deferred`] for tensors in memory (see
+    /// [`Store::add_tensors`]).
+    pub fn add_tensors_deferred(
+        &mut self,
+        step: u64,
+        file_name: &str,
+        tensors: &[TensorInput<'_>],
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<&Snapshot> {
+        let (header, layout) = tensors_layout(file_name, tensors, metadata)?;
+        let mut parts: Vec<&[u8]> = vec![&header];
+        parts.extend(tensors.iter().map(|t| t.data));
+        let file = FileInput::from_parts(file_name, parts, layout, None);
+        self.add_with(step, Kind::File, &[file], true)
+    }
+
+    /// Re-encodes each snapshot a deferred add left whole as a delta
+    /// against the snapshot after it, oldest first, one commit each, unless
+    /// its chain would then reach `keyframe_every` deltas (it stays whole, a
+    /// keyframe). Returns how many were re-encoded. Each snapshot stays
+    /// restorable throughout: an interrupted call leaves the rest marked
+    /// for the next one.
+    pub fn finish_deferred(&mut self) -> Result<usize> {
+        self.check_writable()?;
+        let mut done = 0;
+        while let Some(pi) = self.manifest.snapshots.iter().position(|s| s.deferred) {
+            let mut m = self.manifest.clone();
+            m.generation += 1;
+            m.snapshots[pi].deferred = false;
+            let mut created = Cleanup::new(self.objects());
+            if pi + 1 < m.snapshots.len() && self.may_rewrite_parent(pi) {
+                let next = &self.manifest.snapshots[pi + 1];
+                let (step, kind, entries) = (next.step, next.kind, next.files.clone());
+                let rewritten = self.restore_files(step).and_then(|restored| {
+                    let inputs: Vec<FileInput<'_>> = restored
+                        .iter()
+                        .map(|f| FileInput::from_bytes(f.path.clone(), &f.bytes, f.mode))
+                        .collect();
+                    self.rewrite_parent(pi, step, kind, &inputs, &entries, &mut created)
+                });
+                match rewritten {
+                    Ok(s) => {
+                        m.snapshots[pi] = s;
+                        done += 1;
+                    }
+                    // As in `add`: what cannot be restored stays as it is.
+                    Err(e @ Error::Needs { .. }) if self.go_on() => self.tell(
+                        "warning",
+                        &format!(
+                            "{e}; step {} stays whole (not re-encoded against step {step})",
+                            m.snapshots[pi].step
+                        ),
+                    ),
+                    Err(e) => return Err(e),
+                }
+                failpoint("finish:parent-rewritten");
+            }
+            m.set_depths();
+            self.commit(m)?;
+            created.keep();
+        }
+        Ok(done)
+    }
+
+    fn add_with(
+        &mut self,
+        step: u64,
+        kind: Kind,
+        files: &[FileInput<'_>],
+        defer: bool,
+    ) -> Result<&Snapshot> {
         self.check_writable()?;
         if let Some(last) = self.manifest.snapshots.last()
             && step <= last.step
@@ -117,24 +211,28 @@ impl Store {
         if let Some(pi) = m.snapshots.len().checked_sub(1)
             && self.may_rewrite_parent(pi)
         {
-            match self.rewrite_parent(pi, step, kind, files, &entries, &mut created) {
-                Ok(rewritten) => {
-                    m.snapshots[pi] = rewritten;
-                    failpoint("add:parent-rewritten");
+            if defer {
+                m.snapshots[pi].deferred = true;
+            } else {
+                match self.rewrite_parent(pi, step, kind, files, &entries, &mut created) {
+                    Ok(rewritten) => {
+                        m.snapshots[pi] = rewritten;
+                        failpoint("add:parent-rewritten");
+                    }
+                    // A parent that cannot be restored (a damaged or missing
+                    // object) stays as it is: new snapshots still go in, and
+                    // verify names the damage.
+                    Err(e @ Error::Needs { .. }) if self.go_on() => {
+                        self.tell(
+                            "warning",
+                            &format!(
+                                "{e}; step {} stays as it is (not re-encoded against step {step})",
+                                m.snapshots[pi].step
+                            ),
+                        );
+                    }
+                    Err(e) => return Err(e),
                 }
-                // A parent that cannot be restored (a damaged or missing
-                // object) stays as it is: new snapshots still go in, and
-                // verify names the damage.
-                Err(e @ Error::Needs { .. }) if self.go_on() => {
-                    self.tell(
-                        "warning",
-                        &format!(
-                            "{e}; step {} stays as it is (not re-encoded against step {step})",
-                            m.snapshots[pi].step
-                        ),
-                    );
-                }
-                Err(e) => return Err(e),
             }
         }
         m.generation = generation;
@@ -142,6 +240,7 @@ impl Store {
             step,
             kind,
             parent: None,
+            deferred: false,
             depth: 0,
             added: unix_now(),
             files: entries,
@@ -227,6 +326,7 @@ impl Store {
             step: p.step,
             kind: p.kind,
             parent: any_delta.then_some(step),
+            deferred: false,
             depth: 0,
             added: p.added,
             files: new_entries,

@@ -78,7 +78,7 @@ use std::path::{Path, PathBuf};
 use lmc_core::{CompressOptions, Container, DeltaBase, Dtype, SegmentKind, SegmentSpec};
 use lmc_tensors::safetensors::TensorInfo;
 
-pub use background::AddHandle;
+pub use background::{AddHandle, FinishHandle};
 pub use fsutil::{FAILPOINT_VAR, Wait};
 use fsutil::{Lock, failpoint};
 pub use lmc_files::{folder_and_name, temp_beside};

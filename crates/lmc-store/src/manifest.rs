@@ -29,6 +29,10 @@ pub const VERSION_RETIRED: u32 = 2;
 /// older lmc can read stays readable by it. An lmc from before reverse
 /// deltas refuses version 3 (it would restore such a snapshot wrongly).
 pub const VERSION_REVERSE: u32 = 3;
+/// The version of a manifest in which some snapshot is marked `deferred`
+/// (whole until a writer re-encodes it, [`crate::Store::add_deferred`]);
+/// written only then. It may also hold reverse deltas.
+pub const VERSION_DEFERRED: u32 = 4;
 
 /// The whole manifest.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -86,6 +90,11 @@ pub struct Snapshot {
     /// it (a reverse delta); in a version 1 or 2 manifest: the one just
     /// before it.
     pub parent: Option<u64>,
+    /// Whole for now: a deferred add ([`crate::Store::add_deferred`]) left
+    /// it for a later writer to re-encode as a delta against the snapshot
+    /// after it. Written only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deferred: bool,
     /// Deltas to decode to restore this one (the length of its chain of
     /// parents): 0 for a full snapshot, else the parent's plus 1.
     pub depth: u32,
@@ -172,10 +181,10 @@ impl Manifest {
     /// The rules every manifest obeys; a manifest that breaks one was not
     /// written by lmc, and nothing is done with it.
     fn check(&self) -> std::result::Result<(), String> {
-        if self.format != FORMAT || !(VERSION..=VERSION_REVERSE).contains(&self.version) {
+        if self.format != FORMAT || !(VERSION..=VERSION_DEFERRED).contains(&self.version) {
             return Err(format!(
                 "format {:?} version {}, expected {FORMAT:?} version {VERSION} to \
-                 {VERSION_REVERSE} (a newer lmc may read it)",
+                 {VERSION_DEFERRED} (a newer lmc may read it)",
                 self.format, self.version
             ));
         }
@@ -224,6 +233,17 @@ impl Manifest {
             {
                 reverse = true;
             }
+            if s.deferred && (s.parent.is_some() || self.version != VERSION_DEFERRED) {
+                return Err(format!(
+                    "step {}: marked deferred (to re-encode as a delta), yet {}",
+                    s.step,
+                    if s.parent.is_some() {
+                        "a delta already".to_string()
+                    } else {
+                        format!("in a version {} manifest", self.version)
+                    }
+                ));
+            }
             if s.kind == Kind::File && s.files.len() != 1 {
                 return Err(format!(
                     "step {}: a file snapshot with {} files",
@@ -255,9 +275,9 @@ impl Manifest {
                 }
             }
         }
-        if reverse && self.version != VERSION_REVERSE {
+        if reverse && self.version < VERSION_REVERSE {
             return Err(format!(
-                "version {} holds a delta against a later snapshot (only version {VERSION_REVERSE} may)",
+                "version {} holds a delta against a later snapshot (only version {VERSION_REVERSE} or later may)",
                 self.version
             ));
         }
@@ -340,12 +360,15 @@ impl Manifest {
             .any(|s| s.parent.is_some_and(|p| p > s.step))
     }
 
-    /// The manifest as written: version 3 exactly when a snapshot is a
-    /// delta against a later one, else 2 exactly when it lists retired
-    /// objects (the lowest version that can say what it holds).
+    /// The manifest as written: version 4 exactly when a snapshot is
+    /// marked deferred, else 3 exactly when a snapshot is a delta against a
+    /// later one, else 2 exactly when it lists retired objects (the lowest
+    /// version that can say what it holds).
     pub fn to_json(&self) -> Vec<u8> {
         let mut m = self.clone();
-        m.version = if m.has_reverse_deltas() {
+        m.version = if m.snapshots.iter().any(|s| s.deferred) {
+            VERSION_DEFERRED
+        } else if m.has_reverse_deltas() {
             VERSION_REVERSE
         } else if m.retired.is_empty() {
             VERSION

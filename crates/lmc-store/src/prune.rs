@@ -87,6 +87,8 @@ impl Store {
     /// the side of its old parent (restored through the old chains, still
     /// on disk), or whole.
     fn retain(&mut self, keep: &[bool]) -> Result<PruneReport> {
+        // Its layout decisions assume the store's own (no deferred work).
+        self.finish_deferred()?;
         let m = &self.manifest;
         let snaps = &m.snapshots;
         let k = m.keyframe_every;
@@ -206,6 +208,7 @@ impl Store {
                     step: s.step,
                     kind: s.kind,
                     parent: p.filter(|_| is_delta).map(|b| snaps[b].step),
+                    deferred: false,
                     depth: 0,
                     added: s.added,
                     files: entries,

@@ -166,6 +166,85 @@ fn a_series_restores_byte_exactly_with_bounded_chains() {
     ));
 }
 
+/// Deferred adds commit each new snapshot whole and leave its parent
+/// whole (marked); `finish_deferred` then gives the layout, the objects'
+/// sizes and the bytes that adds one at a time give, and a plain add
+/// finishes what is pending before its own work.
+#[test]
+fn deferred_adds_finish_into_the_layout_of_plain_adds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut plain = Store::create(dir.path().join("plain"), 4).unwrap();
+    let mut lazy = Store::create(dir.path().join("lazy"), 4).unwrap();
+    let mut run = Run::new(20_000, 7);
+    let mut originals = Vec::new();
+    for k in 0..10u64 {
+        let step = 100 * (k + 1);
+        let bytes = run.file(step);
+        add_file(&mut plain, step, &bytes);
+        let f = FileInput::from_bytes("model.safetensors", &bytes, Some(0o640));
+        lazy.add_deferred(step, Kind::File, &[f]).unwrap();
+        originals.push((step, bytes));
+        run.step();
+        // Every snapshot so far is whole, the older ones marked.
+        let snaps = lazy.snapshots();
+        assert!(snaps.iter().all(|s| s.parent.is_none() && s.depth == 0));
+        let marked: Vec<bool> = snaps.iter().map(|s| s.deferred).collect();
+        let mut want = vec![true; snaps.len()];
+        *want.last_mut().unwrap() = false;
+        assert_eq!(marked, want, "after step {step}");
+        if k == 4 {
+            // Midway, through a fresh reader: all restorable as they are.
+            let reader = Store::open(dir.path().join("lazy")).unwrap();
+            for (s, b) in &originals {
+                assert!(reader.restore_files(*s).unwrap()[0].bytes == *b, "step {s}");
+            }
+        }
+    }
+    // Written to the manifest only while true.
+    let text = fs::read_to_string(dir.path().join("lazy/manifest.json")).unwrap();
+    assert_eq!(text.matches("\"deferred\"").count(), 9);
+    // On another thread, while a reader restores every snapshot.
+    let handle = lazy.finish_deferred_background();
+    let reader = Store::open(dir.path().join("lazy")).unwrap();
+    for (s, b) in &originals {
+        assert!(reader.restore_files(*s).unwrap()[0].bytes == *b, "step {s}");
+    }
+    let (mut lazy, done) = handle.wait();
+    assert_eq!(done.unwrap(), 7);
+    assert_eq!(lazy.finish_deferred().unwrap(), 0);
+    let text = fs::read_to_string(dir.path().join("lazy/manifest.json")).unwrap();
+    assert!(!text.contains("deferred"));
+    let shape = |s: &Store| -> Vec<(u64, Option<u64>, u32, u64)> {
+        s.snapshots()
+            .iter()
+            .map(|x| (x.step, x.parent, x.depth, x.stored_len()))
+            .collect()
+    };
+    assert_eq!(shape(&lazy), shape(&plain));
+    for (step, bytes) in &originals {
+        assert!(
+            lazy.restore_files(*step).unwrap()[0].bytes == *bytes,
+            "step {step}"
+        );
+    }
+    let r = lazy.verify(&mut |_| {}).unwrap();
+    assert!(r.unreferenced.is_empty());
+
+    // A plain add finishes deferred work first.
+    let bytes = run.file(1100);
+    let f = FileInput::from_bytes("model.safetensors", &bytes, Some(0o640));
+    lazy.add_deferred(1100, Kind::File, &[f]).unwrap();
+    assert!(lazy.snapshots()[9].deferred);
+    run.step();
+    let next = run.file(1200);
+    add_file(&mut lazy, 1200, &next);
+    assert!(lazy.snapshots().iter().all(|s| !s.deferred));
+    assert_eq!(lazy.snapshots()[9].parent, Some(1100));
+    assert_eq!(lazy.snapshots()[10].parent, Some(1200));
+    assert!(lazy.restore_files(1100).unwrap()[0].bytes == bytes);
+    assert!(lazy.restore_files(1000).unwrap()[0].bytes == originals[9].1);
+}
+
 #[test]
 fn tensors_from_memory_round_trip_as_safetensors() {
     let dir = tempfile::tempdir().unwrap();

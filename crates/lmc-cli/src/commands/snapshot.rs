@@ -43,6 +43,20 @@ pub enum SnapshotCommand {
         /// SECONDS, if given) instead of failing at once.
         #[arg(long, value_name = "SECONDS", num_args = 0..=1, require_equals = true)]
         wait: Option<Option<f64>>,
+        /// Return once the new snapshot is stored (whole): the snapshot
+        /// before it stays whole too until `lmc snapshot finish` (or the
+        /// next add, prune or remove) re-encodes it as a delta. About
+        /// the time of `lmc compress`, for a training job that waits on it.
+        #[arg(long)]
+        defer: bool,
+    },
+    /// Re-encode, as deltas, the snapshots that `add --defer` left whole.
+    Finish {
+        store: PathBuf,
+        /// If another writer is at work on the store, wait for it (at most
+        /// SECONDS, if given) instead of failing at once.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, require_equals = true)]
+        wait: Option<Option<f64>>,
     },
     /// List the snapshots: step, size, ratio, parent (the snapshot each is
     /// a delta against), chain depth.
@@ -194,6 +208,7 @@ pub fn run(cmd: &SnapshotCommand, quiet: bool) -> Result<()> {
             allow_pickle_calls,
             best,
             wait,
+            defer,
         } => {
             let (kind, files) = lmc_store::checkpoint_files(checkpoint)?;
             let maps = files
@@ -222,7 +237,12 @@ pub fn run(cmd: &SnapshotCommand, quiet: bool) -> Result<()> {
                 None => s.default_step(maps.iter().map(|m| &m[..])),
             };
             let start = Instant::now();
-            let snap = s.add(step, kind, &inputs).with_context(|| {
+            let added = if *defer {
+                s.add_deferred(step, kind, &inputs)
+            } else {
+                s.add(step, kind, &inputs)
+            };
+            let snap = added.with_context(|| {
                 format!("cannot add {} to {}", checkpoint.display(), store.display())
             })?;
             let snap = snap.clone();
@@ -243,11 +263,36 @@ pub fn run(cmd: &SnapshotCommand, quiet: bool) -> Result<()> {
                             b.step,
                             human(b.stored_len())
                         ),
+                        Some(b) if b.deferred => format!(
+                            "; step {} left whole until `lmc snapshot finish` or the next add",
+                            b.step
+                        ),
                         Some(b) => format!("; step {} kept whole (a keyframe)", b.step),
                         None => String::new(),
                     },
                     secs,
                     snap.original_len() as f64 / 1e6 / secs.max(1e-9)
+                )?;
+            }
+        }
+        SnapshotCommand::Finish { store, wait } => {
+            let mut s = open_writer(store, WriteOptions::new(), *wait, quiet)?;
+            watch(&mut s, quiet);
+            let stored = |s: &Store| s.snapshots().iter().map(|x| x.stored_len()).sum::<u64>();
+            let before = stored(&s);
+            let start = Instant::now();
+            let n = s.finish_deferred().with_context(|| {
+                format!("cannot finish the deferred work of {}", store.display())
+            })?;
+            if !quiet {
+                writeln!(
+                    text,
+                    "{}: re-encoded {n} snapshot{} as deltas in {:.2} s; {} -> {}",
+                    store.display(),
+                    if n == 1 { "" } else { "s" },
+                    start.elapsed().as_secs_f64(),
+                    human(before),
+                    human(stored(&s))
                 )?;
             }
         }
@@ -261,7 +306,8 @@ pub fn run(cmd: &SnapshotCommand, quiet: bool) -> Result<()> {
                         json!({"step": sn.step, "kind": sn.kind, "files": sn.files.len(),
                                "original_bytes": sn.original_len(), "stored_bytes": sn.stored_len(),
                                "ratio": sn.original_len() as f64 / sn.stored_len().max(1) as f64,
-                               "parent": sn.parent, "depth": sn.depth, "added": sn.added})
+                               "parent": sn.parent, "depth": sn.depth, "added": sn.added,
+                               "deferred": sn.deferred})
                     })
                     .collect();
                 writeln!(
@@ -301,8 +347,18 @@ pub fn run(cmd: &SnapshotCommand, quiet: bool) -> Result<()> {
                         human(sn.original_len()),
                         human(sn.stored_len()),
                         sn.original_len() as f64 / sn.stored_len().max(1) as f64,
-                        sn.parent.map_or("whole".to_string(), |p| p.to_string()),
+                        match sn.parent {
+                            Some(p) => p.to_string(),
+                            None if sn.deferred => "whole*".to_string(),
+                            None => "whole".to_string(),
+                        },
                         sn.depth
+                    )?;
+                }
+                if snaps.iter().any(|sn| sn.deferred) {
+                    writeln!(
+                        text,
+                        "* whole until `lmc snapshot finish` (or the next add) re-encodes it"
                     )?;
                 }
             }

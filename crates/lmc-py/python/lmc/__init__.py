@@ -25,7 +25,9 @@ and lmc codes chunks on all cores. Every failure inside lmc is raised as
 
 from __future__ import annotations
 
+import atexit
 import os
+import sys
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 from . import _lmc
@@ -48,6 +50,7 @@ __all__ = [
     "AddHandle",
     "compress_file",
     "decompress_file",
+    "finish_stores",
     "load_file",
     "load_metadata",
     "safe_open",
@@ -56,6 +59,25 @@ __all__ = [
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+
+def finish_stores(path: Optional[PathLike] = None) -> None:
+    """Wait for the re-encoding that deferred adds of this process
+    (``SnapshotStore.add(..., defer=True)``, incremental DCP saves) left
+    running on other threads: of the store at ``path``, or of every store.
+    Raises the first error (the store is sound either way: what was not
+    re-encoded stays whole, and the next writer tries again)."""
+    _lmc.store_finish(_opt_path(path))
+
+
+def _finish_at_exit() -> None:
+    try:
+        _lmc.store_finish(None)
+    except LmcError as e:  # the store is sound; say why it is larger
+        print(f"lmc: warning: {e}", file=sys.stderr)
+
+
+atexit.register(_finish_at_exit)
 
 
 def _path(p: PathLike) -> str:
@@ -162,12 +184,13 @@ class safe_open:
     Each read decodes only the chunks that hold what it asks for (a slice
     along the first dimension: the chunks of its rows), each checked
     against its checksum; the whole-file hash is not checked, since the
-    whole file is not decoded (``verify`` does that). A local file is read
-    into memory when opened; a URL (``s3://bucket/key``, ``gs://``,
-    ``az://``, ``file://``, ``http(s)://``) is read in ranges: its index
-    when opened, then only the chunks each read needs. Credentials and
-    endpoints come from the environment (``AWS_ACCESS_KEY_ID``,
-    ``AWS_ENDPOINT_URL``...; see the README, "Object storage").
+    whole file is not decoded (``verify`` does that). Opening reads the
+    header and the index; each read then reads only the stored bytes of
+    the chunks it decodes. ``path`` may be a URL (``s3://bucket/key``,
+    ``gs://``, ``az://``, ``file://``, ``http(s)://``), read in ranged
+    requests; credentials and endpoints come from the environment
+    (``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``...; see the README,
+    "Object storage").
 
     Args:
         path: a ``.lmc`` file or URL holding a safetensors file
@@ -475,6 +498,7 @@ class SnapshotStore:
         file_name: str = "model.safetensors",
         timeout: Optional[float] = 0,
         background: bool = False,
+        defer: bool = False,
     ) -> Any:
         """Add a flat dict of tensors (``model.state_dict()``) as the snapshot
         at ``step``, which must be after the last snapshot's.
@@ -493,6 +517,14 @@ class SnapshotStore:
                 while the caller goes on (training). Memory: the copy of
                 the tensors (one snapshot) until the add ends, and while it
                 runs the previous snapshot decoded (about one more).
+            defer: return as soon as the new snapshot is committed, stored
+                whole (about the time of ``lmc.save_file``), and re-encode
+                the previous snapshot as a delta on another thread while
+                the caller goes on. Until that ends the previous snapshot is
+                whole (restorable, larger); the next writing call on the
+                store in this process waits for it, ``lmc.finish_stores()``
+                waits for it, and so does the interpreter's exit. If the
+                process ends first, the next writer does the work.
 
         Returns:
             The snapshot as ``list()`` describes it; with ``background``, an
@@ -500,15 +532,20 @@ class SnapshotStore:
         """
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise ValueError(f"step must be a non-negative int, not {step!r}")
+        if background and defer:
+            raise ValueError("background and defer are two ways to add; give one")
         self._settle()
         args = _to_args(state_dict)
         meta = _with_format(state_dict, metadata)
-        add = _lmc.store_add_background if background else _lmc.store_add
-        result = add(self.path, step, file_name, args, meta, self.keyframe_every, self.chunk_size, timeout)
         if background:
+            result = _lmc.store_add_background(
+                self.path, step, file_name, args, meta, self.keyframe_every, self.chunk_size, timeout
+            )
             self._pending = AddHandle(result, step)
             return self._pending
-        return result
+        return _lmc.store_add(
+            self.path, step, file_name, args, meta, self.keyframe_every, self.chunk_size, timeout, defer
+        )
 
     def restore(self, step: Optional[int] = None, *, framework: Optional[str] = None) -> Dict[str, Any]:
         """The tensors of the snapshot at ``step`` (default: the last one),

@@ -190,6 +190,12 @@ class StorageWriter(_StorageWriter, _Stager):  # type: ignore[misc]
         keyframe_every: incremental mode: a restore decodes at most this
             many deltas less one (a save is kept whole where a chain would
             reach that many; default 16).
+        defer: incremental mode: a save returns once this save is stored
+            whole (about the time of a non-incremental save), and the
+            previous save is re-encoded as a delta against it on another
+            thread while training goes on (``SnapshotStore.add``'s
+            ``defer``); the next save, ``lmc.finish_stores()`` and the
+            interpreter's exit wait for that. False: the save does both.
         sync_files: fsync every file before the checkpoint is committed
             (as ``FileSystemWriter``; without it a power loss may lose it).
         max_file_size: a rank's items go in files of at most this many
@@ -210,6 +216,7 @@ class StorageWriter(_StorageWriter, _Stager):  # type: ignore[misc]
         incremental: bool = False,
         step: Optional[int] = None,
         keyframe_every: Optional[int] = None,
+        defer: bool = True,
         sync_files: bool = True,
         max_file_size: int = DEFAULT_MAX_FILE_SIZE,
         chunk_size: Optional[int] = None,
@@ -223,6 +230,7 @@ class StorageWriter(_StorageWriter, _Stager):  # type: ignore[misc]
         self.incremental = incremental
         self.step = step
         self.keyframe_every = keyframe_every
+        self.defer = defer
         self.sync_files = sync_files
         self.max_file_size = max_file_size
         self.chunk_size = chunk_size
@@ -409,6 +417,8 @@ class StorageWriter(_StorageWriter, _Stager):  # type: ignore[misc]
             {"format": "pt", "lmc.dcp": "1"},
             self.keyframe_every,
             self.chunk_size,
+            0.0,
+            self.defer,
         )
         return [
             WriteResult(
