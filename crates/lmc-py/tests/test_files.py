@@ -272,7 +272,9 @@ def test_errors_are_lmc_errors_with_the_rust_message(tmp_path):
 
 def test_the_gil_is_released_while_rust_works(tmp_path):
     """Another Python thread runs while a save compresses and a load decodes."""
-    big = np.random.default_rng(0).standard_normal(24 << 20 >> 2).astype(np.float32)  # 24 MB
+    # Large enough that a load takes well over the 0.03 s the check needs
+    # even on a fast machine (24 MB once took 0.029 s).
+    big = np.random.default_rng(0).standard_normal(96 << 20 >> 2).astype(np.float32)  # 96 MB
     args = [("w", "F32", [big.size], big.tobytes())]
     path = str(tmp_path / "big.lmc")
 
