@@ -194,14 +194,22 @@ impl Store {
     /// [`Store::finish_deferred`] on another thread, which owns the store
     /// (and its writer lock) until it is done: what a training loop runs
     /// after [`Store::add_tensors_deferred`], so that the re-encoding of
-    /// the parent overlaps training. It holds two snapshots decoded (the
+    /// the parent overlaps training. It codes on that one thread only. It holds two snapshots decoded (the
     /// parent and the new one) and the encoder's batches meanwhile.
     pub fn finish_deferred_background(self) -> FinishHandle {
         let job = Job::spawn(
             self,
             "lmc-store finish".to_string(),
             "the background re-encoding of deferred snapshots".to_string(),
-            Store::finish_deferred,
+            |store| {
+                // On one thread: it runs beside training (and, in a
+                // distributed save, beside ranks still coding theirs), where
+                // it should take a core, not all of them.
+                match rayon::ThreadPoolBuilder::new().num_threads(1).build() {
+                    Ok(pool) => pool.install(|| store.finish_deferred()),
+                    Err(_) => store.finish_deferred(),
+                }
+            },
         );
         FinishHandle { job }
     }
