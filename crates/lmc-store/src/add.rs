@@ -59,11 +59,28 @@ impl Store {
         tensors: &[TensorInput<'_>],
         metadata: &BTreeMap<String, String>,
     ) -> Result<&Snapshot> {
+        self.add_tensors_with(step, file_name, tensors, metadata, false)
+    }
+
+    /// The file of `tensors` (a safetensors header, then their bytes, not
+    /// assembled), added plainly or deferred.
+    fn add_tensors_with(
+        &mut self,
+        step: u64,
+        file_name: &str,
+        tensors: &[TensorInput<'_>],
+        metadata: &BTreeMap<String, String>,
+        defer: bool,
+    ) -> Result<&Snapshot> {
         let (header, layout) = tensors_layout(file_name, tensors, metadata)?;
         let mut parts: Vec<&[u8]> = vec![&header];
         parts.extend(tensors.iter().map(|t| t.data));
-        let file = FileInput::from_parts(file_name, parts, layout, None);
-        self.add(step, Kind::File, &[file])
+        let file = [FileInput::from_parts(file_name, parts, layout, None)];
+        if defer {
+            self.add_deferred(step, Kind::File, &file)
+        } else {
+            self.add(step, Kind::File, &file)
+        }
     }
 
     /// Adds a snapshot at `step` made of `files`. The new snapshot is
@@ -73,6 +90,7 @@ impl Store {
     /// restore of the newest snapshot decodes one object per file, and of
     /// any other at most `keyframe_every - 1` deltas after that. Commits
     /// atomically: objects first, the manifest last.
+    ///
     /// Snapshots an earlier [`Store::add_deferred`] left whole are
     /// re-encoded first ([`Store::finish_deferred`]).
     pub fn add(&mut self, step: u64, kind: Kind, files: &[FileInput<'_>]) -> Result<&Snapshot> {
@@ -106,11 +124,7 @@ impl Store {
         tensors: &[TensorInput<'_>],
         metadata: &BTreeMap<String, String>,
     ) -> Result<&Snapshot> {
-        let (header, layout) = tensors_layout(file_name, tensors, metadata)?;
-        let mut parts: Vec<&[u8]> = vec![&header];
-        parts.extend(tensors.iter().map(|t| t.data));
-        let file = FileInput::from_parts(file_name, parts, layout, None);
-        self.add_with(step, Kind::File, &[file], true)
+        self.add_tensors_with(step, file_name, tensors, metadata, true)
     }
 
     /// Re-encodes each snapshot a deferred add left whole as a delta
