@@ -69,6 +69,21 @@ pub fn decompress_golden_delta(dir: &str) -> Vec<u8> {
     std::fs::read(&dest).unwrap()
 }
 
+/// The error a reader gives for golden container `p` (`len` bytes) with
+/// its header's flags set to `flags`: what lmc says of a plane whose codec
+/// the header does not announce.
+pub fn golden_with_flags_error(p: &str, len: usize, flags: u16) -> String {
+    use lmc_core::Container;
+    use lmc_core::format::{HEADER_LEN, Header};
+    let mut packed = read_golden(p, len);
+    let h = Header {
+        flags,
+        ..Container::open(&packed).unwrap().header().clone()
+    };
+    packed[..HEADER_LEN].copy_from_slice(&h.to_bytes());
+    Container::open(&packed).expect_err("refused").to_string()
+}
+
 /// Path of MiniLM's `model.safetensors`, fetched on first use.
 pub fn minilm() -> Option<PathBuf> {
     static PATH: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
