@@ -595,16 +595,22 @@ impl<'a> Container<'a> {
     /// in place, without a copy. Chunks are decoded in parallel, each
     /// checked against its checksum first.
     pub fn read_tensor_into(&self, name: &str, out: &mut [u8]) -> Result<()> {
+        self.check_tensor_buffer(name, out.len())?;
+        self.read_tensor_range_into(name, 0, out)
+    }
+
+    /// Fails unless tensor `name` is exactly `len` bytes long (a buffer for
+    /// all of it).
+    pub(crate) fn check_tensor_buffer(&self, name: &str, len: usize) -> Result<()> {
         let seg = self.tensor_segment(name)?;
-        if out.len() as u64 != seg.len {
+        if len as u64 != seg.len {
             return Err(Error::InvalidInput(format!(
-                "tensor {}: {} bytes, the buffer for it has {}",
+                "tensor {}: {} bytes, the buffer for it has {len}",
                 crate::error::quote_name(name),
                 seg.len,
-                out.len()
             )));
         }
-        self.read_tensor_range_into(name, 0, out)
+        Ok(())
     }
 
     /// Bytes `start..start + out.len()` of tensor `name` into `out` (a

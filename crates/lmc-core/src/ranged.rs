@@ -231,6 +231,18 @@ impl Container<'_> {
         self.over(&parts).decode_chunk(i, out)
     }
 
+    /// [`Container::read_tensor_into`] over `src`: `out` must be exactly
+    /// the tensor's length.
+    pub fn read_tensor_into_from(
+        &self,
+        src: &dyn ReadAt,
+        name: &str,
+        out: &mut [u8],
+    ) -> Result<()> {
+        self.check_tensor_buffer(name, out.len())?;
+        self.read_tensor_range_from(src, name, 0, out)
+    }
+
     /// [`Container::read_tensor`] over `src`.
     pub fn read_tensor_from(&self, src: &dyn ReadAt, name: &str) -> Result<Vec<u8>> {
         let len = self.tensor_len(name)?;

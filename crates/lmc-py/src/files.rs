@@ -306,17 +306,7 @@ pub(crate) fn read_tensors_into(
         names
             .par_iter()
             .zip(slices.par_iter_mut())
-            .map(|(n, s)| {
-                let len = c.tensor_len(n)?;
-                if len != s.len() as u64 {
-                    return Err(lmc_core::Error::InvalidInput(format!(
-                        "tensor {}: {len} bytes, the buffer for it has {}",
-                        lmc_core::error::quote_name(n),
-                        s.len()
-                    )));
-                }
-                c.read_tensor_range_from(&src, n, 0, s)
-            })
+            .map(|(n, s)| c.read_tensor_into_from(&*src, n, s))
             .collect::<Vec<_>>()
             .into_iter()
             .collect()
