@@ -743,18 +743,19 @@ fn encode_chunk(
                 && changed_elements(x, width) as f64
                     <= (x.len() / width) as f64 * tuning.sparse_max;
             if sparse {
-                enc.transform = Transform::XorSparse;
-                SPARSE.with_borrow_mut(|(positions, changed)| {
-                    compact_changed(x, width, positions, changed);
-                    let start = enc.bytes.len();
-                    let n = x.len() / width;
-                    let codec =
-                        crate::codec::encode_positions(n, positions, tuning, &mut enc.bytes);
-                    enc.flags |= crate::codec::flags_needed(codec, &enc.bytes[start..]);
-                    enc.planes.push(PlaneEntry {
-                        codec,
-                        stored_len: (enc.bytes.len() - start) as u32,
-                    });
+                enc.transform = Transform::XorBitmap;
+                enc.flags |= crate::format::FLAG_BITMAP;
+                SPARSE.with_borrow_mut(|(bits, changed)| {
+                    compact_changed(x, width, bits, changed);
+                    // The map has a symbol for 8 elements, so the slower
+                    // coders cost little a chunk: the smallest is taken.
+                    let map_tuning = Tuning {
+                        rans32_min_gain: 0.0,
+                        runs_slack: 0.0,
+                        runs_slack_bytes: 0,
+                        ..*tuning
+                    };
+                    push_plane(bits, PlaneKind::Tensor, None, &map_tuning, enc);
                     encode_planes(kind, changed, lz, tuning, true, enc);
                 });
             } else {
@@ -767,8 +768,9 @@ fn encode_chunk(
 }
 
 thread_local! {
-    /// Per-thread buffers for a sparse chunk's changed positions and elements.
-    static SPARSE: RefCell<(Vec<u32>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// Per-thread buffers for a sparse chunk's map (a bit an element) and
+    /// changed elements.
+    static SPARSE: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// The number of elements of `width` bytes in `x` that are not all zero.
@@ -790,50 +792,53 @@ fn changed_elements(x: &[u8], width: usize) -> usize {
     }
 }
 
-/// Writes into `positions` the indices of the elements of `width` bytes in
-/// `x` that are not all zero, and into `changed` those elements, in order.
-fn compact_changed(x: &[u8], width: usize, positions: &mut Vec<u32>, changed: &mut Vec<u8>) {
-    // Every element is copied and its index written, and the cursors move
-    // past the changed ones only: no branch on data that changes at
-    // random. Fixed widths let the copy be one load and store.
-    fn compact<const W: usize>(x: &[u8], positions: &mut [u32], changed: &mut [u8]) -> usize {
-        let (mut at, mut k) = (0usize, 0usize);
-        for (e, v) in x.chunks_exact(W).enumerate() {
-            let v: &[u8; W] = v.try_into().expect("W bytes");
-            let nz = usize::from(v.iter().fold(0u8, |a, &b| a | b) != 0);
-            if let (Some(p), Some(to)) = (positions.get_mut(k), changed.get_mut(at..at + W)) {
-                *p = e as u32;
-                to.copy_from_slice(v);
+/// Writes into `bits` the map of the elements of `width` bytes in `x` that
+/// are not all zero (bit `e % 8` of byte `e / 8` for element `e`, FORMAT.md
+/// "Transforms") and into `changed` those elements, in order.
+fn compact_changed(x: &[u8], width: usize, bits: &mut Vec<u8>, changed: &mut Vec<u8>) {
+    // Every element is copied and the cursor moves past the changed ones
+    // only: no branch on data that changes at random. Fixed widths let the
+    // copy be one load and store.
+    fn compact<const W: usize>(x: &[u8], bits: &mut [u8], changed: &mut [u8]) -> usize {
+        let mut at = 0usize;
+        for (block, b) in x.chunks(8 * W).zip(bits.iter_mut()) {
+            let mut m = 0u8;
+            for (j, v) in block.chunks_exact(W).enumerate() {
+                let v: &[u8; W] = v.try_into().expect("W bytes");
+                let nz = v.iter().fold(0u8, |a, &b| a | b) != 0;
+                if let Some(to) = changed.get_mut(at..at + W) {
+                    to.copy_from_slice(v);
+                }
+                at += W * usize::from(nz);
+                m |= u8::from(nz) << j;
             }
-            k += nz;
-            at += W * nz;
+            *b = m;
         }
-        k
+        at
     }
-    fn compact_any(x: &[u8], w: usize, positions: &mut [u32], changed: &mut [u8]) -> usize {
-        let mut k = 0usize;
+    fn compact_any(x: &[u8], w: usize, bits: &mut [u8], changed: &mut [u8]) -> usize {
+        let mut at = 0usize;
         for (e, v) in x.chunks_exact(w).enumerate() {
-            let nz = usize::from(v.iter().any(|&b| b != 0));
-            positions[k] = e as u32;
-            changed[k * w..(k + 1) * w].copy_from_slice(v);
-            k += nz;
+            let nz = v.iter().any(|&b| b != 0);
+            changed[at..at + w].copy_from_slice(v);
+            at += w * usize::from(nz);
+            bits[e / 8] |= u8::from(nz) << (e % 8);
         }
-        k
+        at
     }
     let n = x.len() / width;
-    positions.clear();
-    positions.resize(n + 1, 0);
+    bits.clear();
+    bits.resize(n.div_ceil(8), 0);
     changed.clear();
     changed.resize(x.len() + width, 0);
-    let m = match width {
-        1 => compact::<1>(x, positions, changed),
-        2 => compact::<2>(x, positions, changed),
-        4 => compact::<4>(x, positions, changed),
-        8 => compact::<8>(x, positions, changed),
-        w => compact_any(x, w, positions, changed),
+    let len = match width {
+        1 => compact::<1>(x, bits, changed),
+        2 => compact::<2>(x, bits, changed),
+        4 => compact::<4>(x, bits, changed),
+        8 => compact::<8>(x, bits, changed),
+        w => compact_any(x, w, bits, changed),
     };
-    positions.truncate(m);
-    changed.truncate(m * width);
+    changed.truncate(len);
 }
 
 /// Codes one plane with `tuning`'s choice of codec (split by `lead`, its

@@ -268,7 +268,7 @@ impl<'a> Container<'a> {
         };
         let base = match c.transform {
             Transform::None => None,
-            Transform::Xor | Transform::XorSparse => {
+            Transform::Xor | Transform::XorSparse | Transform::XorBitmap => {
                 let (Some(base), Some(off)) = (self.base, seg.base_offset) else {
                     return Err(Error::Base(format!(
                         "chunk {i} ({}) is a delta against a base file of {} bytes that was not given",
@@ -295,6 +295,29 @@ impl<'a> Container<'a> {
                     decode_planes(&c.planes[1..], seg, rest, at, values, &shifted)?;
                     out.copy_from_slice(base);
                     xor_at(width, positions, values, out);
+                    Ok(())
+                })
+            }
+            (Transform::XorBitmap, Some(base)) => {
+                let n = c.raw_len as usize / width;
+                let (map, rest) = stored.split_at(c.planes[0].stored_len as usize);
+                let at = c.stored_offset + map.len() as u64;
+                CHANGED_BITS.with_borrow_mut(|(bits, values)| {
+                    bits.resize(n.div_ceil(8), 0);
+                    decode_plane(c.planes[0].codec, map, bits)
+                        .map_err(|d| plane_err(0, c.stored_offset, d))?;
+                    let m = crate::kernels::bitmap_count(bits, n).ok_or_else(|| {
+                        plane_err(
+                            0,
+                            c.stored_offset,
+                            DecodeError::BitmapPadding { elements: n },
+                        )
+                    })?;
+                    values.resize(m * width, 0);
+                    let shifted = |k: usize, off: u64, d: DecodeError| plane_err(k + 1, off, d);
+                    decode_planes(&c.planes[1..], seg, rest, at, values, &shifted)?;
+                    let done = crate::kernels::expand_xor(width, bits, values, base, out);
+                    debug_assert!(done, "lengths set above");
                     Ok(())
                 })
             }
@@ -657,6 +680,9 @@ thread_local! {
     static RANGE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Per-thread buffers for a sparse chunk's changed positions and values.
     static CHANGED: std::cell::RefCell<(Vec<u32>, Vec<u8>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    /// Per-thread buffers for a bitmap sparse chunk's map and changed values.
+    static CHANGED_BITS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
     /// Per-thread buffer for a sparse chunk's map, where it must be decoded.
     static MAP: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };

@@ -216,6 +216,10 @@ pub enum ChunkFault {
     #[error("unknown transform {0}")]
     UnknownTransform(u8),
 
+    /// A bitmap sparse chunk (transform 3) in a container without its flag.
+    #[error("transform 3 (xor-bitmap) in a container without the bitmap flag")]
+    TransformNotFlagged,
+
     #[error("{found} planes, {expected} expected")]
     PlaneCount { found: usize, expected: usize },
 
@@ -264,6 +268,10 @@ pub enum DecodeError {
         needed: usize,
         available: usize,
     },
+
+    /// A bitmap map marks an element past the chunk's end.
+    #[error("bitmap map has a bit set past the chunk's {elements} elements")]
+    BitmapPadding { elements: usize },
 
     /// A length the plane implies differs from the one found.
     #[error("{} plane: {what} of {found} bytes, {expected} expected", title(.codec))]

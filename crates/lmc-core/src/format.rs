@@ -23,7 +23,7 @@
 //! |---|---|---|
 //! | 0  | 8  | magic `89 4C 4D 43 0D 0A 1A 0A` ("\x89LMC\r\n\x1a\n") |
 //! | 8  | 2  | format version (1, or 2 for a delta container) |
-//! | 10 | 2  | flags: bit 0 [`FLAG_RANS`], bit 1 [`FLAG_SPLIT`], bit 2 [`FLAG_RUNS`], bit 3 [`FLAG_RANS32`], bit 15 [`FLAG_DERIVED`]; readers reject others |
+//! | 10 | 2  | flags: bit 0 [`FLAG_RANS`], bit 1 [`FLAG_SPLIT`], bit 2 [`FLAG_RUNS`], bit 3 [`FLAG_RANS32`], bit 4 [`FLAG_BITMAP`], bit 15 [`FLAG_DERIVED`]; readers reject others |
 //! | 12 | 4  | reserved (0) |
 //! | 16 | 8  | original file length |
 //! | 24 | 16 | XXH3-128 of the original file |
@@ -60,12 +60,17 @@ pub const FLAG_RUNS: u16 = 4;
 /// rANS32 codec ([`PlaneCodec::Rans32`]). Readers that do not know it
 /// reject the file, as they must.
 pub const FLAG_RANS32: u16 = 8;
+/// Header flag: delta chunks may be bitmap sparse chunks
+/// ([`Transform::XorBitmap`]). Readers that do not know it reject the
+/// file, as they must.
+pub const FLAG_BITMAP: u16 = 16;
 /// Header flag: segments may be derived tensors (kind 3, FORMAT.md
 /// "Derived tensors"). The highest bit, so that flags for new plane codecs
 /// take the low ones. Readers that do not know it reject the file.
 pub const FLAG_DERIVED: u16 = 1 << 15;
 /// Every flag this crate knows.
-const KNOWN_FLAGS: u16 = FLAG_RANS | FLAG_SPLIT | FLAG_RUNS | FLAG_RANS32 | FLAG_DERIVED;
+const KNOWN_FLAGS: u16 =
+    FLAG_RANS | FLAG_SPLIT | FLAG_RUNS | FLAG_RANS32 | FLAG_BITMAP | FLAG_DERIVED;
 
 /// Largest original size of one chunk: 4 MiB, the largest chunk lmc's
 /// encoder writes (its `--chunk-size` maximum, and the chunk size of tensors
@@ -223,6 +228,11 @@ pub enum Transform {
     /// values alone (entries 1 to width): decoding copies the base and
     /// XORs in the changed elements (FORMAT.md, "Transforms").
     XorSparse = 2,
+    /// As [`Transform::XorSparse`], with the map a bitmap: plane entry 0
+    /// holds one bit an element (`ceil(n / 8)` bytes), so that decoding
+    /// expands the changed elements into the base copy a block at a time
+    /// instead of walking their positions (FORMAT.md, "Transforms").
+    XorBitmap = 3,
 }
 
 impl Transform {
@@ -231,6 +241,7 @@ impl Transform {
             0 => Some(Transform::None),
             1 => Some(Transform::Xor),
             2 => Some(Transform::XorSparse),
+            3 => Some(Transform::XorBitmap),
             _ => None,
         }
     }
@@ -240,7 +251,14 @@ impl Transform {
             Transform::None => "none",
             Transform::Xor => "xor",
             Transform::XorSparse => "xor-sparse",
+            Transform::XorBitmap => "xor-bitmap",
         }
+    }
+
+    /// Whether the chunk stores a map of the changed elements (plane entry
+    /// 0) before the planes of those elements alone.
+    pub fn is_sparse(self) -> bool {
+        matches!(self, Transform::XorSparse | Transform::XorBitmap)
     }
 }
 
@@ -599,6 +617,9 @@ impl Index {
                 } else {
                     Transform::None
                 };
+                if transform == Transform::XorBitmap && header.flags & FLAG_BITMAP == 0 {
+                    return Err(ctx(ChunkFault::TransformNotFlagged));
+                }
                 let checksum = r.u64("chunk checksum")?;
                 let nplanes = r.u8("plane count")? as usize;
                 // Checked before anything is allocated or decoded for it.
@@ -617,7 +638,7 @@ impl Index {
                     }));
                 }
                 // A sparse chunk has its change map before its planes.
-                let sparse = transform == Transform::XorSparse;
+                let sparse = transform.is_sparse();
                 let expected = width + usize::from(sparse);
                 if nplanes != expected
                     || (sparse && !matches!(seg.kind, SegmentKind::Tensor { .. }))
@@ -628,8 +649,17 @@ impl Index {
                     }));
                 }
                 let plane_len = raw_len / width as u32;
+                // A bitmap map holds a bit an element.
+                let len_of = |p: usize| {
+                    if p == 0 && transform == Transform::XorBitmap {
+                        plane_len.div_ceil(8)
+                    } else {
+                        plane_len
+                    }
+                };
                 let mut planes = Vec::with_capacity(nplanes);
                 for p in 0..nplanes {
+                    let plane_len = len_of(p);
                     let code = r.u8("plane codec")?;
                     let codec = PlaneCodec::from_code(code)
                         .ok_or_else(|| ctx(ChunkFault::UnknownCodec { plane: p, code }))?;

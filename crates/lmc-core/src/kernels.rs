@@ -255,6 +255,214 @@ pub(crate) fn huffman_decode<const N: usize, const CHECKED: bool>(
     }
 }
 
+/// The number of elements a bitmap marks (its set bits), if it is a map
+/// of `n` elements: `ceil(n / 8)` bytes, bit `e % 8` of byte `e / 8` for
+/// element `e`, no bit set at or past `n`. `None` otherwise.
+pub(crate) fn bitmap_count(bits: &[u8], n: usize) -> Option<usize> {
+    if bits.len() != n.div_ceil(8) {
+        return None;
+    }
+    if n % 8 != 0 && bits.last().is_some_and(|&b| b >> (n % 8) != 0) {
+        return None;
+    }
+    let words = bits.chunks_exact(8);
+    let tail: u32 = words.remainder().iter().map(|b| b.count_ones()).sum();
+    let ones: u32 = words
+        .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")).count_ones())
+        .sum();
+    Some((ones + tail) as usize)
+}
+
+/// Decodes a bitmap sparse chunk: `out` gets `base`, with element `e` (of
+/// `width` bytes) XORed with the next element of `values` wherever bit `e`
+/// of `bits` is set. Returns `false`, leaving `out` as it was, unless
+/// `base` and `out` hold the same `n` whole elements, `bits` is a map of
+/// `n` elements ([`bitmap_count`]) and `values` holds one element for each
+/// bit set: the kernel checks its own preconditions, whatever the caller.
+///
+/// AVX-512 (with VBMI2 for widths 1 and 2) where the CPU has it, chosen at
+/// run time: a block of elements at a time, the changed ones moved into
+/// place by an expand; else (and with `safe-kernels`) the scalar twin.
+pub(crate) fn expand_xor(
+    width: usize,
+    bits: &[u8],
+    values: &[u8],
+    base: &[u8],
+    out: &mut [u8],
+) -> bool {
+    if width == 0 || base.len() != out.len() || out.len() % width != 0 {
+        return false;
+    }
+    let n = out.len() / width;
+    if bitmap_count(bits, n).and_then(|m| m.checked_mul(width)) != Some(values.len()) {
+        return false;
+    }
+    if !CHECKED {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let vbmi2 = || has_avx512_bw() && std::arch::is_x86_feature_detected!("avx512vbmi2");
+            // SAFETY (each call): the CPU has the features the function is
+            // compiled for (checked in the same condition), and the
+            // lengths were checked above, as the functions require.
+            match width {
+                1 if vbmi2() => return unsafe { expand_simd::xor1(bits, values, base, out) },
+                2 if vbmi2() => return unsafe { expand_simd::xor2(bits, values, base, out) },
+                4 if has_avx512_bw() => {
+                    return unsafe { expand_simd::xor4(bits, values, base, out) };
+                }
+                8 if has_avx512_bw() => {
+                    return unsafe { expand_simd::xor8(bits, values, base, out) };
+                }
+                _ => {}
+            }
+        }
+    }
+    expand_xor_scalar(width, bits, values, base, out);
+    true
+}
+
+/// The scalar twin of [`expand_xor`], for lengths it checked.
+pub(crate) fn expand_xor_scalar(
+    width: usize,
+    bits: &[u8],
+    values: &[u8],
+    base: &[u8],
+    out: &mut [u8],
+) {
+    out.copy_from_slice(base);
+    let mut values = values.chunks_exact(width);
+    for (i, w) in bits.chunks(8).enumerate() {
+        let mut b = [0u8; 8];
+        b[..w.len()].copy_from_slice(w);
+        let mut word = u64::from_le_bytes(b);
+        while word != 0 {
+            let e = i * 64 + word.trailing_zeros() as usize;
+            word &= word - 1;
+            let (Some(v), Some(o)) = (values.next(), out.get_mut(e * width..(e + 1) * width))
+            else {
+                return;
+            };
+            if width == 2 {
+                let x = u16::from_ne_bytes([o[0], o[1]]) ^ u16::from_ne_bytes([v[0], v[1]]);
+                o.copy_from_slice(&x.to_ne_bytes());
+            } else {
+                for (a, b) in o.iter_mut().zip(v) {
+                    *a ^= b;
+                }
+            }
+        }
+    }
+}
+
+/// The AVX-512 forms of [`expand_xor`]: each takes `L` elements at a time,
+/// their `L` bits of the map as a mask; loads as many values as bits are
+/// set (a masked load, so never past them), expands them into the lanes
+/// the mask names (the others zero) and XORs the base block with them. The
+/// last, partial block goes through the same steps under a mask of the
+/// elements left.
+#[cfg(target_arch = "x86_64")]
+mod expand_simd {
+    use std::arch::x86_64::*;
+
+    /// `L` bits of the map from element `e` (a multiple of 8) on, fewer if
+    /// the map ends first (the rest zero).
+    #[inline(always)]
+    fn mask_at(bits: &[u8], e: usize, l: usize) -> u64 {
+        let from = e / 8;
+        let to = (from + l / 8).min(bits.len());
+        let mut b = [0u8; 8];
+        b[..to - from].copy_from_slice(&bits[from..to]);
+        u64::from_le_bytes(b)
+    }
+
+    /// A mask of the low `k` lanes, `k` at most 64.
+    #[inline(always)]
+    fn low(k: usize) -> u64 {
+        if k >= 64 { u64::MAX } else { (1u64 << k) - 1 }
+    }
+
+    macro_rules! expand_xor_kernel {
+        ($name:ident, $features:literal, $w:literal, $lanes:literal, $mask:ty,
+         $load:ident, $expand:ident, $store:ident) => {
+            /// Requires: the CPU features named, `base.len() == out.len()
+            /// == W * n`, `bits` a map of `n` elements whose set bits
+            /// number `values.len() / W` (so every load below stays in
+            /// its slice).
+            #[target_feature(enable = $features)]
+            pub(super) fn $name(bits: &[u8], values: &[u8], base: &[u8], out: &mut [u8]) -> bool {
+                let n = out.len() / $w;
+                let (mut e, mut k) = (0usize, 0usize);
+                while e < n {
+                    let lanes = (n - e).min($lanes);
+                    let m = (mask_at(bits, e, $lanes) & low(lanes)) as $mask;
+                    let pc = m.count_ones() as usize;
+                    // SAFETY: the masked loads read the pc values from k
+                    // (k + pc is at most the number of set bits, which
+                    // values holds) and the lanes elements of base from e
+                    // (e + lanes <= n); the masked store writes those of
+                    // out. Lanes outside a mask are neither read nor
+                    // written (AVX-512 masks suppress their faults).
+                    unsafe {
+                        let v = $load(low(pc) as $mask, values.as_ptr().add($w * k).cast());
+                        let x = $expand(m, v);
+                        let all = low(lanes) as $mask;
+                        let b = $load(all, base.as_ptr().add($w * e).cast());
+                        $store(
+                            out.as_mut_ptr().add($w * e).cast(),
+                            all,
+                            _mm512_xor_si512(b, x),
+                        );
+                    }
+                    e += lanes;
+                    k += pc;
+                }
+                true
+            }
+        };
+    }
+
+    expand_xor_kernel!(
+        xor1,
+        "avx512f,avx512bw,avx512vbmi2",
+        1,
+        64,
+        u64,
+        _mm512_maskz_loadu_epi8,
+        _mm512_maskz_expand_epi8,
+        _mm512_mask_storeu_epi8
+    );
+    expand_xor_kernel!(
+        xor2,
+        "avx512f,avx512bw,avx512vbmi2",
+        2,
+        32,
+        u32,
+        _mm512_maskz_loadu_epi16,
+        _mm512_maskz_expand_epi16,
+        _mm512_mask_storeu_epi16
+    );
+    expand_xor_kernel!(
+        xor4,
+        "avx512f,avx512bw",
+        4,
+        16,
+        u16,
+        _mm512_maskz_loadu_epi32,
+        _mm512_maskz_expand_epi32,
+        _mm512_mask_storeu_epi32
+    );
+    expand_xor_kernel!(
+        xor8,
+        "avx512f,avx512bw",
+        8,
+        8,
+        u8,
+        _mm512_maskz_loadu_epi64,
+        _mm512_maskz_expand_epi64,
+        _mm512_mask_storeu_epi64
+    );
+}
+
 /// Splits elements of 2 bytes (little-endian, each rotated left one bit if
 /// `ROTATE`) into their high and low bytes: `hi[i]`, `lo[i]` from element `i`.
 /// `input.len()` must be `2 * hi.len()` and `lo.len() == hi.len()`.
@@ -1269,6 +1477,70 @@ mod tests {
     fn bytes(n: usize, seed: u64) -> Vec<u8> {
         let mut rnd = lcg(seed);
         (0..n).map(|_| rnd() as u8).collect()
+    }
+
+    /// The vector forms of the bitmap expand give what the scalar twin and
+    /// a plain reference give, for every width, at lengths around the
+    /// vector blocks and densities from none to all; maps with a bit past
+    /// the end, or values of the wrong length, are refused.
+    #[test]
+    fn expand_xor_twins_agree() {
+        for width in [1usize, 2, 3, 4, 8] {
+            for n in [
+                0usize, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 1000, 4099,
+            ] {
+                let base = bytes(n * width, (n * width) as u64 + 3);
+                for density in [0u64, 1, 50, 200, 256] {
+                    let mut rnd = lcg(density * 31 + n as u64);
+                    let changed: Vec<bool> = (0..n).map(|_| rnd() % 256 < density).collect();
+                    let mut bits = vec![0u8; n.div_ceil(8)];
+                    for (e, _) in changed.iter().enumerate().filter(|c| *c.1) {
+                        bits[e / 8] |= 1 << (e % 8);
+                    }
+                    let m = changed.iter().filter(|&&c| c).count();
+                    let values = bytes(m * width, density + 11);
+                    let mut want = base.clone();
+                    let mut k = 0;
+                    for e in (0..n).filter(|&e| changed[e]) {
+                        for j in 0..width {
+                            want[e * width + j] ^= values[k * width + j];
+                        }
+                        k += 1;
+                    }
+                    let case = format!("width {width}, n {n}, density {density}");
+                    assert_eq!(bitmap_count(&bits, n), Some(m), "{case}");
+                    let mut out = vec![0xEEu8; n * width];
+                    assert!(expand_xor(width, &bits, &values, &base, &mut out), "{case}");
+                    assert!(out == want, "{case}");
+                    let mut twin = vec![0u8; n * width];
+                    expand_xor_scalar(width, &bits, &values, &base, &mut twin);
+                    assert!(twin == want, "{case}");
+                    // One value too many or too few: refused, out untouched.
+                    let mut out = vec![0xEEu8; n * width];
+                    let longer = [values.clone(), vec![0; width]].concat();
+                    assert!(
+                        !expand_xor(width, &bits, &longer, &base, &mut out),
+                        "{case}"
+                    );
+                    if m > 0 {
+                        let shorter = &values[..values.len() - width];
+                        assert!(
+                            !expand_xor(width, &bits, shorter, &base, &mut out),
+                            "{case}"
+                        );
+                    }
+                    assert!(out.iter().all(|&b| b == 0xEE), "{case}");
+                    // A bit set past the last element.
+                    if n % 8 != 0 {
+                        let mut bad = bits.clone();
+                        *bad.last_mut().unwrap() |= 0x80;
+                        assert_eq!(bitmap_count(&bad, n), None, "{case}");
+                        let more = [values.clone(), vec![0; width]].concat();
+                        assert!(!expand_xor(width, &bad, &more, &base, &mut out), "{case}");
+                    }
+                }
+            }
+        }
     }
 
     /// The vector forms of partition and interleave give what the scalar

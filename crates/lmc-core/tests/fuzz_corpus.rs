@@ -121,12 +121,12 @@ fn decode_corpus_holds_valid_containers() {
 }
 
 /// Single-byte changes all over the golden split-plane, runs-plane,
-/// sparse-chunk and rANS32 delta containers, each run through the decode check, which repairs the
+/// sparse-chunk (runs map and bitmap) and rANS32 delta containers, each run through the decode check, which repairs the
 /// checksums so that the change reaches the plane decoders: a mutation
 /// pass on stable, over the split and runs planes' paths in particular.
 #[test]
 fn mutated_split_runs_and_sparse_containers_never_panic() {
-    for golden in ["split", "runs", "sparse", "rans32"] {
+    for golden in ["split", "runs", "sparse", "rans32", "bitmap"] {
         let path = fuzz_dir().join(format!("../tests/data/{golden}/next.safetensors.lmc"));
         let seed = std::fs::read(path).unwrap();
         // Every byte of the header and the start of the payload (the chunk's

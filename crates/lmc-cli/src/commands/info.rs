@@ -43,7 +43,7 @@ pub fn run(input: &Path, as_json: bool) -> Result<()> {
         // Planes 0..width, then the change maps of sparse delta chunks.
         let mut planes: Vec<PlaneStats> = (0..=width).map(|_| PlaneStats::default()).collect();
         for ch in chunks {
-            let sparse = ch.transform == lmc_core::format::Transform::XorSparse;
+            let sparse = ch.transform.is_sparse();
             for (k, p) in ch.planes.iter().enumerate() {
                 let k = match (sparse, k) {
                     (true, 0) => width,
@@ -107,7 +107,7 @@ pub fn run(input: &Path, as_json: bool) -> Result<()> {
                     .iter()
                     .enumerate()
                     .map(|(k, p)| {
-                        // The change map (one byte an element) of sparse delta chunks.
+                        // The change map of sparse delta chunks (its ratio against one byte an element).
                         let plane = if k < seg.kind.width() { json!(k) } else { json!("map") };
                         json!({"plane": plane, "original_bytes": plane_len, "stored_bytes": p.stored,
                                "ratio": ratio(plane_len, p.stored), "codecs": p.codecs})
