@@ -736,17 +736,22 @@ fn encode_chunk(
             encode_planes(kind, data, lz, tuning, false, enc);
         }
         Some(base) => DELTA.with_borrow_mut(|x| {
-            x.clear();
-            x.extend(data.iter().zip(base).map(|(a, b)| a ^ b));
-            let width = kind.width();
-            let sparse = matches!(kind, SegmentKind::Tensor { .. })
-                && changed_elements(x, width) as f64
-                    <= (x.len() / width) as f64 * tuning.sparse_max;
-            if sparse {
-                enc.transform = Transform::XorBitmap;
-                enc.flags |= crate::format::FLAG_BITMAP;
-                SPARSE.with_borrow_mut(|(bits, changed)| {
-                    compact_changed(x, width, bits, changed);
+            SPARSE.with_borrow_mut(|(bits, changed)| {
+                let width = kind.width();
+                let n = data.len() / width;
+                x.resize(data.len(), 0);
+                bits.resize(n.div_ceil(8), 0);
+                // The XOR and the map of the changed elements in one pass.
+                let m = crate::kernels::xor_bitmap(width, data, base, x, bits)
+                    .expect("a chunk holds whole elements, its base as many bytes");
+                let sparse = matches!(kind, SegmentKind::Tensor { .. })
+                    && m as f64 <= n as f64 * tuning.sparse_max;
+                if sparse {
+                    enc.transform = Transform::XorBitmap;
+                    enc.flags |= crate::format::FLAG_BITMAP;
+                    changed.resize(m * width, 0);
+                    let done = crate::kernels::compact(width, x, bits, changed);
+                    assert!(done, "the map counted m elements");
                     // The map has a symbol for 8 elements, so the slower
                     // coders cost little a chunk: the smallest is taken.
                     let map_tuning = Tuning {
@@ -757,11 +762,11 @@ fn encode_chunk(
                     };
                     push_plane(bits, PlaneKind::Tensor, None, &map_tuning, enc);
                     encode_planes(kind, changed, lz, tuning, true, enc);
-                });
-            } else {
-                enc.transform = Transform::Xor;
-                encode_planes(kind, x, lz, tuning, true, enc);
-            }
+                } else {
+                    enc.transform = Transform::Xor;
+                    encode_planes(kind, x, lz, tuning, true, enc);
+                }
+            })
         }),
     }
     enc.checksum = crate::hash::xxh3_64(&enc.bytes);
@@ -771,74 +776,6 @@ thread_local! {
     /// Per-thread buffers for a sparse chunk's map (a bit an element) and
     /// changed elements.
     static SPARSE: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
-}
-
-/// The number of elements of `width` bytes in `x` that are not all zero.
-fn changed_elements(x: &[u8], width: usize) -> usize {
-    fn count<const W: usize>(x: &[u8]) -> usize {
-        x.chunks_exact(W)
-            .map(|e| usize::from(e.iter().fold(0u8, |a, &b| a | b) != 0))
-            .sum()
-    }
-    match width {
-        1 => count::<1>(x),
-        2 => count::<2>(x),
-        4 => count::<4>(x),
-        8 => count::<8>(x),
-        w => x
-            .chunks_exact(w)
-            .filter(|e| e.iter().any(|&b| b != 0))
-            .count(),
-    }
-}
-
-/// Writes into `bits` the map of the elements of `width` bytes in `x` that
-/// are not all zero (bit `e % 8` of byte `e / 8` for element `e`, FORMAT.md
-/// "Transforms") and into `changed` those elements, in order.
-fn compact_changed(x: &[u8], width: usize, bits: &mut Vec<u8>, changed: &mut Vec<u8>) {
-    // Every element is copied and the cursor moves past the changed ones
-    // only: no branch on data that changes at random. Fixed widths let the
-    // copy be one load and store.
-    fn compact<const W: usize>(x: &[u8], bits: &mut [u8], changed: &mut [u8]) -> usize {
-        let mut at = 0usize;
-        for (block, b) in x.chunks(8 * W).zip(bits.iter_mut()) {
-            let mut m = 0u8;
-            for (j, v) in block.chunks_exact(W).enumerate() {
-                let v: &[u8; W] = v.try_into().expect("W bytes");
-                let nz = v.iter().fold(0u8, |a, &b| a | b) != 0;
-                if let Some(to) = changed.get_mut(at..at + W) {
-                    to.copy_from_slice(v);
-                }
-                at += W * usize::from(nz);
-                m |= u8::from(nz) << j;
-            }
-            *b = m;
-        }
-        at
-    }
-    fn compact_any(x: &[u8], w: usize, bits: &mut [u8], changed: &mut [u8]) -> usize {
-        let mut at = 0usize;
-        for (e, v) in x.chunks_exact(w).enumerate() {
-            let nz = v.iter().any(|&b| b != 0);
-            changed[at..at + w].copy_from_slice(v);
-            at += w * usize::from(nz);
-            bits[e / 8] |= u8::from(nz) << (e % 8);
-        }
-        at
-    }
-    let n = x.len() / width;
-    bits.clear();
-    bits.resize(n.div_ceil(8), 0);
-    changed.clear();
-    changed.resize(x.len() + width, 0);
-    let len = match width {
-        1 => compact::<1>(x, bits, changed),
-        2 => compact::<2>(x, bits, changed),
-        4 => compact::<4>(x, bits, changed),
-        8 => compact::<8>(x, bits, changed),
-        w => compact_any(x, w, bits, changed),
-    };
-    changed.truncate(len);
 }
 
 /// Codes one plane with `tuning`'s choice of codec (split by `lead`, its

@@ -316,8 +316,11 @@ impl<'a> Container<'a> {
                     values.resize(m * width, 0);
                     let shifted = |k: usize, off: u64, d: DecodeError| plane_err(k + 1, off, d);
                     decode_planes(&c.planes[1..], seg, rest, at, values, &shifted)?;
-                    let done = crate::kernels::expand_xor(width, bits, values, base, out);
-                    debug_assert!(done, "lengths set above");
+                    if !crate::kernels::expand_xor(width, bits, values, base, out) {
+                        // Not reached: the lengths were set above.
+                        let d = DecodeError::BitmapPadding { elements: n };
+                        return Err(plane_err(0, c.stored_offset, d));
+                    }
                     Ok(())
                 })
             }

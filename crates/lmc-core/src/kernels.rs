@@ -354,6 +354,130 @@ pub(crate) fn expand_xor_scalar(
     }
 }
 
+/// The first passes of coding a delta chunk: `x` gets `data ^ base`, and
+/// `bits` the map of the elements of `width` bytes of `x` that are not all
+/// zero (bit `e % 8` of byte `e / 8`, the bits past the last element
+/// zero). Returns their number, or `None`, writing nothing, unless
+/// `data`, `base` and `x` hold the same `n` whole elements and `bits`
+/// `ceil(n / 8)` bytes.
+///
+/// AVX-512 for widths 1, 2, 4 and 8 where the CPU has it (a test against
+/// zero a block, its mask the block's bits), else the scalar twin.
+pub(crate) fn xor_bitmap(
+    width: usize,
+    data: &[u8],
+    base: &[u8],
+    x: &mut [u8],
+    bits: &mut [u8],
+) -> Option<usize> {
+    if width == 0
+        || data.len() != base.len()
+        || data.len() != x.len()
+        || data.len() % width != 0
+        || bits.len() != (data.len() / width).div_ceil(8)
+    {
+        return None;
+    }
+    if !CHECKED {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if has_avx512_bw() {
+                // SAFETY (each call): the CPU has AVX-512F and BW (checked
+                // just above) and the lengths are as the functions require
+                // (checked at the top).
+                match width {
+                    1 => return Some(unsafe { expand_simd::xor_map1(data, base, x, bits) }),
+                    2 => return Some(unsafe { expand_simd::xor_map2(data, base, x, bits) }),
+                    4 => return Some(unsafe { expand_simd::xor_map4(data, base, x, bits) }),
+                    8 => return Some(unsafe { expand_simd::xor_map8(data, base, x, bits) }),
+                    _ => {}
+                }
+            }
+        }
+    }
+    Some(xor_bitmap_scalar(width, data, base, x, bits))
+}
+
+/// The scalar twin of [`xor_bitmap`], for lengths it checked.
+pub(crate) fn xor_bitmap_scalar(
+    width: usize,
+    data: &[u8],
+    base: &[u8],
+    x: &mut [u8],
+    bits: &mut [u8],
+) -> usize {
+    for ((o, a), b) in x.iter_mut().zip(data).zip(base) {
+        *o = a ^ b;
+    }
+    let mut count = 0;
+    for (block, b) in x.chunks(8 * width).zip(bits.iter_mut()) {
+        let mut m = 0u8;
+        for (j, e) in block.chunks_exact(width).enumerate() {
+            m |= u8::from(e.iter().any(|&v| v != 0)) << j;
+        }
+        *b = m;
+        count += m.count_ones() as usize;
+    }
+    count
+}
+
+/// Gathers the elements of `width` bytes of `x` that `bits` marks (a map
+/// of its `n` elements, [`bitmap_count`]) into `changed`, in order.
+/// Returns `false`, writing nothing, unless `changed` holds exactly one
+/// element for each bit set.
+///
+/// AVX-512 for widths 1, 2, 4 and 8 where the CPU has it (a compress a
+/// block, with VBMI2 for widths 1 and 2), else the scalar twin.
+pub(crate) fn compact(width: usize, x: &[u8], bits: &[u8], changed: &mut [u8]) -> bool {
+    if width == 0 || x.len() % width != 0 {
+        return false;
+    }
+    let n = x.len() / width;
+    if bitmap_count(bits, n).and_then(|m| m.checked_mul(width)) != Some(changed.len()) {
+        return false;
+    }
+    if !CHECKED {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let vbmi2 = || has_avx512_bw() && std::arch::is_x86_feature_detected!("avx512vbmi2");
+            // SAFETY (each call): the CPU has the features the function is
+            // compiled for (checked in the same condition), and the
+            // lengths were checked above, as the functions require.
+            match width {
+                1 if vbmi2() => return unsafe { expand_simd::compact1(x, bits, changed) },
+                2 if vbmi2() => return unsafe { expand_simd::compact2(x, bits, changed) },
+                4 if has_avx512_bw() => {
+                    return unsafe { expand_simd::compact4(x, bits, changed) };
+                }
+                8 if has_avx512_bw() => {
+                    return unsafe { expand_simd::compact8(x, bits, changed) };
+                }
+                _ => {}
+            }
+        }
+    }
+    compact_scalar(width, x, bits, changed);
+    true
+}
+
+/// The scalar twin of [`compact`], for lengths it checked.
+pub(crate) fn compact_scalar(width: usize, x: &[u8], bits: &[u8], changed: &mut [u8]) {
+    let mut to = changed.chunks_exact_mut(width);
+    for (i, w) in bits.chunks(8).enumerate() {
+        let mut b = [0u8; 8];
+        b[..w.len()].copy_from_slice(w);
+        let mut word = u64::from_le_bytes(b);
+        while word != 0 {
+            let e = i * 64 + word.trailing_zeros() as usize;
+            word &= word - 1;
+            let (Some(t), Some(v)) = (to.next(), x.get(e * width..(e + 1) * width)) else {
+                return;
+            };
+            t.copy_from_slice(v);
+        }
+    }
+}
+
 /// The AVX-512 forms of [`expand_xor`]: each takes `L` elements at a time,
 /// their `L` bits of the map as a mask; loads as many values as bits are
 /// set (a masked load, so never past them), expands them into the lanes
@@ -420,6 +544,148 @@ mod expand_simd {
             }
         };
     }
+
+    macro_rules! xor_map_kernel {
+        ($name:ident, $w:literal, $lanes:literal, $mask:ty, $load:ident, $test:ident, $store:ident) => {
+            /// Requires: AVX-512F and BW, `data`, `base` and `x` of the
+            /// same `W * n` bytes, `bits` of `ceil(n / 8)`.
+            #[target_feature(enable = "avx512f,avx512bw")]
+            pub(super) fn $name(data: &[u8], base: &[u8], x: &mut [u8], bits: &mut [u8]) -> usize {
+                let n = x.len() / $w;
+                let (mut e, mut count) = (0usize, 0usize);
+                while e < n {
+                    let lanes = (n - e).min($lanes);
+                    let all = low(lanes) as $mask;
+                    // SAFETY: the masked loads and store touch the lanes
+                    // elements from e (e + lanes <= n) of slices of n.
+                    let m = unsafe {
+                        let a = $load(all, data.as_ptr().add($w * e).cast());
+                        let b = $load(all, base.as_ptr().add($w * e).cast());
+                        let v = _mm512_xor_si512(a, b);
+                        $store(x.as_mut_ptr().add($w * e).cast(), all, v);
+                        $test(v, v) & all
+                    };
+                    let m = u64::from(m);
+                    count += m.count_ones() as usize;
+                    // The block's bits: lanes / 8 bytes, rounded up at the end.
+                    let from = e / 8;
+                    let to = (from + lanes.div_ceil(8)).min(bits.len());
+                    bits[from..to].copy_from_slice(&m.to_le_bytes()[..to - from]);
+                    e += lanes;
+                }
+                count
+            }
+        };
+    }
+
+    xor_map_kernel!(
+        xor_map1,
+        1,
+        64,
+        u64,
+        _mm512_maskz_loadu_epi8,
+        _mm512_test_epi8_mask,
+        _mm512_mask_storeu_epi8
+    );
+    xor_map_kernel!(
+        xor_map2,
+        2,
+        32,
+        u32,
+        _mm512_maskz_loadu_epi16,
+        _mm512_test_epi16_mask,
+        _mm512_mask_storeu_epi16
+    );
+    xor_map_kernel!(
+        xor_map4,
+        4,
+        16,
+        u16,
+        _mm512_maskz_loadu_epi32,
+        _mm512_test_epi32_mask,
+        _mm512_mask_storeu_epi32
+    );
+    xor_map_kernel!(
+        xor_map8,
+        8,
+        8,
+        u8,
+        _mm512_maskz_loadu_epi64,
+        _mm512_test_epi64_mask,
+        _mm512_mask_storeu_epi64
+    );
+
+    macro_rules! compact_kernel {
+        ($name:ident, $features:literal, $w:literal, $lanes:literal, $mask:ty,
+         $load:ident, $compress:ident, $store:ident) => {
+            /// Requires: the CPU features named, `bits` a map of the
+            /// `x.len() / W` elements of `x` whose set bits number
+            /// `changed.len() / W`.
+            #[target_feature(enable = $features)]
+            pub(super) fn $name(x: &[u8], bits: &[u8], changed: &mut [u8]) -> bool {
+                let n = x.len() / $w;
+                let (mut e, mut k) = (0usize, 0usize);
+                while e < n {
+                    let lanes = (n - e).min($lanes);
+                    let m = (mask_at(bits, e, $lanes) & low(lanes)) as $mask;
+                    let pc = m.count_ones() as usize;
+                    // SAFETY: the masked load reads the lanes elements of x
+                    // from e (e + lanes <= n); the masked store writes pc
+                    // elements of changed from k (k + pc is at most the
+                    // number of set bits, which changed holds).
+                    unsafe {
+                        let v = $load(low(lanes) as $mask, x.as_ptr().add($w * e).cast());
+                        let c = $compress(m, v);
+                        $store(changed.as_mut_ptr().add($w * k).cast(), low(pc) as $mask, c);
+                    }
+                    e += lanes;
+                    k += pc;
+                }
+                true
+            }
+        };
+    }
+
+    compact_kernel!(
+        compact1,
+        "avx512f,avx512bw,avx512vbmi2",
+        1,
+        64,
+        u64,
+        _mm512_maskz_loadu_epi8,
+        _mm512_maskz_compress_epi8,
+        _mm512_mask_storeu_epi8
+    );
+    compact_kernel!(
+        compact2,
+        "avx512f,avx512bw,avx512vbmi2",
+        2,
+        32,
+        u32,
+        _mm512_maskz_loadu_epi16,
+        _mm512_maskz_compress_epi16,
+        _mm512_mask_storeu_epi16
+    );
+    compact_kernel!(
+        compact4,
+        "avx512f,avx512bw",
+        4,
+        16,
+        u16,
+        _mm512_maskz_loadu_epi32,
+        _mm512_maskz_compress_epi32,
+        _mm512_mask_storeu_epi32
+    );
+    compact_kernel!(
+        compact8,
+        "avx512f,avx512bw",
+        8,
+        8,
+        u8,
+        _mm512_maskz_loadu_epi64,
+        _mm512_maskz_compress_epi64,
+        _mm512_mask_storeu_epi64
+    );
 
     expand_xor_kernel!(
         xor1,
@@ -1538,6 +1804,72 @@ mod tests {
                         let more = [values.clone(), vec![0; width]].concat();
                         assert!(!expand_xor(width, &bad, &more, &base, &mut out), "{case}");
                     }
+                }
+            }
+        }
+    }
+
+    /// The vector forms of the XOR-and-map and the compaction give what
+    /// their scalar twins give, and the compaction then the expand give
+    /// back the XOR, for every width, at lengths around the vector blocks
+    /// and densities from none to all.
+    #[test]
+    fn xor_bitmap_and_compact_twins_agree() {
+        for width in [1usize, 2, 3, 4, 8] {
+            for n in [0usize, 1, 7, 8, 9, 31, 32, 33, 63, 64, 65, 100, 1000, 4099] {
+                let base = bytes(n * width, (n * width) as u64 + 5);
+                for density in [0u64, 1, 50, 200, 256] {
+                    let mut rnd = lcg(density * 37 + n as u64);
+                    let mut data = base.clone();
+                    for e in data.chunks_exact_mut(width) {
+                        if rnd() % 256 < density {
+                            let k = rnd() as usize % width;
+                            e[k] ^= 1 + (rnd() % 255) as u8;
+                        }
+                    }
+                    let case = format!("width {width}, n {n}, density {density}");
+                    let (mut x, mut bits) = (vec![0u8; n * width], vec![0xA5u8; n.div_ceil(8)]);
+                    let m = xor_bitmap(width, &data, &base, &mut x, &mut bits).expect(&case);
+                    let (mut sx, mut sbits) = (vec![0u8; n * width], vec![0u8; n.div_ceil(8)]);
+                    assert_eq!(
+                        xor_bitmap_scalar(width, &data, &base, &mut sx, &mut sbits),
+                        m,
+                        "{case}"
+                    );
+                    assert!(x == sx && bits == sbits, "{case}");
+                    assert_eq!(bitmap_count(&bits, n), Some(m), "{case}");
+                    let mut changed = vec![0u8; m * width];
+                    assert!(compact(width, &x, &bits, &mut changed), "{case}");
+                    let mut twin = vec![0u8; m * width];
+                    compact_scalar(width, &x, &bits, &mut twin);
+                    assert!(changed == twin, "{case}");
+                    assert!(
+                        changed
+                            .chunks_exact(width.max(1))
+                            .all(|e| e.iter().any(|&b| b != 0)),
+                        "{case}"
+                    );
+                    let mut back = vec![0u8; n * width];
+                    assert!(
+                        expand_xor(width, &bits, &changed, &base, &mut back),
+                        "{case}"
+                    );
+                    assert!(back == data, "{case}");
+                    // Wrong lengths are refused.
+                    assert!(
+                        !compact(width, &x, &bits, &mut vec![0u8; (m + 1) * width]),
+                        "{case}"
+                    );
+                    assert_eq!(
+                        xor_bitmap(
+                            width,
+                            &data,
+                            &base,
+                            &mut x,
+                            &mut vec![0u8; n.div_ceil(8) + 1]
+                        ),
+                        None
+                    );
                 }
             }
         }
