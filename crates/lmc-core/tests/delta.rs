@@ -428,7 +428,7 @@ fn sparse_and_dense_delta_chunks_round_trip() {
             (0, Transform::XorBitmap),
             (3, Transform::XorBitmap),
             (40, Transform::XorBitmap),
-            (80, Transform::Xor),
+            (95, Transform::Xor),
         ] {
             let mut input = base.clone();
             for e in input.chunks_exact_mut(w) {
