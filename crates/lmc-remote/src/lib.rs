@@ -15,7 +15,8 @@
 //! (reading an object: its length, ranges several at a time, the whole of
 //! it as a stream; [`lmc_core::ReadAt`] for reading a container in
 //! ranges) and [`upload`] (writing one by multipart upload, visible only
-//! once complete).
+//! once complete), and [`small`] (small objects read and written whole,
+//! with conditional writes: create-only, replace-if-unchanged).
 
 #![forbid(unsafe_code)]
 
@@ -23,9 +24,11 @@ pub mod error;
 pub mod location;
 pub mod object;
 mod runtime;
+pub mod small;
 pub mod upload;
 
 pub use error::{Error, Result};
 pub use location::{Location, is_url};
 pub use object::Object;
+pub use small::{Put, Version};
 pub use upload::Upload;

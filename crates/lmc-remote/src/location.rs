@@ -30,8 +30,8 @@ pub fn is_url(s: &str) -> bool {
 pub struct Location {
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) path: Path,
-    url: String,
-    writable: bool,
+    pub(crate) url: String,
+    pub(crate) writable: bool,
 }
 
 impl Location {

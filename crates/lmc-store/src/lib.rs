@@ -67,7 +67,9 @@ mod fsutil;
 pub mod manifest;
 mod open;
 mod prune;
+mod remote;
 mod restore;
+mod storage;
 mod verify;
 mod walk;
 
@@ -86,6 +88,7 @@ pub use manifest::{FileEntry, Kind, Manifest, Retired, Snapshot};
 use manifest::{check_relative_path, counterpart, hex};
 pub use open::WriteOptions;
 pub use prune::PruneReport;
+pub use remote::{DEFAULT_LEASE, LEASE_VAR};
 pub use walk::{CheckpointFile, checkpoint_files};
 
 /// The mode of a restored file added without one (from memory).
@@ -156,6 +159,9 @@ pub enum Error {
     /// its path).
     #[error(transparent)]
     Files(#[from] lmc_files::Error),
+    /// From object storage (a store at a URL): what failed, on which URL.
+    #[error(transparent)]
+    Remote(#[from] lmc_remote::Error),
 }
 
 impl Error {
@@ -328,8 +334,19 @@ pub struct Store {
     cancel: Option<&'static std::sync::atomic::AtomicBool>,
     retire_grace: std::time::Duration,
     object_reader: Option<ObjectReader>,
+    /// Where the store is kept in object storage; `None` for a directory.
+    remote: Option<storage::Remote>,
     /// Held by a writer; a reader holds no lock.
-    _lock: Option<Lock>,
+    lock: Option<Held>,
+}
+
+/// A writer's lock: a directory's `flock`, or a lease in object storage.
+#[derive(Debug)]
+enum Held {
+    // Only held, never read: dropping it unlocks.
+    #[allow(dead_code)]
+    File(Lock),
+    Lease(remote::LeaseLock),
 }
 
 impl std::fmt::Debug for Store {
@@ -350,8 +367,14 @@ fn unix_now() -> u64 {
 }
 
 impl Store {
+    /// The store's directory, or for a store in object storage its URL.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Whether the store is kept in object storage (opened from a URL).
+    pub fn is_remote(&self) -> bool {
+        self.remote.is_some()
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -420,6 +443,10 @@ impl Store {
         let Some(i) = self.manifest.find(step) else {
             return Ok(None);
         };
+        // Objects in object storage are read whole (a restore).
+        if self.remote.is_some() {
+            return Ok(None);
+        }
         let snap = &self.manifest.snapshots[i];
         let (Kind::File, [f]) = (snap.kind, snap.files.as_slice()) else {
             return Ok(None);
@@ -471,16 +498,12 @@ impl Store {
 /// change fails, kept once it commits.
 struct Cleanup {
     dir: PathBuf,
+    /// The objects' prefix, for a store in object storage.
+    remote: Option<lmc_remote::Location>,
     names: Vec<String>,
 }
 
 impl Cleanup {
-    fn new(dir: PathBuf) -> Cleanup {
-        Cleanup {
-            dir,
-            names: Vec::new(),
-        }
-    }
     fn push(&mut self, name: &str) {
         self.names.push(name.to_string());
     }
@@ -492,7 +515,14 @@ impl Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for n in &self.names {
-            let _ = std::fs::remove_file(self.dir.join(n));
+            match &self.remote {
+                Some(objects) => {
+                    let _ = objects.join(n).delete();
+                }
+                None => {
+                    let _ = std::fs::remove_file(self.dir.join(n));
+                }
+            }
         }
     }
 }
