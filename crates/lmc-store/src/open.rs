@@ -20,6 +20,7 @@ pub struct WriteOptions {
     create: bool,
     keyframe_every: Option<u32>,
     retire_grace: Option<std::time::Duration>,
+    lease: Option<std::time::Duration>,
     cancel: Option<&'static std::sync::atomic::AtomicBool>,
 }
 
@@ -59,6 +60,16 @@ impl WriteOptions {
         }
     }
 
+    /// How long the writer lock of a store in object storage holds without
+    /// renewal (default: [`crate::LEASE_VAR`] seconds if set, else
+    /// [`crate::DEFAULT_LEASE`]): how long a writer that died keeps others out.
+    pub fn lease(self, lease: std::time::Duration) -> WriteOptions {
+        WriteOptions {
+            lease: Some(lease),
+            ..self
+        }
+    }
+
     /// Stops waiting for the lock once `flag` is set, and gives the store
     /// it as [`Store::set_cancel_flag`] does.
     pub fn cancel(self, flag: &'static std::sync::atomic::AtomicBool) -> WriteOptions {
@@ -82,7 +93,7 @@ impl WriteOptions {
         }
         let root = match locate(root.as_ref())? {
             Where::Local(root) => root,
-            Where::Remote(prefix) => return self.open_remote(prefix, waiting),
+            Where::Remote(prefix) => return self.open_location(prefix, waiting),
         };
         let root = root.as_path();
         if self.create {
@@ -121,8 +132,14 @@ impl WriteOptions {
         Ok(store)
     }
 
-    /// [`WriteOptions::open`] for a store in object storage.
-    fn open_remote(self, prefix: lmc_remote::Location, waiting: &mut dyn FnMut()) -> Result<Store> {
+    /// [`WriteOptions::open`] for the store in object storage under
+    /// `prefix`, a location built with the settings a program gives
+    /// ([`lmc_remote::Location::parse_with`]) rather than the environment's.
+    pub fn open_location(
+        self,
+        prefix: lmc_remote::Location,
+        waiting: &mut dyn FnMut(),
+    ) -> Result<Store> {
         let mut remote = Remote {
             prefix,
             manifest_version: None,
@@ -130,7 +147,8 @@ impl WriteOptions {
         if !self.create && remote.load()?.is_none() {
             return Err(remote_not_a_store(&remote));
         }
-        let lock = LeaseLock::acquire(&remote.prefix, self.wait, self.cancel, waiting)?;
+        let lock =
+            LeaseLock::acquire(&remote.prefix, self.lease, self.wait, self.cancel, waiting)?;
         // Looked at again under the lock, as in a directory.
         let mut store = match remote.load()? {
             Some((mut manifest, version)) => {
@@ -211,7 +229,7 @@ impl Store {
         let root = match locate(root.as_ref())? {
             Where::Local(root) => root,
             Where::Remote(prefix) => {
-                let lock = LeaseLock::acquire(&prefix, Wait::No, None, &mut || {})?;
+                let lock = LeaseLock::acquire(&prefix, None, Wait::No, None, &mut || {})?;
                 let remote = Remote {
                     prefix,
                     manifest_version: None,
@@ -321,22 +339,25 @@ impl Store {
     pub fn open(root: impl AsRef<Path>) -> Result<Store> {
         let root = match locate(root.as_ref())? {
             Where::Local(root) => root,
-            Where::Remote(prefix) => {
-                let mut remote = Remote {
-                    prefix,
-                    manifest_version: None,
-                };
-                let Some((manifest, _)) = remote.load()? else {
-                    return Err(remote_not_a_store(&remote));
-                };
-                remote.manifest_version = None;
-                return Ok(Store::with_remote(remote, manifest, None));
-            }
+            Where::Remote(prefix) => return Store::open_location(prefix),
         };
         let root = root.as_path();
         not_a_store_unless_manifest(root)?;
         let manifest = Manifest::load(&root.join(MANIFEST))?;
         Ok(Store::with(root, manifest, None))
+    }
+
+    /// [`Store::open`] for the store in object storage under `prefix` (see
+    /// [`WriteOptions::open_location`]).
+    pub fn open_location(prefix: lmc_remote::Location) -> Result<Store> {
+        let remote = Remote {
+            prefix,
+            manifest_version: None,
+        };
+        let Some((manifest, _)) = remote.load()? else {
+            return Err(remote_not_a_store(&remote));
+        };
+        Ok(Store::with_remote(remote, manifest, None))
     }
 
     /// Loads the manifest committed last (for a reader that lives long).

@@ -84,7 +84,7 @@ struct LockBody {
     expires: u64,
 }
 
-fn lease() -> Duration {
+fn default_lease() -> Duration {
     std::env::var(LEASE_VAR)
         .ok()
         .and_then(|v| v.trim().parse::<u64>().ok())
@@ -174,6 +174,7 @@ impl LeaseLock {
     /// takes a directory's.
     pub(crate) fn acquire(
         prefix: &Location,
+        lease: Option<Duration>,
         wait: Wait,
         cancel: Option<&AtomicBool>,
         waiting: &mut dyn FnMut(),
@@ -182,7 +183,7 @@ impl LeaseLock {
         let shared = Shared {
             at: at.clone(),
             owner: owner_id(),
-            lease: lease(),
+            lease: lease.unwrap_or_else(default_lease).max(Duration::from_secs(1)),
             version: Mutex::new(Err(String::new())),
             stop: Mutex::new(false),
             wake: Condvar::new(),
