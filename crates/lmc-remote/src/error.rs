@@ -17,6 +17,15 @@ pub enum Error {
         source: object_store::Error,
     },
 
+    /// A create-only write found an object already there.
+    #[error("{url}: already exists")]
+    Exists { url: String },
+
+    /// A write conditional on the version read found another version:
+    /// another process replaced or deleted the object since.
+    #[error("{url}: changed by another process since it was read")]
+    Changed { url: String },
+
     /// A ranged read came back shorter or longer than asked for.
     #[error("{url}: bytes {start}..{end} asked for, {got} came back: a truncated answer, refused")]
     ShortRead {
@@ -34,15 +43,6 @@ pub enum Error {
         end: u64,
         len: u64,
     },
-
-    /// A create-only write found an object already there.
-    #[error("{url}: already exists")]
-    Exists { url: String },
-
-    /// A write conditional on the version read found another version:
-    /// another process replaced or deleted the object since.
-    #[error("{url}: changed by another process since it was read")]
-    Changed { url: String },
 
     /// A local read or write failed while copying to or from the store.
     #[error("{url}: {what}: {source}")]

@@ -15,8 +15,7 @@
 //! (reading an object: its length, ranges several at a time, the whole of
 //! it as a stream; [`lmc_core::ReadAt`] for reading a container in
 //! ranges) and [`upload`] (writing one by multipart upload, visible only
-//! once complete), and [`small`] (small objects read and written whole,
-//! with conditional writes: create-only, replace-if-unchanged).
+//! once complete).
 
 #![forbid(unsafe_code)]
 

@@ -30,8 +30,8 @@ pub fn is_url(s: &str) -> bool {
 pub struct Location {
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) path: Path,
-    pub(crate) url: String,
-    pub(crate) writable: bool,
+    url: String,
+    writable: bool,
 }
 
 impl Location {
@@ -205,6 +205,17 @@ impl Location {
     pub fn delete(&self) -> Result<()> {
         crate::runtime::block_on(self.store.delete(&self.path))
             .map_err(self.err("delete the object"))
+    }
+
+    /// The location of `key` below this one (`s3://b/run` + `objects/x`
+    /// is `s3://b/run/objects/x`), in the same store.
+    pub fn join(&self, key: &str) -> Location {
+        let mut at = self.clone();
+        for part in key.split('/').filter(|p| !p.is_empty()) {
+            at.path = at.path.child(part);
+        }
+        at.url = format!("{}/{}", self.url.trim_end_matches('/'), key);
+        at
     }
 }
 

@@ -43,21 +43,6 @@ pub enum Put {
 }
 
 impl Location {
-    /// The location of `key` below this one (`s3://b/run` + `objects/x`
-    /// is `s3://b/run/objects/x`).
-    pub fn join(&self, key: &str) -> Location {
-        let mut path = self.path.clone();
-        for part in key.split('/').filter(|p| !p.is_empty()) {
-            path = path.child(part);
-        }
-        Location {
-            store: self.store.clone(),
-            path,
-            url: format!("{}/{}", self.url().trim_end_matches('/'), key),
-            writable: self.is_writable(),
-        }
-    }
-
     /// The whole object and its version, or `None` if there is none.
     pub fn get(&self) -> Result<Option<(Vec<u8>, Version)>> {
         block_on(async {

@@ -42,6 +42,17 @@
 //! still finds an object gone (it took longer than that) loads the newly
 //! committed manifest and tries once more.
 //!
+//! In object storage: `Store::open("s3://bucket/prefix")` (also `gs://`,
+//! `az://`; `file:///abs/path` is a directory) opens the same store kept
+//! as objects under the prefix, through lmc-remote; every operation is the
+//! same code, only the steps in `storage` differ (see [`Store::is_remote`]).
+//! The flock becomes a lease lock object created only if absent and taken
+//! over, once its lease has run out, by a write conditional on its version;
+//! the manifest is committed by a write conditional on the version the
+//! writer read, so a writer that lost its lock can never overwrite another's
+//! commit; objects are uploaded whole before the manifest names them
+//! (`remote`, FORMAT.md "In object storage").
+//!
 //! ```
 //! # fn main() -> Result<(), lmc_store::Error> {
 //! use lmc_store::{Store, TensorInput};
