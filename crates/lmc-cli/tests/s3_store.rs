@@ -107,7 +107,7 @@ fn safetensors(step: u64) -> Vec<u8> {
         (0..n as u64)
             .flat_map(|i| {
                 let x = ((i * 2654435761 + seed) % 1000) as f32 / 1000.0;
-                let drift = if (i + step) % 97 == 0 {
+                let drift = if (i + step).is_multiple_of(97) {
                     step as f32 * 1e-3
                 } else {
                     0.0

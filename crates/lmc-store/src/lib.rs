@@ -171,8 +171,15 @@ pub enum Error {
     #[error(transparent)]
     Files(#[from] lmc_files::Error),
     /// From object storage (a store at a URL): what failed, on which URL.
+    /// (Boxed: object_store's errors are large.)
     #[error(transparent)]
-    Remote(#[from] lmc_remote::Error),
+    Remote(Box<lmc_remote::Error>),
+}
+
+impl From<lmc_remote::Error> for Error {
+    fn from(e: lmc_remote::Error) -> Error {
+        Error::Remote(Box::new(e))
+    }
 }
 
 impl Error {

@@ -195,8 +195,8 @@ impl Store {
                 std::io::copy(&mut file, &mut up).map_err(|source| {
                     // The upload's own errors come out of its writes.
                     match source.downcast::<lmc_remote::Error>() {
-                        Ok(e) => Error::Remote(e),
-                        Err(source) => Error::Remote(lmc_remote::Error::Io {
+                        Ok(e) => Error::from(e),
+                        Err(source) => Error::from(lmc_remote::Error::Io {
                             url,
                             what: "cannot upload the object from its spool file",
                             source,
