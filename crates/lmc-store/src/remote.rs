@@ -22,7 +22,11 @@
 //! Objects are uploaded (and complete) before the manifest names them, as
 //! in a directory; what a writer that died left unnamed is deleted by the
 //! next. The lease compares clocks of different machines: they must agree
-//! to well within it ([`LEASE_VAR`], 30 s by default).
+//! to well within it ([`LEASE_VAR`], 30 s by default). And a commit must
+//! end within the lease renewed just before it: a manifest write retried
+//! for longer than that could land after another writer took the lock over
+//! and deleted the objects it names, if that writer has not committed yet
+//! (once it has, the write fails on the condition).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
