@@ -456,3 +456,29 @@ fn a_reader_restores_while_a_writer_adds() {
         .unwrap();
     assert_eq!(report.snapshots, 8);
 }
+
+#[test]
+fn a_live_writer_keeps_its_lock_past_its_lease() {
+    let Some(server) = server() else { return };
+    let url = format!("s3://{}/run", bucket(&server, "renewed"));
+    let mut writer = WriteOptions::new()
+        .create(true)
+        .lease(Duration::from_secs(2))
+        .open_location(location(&server, &url), &mut || {})
+        .unwrap();
+    add_step(&mut writer, 1).unwrap();
+    // Three leases long: renewed all along, so nobody takes it over.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(6) {
+        let other = WriteOptions::new().open_location(location(&server, &url), &mut || {});
+        assert!(matches!(other, Err(Error::Locked(_))), "{other:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    add_step(&mut writer, 2).unwrap();
+    drop(writer);
+    // Released on drop: the next writer gets it at once.
+    let mut next = WriteOptions::new()
+        .open_location(location(&server, &url), &mut || {})
+        .unwrap();
+    add_step(&mut next, 3).unwrap();
+}
