@@ -147,8 +147,7 @@ impl WriteOptions {
         if !self.create && remote.load()?.is_none() {
             return Err(remote_not_a_store(&remote));
         }
-        let lock =
-            LeaseLock::acquire(&remote.prefix, self.lease, self.wait, self.cancel, waiting)?;
+        let lock = LeaseLock::acquire(&remote.prefix, self.lease, self.wait, self.cancel, waiting)?;
         // Looked at again under the lock, as in a directory.
         let mut store = match remote.load()? {
             Some((mut manifest, version)) => {

@@ -187,7 +187,9 @@ impl LeaseLock {
         let shared = Shared {
             at: at.clone(),
             owner: owner_id(),
-            lease: lease.unwrap_or_else(default_lease).max(Duration::from_secs(1)),
+            lease: lease
+                .unwrap_or_else(default_lease)
+                .max(Duration::from_secs(1)),
             version: Mutex::new(Err(String::new())),
             stop: Mutex::new(false),
             wake: Condvar::new(),
