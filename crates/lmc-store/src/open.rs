@@ -140,6 +140,9 @@ impl WriteOptions {
         prefix: lmc_remote::Location,
         waiting: &mut dyn FnMut(),
     ) -> Result<Store> {
+        if self.keyframe_every == Some(0) {
+            return Err(Error::Invalid("--keyframe-every must be at least 1".into()));
+        }
         let mut remote = Remote {
             prefix,
             manifest_version: None,
