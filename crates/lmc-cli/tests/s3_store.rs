@@ -414,6 +414,14 @@ fn a_writer_whose_lock_was_taken_over_commits_nothing() {
     let steps: Vec<u64> = reader.snapshots().iter().map(|s| s.step).collect();
     assert_eq!(steps, [1, 3]);
     assert_eq!(reader.restore_files(3).unwrap()[0].bytes, file(3));
+    // The newest is a plain container: its URL, read in ranges.
+    let whole = reader.whole_file(3).unwrap().unwrap();
+    let whole = whole.to_str().unwrap();
+    assert!(whole.starts_with(&format!("{url}/objects/")), "{whole}");
+    let object = lmc_remote::Object::at(location(&server, whole)).unwrap();
+    let c = lmc_core::Container::open_from(&object).unwrap();
+    assert_eq!(c.header().original_len, file(3).len() as u64);
+    assert_eq!(reader.whole_file(1).unwrap(), None, "a delta");
     assert_eq!(reader.restore_files(1).unwrap()[0].bytes, file(1));
 }
 

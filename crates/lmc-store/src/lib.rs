@@ -457,14 +457,14 @@ impl Store {
     /// The object's header is checked against the manifest (the file's
     /// hash), so that a reader decoding parts of it gets that snapshot's
     /// bytes or an error; its chunks are checked as they are decoded.
+    ///
+    /// For a store in object storage, the object's URL (as a path): a
+    /// reader opens it with the environment's settings and reads only the
+    /// chunks it needs, in ranged requests.
     pub fn whole_file(&self, step: u64) -> Result<Option<PathBuf>> {
         let Some(i) = self.manifest.find(step) else {
             return Ok(None);
         };
-        // Objects in object storage are read whole (a restore).
-        if self.remote.is_some() {
-            return Ok(None);
-        }
         let snap = &self.manifest.snapshots[i];
         let (Kind::File, [f]) = (snap.kind, snap.files.as_slice()) else {
             return Ok(None);
@@ -474,10 +474,16 @@ impl Store {
         }
         let path = self.objects().join(&f.object);
         let mut head = [0u8; lmc_core::format::HEADER_LEN];
-        let read = std::fs::File::open(&path).and_then(|mut o| {
-            use std::io::Read;
-            o.read_exact(&mut head)
-        });
+        let read = match &self.remote {
+            None => std::fs::File::open(&path).and_then(|mut o| {
+                use std::io::Read;
+                o.read_exact(&mut head)
+            }),
+            Some(r) => lmc_remote::Object::at(r.objects().join(&f.object))
+                .and_then(|o| o.read_ranges(&[0..head.len() as u64]))
+                .map(|got| head.copy_from_slice(&got[0]))
+                .map_err(std::io::Error::from),
+        };
         let ctx = |why: String| {
             Error::Invalid(format!(
                 "step {step}: object {} ({}): {why}",
