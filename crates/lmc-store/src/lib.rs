@@ -480,7 +480,10 @@ impl Store {
                 o.read_exact(&mut head)
             }),
             Some(r) => lmc_remote::Object::at(r.objects().join(&f.object))
-                .and_then(|o| o.read_ranges(&[0..head.len() as u64]))
+                .and_then(|o| {
+                    let header = 0..head.len() as u64;
+                    o.read_ranges(std::slice::from_ref(&header))
+                })
                 .map(|got| head.copy_from_slice(&got[0]))
                 .map_err(std::io::Error::from),
         };
