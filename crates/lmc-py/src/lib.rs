@@ -25,6 +25,7 @@
 
 mod files;
 mod io;
+mod remote;
 mod store;
 mod tensors;
 
@@ -76,5 +77,10 @@ fn _lmc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(store::store_verify, m)?)?;
     m.add_function(wrap_pyfunction!(store::store_prune, m)?)?;
     m.add_function(wrap_pyfunction!(store::store_remove, m)?)?;
+    m.add_function(wrap_pyfunction!(remote::remote_get, m)?)?;
+    m.add_function(wrap_pyfunction!(remote::remote_put, m)?)?;
+    m.add_function(wrap_pyfunction!(remote::remote_upload, m)?)?;
+    m.add_function(wrap_pyfunction!(remote::remote_list, m)?)?;
+    m.add_function(wrap_pyfunction!(remote::remote_delete, m)?)?;
     Ok(())
 }

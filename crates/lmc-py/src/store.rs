@@ -212,26 +212,33 @@ pub(crate) fn store_restore<'py>(
 /// The path of the object that holds the snapshot at `step` (default: the
 /// newest) whole, if it is one file stored whole: a plain container that
 /// `read_tensors_into` can decode in place. `None` for a delta or a
-/// directory snapshot.
+/// directory snapshot. For a store in object storage, the object's URL (a
+/// `str`: a `pathlib.Path` would fold its `//`).
 #[pyfunction]
 #[pyo3(signature = (root, step=None))]
-pub(crate) fn store_whole_file(
-    py: Python<'_>,
+pub(crate) fn store_whole_file<'py>(
+    py: Python<'py>,
     root: PathBuf,
     step: Option<u64>,
-) -> PyResult<Option<PathBuf>> {
-    py.detach(|| -> Result<_, lmc_store::Error> {
-        let store = Store::open(&root)?;
-        let step = match step {
-            Some(s) => s,
-            None => match store.snapshots().last() {
-                Some(s) => s.step,
-                None => return Ok(None),
-            },
-        };
-        store.whole_file(step)
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let found = py
+        .detach(|| -> Result<_, lmc_store::Error> {
+            let store = Store::open(&root)?;
+            let step = match step {
+                Some(s) => s,
+                None => match store.snapshots().last() {
+                    Some(s) => s.step,
+                    None => return Ok(None),
+                },
+            };
+            Ok(store.whole_file(step)?.map(|p| (p, store.is_remote())))
+        })
+        .map_err(store_err(&root))?;
+    Ok(match found {
+        None => None,
+        Some((p, true)) => Some(p.to_string_lossy().into_pyobject(py)?.into_any()),
+        Some((p, false)) => Some(p.into_pyobject(py)?.into_any()),
     })
-    .map_err(store_err(&root))
 }
 
 /// Restores the snapshot at `step` to `out` (a file, or a directory of files).

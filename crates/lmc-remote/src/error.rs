@@ -17,6 +17,15 @@ pub enum Error {
         source: object_store::Error,
     },
 
+    /// A create-only write found an object already there.
+    #[error("{url}: already exists")]
+    Exists { url: String },
+
+    /// A write conditional on the version read found another version:
+    /// another process replaced or deleted the object since.
+    #[error("{url}: changed by another process since it was read")]
+    Changed { url: String },
+
     /// A ranged read came back shorter or longer than asked for.
     #[error("{url}: bytes {start}..{end} asked for, {got} came back: a truncated answer, refused")]
     ShortRead {
@@ -46,6 +55,19 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Whether the object asked for is not there.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            Error::Store {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }
+        )
+    }
+}
 
 impl From<Error> for std::io::Error {
     fn from(e: Error) -> std::io::Error {

@@ -23,9 +23,11 @@ pub mod error;
 pub mod location;
 pub mod object;
 mod runtime;
+pub mod small;
 pub mod upload;
 
 pub use error::{Error, Result};
 pub use location::{Location, is_url};
 pub use object::Object;
+pub use small::{Put, Version};
 pub use upload::Upload;

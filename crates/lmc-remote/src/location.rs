@@ -206,6 +206,17 @@ impl Location {
         crate::runtime::block_on(self.store.delete(&self.path))
             .map_err(self.err("delete the object"))
     }
+
+    /// The location of `key` below this one (`s3://b/run` + `objects/x`
+    /// is `s3://b/run/objects/x`), in the same store.
+    pub fn join(&self, key: &str) -> Location {
+        let mut at = self.clone();
+        for part in key.split('/').filter(|p| !p.is_empty()) {
+            at.path = at.path.child(part);
+        }
+        at.url = format!("{}/{}", self.url.trim_end_matches('/'), key);
+        at
+    }
 }
 
 /// Retries with exponential backoff from 100 ms to 15 s, as object_store

@@ -140,7 +140,7 @@ impl Store {
             let mut m = self.manifest.clone();
             m.generation += 1;
             m.snapshots[pi].deferred = false;
-            let mut created = Cleanup::new(self.objects());
+            let mut created = self.cleanup();
             if pi + 1 < m.snapshots.len() && self.may_rewrite_parent(pi) {
                 let next = &self.manifest.snapshots[pi + 1];
                 let (step, kind, entries) = (next.step, next.kind, next.files.clone());
@@ -214,7 +214,7 @@ impl Store {
             }
         }
         let generation = self.manifest.generation + 1;
-        let mut created = Cleanup::new(self.objects());
+        let mut created = self.cleanup();
         let mut entries = Vec::with_capacity(files.len());
         for (i, f) in files.iter().enumerate() {
             let name = format!("{step:012}-{i:04}-g{generation}.lmc");
@@ -379,30 +379,15 @@ impl Store {
                 ))
             ),
         );
-        let objects = self.objects();
-        let tmp = lmc_files::temp_in(&objects, ".tmp-", "").map_err(|e| Error::io(&objects, e))?;
-        let mut w = BufWriter::with_capacity(1 << 20, tmp);
-        let summary = lmc_core::compress_parts(
-            &f.parts,
-            &f.layout,
-            delta,
-            &self.options,
-            &mut w,
-            &mut |_| self.go_on(),
-        )
-        .map_err(|source| Error::Codec {
-            context: format!("cannot compress {}", f.path),
-            source,
+        let summary = self.put_object(name, |w| {
+            lmc_core::compress_parts(&f.parts, &f.layout, delta, &self.options, w, &mut |_| {
+                self.go_on()
+            })
+            .map_err(|source| Error::Codec {
+                context: format!("cannot compress {}", f.path),
+                source,
+            })
         })?;
-        let tmp = w
-            .into_inner()
-            .map_err(|e| Error::io(&objects, e.into_error()))?;
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| Error::io(tmp.path(), e))?;
-        let dest = objects.join(name);
-        tmp.persist_noclobber(&dest)
-            .map_err(|e| Error::io(&dest, e.error))?;
         created.push(name);
         Ok(FileEntry {
             path: f.path.clone(),

@@ -2,9 +2,9 @@
 //! them once no reader can still be using them, and the reader's one retry
 //! when it finds one gone (FORMAT.md, "Appendix: snapshot stores").
 
-use crate::fsutil::{failpoint, sync_dir, write_atomic};
+use crate::fsutil::{failpoint, sync_dir};
 use crate::manifest::{self, Manifest};
-use crate::{Error, MANIFEST, Result, Store, unix_now};
+use crate::{Error, Result, Store, unix_now};
 
 impl Store {
     /// Makes the objects written so far durable and `m` the manifest. The
@@ -32,9 +32,7 @@ impl Store {
             }
         }
         m.retired = retired;
-        sync_dir(&self.objects())?;
-        failpoint("commit:objects-synced");
-        write_atomic(&self.root, MANIFEST, &m.to_json())?;
+        self.write_manifest(&m)?;
         self.manifest = m;
         self.collect_garbage()
     }
@@ -60,21 +58,17 @@ impl Store {
                     .map(|r| r.object.as_str()),
             )
             .collect();
-        let objects = self.objects();
         let mut removed = false;
-        for e in std::fs::read_dir(&objects).map_err(|e| Error::io(&objects, e))? {
-            let e = e.map_err(|e| Error::io(&objects, e))?;
-            let name = e.file_name();
-            if !name.to_str().is_some_and(|n| keep.contains(n)) {
-                match std::fs::remove_file(e.path()) {
-                    Ok(()) => {}
-                    // Gone already: a retired object some tool removed.
-                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(err) => return Err(Error::io(&e.path(), err)),
-                }
+        for name in self.list_objects()? {
+            if !keep.contains(name.as_str()) {
+                self.delete_object(&name)?;
                 removed = true;
                 failpoint("gc:removed-one");
             }
+        }
+        if self.remote.is_some() {
+            // Uploads never show in part: no temporary objects to remove.
+            return Ok(());
         }
         for e in std::fs::read_dir(&self.root).map_err(|e| Error::io(&self.root, e))? {
             let e = e.map_err(|e| Error::io(&self.root, e))?;
@@ -86,7 +80,7 @@ impl Store {
             }
         }
         if removed {
-            sync_dir(&objects)?;
+            sync_dir(&self.objects())?;
         }
         Ok(())
     }
@@ -104,7 +98,7 @@ impl Store {
                     "from the manifest committed since (a writer deleted an object the \
                      one loaded names)",
                 );
-                f(&Manifest::load(&self.root.join(MANIFEST))?)
+                f(&self.load_manifest()?)
             }
             r => r,
         }
@@ -113,6 +107,7 @@ impl Store {
     fn is_missing_object(&self, e: &Error) -> bool {
         match e {
             Error::Needs { source, .. } => self.is_missing_object(source),
+            Error::Remote(e) => e.is_not_found(),
             Error::Io { path, source } => {
                 source.kind() == std::io::ErrorKind::NotFound
                     && path.parent() == Some(self.objects().as_path())

@@ -42,6 +42,17 @@
 //! still finds an object gone (it took longer than that) loads the newly
 //! committed manifest and tries once more.
 //!
+//! In object storage: `Store::open("s3://bucket/prefix")` (also `gs://`,
+//! `az://`; `file:///abs/path` is a directory) opens the same store kept
+//! as objects under the prefix, through lmc-remote; every operation is the
+//! same code, only the steps in `storage` differ (see [`Store::is_remote`]).
+//! The flock becomes a lease lock object created only if absent and taken
+//! over, once its lease has run out, by a write conditional on its version;
+//! the manifest is committed by a write conditional on the version the
+//! writer read, so a writer that lost its lock can never overwrite another's
+//! commit; objects are uploaded whole before the manifest names them
+//! (`remote`, FORMAT.md "In object storage").
+//!
 //! ```
 //! # fn main() -> Result<(), lmc_store::Error> {
 //! use lmc_store::{Store, TensorInput};
@@ -67,7 +78,9 @@ mod fsutil;
 pub mod manifest;
 mod open;
 mod prune;
+mod remote;
 mod restore;
+mod storage;
 mod verify;
 mod walk;
 
@@ -86,6 +99,7 @@ pub use manifest::{FileEntry, Kind, Manifest, Retired, Snapshot};
 use manifest::{check_relative_path, counterpart, hex};
 pub use open::WriteOptions;
 pub use prune::PruneReport;
+pub use remote::{DEFAULT_LEASE, LEASE_VAR};
 pub use walk::{CheckpointFile, checkpoint_files};
 
 /// The mode of a restored file added without one (from memory).
@@ -156,6 +170,16 @@ pub enum Error {
     /// its path).
     #[error(transparent)]
     Files(#[from] lmc_files::Error),
+    /// From object storage (a store at a URL): what failed, on which URL.
+    /// (Boxed: object_store's errors are large.)
+    #[error(transparent)]
+    Remote(Box<lmc_remote::Error>),
+}
+
+impl From<lmc_remote::Error> for Error {
+    fn from(e: lmc_remote::Error) -> Error {
+        Error::Remote(Box::new(e))
+    }
 }
 
 impl Error {
@@ -328,8 +352,19 @@ pub struct Store {
     cancel: Option<&'static std::sync::atomic::AtomicBool>,
     retire_grace: std::time::Duration,
     object_reader: Option<ObjectReader>,
+    /// Where the store is kept in object storage; `None` for a directory.
+    remote: Option<storage::Remote>,
     /// Held by a writer; a reader holds no lock.
-    _lock: Option<Lock>,
+    lock: Option<Held>,
+}
+
+/// A writer's lock: a directory's `flock`, or a lease in object storage.
+#[derive(Debug)]
+enum Held {
+    // Only held, never read: dropping it unlocks.
+    #[allow(dead_code)]
+    File(Lock),
+    Lease(remote::LeaseLock),
 }
 
 impl std::fmt::Debug for Store {
@@ -350,8 +385,14 @@ fn unix_now() -> u64 {
 }
 
 impl Store {
+    /// The store's directory, or for a store in object storage its URL.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Whether the store is kept in object storage (opened from a URL).
+    pub fn is_remote(&self) -> bool {
+        self.remote.is_some()
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -416,6 +457,10 @@ impl Store {
     /// The object's header is checked against the manifest (the file's
     /// hash), so that a reader decoding parts of it gets that snapshot's
     /// bytes or an error; its chunks are checked as they are decoded.
+    ///
+    /// For a store in object storage, the object's URL (as a path): a
+    /// reader opens it with the environment's settings and reads only the
+    /// chunks it needs, in ranged requests.
     pub fn whole_file(&self, step: u64) -> Result<Option<PathBuf>> {
         let Some(i) = self.manifest.find(step) else {
             return Ok(None);
@@ -429,10 +474,19 @@ impl Store {
         }
         let path = self.objects().join(&f.object);
         let mut head = [0u8; lmc_core::format::HEADER_LEN];
-        let read = std::fs::File::open(&path).and_then(|mut o| {
-            use std::io::Read;
-            o.read_exact(&mut head)
-        });
+        let read = match &self.remote {
+            None => std::fs::File::open(&path).and_then(|mut o| {
+                use std::io::Read;
+                o.read_exact(&mut head)
+            }),
+            Some(r) => lmc_remote::Object::at(r.objects().join(&f.object))
+                .and_then(|o| {
+                    let header = 0..head.len() as u64;
+                    o.read_ranges(std::slice::from_ref(&header))
+                })
+                .map(|got| head.copy_from_slice(&got[0]))
+                .map_err(std::io::Error::from),
+        };
         let ctx = |why: String| {
             Error::Invalid(format!(
                 "step {step}: object {} ({}): {why}",
@@ -471,16 +525,12 @@ impl Store {
 /// change fails, kept once it commits.
 struct Cleanup {
     dir: PathBuf,
+    /// The objects' prefix, for a store in object storage.
+    remote: Option<lmc_remote::Location>,
     names: Vec<String>,
 }
 
 impl Cleanup {
-    fn new(dir: PathBuf) -> Cleanup {
-        Cleanup {
-            dir,
-            names: Vec::new(),
-        }
-    }
     fn push(&mut self, name: &str) {
         self.names.push(name.to_string());
     }
@@ -492,7 +542,14 @@ impl Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for n in &self.names {
-            let _ = std::fs::remove_file(self.dir.join(n));
+            match &self.remote {
+                Some(objects) => {
+                    let _ = objects.join(n).delete();
+                }
+                None => {
+                    let _ = std::fs::remove_file(self.dir.join(n));
+                }
+            }
         }
     }
 }

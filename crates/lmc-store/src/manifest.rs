@@ -170,11 +170,16 @@ impl Manifest {
     /// Reads and checks `path`.
     pub fn load(path: &Path) -> Result<Manifest> {
         let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let m: Manifest = serde_json::from_slice(&text).map_err(|e| {
-            Error::Corrupt(format!("{}: not a valid manifest: {e}", path.display()))
-        })?;
+        Manifest::parse(&text, &path.display().to_string())
+    }
+
+    /// Reads and checks the manifest in `text`, read from `from` (a path
+    /// or URL, for the errors).
+    pub fn parse(text: &[u8], from: &str) -> Result<Manifest> {
+        let m: Manifest = serde_json::from_slice(text)
+            .map_err(|e| Error::Corrupt(format!("{from}: not a valid manifest: {e}")))?;
         m.check()
-            .map_err(|d| Error::Corrupt(format!("{}: {d}", path.display())))?;
+            .map_err(|d| Error::Corrupt(format!("{from}: {d}")))?;
         Ok(m)
     }
 

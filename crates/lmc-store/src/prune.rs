@@ -5,7 +5,7 @@
 //! and commit atomically (objects first, the manifest last).
 
 use crate::manifest::{Manifest, Snapshot, counterpart};
-use crate::{Cleanup, Error, FileInput, RestoredFile, Result, Store, failpoint, layout_for};
+use crate::{Error, FileInput, RestoredFile, Result, Store, failpoint, layout_for};
 
 /// What [`Store::prune`], [`Store::remove`] or [`Store::convert`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -163,7 +163,7 @@ impl Store {
             .map(|i| snaps[i].step)
             .collect();
         let generation = self.manifest.generation + 1;
-        let mut created = Cleanup::new(self.objects());
+        let mut created = self.cleanup();
         let mut out: Vec<Snapshot> = Vec::with_capacity(plan.len());
         // The last snapshot restored, kept: going from the newest down, it
         // is the base of the next one re-encoded.

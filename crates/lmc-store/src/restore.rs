@@ -42,11 +42,7 @@ impl Store {
     fn read_object(&self, entry: &FileEntry) -> Result<ObjectBytes> {
         let path = self.objects().join(&entry.object);
         self.tell("decoding", &format!("{}: {}", entry.object, entry.path));
-        let bytes = match &self.object_reader {
-            Some(read) => read(&path),
-            None => std::fs::read(&path).map(|v| Box::new(v) as ObjectBytes),
-        }
-        .map_err(|e| Error::io(&path, e))?;
+        let bytes = self.object_bytes(&entry.object)?;
         if bytes.len() as u64 != entry.stored {
             return Err(Error::Corrupt(format!(
                 "{}: {} bytes, the manifest says {}",

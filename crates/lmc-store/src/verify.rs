@@ -89,7 +89,7 @@ impl Store {
         // those of a change committed since `m` was loaded.
         let latest = match self.writable {
             true => None,
-            false => Manifest::load(&self.root.join(MANIFEST)).ok(),
+            false => self.load_manifest().ok(),
         };
         let listed: std::collections::HashSet<&str> = [Some(m), latest.as_ref()]
             .into_iter()
@@ -99,10 +99,7 @@ impl Store {
                     .chain(m.retired.iter().map(|r| r.object.as_str()))
             })
             .collect();
-        let objects = self.objects();
-        for e in std::fs::read_dir(&objects).map_err(|e| Error::io(&objects, e))? {
-            let e = e.map_err(|e| Error::io(&objects, e))?;
-            let name = e.file_name().to_string_lossy().into_owned();
+        for name in self.list_objects()? {
             if !listed.contains(name.as_str()) {
                 report.unreferenced.push(name);
             }

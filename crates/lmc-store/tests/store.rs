@@ -1311,3 +1311,34 @@ fn legacy_stores_prune() {
     assert_eq!(parents, [None, Some(20), Some(40), Some(60)]);
     check_all(&w, &want);
 }
+
+#[test]
+fn urls_name_stores_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("run");
+    // A file:// URL is the directory itself, with its flock.
+    let url = format!("file://{}", root.display());
+    let mut store = WriteOptions::new()
+        .create(true)
+        .open(&url, &mut || {})
+        .unwrap();
+    assert!(!store.is_remote());
+    add_file(&mut store, 1, &[7u8; 1000]);
+    drop(store);
+    assert_eq!(Store::open(&root).unwrap().snapshots().len(), 1);
+    assert_eq!(
+        Store::open(&url).unwrap().restore_files(1).unwrap()[0].bytes,
+        [7u8; 1000]
+    );
+    // Refused by name: a relative file:// URL, a store behind http(s)://,
+    // an unknown scheme, a bucket with no prefix.
+    for (bad, says) in [
+        ("file://run", "absolute local path"),
+        ("https://example.com/run", "not behind an http(s):// URL"),
+        ("ftp://host/run", "unknown scheme ftp://"),
+        ("s3://bucket", "names no object"),
+    ] {
+        let e = Store::open(bad).unwrap_err().to_string();
+        assert!(e.contains(bad) && e.contains(says), "{bad}: {e}");
+    }
+}

@@ -17,7 +17,8 @@ use crate::io::Input;
 #[derive(clap::Subcommand, Debug)]
 pub enum SnapshotCommand {
     /// Add a checkpoint (a file, or a directory of files) to a store,
-    /// creating the store if it does not exist.
+    /// creating the store if it does not exist. A store is a directory or
+    /// a prefix in object storage (s3://bucket/prefix, gs://, az://).
     Add {
         store: PathBuf,
         checkpoint: PathBuf,

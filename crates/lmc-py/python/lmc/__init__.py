@@ -462,7 +462,10 @@ class SnapshotStore:
     ) -> None:
         """
         Args:
-            path: the store's directory; created by the first ``add``.
+            path: the store's directory, or a prefix in object storage
+                (``s3://bucket/prefix``, ``gs://``, ``az://``: the same
+                store, its lock an object with a lease, its manifest
+                committed by a conditional write); created by the first ``add``.
             keyframe_every: bound on the deltas a restore decodes, less one: a
                 snapshot is kept whole where a chain would otherwise reach
                 this many deltas (default 16 for a new store; an existing

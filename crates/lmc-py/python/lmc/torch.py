@@ -47,6 +47,20 @@ container per file::
 
 ``StorageReader(run)`` loads the latest save, ``StorageReader(run, step=200)``
 an earlier one.
+
+Object storage: the path may be a URL, ``s3://bucket/prefix`` (also
+``gs://``, ``az://``; ``file:///abs/path`` is the local directory), with
+credentials and endpoint from the environment as for ``lmc.load_file``.
+The checkpoint's files are then objects under the prefix, in the same
+order of commitment: each rank's files are uploaded whole (a multipart
+upload, visible only once complete), then ``.metadata`` is written in one
+request, and only then are the objects of the checkpoint it replaced
+deleted; a writer killed at any moment leaves the previous checkpoint
+loadable. The reader fetches ``.metadata``, then only the chunks of the
+tensors asked for, in ranged requests. Incremental mode keeps each rank's
+snapshot store under the prefix (``lmc.SnapshotStore`` on a URL: its lock
+an object created only if absent, its manifest committed by a conditional
+write).
 """
 
 from __future__ import annotations
@@ -57,6 +71,7 @@ import math
 import os
 import pickle
 import re
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -102,6 +117,51 @@ _SAVE_RE = re.compile(r"^(\d+)-step-(\d+)\.metadata$")
 _TMP_RE = re.compile(r"^\.(.*\.metadata\.[0-9a-f]{8}\.tmp|__\d+_\d+\.[0-9a-f]+\.lmc\..*\.lmc-tmp)$")
 
 PathLike = Union[str, "os.PathLike[str]"]
+# A checkpoint's place: a local directory, or a URL (a str, no trailing slash).
+Where = Union[Path, str]
+_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _where(path: Union[str, os.PathLike]) -> Where:
+    """A local directory as a ``Path``; a URL as itself (``file://`` URLs
+    name a local directory)."""
+    text = os.fspath(path)
+    if isinstance(text, str) and _URL_RE.match(text):
+        if text.startswith("file://"):
+            return Path(text[len("file://"):].removeprefix("localhost"))
+        return text.rstrip("/")
+    return Path(path)
+
+
+def _join(base: Where, *names: str) -> Where:
+    if isinstance(base, str):
+        return "/".join([base, *names])
+    return base.joinpath(*names)
+
+
+def _exists(path: Where) -> bool:
+    if isinstance(path, str):
+        return _lmc.remote_get(path) is not None
+    return path.exists()
+
+
+def _put(path: Where, data: bytes, sync: bool) -> None:
+    """Writes ``data`` whole or not at all: an atomic rename, or one PUT."""
+    if isinstance(path, str):
+        _lmc.remote_put(path, data)
+    else:
+        _write_atomic(path, data, sync)
+
+
+def _names(path: Where) -> List[str]:
+    """The names of the files (objects) directly in ``path``; none if it is not there."""
+    if isinstance(path, str):
+        return [k for k in _lmc.remote_list(path) if "/" not in k]
+    try:
+        with os.scandir(path) as entries:
+            return [e.name for e in entries]
+    except FileNotFoundError:
+        return []
 
 
 @dataclass(frozen=True)
@@ -168,8 +228,8 @@ def _rank_store(rank: int) -> str:
     return f"rank-{rank:05d}"
 
 
-def _last_snapshot(store: Path) -> Optional[int]:
-    if not (store / "manifest.json").exists():
+def _last_snapshot(store: Where) -> Optional[int]:
+    if not _exists(_join(store, "manifest.json")):
         return None
     snaps = _lmc.store_list(str(store))
     return snaps[-1]["step"] if snaps else None
@@ -226,7 +286,7 @@ class StorageWriter(_StorageWriter, _Stager):  # type: ignore[misc]
         _StorageWriter.__init__(self)
         if _Stager is not object:
             _Stager.__init__(self, cache_staged_state_dict=cache_staged_state_dict)
-        self.path = Path(path)
+        self.path = _where(path)
         self.incremental = incremental
         self.step = step
         self.keyframe_every = keyframe_every
@@ -249,7 +309,7 @@ class StorageWriter(_StorageWriter, _Stager):  # type: ignore[misc]
 
     def reset(self, checkpoint_id: Union[str, os.PathLike, None] = None) -> None:
         if checkpoint_id:
-            self.path = Path(checkpoint_id)
+            self.path = _where(checkpoint_id)
         self.save_id = uuid.uuid4().hex
         self._plan_data = None
 
@@ -261,9 +321,10 @@ class StorageWriter(_StorageWriter, _Stager):  # type: ignore[misc]
             raise LmcError("incremental mode needs use_collectives=True: the ranks agree on each save's step")
 
     def prepare_local_plan(self, plan: SavePlan) -> SavePlan:
-        self.path.mkdir(parents=True, exist_ok=True)
+        if isinstance(self.path, Path):
+            self.path.mkdir(parents=True, exist_ok=True)
         rank = self.rank if self.rank is not None else 0
-        last = _last_snapshot(self.path / _rank_store(rank)) if self.incremental else None
+        last = _last_snapshot(_join(self.path, _rank_store(rank))) if self.incremental else None
         if not self.use_collectives:
             # No coordinator: each rank names its own files (FileSystemWriter does the same).
             return dataclasses.replace(plan, storage_data=_PlanData(rank, uuid.uuid4().hex[:8]))
@@ -312,26 +373,30 @@ class StorageWriter(_StorageWriter, _Stager):  # type: ignore[misc]
             data = self._plan_data
             snapshot = data.snapshot if data is not None else None
             label = self.step if self.step is not None else snapshot
-            saves = self.path / SAVES
-            saves.mkdir(exist_ok=True)
-            _write_atomic(saves / f"{snapshot:012d}-step-{label}{METADATA}", blob, self.sync_files)
-            _write_atomic(self.path / METADATA, blob, self.sync_files)
-            _remove_temporaries(self.path, saves)
+            saves = _join(self.path, SAVES)
+            if isinstance(saves, Path):
+                saves.mkdir(exist_ok=True)
+            _put(_join(saves, f"{snapshot:012d}-step-{label}{METADATA}"), blob, self.sync_files)
+            _put(_join(self.path, METADATA), blob, self.sync_files)
+            if isinstance(saves, Path) and isinstance(self.path, Path):
+                _remove_temporaries(self.path, saves)
             return
         if not self.use_collectives and self.rank is not None:
-            _write_atomic(self.path / f"__{self.rank}{METADATA}", blob, self.sync_files)
+            _put(_join(self.path, f"__{self.rank}{METADATA}"), blob, self.sync_files)
             keep_prefix = f"__{self.rank}_"
         else:
-            _write_atomic(self.path / METADATA, blob, self.sync_files)
+            _put(_join(self.path, METADATA), blob, self.sync_files)
             keep_prefix = "__"
         # The new checkpoint is committed: remove the files of the one it
         # replaced, and temporary files of interrupted saves.
         live = {info.relative_path for info in storage_md.values()}
-        for entry in os.scandir(self.path):
-            name = entry.name
+        for name in _names(self.path):
             if _FILE_RE.match(name) and name.startswith(keep_prefix) and name not in live:
-                _unlink(entry.path)
-        if self.use_collectives:
+                if isinstance(self.path, str):
+                    _lmc.remote_delete(_join(self.path, name))
+                else:
+                    _unlink(self.path / name)
+        if self.use_collectives and isinstance(self.path, Path):
             # (Not without coordination: other ranks may be writing theirs now.)
             _remove_temporaries(self.path)
 
@@ -344,7 +409,7 @@ class StorageWriter(_StorageWriter, _Stager):  # type: ignore[misc]
 
     @classmethod
     def validate_checkpoint_id(cls, checkpoint_id: Union[str, os.PathLike]) -> bool:
-        return _validate_local_path(checkpoint_id)
+        return _validate_path(checkpoint_id)
 
     # -- writing ---------------------------------------------------------
 
@@ -388,13 +453,18 @@ class StorageWriter(_StorageWriter, _Stager):  # type: ignore[misc]
                 continue
             file_name = f"__{data.rank}_{n}.{data.tag}{SUFFIX}"
             resolved = self._resolve(bucket, planner)
-            _lmc.save_tensors(
-                str(self.path / file_name),
-                [arg for _, arg in resolved],
-                {"format": "pt", "lmc.dcp": "1"},
-                self.chunk_size,
-                self.sync_files,
-            )
+            args = [arg for _, arg in resolved]
+            meta = {"format": "pt", "lmc.dcp": "1"}
+            if isinstance(self.path, str):
+                # Coded to a local file, then uploaded whole: the object
+                # appears complete or not at all.
+                with tempfile.TemporaryDirectory(prefix="lmc-dcp-") as tmp:
+                    local = os.path.join(tmp, file_name)
+                    _lmc.save_tensors(local, args, meta, self.chunk_size, False)
+                    _lmc.remote_upload(local, _join(self.path, file_name))
+            else:
+                _lmc.save_tensors(str(self.path / file_name), args, meta, self.chunk_size, self.sync_files)
+            del args
             for item, arg in resolved:
                 results.append(
                     WriteResult(
@@ -410,7 +480,7 @@ class StorageWriter(_StorageWriter, _Stager):  # type: ignore[misc]
         store = _rank_store(data.rank)
         resolved = self._resolve(items, planner)
         _lmc.store_add(
-            str(self.path / store),
+            str(_join(self.path, store)),
             data.snapshot,
             "shard.safetensors",
             [arg for _, arg in resolved],
@@ -445,7 +515,7 @@ class _MetadataUnpickler(pickle.Unpickler):
         ("pathlib", "PosixPath"), ("pathlib", "WindowsPath"), ("pathlib", "PurePosixPath"),
     }
 
-    def __init__(self, f: Any, path: Path, allow: bool) -> None:
+    def __init__(self, f: Any, path: Where, allow: bool) -> None:
         super().__init__(f)
         self._path = path
         self._allow = allow
@@ -501,25 +571,21 @@ def _item_size(item: WriteItem) -> int:
     return n * torch._utils._element_size(item.tensor_data.properties.dtype)
 
 
-def _validate_local_path(checkpoint_id: Union[str, os.PathLike]) -> bool:
+def _validate_path(checkpoint_id: Union[str, os.PathLike]) -> bool:
     if isinstance(checkpoint_id, Path):
         return True
     if "://" in str(checkpoint_id):
-        return False
+        return str(checkpoint_id).split("://")[0].lower() in ("s3", "s3a", "gs", "az", "azure", "abfs", "abfss", "file")
     for p in Path(checkpoint_id).parents:
         if p.exists() and os.access(str(p), os.W_OK):
             return True
     return False
 
 
-def _saves(run: Path) -> List[Tuple[int, int]]:
+def _saves(run: Where) -> List[Tuple[int, int]]:
     """``(snapshot, step label)`` of each save of an incremental run, oldest first."""
-    try:
-        names = os.listdir(run / SAVES)
-    except FileNotFoundError:
-        return []
     out = []
-    for name in names:
+    for name in _names(_join(run, SAVES)):
         m = _SAVE_RE.match(name)
         if m:
             out.append((int(m.group(1)), int(m.group(2))))
@@ -528,7 +594,7 @@ def _saves(run: Path) -> List[Tuple[int, int]]:
 
 def saved_steps(path: PathLike) -> List[int]:
     """The step labels of the saves of an incremental run, oldest first."""
-    return [step for _, step in _saves(Path(path))]
+    return [step for _, step in _saves(_where(path))]
 
 
 class StorageReader(_StorageReader):
@@ -564,7 +630,7 @@ class StorageReader(_StorageReader):
         self, path: PathLike, *, step: Optional[int] = None, allow_pickle_calls: bool = False
     ) -> None:
         super().__init__()
-        self.path = Path(path)
+        self.path = _where(path)
         self.step = step
         self.allow_pickle_calls = allow_pickle_calls
         self.storage_data: Dict[MetadataIndex, LmcStorageInfo] = {}
@@ -578,28 +644,34 @@ class StorageReader(_StorageReader):
     def reset(self, checkpoint_id: Union[str, os.PathLike, None] = None) -> None:
         self.storage_data = {}
         if checkpoint_id:
-            self.path = Path(checkpoint_id)
+            self.path = _where(checkpoint_id)
         self.load_id = uuid.uuid4().hex
 
-    def _metadata_path(self, rank: Optional[int]) -> Path:
+    def _metadata_path(self, rank: Optional[int]) -> Where:
         if self.step is not None:
             found = [s for s, label in _saves(self.path) if label == self.step]
             if not found:
                 raise LmcError(
                     f"{self.path}: no save with step {self.step} (saved: {saved_steps(self.path)})"
                 )
-            return self.path / SAVES / f"{found[-1]:012d}-step-{self.step}{METADATA}"
-        if rank is not None and not (self.path / METADATA).exists():
-            return self.path / f"__{rank}{METADATA}"
-        return self.path / METADATA
+            return _join(self.path, SAVES, f"{found[-1]:012d}-step-{self.step}{METADATA}")
+        if rank is not None and not _exists(_join(self.path, METADATA)):
+            return _join(self.path, f"__{rank}{METADATA}")
+        return _join(self.path, METADATA)
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
         path = self._metadata_path(kwargs.get("rank"))
-        try:
-            with open(path, "rb") as f:
-                metadata = _MetadataUnpickler(f, path, self.allow_pickle_calls).load()
-        except FileNotFoundError as e:
-            raise LmcError(f"{path}: no checkpoint here (no {path.name})") from e
+        if isinstance(path, str):
+            blob = _lmc.remote_get(path)
+            if blob is None:
+                raise LmcError(f"{path}: no checkpoint here (no {path.rsplit('/', 1)[-1]})")
+            metadata = _MetadataUnpickler(io.BytesIO(blob), path, self.allow_pickle_calls).load()
+        else:
+            try:
+                with open(path, "rb") as f:
+                    metadata = _MetadataUnpickler(f, path, self.allow_pickle_calls).load()
+            except FileNotFoundError as e:
+                raise LmcError(f"{path}: no checkpoint here (no {path.name})") from e
         if getattr(metadata, "storage_meta", None) is None:
             metadata.storage_meta = StorageMeta()
         metadata.storage_meta.load_id = self.load_id
@@ -625,7 +697,7 @@ class StorageReader(_StorageReader):
             _check_relative_path(info.relative_path, req.storage_index.fqn)
             per_file.setdefault((info.relative_path, info.snapshot), []).append(req)
         for (relative_path, snapshot), reqs in per_file.items():
-            where = str(self.path / relative_path)
+            where = str(_join(self.path, relative_path))
             if snapshot is not None:
                 # A save stored whole (the newest of an incremental run
                 # always is) is a plain container: decoded in place too.
@@ -675,7 +747,7 @@ class StorageReader(_StorageReader):
 
     @classmethod
     def validate_checkpoint_id(cls, checkpoint_id: Union[str, os.PathLike]) -> bool:
-        return _validate_local_path(checkpoint_id)
+        return _validate_path(checkpoint_id)
 
     # -- reading ---------------------------------------------------------
 
