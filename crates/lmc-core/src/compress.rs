@@ -760,7 +760,11 @@ fn encode_chunk(
                         runs_slack_bytes: 0,
                         ..*tuning
                     };
+                    let start = enc.bytes.len();
                     push_plane(bits, PlaneKind::Tensor, None, &map_tuning, enc);
+                    if tuning.runs_maps {
+                        runs_map_if_smaller(bits, n, start, tuning, enc);
+                    }
                     encode_planes(kind, changed, lz, tuning, true, enc);
                 } else {
                     enc.transform = Transform::Xor;
@@ -776,6 +780,37 @@ thread_local! {
     /// Per-thread buffers for a sparse chunk's map (a bit an element) and
     /// changed elements.
     static SPARSE: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Replaces the bitmap map just coded (from `start` in `enc`) by the runs
+/// of the unchanged elements (transform 2), if that is smaller.
+fn runs_map_if_smaller(
+    bits: &[u8],
+    n: usize,
+    start: usize,
+    tuning: &Tuning,
+    enc: &mut EncodedChunk,
+) {
+    let mut positions = Vec::new();
+    for (i, &b) in bits.iter().enumerate() {
+        let mut b = b;
+        while b != 0 {
+            positions.push((i * 8) as u32 + b.trailing_zeros());
+            b &= b - 1;
+        }
+    }
+    let mut runs = Vec::new();
+    let codec = crate::codec::encode_positions(n, &positions, tuning, &mut runs);
+    if runs.len() < enc.bytes.len() - start {
+        enc.bytes.truncate(start);
+        enc.bytes.extend_from_slice(&runs);
+        enc.flags |= crate::codec::flags_needed(codec, &runs);
+        *enc.planes.last_mut().expect("the map's entry") = PlaneEntry {
+            codec,
+            stored_len: runs.len() as u32,
+        };
+        enc.transform = Transform::XorSparse;
+    }
 }
 
 /// Codes one plane with `tuning`'s choice of codec (split by `lead`, its

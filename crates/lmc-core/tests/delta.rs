@@ -487,3 +487,60 @@ fn damaged_sparse_chunks_are_errors() {
         }
     }
 }
+
+/// With `--best` (`Tuning::BEST`), a sparse chunk keeps whichever map is
+/// smaller: changes that come in runs run code smaller than their bitmap,
+/// half the elements at random not. Both forms decode to the exact bytes, and the
+/// default writes bitmaps whatever the smaller.
+#[test]
+fn best_keeps_the_smaller_map() {
+    use lmc_core::codec::Tuning;
+    use lmc_core::format::Transform;
+    let mut rng = Rng(31);
+    let n = 128 << 10;
+    let base = rng.bytes(n * 2);
+    let (mut runs, mut scattered) = (base.clone(), base.clone());
+    // Runs of 1 to 64 changed elements after gaps of 1 to 256.
+    let mut e = 0;
+    while e < n {
+        e += 1 + (rng.next() % 256) as usize;
+        for _ in 0..1 + rng.next() % 64 {
+            if e < n {
+                runs[2 * e] ^= 1;
+            }
+            e += 1;
+        }
+    }
+    // Half the elements, at random: a bitmap as dense as it gets.
+    for v in scattered.chunks_exact_mut(2) {
+        if rng.next() % 2 == 0 {
+            v[0] ^= 1 + (rng.next() % 3) as u8;
+        }
+    }
+    let layout = vec![tensor("w", Dtype::BF16, vec![n as u64])];
+    let d = DeltaBase::matching(&base, &layout, &layout);
+    for (input, want) in [
+        (&runs, Transform::XorSparse),
+        (&scattered, Transform::XorBitmap),
+    ] {
+        let mut out = Cursor::new(Vec::new());
+        let opts = CompressOptions::default()
+            .chunk_size(64 << 10)
+            .tuning(Tuning::BEST);
+        compress_delta(input, &layout, &d, &opts, &mut out, &mut |_| true).unwrap();
+        let packed = out.into_inner();
+        check_decodes(&packed, &base, input);
+        let c = Container::open(&packed).unwrap();
+        let got: Vec<_> = c.chunks().iter().map(|ch| ch.transform).collect();
+        assert!(got.iter().all(|&t| t == want), "{want:?}: {got:?}");
+        let default = pack_delta(input, &layout, &d, 64 << 10);
+        check_decodes(&default, &base, input);
+        let c = Container::open(&default).unwrap();
+        assert!(
+            c.chunks()
+                .iter()
+                .all(|ch| ch.transform == Transform::XorBitmap)
+        );
+        assert!(packed.len() <= default.len());
+    }
+}
