@@ -262,7 +262,7 @@ pub(crate) fn bitmap_count(bits: &[u8], n: usize) -> Option<usize> {
     if bits.len() != n.div_ceil(8) {
         return None;
     }
-    if n % 8 != 0 && bits.last().is_some_and(|&b| b >> (n % 8) != 0) {
+    if !n.is_multiple_of(8) && bits.last().is_some_and(|&b| b >> (n % 8) != 0) {
         return None;
     }
     let words = bits.chunks_exact(8);
@@ -290,7 +290,7 @@ pub(crate) fn expand_xor(
     base: &[u8],
     out: &mut [u8],
 ) -> bool {
-    if width == 0 || base.len() != out.len() || out.len() % width != 0 {
+    if width == 0 || base.len() != out.len() || !out.len().is_multiple_of(width) {
         return false;
     }
     let n = out.len() / width;
@@ -373,7 +373,7 @@ pub(crate) fn xor_bitmap(
     if width == 0
         || data.len() != base.len()
         || data.len() != x.len()
-        || data.len() % width != 0
+        || !data.len().is_multiple_of(width)
         || bits.len() != (data.len() / width).div_ceil(8)
     {
         return None;
@@ -429,7 +429,7 @@ pub(crate) fn xor_bitmap_scalar(
 /// AVX-512 for widths 1, 2, 4 and 8 where the CPU has it (a compress a
 /// block, with VBMI2 for widths 1 and 2), else the scalar twin.
 pub(crate) fn compact(width: usize, x: &[u8], bits: &[u8], changed: &mut [u8]) -> bool {
-    if width == 0 || x.len() % width != 0 {
+    if width == 0 || !x.len().is_multiple_of(width) {
         return false;
     }
     let n = x.len() / width;
@@ -1766,12 +1766,10 @@ mod tests {
                     let m = changed.iter().filter(|&&c| c).count();
                     let values = bytes(m * width, density + 11);
                     let mut want = base.clone();
-                    let mut k = 0;
-                    for e in (0..n).filter(|&e| changed[e]) {
+                    for (k, e) in (0..n).filter(|&e| changed[e]).enumerate() {
                         for j in 0..width {
                             want[e * width + j] ^= values[k * width + j];
                         }
-                        k += 1;
                     }
                     let case = format!("width {width}, n {n}, density {density}");
                     assert_eq!(bitmap_count(&bits, n), Some(m), "{case}");

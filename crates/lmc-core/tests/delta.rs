@@ -513,7 +513,7 @@ fn best_keeps_the_smaller_map() {
     }
     // Half the elements, at random: a bitmap as dense as it gets.
     for v in scattered.chunks_exact_mut(2) {
-        if rng.next() % 2 == 0 {
+        if rng.next().is_multiple_of(2) {
             v[0] ^= 1 + (rng.next() % 3) as u8;
         }
     }
