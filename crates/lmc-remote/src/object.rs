@@ -122,6 +122,20 @@ impl Object {
     }
 }
 
+impl Object {
+    /// The whole object in memory (as a stream: one request).
+    pub fn read_all(&self) -> Result<Vec<u8>> {
+        let cap = usize::try_from(self.len).map_err(|_| Error::Io {
+            url: self.url().to_string(),
+            what: "too large for this machine's memory",
+            source: std::io::Error::from(std::io::ErrorKind::OutOfMemory),
+        })?;
+        let mut v = Vec::with_capacity(cap);
+        self.copy_to(&mut v)?;
+        Ok(v)
+    }
+}
+
 impl lmc_core::ReadAt for Object {
     fn len(&self) -> u64 {
         self.len
