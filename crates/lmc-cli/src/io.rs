@@ -226,25 +226,21 @@ impl ContainerInput {
         }
     }
 
-    /// Where chunks are read from, for a container opened over its index.
-    pub fn source(&self) -> Option<&dyn lmc_core::ReadAt> {
-        match self {
-            ContainerInput::Local(_) => None,
-            ContainerInput::Remote(object, _) => Some(object),
-        }
-    }
-
     /// Decodes the whole file to `out` ([`lmc_core::Container::decompress_to`]
-    /// or, over an object, `decompress_from`).
+    /// or, over an object read front to back, `decompress_from`).
     pub fn decompress_to(
         &self,
         c: &lmc_core::Container<'_>,
         out: &mut (dyn Write + Send),
         progress: lmc_core::compress::Progress<'_>,
     ) -> lmc_core::Result<()> {
-        match self.source() {
-            None => c.decompress_to(out, progress),
-            Some(src) => c.decompress_from(src, out, progress),
+        match self {
+            ContainerInput::Local(_) => c.decompress_to(out, progress),
+            // Front to back through one stream (lmc_remote::Sequential).
+            ContainerInput::Remote(object, _) => {
+                let src = object.spooled().map_err(std::io::Error::from)?;
+                c.decompress_from(&src, out, progress)
+            }
         }
     }
 }

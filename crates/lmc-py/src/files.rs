@@ -61,11 +61,11 @@ pub(crate) fn load<'py>(
     let mut described = None;
     let out = PyByteArray::new_with(py, len, |buf| {
         py.detach(|| -> Result<(), String> {
-            let decoded = match stored.source() {
-                None => c.decompress_into(buf, &mut |_| true),
-                Some(src) => {
+            let decoded = match &stored {
+                Stored::Bytes(_) => c.decompress_into(buf, &mut |_| true),
+                Stored::Object(..) => {
                     let mut w: &mut [u8] = buf;
-                    c.decompress_from(src, &mut w, &mut |_| true)
+                    stored.decompress_to(&c, &mut w)
                 }
             };
             decoded.map_err(|e| named(&path, e).to_string())?;

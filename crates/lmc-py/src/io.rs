@@ -155,9 +155,9 @@ pub(crate) fn named(path: &Path, e: lmc_core::Error) -> PyErr {
     }
 }
 
-/// A container to decode whole: a local file in memory, or an object read
-/// in ranges (its header and index now, the chunks as they are decoded,
-/// the next group fetched while one is decoded).
+/// A container to decode whole: a local file in memory, or an object (its
+/// header and index read now, the chunks as they are decoded, front to
+/// back through one stream, the next group fetched while one is decoded).
 pub(crate) enum Stored {
     Bytes(Vec<u8>),
     Object(lmc_remote::Object, Container<'static>),
@@ -206,9 +206,13 @@ impl Stored {
         c: &Container<'_>,
         out: &mut (dyn Write + Send),
     ) -> lmc_core::Result<()> {
-        match self.source() {
-            None => c.decompress_to(out, &mut |_| true),
-            Some(src) => c.decompress_from(src, out, &mut |_| true),
+        match self {
+            Stored::Bytes(_) => c.decompress_to(out, &mut |_| true),
+            // Front to back through one stream, as the CLI reads it.
+            Stored::Object(o, _) => {
+                let src = o.spooled().map_err(std::io::Error::from)?;
+                c.decompress_from(&src, out, &mut |_| true)
+            }
         }
     }
 }
