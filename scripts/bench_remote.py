@@ -145,17 +145,58 @@ class CountingProxy:
             self.up = self.down = 0
 
 
-def timed(cmd: list[str], env: dict) -> tuple[float, int]:
-    """Wall seconds and max RSS (MB) of `cmd`, which must succeed."""
+def anon_kb(pid: int) -> int:
+    """RssAnon of `pid` (kB): its memory less mapped files (lmc maps its
+    input, which max RSS counts in full)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+SERVER_PID: int | None = None
+
+
+def cpu_secs(pid: int | None) -> float:
+    """User + system CPU seconds `pid` has used (0 if unknown)."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(cmd: list[str], env: dict) -> tuple[float, int, int, float, float]:
+    """Wall seconds, max RSS (MB, /usr/bin/time -v), peak anonymous RSS
+    (MB, sampled every 10 ms), the command's CPU seconds and the S3
+    server's CPU seconds meanwhile, of `cmd`, which must succeed."""
+    server0 = cpu_secs(SERVER_PID)
     with tempfile.NamedTemporaryFile("r") as tf:
         t = time.perf_counter()
-        p = subprocess.run(["/usr/bin/time", "-v", "-o", tf.name, *cmd], env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p = subprocess.Popen(["/usr/bin/time", "-v", "-o", tf.name, *cmd], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        peak = 0
+        while p.poll() is None:
+            try:
+                with open(f"/proc/{p.pid}/task/{p.pid}/children") as f:
+                    kids = [int(x) for x in f.read().split()]
+            except OSError:
+                kids = []
+            for k in kids:
+                peak = max(peak, anon_kb(k))
+            time.sleep(0.01)
         secs = time.perf_counter() - t
+        err = p.stderr.read()
         if p.returncode != 0:
-            sys.exit(f"failed: {' '.join(cmd)}\n{p.stderr}")
-        rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", tf.read()).group(1))
-    return secs, rss // 1024
+            sys.exit(f"failed: {' '.join(cmd)}\n{err}")
+        report = tf.read()
+        rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", report).group(1))
+        cpu = sum(float(x) for x in re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", report))
+    return secs, rss // 1024, peak // 1024, cpu, cpu_secs(SERVER_PID) - server0
 
 
 def sha(path: Path) -> str:
@@ -191,6 +232,8 @@ def main() -> None:
                               stdout=subprocess.PIPE, text=True).stdout
         endpoint = re.search(r"LMC_TEST_S3_ENDPOINT=(\S+)", line).group(1)
         started = int(re.search(r"LMC_S3_PID=(\d+)", line).group(1))
+        global SERVER_PID
+        SERVER_PID = started
     try:
         run(args, ckpt, endpoint)
     finally:
@@ -222,7 +265,7 @@ def run(args: argparse.Namespace, ckpt: Path, endpoint: str) -> None:
     want = sha(ckpt)
     want_c = sha(lmc_file)
 
-    rows: dict[str, list[tuple[float, int]]] = {k: [] for k in
+    rows: dict[str, list[tuple[float, int, int]]] = {k: [] for k in
                                                 ("lmc compress -> s3", "objcopy put (plain)",
                                                  "lmc decompress <- s3", "objcopy get (plain)")}
     for i in range(args.runs):
@@ -244,7 +287,9 @@ def run(args: argparse.Namespace, ckpt: Path, endpoint: str) -> None:
         http("DELETE", f"{endpoint}/{bucket}/{key_l}")
         if i + 1 < args.runs:
             http("DELETE", f"{endpoint}/{bucket}/{key_p}")
-    med = {k: (statistics.median(s for s, _ in v), max(r for _, r in v)) for k, v in rows.items()}
+    med = {k: (statistics.median(x[0] for x in v), max(x[1] for x in v), max(x[2] for x in v),
+               statistics.median(x[3] for x in v), statistics.median(x[4] for x in v))
+           for k, v in rows.items()}
 
     # One tensor from the container on S3.
     key = f"plain-{args.runs - 1}.lmc"
@@ -280,16 +325,44 @@ print(json.dumps(res))
                                           check=True, stdout=subprocess.PIPE, text=True).stdout)
             times.append(r[0][1])
         one.append((name, res[0][2], moved, statistics.median(times)))
+    # The same reads over file:// (object_store's local store: ranged reads
+    # are positional reads), against a plain copy of the whole object.
+    furl = lmc_file.resolve().as_uri()
+    local_one = []
+    for name in picks:
+        times = []
+        for _ in range(args.runs):
+            r = json.loads(subprocess.run([str(py), "-c", probe, furl, name], env=env,
+                                          check=True, stdout=subprocess.PIPE, text=True).stdout)
+            times.append(r[0][1])
+        local_one.append((name, statistics.median(times)))
+    fget = statistics.median(timed([str(OBJCOPY), "get", furl, str(got)], env)[0] for _ in range(args.runs))
+
+    # What one ranged GET of 1 kB costs moto, on this object and on a 1 MB one.
+    def ranged_get(k: str) -> float:
+        req = urllib.request.Request(f"{endpoint}/{bucket}/{k}", headers={"Range": "bytes=1000-1999"})
+        t = time.perf_counter()
+        urllib.request.urlopen(req, timeout=120).read()
+        return time.perf_counter() - t
+
+    small = WORK / "small.bin"
+    with open(lmc_file, "rb") as f:
+        small.write_bytes(f.read(1_000_000))
+    timed([str(OBJCOPY), "put", str(small), f"s3://{bucket}/small.bin"], env)
+    range_big = statistics.median(ranged_get(key) for _ in range(5))
+    range_small = statistics.median(ranged_get("small.bin") for _ in range(5))
     http("DELETE", f"{endpoint}/{bucket}/{key}")
+    http("DELETE", f"{endpoint}/{bucket}/small.bin")
 
     print(f"\nload average at start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; now {os.getloadavg()[0]:.2f}")
     print(f"checkpoint {size / 1e6:.1f} MB, container {clen / 1e6:.1f} MB (ratio {size / clen:.3f}); "
-          f"local compress {local_c[0]:.2f} s ({local_c[1]} MB RSS), "
-          f"local decompress {local_d[0]:.2f} s ({local_d[1]} MB RSS)\n")
-    print("| operation (median of %d) | time (s) | MB/s of the checkpoint | max RSS (MB) |" % args.runs)
-    print("| --- | ---: | ---: | ---: |")
-    for k, (s, r) in med.items():
-        print(f"| {k} | {s:.2f} | {size / 1e6 / s:.0f} | {r} |")
+          f"local compress {local_c[0]:.2f} s ({local_c[1]} MB max RSS, {local_c[2]} MB anonymous), "
+          f"local decompress {local_d[0]:.2f} s ({local_d[1]} MB max RSS, {local_d[2]} MB anonymous)\n")
+    print("| operation (median of %d) | time (s) | MB/s of the checkpoint | max RSS (MB) | peak anonymous RSS (MB) "
+          "| client CPU (s) | server CPU (s) |" % args.runs)
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for k, (s, r, a, c, sc) in med.items():
+        print(f"| {k} | {s:.2f} | {size / 1e6 / s:.0f} | {r} | {a} | {c:.2f} | {sc:.2f} |")
     up = med["objcopy put (plain)"][0] / med["lmc compress -> s3"][0]
     down = med["objcopy get (plain)"][0] / med["lmc decompress <- s3"][0]
     print(f"\nlmc's speed / the plain client's: upload {up:.2f}x, download {down:.2f}x (target >= 0.8)")
@@ -299,7 +372,15 @@ print(json.dumps(res))
     for name, n, moved, t in one:
         print(f"| `{name}` | {n / 1e6:.2f} | {moved / 1e6:.2f} | {100 * moved / clen:.2f} | {t:.3f} | "
               f"{100 * t / whole:.1f} |")
-    print(json.dumps({"rows": med, "one": one, "size": size, "clen": clen}))
+    print(f"\nover file://: the whole object copied in {fget:.3f} s")
+    print("| tensor | time (s) | % of the whole copy |")
+    print("| --- | ---: | ---: |")
+    for name, t in local_one:
+        print(f"| `{name}` | {t:.3f} | {100 * t / fget:.1f} |")
+    print(f"\nmoto: one ranged GET of 1 kB takes {range_big * 1e3:.0f} ms on the {clen / 1e6:.0f} MB object, "
+          f"{range_small * 1e3:.1f} ms on a 1 MB one")
+    print(json.dumps({"rows": med, "one": one, "local_one": local_one, "fget": fget, "range_big": range_big,
+                      "range_small": range_small, "size": size, "clen": clen}))
 
 
 if __name__ == "__main__":
