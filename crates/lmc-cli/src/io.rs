@@ -186,9 +186,7 @@ pub fn url_of(path: &Path) -> Option<&str> {
 /// object store's, which names the URL already.
 pub fn named(input: &Path) -> impl FnOnce(lmc_core::Error) -> anyhow::Error + '_ {
     move |e| {
-        let from_store = matches!(&e, lmc_core::Error::Io(io)
-            if io.get_ref().is_some_and(|r| r.is::<lmc_remote::Error>()));
-        if from_store {
+        if lmc_remote::from_store(&e) {
             anyhow::Error::from(e)
         } else {
             anyhow::Error::from(e).context(input.display().to_string())
@@ -212,7 +210,7 @@ impl ContainerInput {
             return Ok(ContainerInput::Local(Input::open(path)?));
         };
         let object = lmc_remote::Object::open(url)?;
-        let c = lmc_core::Container::open_from(&object).map_err(named(path))?;
+        let c = object.open_container()?;
         if lmc_files::is_tree_in(&c, Some(&object)).map_err(named(path))? {
             return Ok(ContainerInput::Local(Input::download(url)?));
         }
@@ -228,25 +226,21 @@ impl ContainerInput {
         }
     }
 
-    /// Where chunks are read from, for a container opened over its index.
-    pub fn source(&self) -> Option<&dyn lmc_core::ReadAt> {
-        match self {
-            ContainerInput::Local(_) => None,
-            ContainerInput::Remote(object, _) => Some(object),
-        }
-    }
-
     /// Decodes the whole file to `out` ([`lmc_core::Container::decompress_to`]
-    /// or, over an object, `decompress_from`).
+    /// or, over an object read front to back, `decompress_from`).
     pub fn decompress_to(
         &self,
         c: &lmc_core::Container<'_>,
         out: &mut (dyn Write + Send),
         progress: lmc_core::compress::Progress<'_>,
     ) -> lmc_core::Result<()> {
-        match self.source() {
-            None => c.decompress_to(out, progress),
-            Some(src) => c.decompress_from(src, out, progress),
+        match self {
+            ContainerInput::Local(_) => c.decompress_to(out, progress),
+            // Front to back through one stream (lmc_remote::Sequential).
+            ContainerInput::Remote(object, _) => {
+                let src = object.spooled().map_err(std::io::Error::from)?;
+                c.decompress_from(&src, out, progress)
+            }
         }
     }
 }
@@ -279,9 +273,10 @@ enum Sink {
     Spooled(BufWriter<File>),
     /// Straight to standard output.
     Stdout(BufWriter<std::io::Stdout>),
-    /// To an object in a store through an anonymous file, uploaded by
-    /// `commit` (a container is written with a seek back to its header).
-    SpooledUpload(BufWriter<File>, lmc_remote::Location),
+    /// A container to an object, its parts uploaded as it is written and
+    /// its header last ([`lmc_remote::ContainerUpload`]), completed by
+    /// `commit` (dropped before, the upload is aborted: nothing appears).
+    ContainerUpload(BufWriter<lmc_remote::ContainerUpload>),
     /// Straight to an object by multipart upload, completed by `commit`
     /// (dropped before, the upload is aborted: nothing appears).
     Upload(BufWriter<lmc_remote::Upload>),
@@ -320,10 +315,10 @@ impl Output {
         })
     }
 
-    /// An object at the URL `dest`, visible only once complete; `seekable`
-    /// (what [`Output::create`] gives: a container is written with a seek
-    /// back to its header) is spooled to an anonymous temporary file and
-    /// uploaded by `commit`, the rest uploaded as it is written.
+    /// An object at the URL `dest`, visible only once complete, uploaded as
+    /// it is written; `seekable` (what [`Output::create`] gives: a
+    /// container, written with a seek back to its header) through
+    /// [`lmc_remote::ContainerUpload`].
     pub fn remote(dest: &Path, input: &Path, force: bool, seekable: bool) -> Result<Output> {
         let url = url_of(dest).expect("a URL");
         if url_of(input) == Some(url) {
@@ -337,8 +332,10 @@ impl Output {
             bail!("{url} already exists (use --force to overwrite it)");
         }
         let sink = if seekable {
-            let f = tempfile::tempfile().context("cannot create a temporary file")?;
-            Sink::SpooledUpload(BufWriter::with_capacity(64 << 10, f), location)
+            Sink::ContainerUpload(BufWriter::with_capacity(
+                1 << 20,
+                lmc_remote::ContainerUpload::to(location)?,
+            ))
         } else {
             Sink::Upload(BufWriter::with_capacity(
                 1 << 20,
@@ -407,26 +404,13 @@ impl Output {
                     .context("cannot write to standard output")
             }
             Sink::Stdout(mut w) => w.flush().context("cannot write to standard output"),
-            Sink::SpooledUpload(w, location) => {
-                let mut f = w
+            Sink::ContainerUpload(w) => {
+                let up = w
                     .into_inner()
                     .map_err(|e| e.into_error())
-                    .context("cannot write the output")?;
-                f.seek(std::io::SeekFrom::Start(0))
-                    .context("cannot read back the output")?;
-                let mut up = lmc_remote::Upload::to(location)?;
-                // Not io::copy: a failed part is the store's error, which
-                // names the URL; a failed read is the spool's.
-                let mut buf = vec![0u8; 1 << 20];
-                loop {
-                    let n = std::io::Read::read(&mut f, &mut buf)
-                        .context("cannot read back the output")?;
-                    if n == 0 {
-                        break;
-                    }
-                    up.write_all(&buf[..n])?;
-                }
-                Ok(up.finish()?)
+                    .context("cannot upload the output")?;
+                up.finish()?;
+                Ok(())
             }
             Sink::Upload(w) => {
                 let up = w
@@ -445,7 +429,7 @@ impl Write for Output {
             Sink::File { tmp, .. } => tmp.write(buf),
             Sink::Spooled(w) => w.write(buf),
             Sink::Stdout(w) => w.write(buf),
-            Sink::SpooledUpload(w, _) => w.write(buf),
+            Sink::ContainerUpload(w) => w.write(buf),
             Sink::Upload(w) => w.write(buf),
         }
     }
@@ -454,7 +438,7 @@ impl Write for Output {
             Sink::File { tmp, .. } => tmp.flush(),
             Sink::Spooled(w) => w.flush(),
             Sink::Stdout(w) => w.flush(),
-            Sink::SpooledUpload(w, _) => w.flush(),
+            Sink::ContainerUpload(w) => w.flush(),
             Sink::Upload(w) => w.flush(),
         }
     }
@@ -464,7 +448,8 @@ impl Seek for Output {
     fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
         match &mut self.sink {
             Sink::File { tmp, .. } => tmp.seek(pos),
-            Sink::Spooled(w) | Sink::SpooledUpload(w, _) => w.seek(pos),
+            Sink::Spooled(w) => w.seek(pos),
+            Sink::ContainerUpload(w) => w.seek(pos),
             Sink::Stdout(_) | Sink::Upload(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::Unsupported,
                 "standard output or an upload cannot seek",

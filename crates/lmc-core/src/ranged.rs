@@ -321,16 +321,26 @@ impl Container<'_> {
     }
 
     /// Consecutive chunks cut into groups of about [`FETCH_GROUP_BYTES`]
-    /// stored bytes.
+    /// stored bytes, counting what each fetches and holds: its own stored
+    /// bytes, its sources' (a derived chunk stores a few bytes but reads
+    /// its source's) and its decoded bytes, so a group of derived chunks
+    /// does not hold many times the budget.
     fn fetch_groups(&self) -> Vec<Range<usize>> {
         let mut out = Vec::new();
         let (mut start, mut bytes) = (0usize, 0u64);
+        let mut need = Vec::new();
         for (i, c) in self.index.chunks.iter().enumerate() {
             if i > start && bytes >= FETCH_GROUP_BYTES {
                 out.push(start..i);
                 (start, bytes) = (i, 0);
             }
-            bytes += c.stored_len();
+            need.clear();
+            self.needs(i, &mut need);
+            bytes += u64::from(c.raw_len)
+                + need
+                    .iter()
+                    .map(|&k| self.index.chunks[k].stored_len())
+                    .sum::<u64>();
         }
         if start < self.index.chunks.len() {
             out.push(start..self.index.chunks.len());

@@ -9,7 +9,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyDict};
 use rayon::prelude::*;
 
-use crate::io::{base_bytes, options, read_file, summary_dict, write_atomically, write_container};
+use crate::io::{
+    Stored, base_bytes, named, options, read_file, summary_dict, url_of, write_container,
+    write_decoded,
+};
 use crate::tensors::{Loaded, TensorArg, describe, loaded, plan_file};
 use crate::{err, fail};
 
@@ -36,8 +39,9 @@ pub(crate) fn save_tensors<'py>(
     summary_dict(py, &summary)
 }
 
-/// Decodes a whole `.lmc` file (checking every checksum and the whole-file
-/// hash) into one `bytearray`, and says where each tensor lies in it.
+/// Decodes a whole `.lmc` file or object (checking every checksum and the
+/// whole-file hash) into one `bytearray`, and says where each tensor lies
+/// in it.
 #[pyfunction]
 #[pyo3(signature = (path, base=None))]
 pub(crate) fn load<'py>(
@@ -45,12 +49,11 @@ pub(crate) fn load<'py>(
     path: PathBuf,
     base: Option<PathBuf>,
 ) -> PyResult<Loaded<'py>> {
-    let bytes = read_file(&path)?;
-    let ctx = |e: lmc_core::Error| err(path.display(), e);
-    let c = Container::open(&bytes).map_err(ctx)?;
-    let base = base_bytes(&c, &path, base.as_deref())?;
+    let stored = py.detach(|| Stored::open(&path))?;
+    let c = stored.container(&path)?;
+    let base = py.detach(|| base_bytes(&c, &path, base.as_deref()))?;
     let c = match &base {
-        Some(b) => c.with_base(b).map_err(ctx)?,
+        Some(b) => c.with_base(b).map_err(|e| named(&path, e))?,
         None => c,
     };
     let len = usize::try_from(c.header().original_len)
@@ -58,12 +61,19 @@ pub(crate) fn load<'py>(
     let mut described = None;
     let out = PyByteArray::new_with(py, len, |buf| {
         py.detach(|| -> Result<(), String> {
-            c.decompress_into(buf, &mut |_| true)
-                .map_err(|e| e.to_string())?;
-            described = Some(describe(buf, c.segments())?);
+            let decoded = match &stored {
+                Stored::Bytes(_) => c.decompress_into(buf, &mut |_| true),
+                Stored::Object(..) => {
+                    let mut w: &mut [u8] = buf;
+                    stored.decompress_to(&c, &mut w)
+                }
+            };
+            decoded.map_err(|e| named(&path, e).to_string())?;
+            described =
+                Some(describe(buf, c.segments()).map_err(|e| format!("{}: {e}", path.display()))?);
             Ok(())
         })
-        .map_err(|e| err(path.display(), e))
+        .map_err(fail)
     })?;
     let (meta, spans) = described.expect("set on success");
     Ok(loaded(meta, spans, out))
@@ -84,25 +94,14 @@ type Source = Box<dyn lmc_core::ReadAt + Send + Sync>;
 /// `path` (a file or a URL) opened for positional reads, and its container
 /// by its header and index alone: the chunks are read as they are needed.
 fn open_at(path: &Path) -> PyResult<(Source, Container<'static>)> {
-    if let Some(url) = path.to_str().filter(|s| lmc_remote::is_url(s)) {
+    if let Some(url) = url_of(path) {
         let object = lmc_remote::Object::open(url).map_err(|e| fail(e.to_string()))?;
-        let c = Container::open_from(&object).map_err(|e| named(path, e))?;
+        let c = object.open_container().map_err(|e| fail(e.to_string()))?;
         return Ok((Box::new(object), c));
     }
     let src = lmc_files::FileAt::open(path).map_err(|e| fail(e.to_string()))?;
     let c = Container::open_from(&src).map_err(|e| err(path.display(), e))?;
     Ok((Box::new(src), c))
-}
-
-/// `e` with `path` in front, unless the object store's error names the URL
-/// already.
-fn named(path: &Path, e: lmc_core::Error) -> PyErr {
-    match e {
-        lmc_core::Error::Io(io) if io.get_ref().is_some_and(|r| r.is::<lmc_remote::Error>()) => {
-            fail(io.to_string())
-        }
-        e => err(path.display(), e),
-    }
 }
 
 /// The `__metadata__` of the safetensors file in the container `c` over
@@ -440,7 +439,10 @@ fn compress_dir<'py>(
 }
 
 /// `lmc decompress SRC -o DST [--base B]`; a directory container is
-/// restored as a directory (lmc-files' restore, the CLI's).
+/// restored as a directory (lmc-files' restore, the CLI's). SRC and DST may
+/// be URLs: an object is read in ranges as it is decoded, and the output
+/// uploaded as it is decoded, visible once every checksum and the
+/// whole-file hash matched.
 #[pyfunction]
 #[pyo3(signature = (src, dst, base=None, sync=false))]
 pub(crate) fn decompress_file(
@@ -450,10 +452,11 @@ pub(crate) fn decompress_file(
     base: Option<PathBuf>,
     sync: bool,
 ) -> PyResult<u64> {
-    let bytes = read_file(&src)?;
-    let ctx = |e: lmc_core::Error| err(src.display(), e);
-    let c = Container::open(&bytes).map_err(ctx)?;
-    if lmc_files::is_tree(&c) {
+    let stored = py.detach(|| Stored::open(&src))?;
+    let c = stored.container(&src)?;
+    if lmc_files::is_tree_in(&c, stored.source().map(|s| s as &dyn lmc_core::ReadAt))
+        .map_err(|e| named(&src, e))?
+    {
         // A directory, restored as `lmc decompress --force` restores it (a
         // directory with something in it is never replaced).
         if let Some(b) = base {
@@ -463,20 +466,39 @@ pub(crate) fn decompress_file(
                 b.display()
             )));
         }
+        if url_of(&dst).is_some() {
+            return Err(fail(format!(
+                "{} holds a directory, which cannot go to a URL; give a local directory",
+                src.display()
+            )));
+        }
+        // A restore walks the whole stream: an object is read whole first.
+        let bytes = match &stored {
+            Stored::Bytes(_) => None,
+            Stored::Object(o, _) => Some(
+                py.detach(|| o.read_all())
+                    .map_err(|e| fail(e.to_string()))?,
+            ),
+        };
+        let c = match &bytes {
+            Some(b) => Container::open(b).map_err(|e| err(src.display(), e))?,
+            None => c,
+        };
         let summary = py
             .detach(|| lmc_files::restore_tree(&src, &c, &dst, true, sync, &mut |_| true))
             .map_err(|e| fail(e.to_string()))?;
         return Ok(summary.stream_len);
     }
-    let base = base_bytes(&c, &src, base.as_deref())?;
+    let base = py.detach(|| base_bytes(&c, &src, base.as_deref()))?;
     let c = match &base {
-        Some(b) => c.with_base(b).map_err(ctx)?,
+        Some(b) => c.with_base(b).map_err(|e| named(&src, e))?,
         None => c,
     };
     py.detach(|| {
-        write_atomically(&dst, sync, |w| {
-            c.decompress_to(w, &mut |_| true)
-                .map_err(|e| format!("{}: {e}", src.display()))
+        write_decoded(&dst, sync, |w| {
+            stored
+                .decompress_to(&c, w)
+                .map_err(|e| named(&src, e).to_string())
         })
     })
     .map_err(fail)?;
@@ -484,7 +506,8 @@ pub(crate) fn decompress_file(
 }
 
 /// `lmc verify PATH [--base B]`: decodes everything, checks every checksum
-/// and the whole-file hash, writes nothing.
+/// and the whole-file hash, writes nothing. An object is read in ranges as
+/// it is decoded.
 #[pyfunction]
 #[pyo3(signature = (path, base=None))]
 pub(crate) fn verify<'py>(
@@ -492,19 +515,22 @@ pub(crate) fn verify<'py>(
     path: PathBuf,
     base: Option<PathBuf>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let bytes = read_file(&path)?;
-    let ctx = |e: lmc_core::Error| err(path.display(), e);
-    let c = Container::open(&bytes).map_err(ctx)?;
-    let base = base_bytes(&c, &path, base.as_deref())?;
+    let stored = py.detach(|| Stored::open(&path))?;
+    let c = stored.container(&path)?;
+    let base = py.detach(|| base_bytes(&c, &path, base.as_deref()))?;
     let c = match &base {
-        Some(b) => c.with_base(b).map_err(ctx)?,
+        Some(b) => c.with_base(b).map_err(|e| named(&path, e))?,
         None => c,
     };
-    py.detach(|| c.verify(&mut |_| true)).map_err(ctx)?;
+    py.detach(|| match stored.source() {
+        None => c.verify(&mut |_| true),
+        Some(_) => stored.decompress_to(&c, &mut std::io::sink()),
+    })
+    .map_err(|e| named(&path, e))?;
     let d = PyDict::new(py);
     d.set_item("version", c.header().version)?;
     d.set_item("original_len", c.header().original_len)?;
-    d.set_item("compressed_len", bytes.len())?;
+    d.set_item("compressed_len", stored.len())?;
     d.set_item(
         "original_hash",
         format!("{:032x}", c.header().original_hash),

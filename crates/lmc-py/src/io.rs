@@ -1,10 +1,15 @@
-//! Files: atomic writes, reading inputs and delta bases, decoding into a
-//! Python buffer.
+//! Files and objects: atomic writes and uploads, reading inputs and delta
+//! bases, containers to decode whole.
+//!
+//! Every path may be a URL (`s3://`, `gs://`, `az://`, `file://`, and
+//! `http(s)://` for reading), handled by `lmc-remote` as the CLI handles
+//! it: a container is read by its header and index and then in ranges, and
+//! written by a multipart upload that is visible only once complete.
 
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use lmc_core::{CompressOptions, CompressSummary, Container, DeltaBase, SegmentSpec};
+use lmc_core::{CompressOptions, CompressSummary, Container, DeltaBase, ReadAt, SegmentSpec};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -57,7 +62,38 @@ pub(crate) fn write_atomically<T>(
     Ok(value)
 }
 
-/// Compresses `parts` (one slice per segment of `layout`) into `dest`.
+/// The URL that `path` is, if it is one rather than a local path.
+pub(crate) fn url_of(path: &Path) -> Option<&str> {
+    path.to_str().filter(|s| lmc_remote::is_url(s))
+}
+
+/// Writes the decoded bytes `fill` produces to `dest`: a local file by
+/// [`write_atomically`], or an object by a multipart upload that `fill`'s
+/// bytes go up in as they come, completed (made visible) only if `fill`
+/// succeeds.
+pub(crate) fn write_decoded<T>(
+    dest: &Path,
+    sync: bool,
+    fill: impl FnOnce(&mut (dyn Write + Send)) -> Result<T, String>,
+) -> Result<T, String> {
+    let Some(url) = url_of(dest) else {
+        return write_atomically(dest, sync, |w| fill(w));
+    };
+    let mut w = BufWriter::with_capacity(
+        1 << 20,
+        lmc_remote::Upload::create(url).map_err(|e| e.to_string())?,
+    );
+    let value = fill(&mut w)?;
+    let up = w
+        .into_inner()
+        .map_err(|e| format!("cannot upload {url}: {}", e.error()))?;
+    up.finish().map_err(|e| e.to_string())?;
+    Ok(value)
+}
+
+/// Compresses `parts` (one slice per segment of `layout`) into `dest`, a
+/// file (written atomically) or a URL (uploaded as it is coded,
+/// [`lmc_remote::ContainerUpload`]).
 pub(crate) fn write_container(
     dest: &Path,
     parts: &[&[u8]],
@@ -66,6 +102,17 @@ pub(crate) fn write_container(
     options: &CompressOptions,
     sync: bool,
 ) -> Result<CompressSummary, String> {
+    if let Some(url) = url_of(dest) {
+        let up = lmc_remote::ContainerUpload::create(url).map_err(|e| e.to_string())?;
+        let mut w = BufWriter::with_capacity(1 << 20, up);
+        let summary = lmc_core::compress_parts(parts, layout, base, options, &mut w, &mut |_| true)
+            .map_err(|e| format!("cannot compress into {url}: {e}"))?;
+        let up = w
+            .into_inner()
+            .map_err(|e| format!("cannot upload {url}: {}", e.error()))?;
+        up.finish().map_err(|e| e.to_string())?;
+        return Ok(summary);
+    }
     write_atomically(dest, sync, |w| {
         lmc_core::compress_parts(parts, layout, base, options, w, &mut |_| true)
             .map_err(|e| format!("cannot compress into {}: {e}", dest.display()))
@@ -84,8 +131,90 @@ pub(crate) fn summary_dict<'py>(
     Ok(d)
 }
 
+/// The whole of a file or of the object at a URL.
 pub(crate) fn read_file(path: &Path) -> PyResult<Vec<u8>> {
-    std::fs::read(path).map_err(|e| err(format!("cannot read {}", path.display()), e))
+    read_whole(path).map_err(fail)
+}
+
+fn read_whole(path: &Path) -> Result<Vec<u8>, String> {
+    match url_of(path) {
+        Some(url) => lmc_remote::Object::open(url)
+            .and_then(|o| o.read_all())
+            .map_err(|e| e.to_string()),
+        None => std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// `e` with `path` in front, unless the object store's error names the URL
+/// already.
+pub(crate) fn named(path: &Path, e: lmc_core::Error) -> PyErr {
+    if lmc_remote::from_store(&e) {
+        fail(e.to_string())
+    } else {
+        err(path.display(), e)
+    }
+}
+
+/// A container to decode whole: a local file in memory, or an object (its
+/// header and index read now, the chunks as they are decoded, front to
+/// back through one stream, the next group fetched while one is decoded).
+pub(crate) enum Stored {
+    Bytes(Vec<u8>),
+    Object(lmc_remote::Object, Container<'static>),
+}
+
+impl Stored {
+    pub(crate) fn open(path: &Path) -> PyResult<Stored> {
+        match url_of(path) {
+            Some(url) => {
+                let object = lmc_remote::Object::open(url).map_err(|e| fail(e.to_string()))?;
+                let c = object.open_container().map_err(|e| fail(e.to_string()))?;
+                Ok(Stored::Object(object, c))
+            }
+            None => Ok(Stored::Bytes(read_file(path)?)),
+        }
+    }
+
+    pub(crate) fn container(&self, path: &Path) -> PyResult<Container<'_>> {
+        match self {
+            Stored::Bytes(b) => Container::open(b).map_err(|e| err(path.display(), e)),
+            Stored::Object(_, c) => Ok(c.clone()),
+        }
+    }
+
+    /// Where the chunks of a container opened by its index are read from.
+    pub(crate) fn source(&self) -> Option<&(dyn ReadAt + Send + Sync)> {
+        match self {
+            Stored::Bytes(_) => None,
+            Stored::Object(o, _) => Some(o),
+        }
+    }
+
+    /// The container's stored length.
+    pub(crate) fn len(&self) -> u64 {
+        match self {
+            Stored::Bytes(b) => b.len() as u64,
+            Stored::Object(o, _) => o.len(),
+        }
+    }
+
+    /// Decodes `c` (this container, with its base if it needs one) to
+    /// `out`, each chunk checked against its checksum before it is written
+    /// and the whole-file hash at the end.
+    pub(crate) fn decompress_to(
+        &self,
+        c: &Container<'_>,
+        out: &mut (dyn Write + Send),
+    ) -> lmc_core::Result<()> {
+        match self {
+            Stored::Bytes(_) => c.decompress_to(out, &mut |_| true),
+            // Front to back through one stream, as the CLI reads it.
+            Stored::Object(o, _) => {
+                let src = o.spooled().map_err(std::io::Error::from)?;
+                c.decompress_from(&src, out, &mut |_| true)
+            }
+        }
+    }
 }
 
 /// The base bytes a delta container needs, given as the original file or as
@@ -95,8 +224,7 @@ pub(crate) fn base_bytes(
     input: &Path,
     base: Option<&Path>,
 ) -> PyResult<Option<Vec<u8>>> {
-    let read =
-        |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()).into());
+    let read = |p: &Path| read_whole(p).map_err(|e| e.into());
     let found =
         lmc_files::load_base(input, container, base, read).map_err(|e| fail(e.to_string()))?;
     Ok(found.map(|b| match b {

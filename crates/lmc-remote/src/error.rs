@@ -44,6 +44,14 @@ pub enum Error {
         len: u64,
     },
 
+    /// The object is not a container lmc can read (its header or index).
+    #[error("{url}: {source}")]
+    Container {
+        url: String,
+        #[source]
+        source: lmc_core::Error,
+    },
+
     /// A local read or write failed while copying to or from the store.
     #[error("{url}: {what}: {source}")]
     Io {
@@ -79,6 +87,11 @@ impl From<Error> for std::io::Error {
                 ..
             } => std::io::ErrorKind::NotFound,
             Error::Io { source, .. } => source.kind(),
+            Error::Container {
+                source: lmc_core::Error::Io(io),
+                ..
+            } => io.kind(),
+            Error::Container { .. } => std::io::ErrorKind::InvalidData,
             _ => std::io::ErrorKind::Other,
         };
         std::io::Error::new(kind, e)

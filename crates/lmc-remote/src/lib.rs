@@ -15,10 +15,12 @@
 //! (reading an object: its length, ranges several at a time, the whole of
 //! it as a stream; [`lmc_core::ReadAt`] for reading a container in
 //! ranges) and [`upload`] (writing one by multipart upload, visible only
-//! once complete).
+//! once complete), and [`container`] (a container opened by its header and
+//! index; one written as it is coded, its header last).
 
 #![forbid(unsafe_code)]
 
+pub mod container;
 pub mod error;
 pub mod location;
 pub mod object;
@@ -26,6 +28,7 @@ mod runtime;
 pub mod small;
 pub mod upload;
 
+pub use container::{ContainerUpload, from_store};
 pub use error::{Error, Result};
 pub use location::{Location, is_url};
 pub use object::Object;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use object_store::multipart::MultipartStore;
 use object_store::path::Path;
 use object_store::{BackoffConfig, ObjectStore, RetryConfig};
 
@@ -26,12 +27,25 @@ pub fn is_url(s: &str) -> bool {
 }
 
 /// An object named by a URL: the store that holds it and its key there.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Location {
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) path: Path,
+    /// The same store where it takes parts by number, in any order (S3,
+    /// GCS, Azure): a container's first part, which holds its header, can
+    /// then go up last ([`crate::ContainerUpload`]).
+    pub(crate) multipart: Option<Arc<dyn MultipartStore>>,
     url: String,
     writable: bool,
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Location")
+            .field("url", &self.url)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Location {
@@ -74,58 +88,50 @@ impl Location {
         if !options.is_empty() && matches!(scheme.as_str(), "http" | "https" | "file") {
             return Err(bad(format!("{scheme}:// URLs take no options")));
         }
-        let (store, writable): (Arc<dyn ObjectStore>, bool) = match scheme.as_str() {
-            "s3" | "s3a" => (
-                Arc::new(
-                    options
-                        .iter()
-                        .try_fold(
-                            object_store::aws::AmazonS3Builder::from_env(),
-                            |b, (k, v)| {
-                                Ok(b.with_config(k.parse().map_err(|e| bad_option(k, e))?, *v))
-                            },
-                        )?
-                        .with_url(url)
-                        .with_retry(retry)
-                        .build()
-                        .map_err(store_err)?,
-                ),
-                true,
-            ),
-            "gs" => (
-                Arc::new(
-                    options
-                        .iter()
-                        .try_fold(
-                            object_store::gcp::GoogleCloudStorageBuilder::from_env(),
-                            |b, (k, v)| {
-                                Ok(b.with_config(k.parse().map_err(|e| bad_option(k, e))?, *v))
-                            },
-                        )?
-                        .with_url(url)
-                        .with_retry(retry)
-                        .build()
-                        .map_err(store_err)?,
-                ),
-                true,
-            ),
-            "az" | "azure" | "abfs" | "abfss" => (
-                Arc::new(
-                    options
-                        .iter()
-                        .try_fold(
-                            object_store::azure::MicrosoftAzureBuilder::from_env(),
-                            |b, (k, v)| {
-                                Ok(b.with_config(k.parse().map_err(|e| bad_option(k, e))?, *v))
-                            },
-                        )?
-                        .with_url(url)
-                        .with_retry(retry)
-                        .build()
-                        .map_err(store_err)?,
-                ),
-                true,
-            ),
+        // A store that takes numbered parts, as both of its traits.
+        fn numbered<S: ObjectStore + MultipartStore>(
+            s: Arc<S>,
+        ) -> (Arc<dyn ObjectStore>, Option<Arc<dyn MultipartStore>>, bool) {
+            (s.clone(), Some(s), true)
+        }
+        type Parts = (Arc<dyn ObjectStore>, Option<Arc<dyn MultipartStore>>, bool);
+        let (store, multipart, writable): Parts = match scheme.as_str() {
+            "s3" | "s3a" => numbered(Arc::new(
+                options
+                    .iter()
+                    .try_fold(
+                        object_store::aws::AmazonS3Builder::from_env(),
+                        |b, (k, v)| Ok(b.with_config(k.parse().map_err(|e| bad_option(k, e))?, *v)),
+                    )?
+                    .with_url(url)
+                    .with_retry(retry)
+                    .build()
+                    .map_err(store_err)?,
+            )),
+            "gs" => numbered(Arc::new(
+                options
+                    .iter()
+                    .try_fold(
+                        object_store::gcp::GoogleCloudStorageBuilder::from_env(),
+                        |b, (k, v)| Ok(b.with_config(k.parse().map_err(|e| bad_option(k, e))?, *v)),
+                    )?
+                    .with_url(url)
+                    .with_retry(retry)
+                    .build()
+                    .map_err(store_err)?,
+            )),
+            "az" | "azure" | "abfs" | "abfss" => numbered(Arc::new(
+                options
+                    .iter()
+                    .try_fold(
+                        object_store::azure::MicrosoftAzureBuilder::from_env(),
+                        |b, (k, v)| Ok(b.with_config(k.parse().map_err(|e| bad_option(k, e))?, *v)),
+                    )?
+                    .with_url(url)
+                    .with_retry(retry)
+                    .build()
+                    .map_err(store_err)?,
+            )),
             "http" | "https" => {
                 // The store is the server; the key is the URL's path.
                 let origin = parsed.origin().ascii_serialization();
@@ -141,6 +147,7 @@ impl Location {
                             .build()
                             .map_err(store_err)?,
                     ),
+                    None,
                     false,
                 )
             }
@@ -153,7 +160,11 @@ impl Location {
                         "a file:// URL names a local path (file:///abs/path)".into()
                     ));
                 }
-                (Arc::new(object_store::local::LocalFileSystem::new()), true)
+                (
+                    Arc::new(object_store::local::LocalFileSystem::new()),
+                    None,
+                    true,
+                )
             }
             other => {
                 return Err(bad(format!(
@@ -168,6 +179,7 @@ impl Location {
         };
         Ok(Location {
             store,
+            multipart,
             path,
             url: url.to_string(),
             writable,

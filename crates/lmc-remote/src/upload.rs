@@ -12,9 +12,9 @@ use crate::location::Location;
 use crate::runtime::block_on;
 
 /// Bytes of one part (S3 wants at least 5 MiB for all parts but the last).
-const PART_BYTES: usize = 8 << 20;
+pub(crate) const PART_BYTES: usize = 8 << 20;
 /// Parts in flight at once: with [`PART_BYTES`], at most 72 MiB held.
-const PARTS_IN_FLIGHT: usize = 8;
+pub(crate) const PARTS_IN_FLIGHT: usize = 8;
 
 /// An object being written; `Write` takes its bytes in order.
 pub struct Upload {
@@ -32,11 +32,7 @@ impl Upload {
 
     pub fn to(location: Location) -> Result<Upload> {
         if !location.is_writable() {
-            return Err(Error::BadUrl {
-                url: location.url().to_string(),
-                reason: "http(s):// URLs are read only; write to s3://, gs://, az:// or file://"
-                    .into(),
-            });
+            return Err(read_only(&location));
         }
         let upload = block_on(location.store.put_multipart(&location.path))
             .map_err(location.err("start an upload"))?;
@@ -75,6 +71,14 @@ impl Upload {
             Some(w) => block_on(w.abort()).map_err(self.location.err("abort the upload")),
             None => Ok(()),
         }
+    }
+}
+
+/// The error for a write to a URL that cannot be written (http(s)://).
+pub(crate) fn read_only(location: &Location) -> Error {
+    Error::BadUrl {
+        url: location.url().to_string(),
+        reason: "http(s):// URLs are read only; write to s3://, gs://, az:// or file://".into(),
     }
 }
 

@@ -17,6 +17,15 @@ safetensors file (``lmc decompress`` gives that safetensors file back), and
 - ``lmc.torch``: a ``StorageWriter`` and ``StorageReader`` for PyTorch
   Distributed Checkpoint (``torch.distributed.checkpoint``).
 
+Every path taken by ``save_file``, ``load_file``, ``load_metadata``,
+``safe_open``, ``compress_file``, ``decompress_file`` and ``verify`` may be
+a URL: ``s3://bucket/key``, ``gs://``, ``az://``, ``file:///abs/path``,
+and ``http(s)://`` for reading. Objects are read in ranged requests (the
+header and index first, then only the chunks needed) and written by
+multipart upload, visible under the key only once complete; credentials
+and endpoints come from the environment (``AWS_ACCESS_KEY_ID``,
+``AWS_ENDPOINT_URL``...; see the README, "Object storage").
+
 The GIL is released while lmc compresses, decompresses or does file I/O,
 and lmc codes chunks on all cores. Every failure inside lmc is raised as
 ``LmcError`` with lmc's message; arguments of the wrong type raise
@@ -120,7 +129,9 @@ def save_file(
             copied to the CPU). Supported dtypes: bool, (u)int8/16/32/64,
             float16/32/64, bfloat16, float8_e4m3fn and float8_e5m2.
         path: the file to write. It appears complete or not at all: it is
-            written under a temporary name and renamed.
+            written under a temporary name and renamed. A URL is uploaded
+            as it is coded (every part but the first, which holds the
+            header, goes up at once) and appears only once complete.
         metadata: str-to-str pairs stored in the safetensors header.
         chunk_size: original bytes per chunk (default 256 KiB).
         sync: flush the file to disk (fsync) before renaming it into place.
@@ -147,7 +158,7 @@ def load_file(
     """Read the tensors of a ``.lmc`` file.
 
     Decodes the whole file straight into one buffer and checks the
-    whole-file hash; a damaged file is refused with an error that names the
+    whole-file hash (a URL is read in ranged requests as it is decoded); a damaged file is refused with an error that names the
     damaged chunk (its checksum is checked then). The arrays share that
     buffer (no copy per tensor); they are writable.
 
@@ -157,7 +168,7 @@ def load_file(
         framework: ``"numpy"`` or ``"torch"``. By default, torch tensors if
             the file's metadata says ``"format": "pt"``, else NumPy arrays.
         base: for a delta container (``lmc compress --base``), its base: the
-            original file or a full ``.lmc`` of it.
+            original file or a full ``.lmc`` of it (a path or a URL).
 
     Returns:
         Names to arrays, in the file's order.
@@ -293,7 +304,8 @@ class _Slice:
 def load_metadata(path: PathLike) -> Dict[str, str]:
     """The ``__metadata__`` of the safetensors file in a ``.lmc`` file.
 
-    Decodes only the chunks of the file's header.
+    Decodes only the chunks of the file's header (from a URL, reads only
+    the header, the index and those chunks).
     """
     return _lmc.read_metadata(_path(path))
 
@@ -317,7 +329,10 @@ def compress_file(
             all its files, as ``lmc compress DIR``; ``decompress_file``
             restores it).
         dst: the ``.lmc`` file to write (default: ``src`` + ``".lmc"``);
-            replaced if it exists, atomically.
+            replaced if it exists, atomically. ``src``, ``dst`` and ``base``
+            may be URLs: a source object is read whole into memory, as a
+            file is; ``dst`` is uploaded as it is coded and appears once
+            complete.
         base: compress as a delta against this file (the previous checkpoint,
             or a full ``.lmc`` of it); decoding will need it.
         dtype: the element type of a raw array (``"BF16"``, ``"F32"``...).
@@ -362,6 +377,12 @@ def decompress_file(
         base: the base of a delta container.
         sync: flush the file to disk before renaming it into place.
 
+    ``src``, ``dst`` and ``base`` may be URLs: an object is read in ranged
+    requests as it is decoded, and a ``dst`` URL is uploaded as it is
+    decoded and appears only once every checksum and the whole-file hash
+    have matched (a failed decode aborts the upload). A directory's
+    container is restored to a local directory only.
+
     Returns:
         The number of bytes written (for a directory, of its stream).
     """
@@ -375,7 +396,8 @@ def decompress_file(
 
 def verify(path: PathLike, *, base: Optional[PathLike] = None) -> Dict[str, Any]:
     """Decode a ``.lmc`` file completely and check every checksum and the
-    whole-file hash, writing nothing (``lmc verify``).
+    whole-file hash, writing nothing (``lmc verify``). ``path`` may be a
+    URL, read in ranged requests as it is decoded.
 
     Returns:
         ``{"version", "original_len", "compressed_len", "original_hash",

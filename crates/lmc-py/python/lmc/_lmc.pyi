@@ -5,6 +5,11 @@ Tensors go in as ``(name, dtype, shape, data)``: a safetensors dtype name
 Files come back as ``(metadata, table, buffer)``: the safetensors
 ``__metadata__``, ``(name, dtype, shape, start, end)`` for each tensor, and
 one ``bytearray`` holding the whole decoded file.
+
+Every ``path``, ``src``, ``dst`` and ``base`` of the file functions below
+(not the ``store_*`` ones) may be a URL: ``s3://bucket/key``, ``gs://``,
+``az://``, ``file:///abs/path``, and ``http(s)://`` for reading
+(crates/lmc-remote; credentials and endpoints from the environment).
 """
 
 from typing import Any, Dict, List, Optional, Tuple
@@ -32,7 +37,8 @@ def read_tensors(path: str, names: List[str], expected: Optional[List[Optional[i
 def read_tensors_into(path: str, names: List[str], outs: List[Any]) -> None: ...
 
 class Reader:
-    """A .lmc file held in memory; each read decodes only the chunks it needs."""
+    """A .lmc file or URL opened by its header and index; each read reads
+    and decodes only the chunks it needs."""
 
     def __init__(self, path: str) -> None: ...
     def tensors(self) -> List[Tuple[str, str, List[int], int]]: ...
