@@ -5,7 +5,7 @@
 //! the README there).
 
 mod common;
-use common::{decompress_golden_delta, golden_with_flags_error, read_golden};
+use common::{check_sparse_golden, decompress_golden_delta, golden_with_flags_error, read_golden};
 
 use lmc_core::Container;
 use lmc_core::codec::PlaneCodec;
@@ -53,25 +53,6 @@ fn runs_without_the_flag_are_refused() {
 #[test]
 fn golden_sparse_delta_decodes() {
     use lmc_core::format::Transform;
-    let base = read_golden("sparse/base.safetensors", 163_984);
-    let next = read_golden("sparse/next.safetensors", 163_984);
-    let packed = read_golden("sparse/next.safetensors.lmc", 12_630);
-
-    let c = Container::open(&packed).unwrap();
-    let maps: Vec<PlaneCodec> = c
-        .chunks()
-        .iter()
-        .filter(|ch| ch.transform == Transform::XorSparse)
-        .map(|ch| ch.planes[0].codec)
-        .collect();
-    assert_eq!(maps, [PlaneCodec::Rans, PlaneCodec::Runs]);
-    let c = c.with_base(&base).unwrap();
-    let mut out = Vec::new();
-    c.decompress_to(&mut out, &mut |_| true).unwrap();
-    assert!(out == next);
-    let mut w = vec![0u8; 131_072];
-    c.read_tensor_into("w", &mut w).unwrap();
-    assert!(w[..] == next[next.len() - 131_072..]);
-
-    assert!(decompress_golden_delta("sparse") == next);
+    let maps = [PlaneCodec::Rans, PlaneCodec::Runs];
+    check_sparse_golden("sparse", 12_630, Transform::XorSparse, &maps);
 }

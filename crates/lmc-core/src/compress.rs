@@ -791,14 +791,7 @@ fn runs_map_if_smaller(
     tuning: &Tuning,
     enc: &mut EncodedChunk,
 ) {
-    let mut positions = Vec::new();
-    for (i, &b) in bits.iter().enumerate() {
-        let mut b = b;
-        while b != 0 {
-            positions.push((i * 8) as u32 + b.trailing_zeros());
-            b &= b - 1;
-        }
-    }
+    let positions: Vec<u32> = crate::kernels::set_bits(bits).map(|e| e as u32).collect();
     let mut runs = Vec::new();
     let codec = crate::codec::encode_positions(n, &positions, tuning, &mut runs);
     if runs.len() < enc.bytes.len() - start {

@@ -330,28 +330,36 @@ pub(crate) fn expand_xor_scalar(
     out: &mut [u8],
 ) {
     out.copy_from_slice(base);
-    let mut values = values.chunks_exact(width);
-    for (i, w) in bits.chunks(8).enumerate() {
-        let mut b = [0u8; 8];
-        b[..w.len()].copy_from_slice(w);
-        let mut word = u64::from_le_bytes(b);
-        while word != 0 {
-            let e = i * 64 + word.trailing_zeros() as usize;
-            word &= word - 1;
-            let (Some(v), Some(o)) = (values.next(), out.get_mut(e * width..(e + 1) * width))
-            else {
-                return;
-            };
-            if width == 2 {
-                let x = u16::from_ne_bytes([o[0], o[1]]) ^ u16::from_ne_bytes([v[0], v[1]]);
-                o.copy_from_slice(&x.to_ne_bytes());
-            } else {
-                for (a, b) in o.iter_mut().zip(v) {
-                    *a ^= b;
-                }
+    for (e, v) in set_bits(bits).zip(values.chunks_exact(width)) {
+        let Some(o) = out.get_mut(e * width..(e + 1) * width) else {
+            return;
+        };
+        if width == 2 {
+            let x = u16::from_ne_bytes([o[0], o[1]]) ^ u16::from_ne_bytes([v[0], v[1]]);
+            o.copy_from_slice(&x.to_ne_bytes());
+        } else {
+            for (a, b) in o.iter_mut().zip(v) {
+                *a ^= b;
             }
         }
     }
+}
+
+/// The elements a bitmap marks (bit `e % 8` of byte `e / 8` for element
+/// `e`), in order.
+pub(crate) fn set_bits(bits: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    bits.chunks(8).enumerate().flat_map(|(i, w)| {
+        let mut b = [0u8; 8];
+        b[..w.len()].copy_from_slice(w);
+        let mut word = u64::from_le_bytes(b);
+        std::iter::from_fn(move || {
+            (word != 0).then(|| {
+                let e = i * 64 + word.trailing_zeros() as usize;
+                word &= word - 1;
+                e
+            })
+        })
+    })
 }
 
 /// The first passes of coding a delta chunk: `x` gets `data ^ base`, and
@@ -462,19 +470,11 @@ pub(crate) fn compact(width: usize, x: &[u8], bits: &[u8], changed: &mut [u8]) -
 
 /// The scalar twin of [`compact`], for lengths it checked.
 pub(crate) fn compact_scalar(width: usize, x: &[u8], bits: &[u8], changed: &mut [u8]) {
-    let mut to = changed.chunks_exact_mut(width);
-    for (i, w) in bits.chunks(8).enumerate() {
-        let mut b = [0u8; 8];
-        b[..w.len()].copy_from_slice(w);
-        let mut word = u64::from_le_bytes(b);
-        while word != 0 {
-            let e = i * 64 + word.trailing_zeros() as usize;
-            word &= word - 1;
-            let (Some(t), Some(v)) = (to.next(), x.get(e * width..(e + 1) * width)) else {
-                return;
-            };
-            t.copy_from_slice(v);
-        }
+    for (e, t) in set_bits(bits).zip(changed.chunks_exact_mut(width)) {
+        let Some(v) = x.get(e * width..(e + 1) * width) else {
+            return;
+        };
+        t.copy_from_slice(v);
     }
 }
 

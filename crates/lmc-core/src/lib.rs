@@ -68,4 +68,4 @@ pub use container::Container;
 pub use dtype::Dtype;
 pub use error::{ChunkFault, Corruption, DecodeError, Error, Region, Result, TableFault};
 pub use format::SegmentKind;
-pub use ranged::ReadAt;
+pub use ranged::{ReadAt, read_file_at};

@@ -36,26 +36,7 @@ impl FileAt {
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        #[cfg(unix)]
-        {
-            std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, offset)
-        }
-        #[cfg(windows)]
-        {
-            let mut done = 0;
-            while done < buf.len() {
-                let n = std::os::windows::fs::FileExt::seek_read(
-                    &self.file,
-                    &mut buf[done..],
-                    offset + done as u64,
-                )?;
-                if n == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-                done += n;
-            }
-            Ok(())
-        }
+        lmc_core::read_file_at(&self.file, buf, offset)
     }
 }
 

@@ -317,7 +317,7 @@ impl lmc_core::ReadAt for Spooled {
                 }
             }
             let mut buf = vec![0u8; (r.end - r.start) as usize];
-            read_exact_at(&self.file, &mut buf, r.start).map_err(|source| Error::Io {
+            lmc_core::read_file_at(&self.file, &mut buf, r.start).map_err(|source| Error::Io {
                 url: self.url.clone(),
                 what: "cannot read back the download",
                 source,
@@ -325,29 +325,5 @@ impl lmc_core::ReadAt for Spooled {
             out.push(buf);
         }
         Ok(out)
-    }
-}
-
-/// A positional read of all of `buf` (as `lmc_files::FileAt` reads).
-fn read_exact_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
-    }
-    #[cfg(windows)]
-    {
-        let mut done = 0;
-        while done < buf.len() {
-            let n = std::os::windows::fs::FileExt::seek_read(
-                file,
-                &mut buf[done..],
-                offset + done as u64,
-            )?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            done += n;
-        }
-        Ok(())
     }
 }

@@ -95,50 +95,86 @@ impl Lock {
             }
             Err(e) => return Err(Error::io(&path, e)),
         };
-        let start = Instant::now();
-        let mut pause = FIRST_PAUSE;
-        let mut first = true;
-        loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(Lock { _file: file }),
-                Err(std::fs::TryLockError::WouldBlock) => {}
-                Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
-            }
-            let waited = start.elapsed();
-            let left = match wait {
-                Wait::No => Duration::ZERO,
-                Wait::For(d) => d.saturating_sub(waited),
-                Wait::Forever => Duration::MAX,
-            };
-            if left.is_zero() {
-                return Err(Error::Locked(format!(
+        keep_trying(
+            wait,
+            cancel,
+            waiting,
+            (FIRST_PAUSE, LONGEST_PAUSE),
+            || match file.try_lock() {
+                Ok(()) => Ok(Ok(())),
+                Err(std::fs::TryLockError::WouldBlock) => Ok(Err(())),
+                Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+            },
+            |(), still, advice| {
+                format!(
                     "store {} is in use by another lmc process (a writer adding, pruning or \
-                     removing, or an older lmc reading{}); {}",
+                     removing, or an older lmc reading{still}); {advice}",
                     root.display(),
-                    if first {
-                        String::new()
-                    } else {
-                        format!(", still after {:.1} s", waited.as_secs_f64())
-                    },
-                    match wait {
-                        Wait::No => "try again when it has finished, or wait for it with --wait",
-                        _ => "try again when it has finished, or wait longer",
-                    }
-                )));
-            }
-            if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
-                return Err(Error::Locked(format!(
+                )
+            },
+            || {
+                format!(
                     "stopped waiting for another lmc process to finish with store {}",
                     root.display()
-                )));
-            }
-            if first {
-                waiting();
-                first = false;
-            }
-            std::thread::sleep(pause.min(left));
-            pause = (pause * 2).min(LONGEST_PAUSE);
+                )
+            },
+        )?;
+        Ok(Lock { _file: file })
+    }
+}
+
+/// Tries for a writer lock until `attempt` takes it (`Ok(Ok(t))`) or
+/// fails: while it finds the lock busy (`Ok(Err(busy))`) and `wait`
+/// allows, tries again with a pause growing from `pauses.0` to `pauses.1`,
+/// calling `waiting` once before the first pause, until `cancel` (if any)
+/// is set. The local lock and the object-storage one share it: `refused`
+/// words the error for the holder `busy` given how long it was waited for
+/// (`still`, empty after one try) and what to do (`advice`), `stopped` the
+/// error for a cancelled wait.
+pub(crate) fn keep_trying<T, B>(
+    wait: Wait,
+    cancel: Option<&AtomicBool>,
+    waiting: &mut dyn FnMut(),
+    pauses: (Duration, Duration),
+    mut attempt: impl FnMut() -> Result<std::result::Result<T, B>>,
+    refused: impl FnOnce(B, &str, &str) -> String,
+    stopped: impl FnOnce() -> String,
+) -> Result<T> {
+    let start = Instant::now();
+    let mut pause = pauses.0;
+    let mut first = true;
+    loop {
+        let busy = match attempt()? {
+            Ok(t) => return Ok(t),
+            Err(busy) => busy,
+        };
+        let waited = start.elapsed();
+        let left = match wait {
+            Wait::No => Duration::ZERO,
+            Wait::For(d) => d.saturating_sub(waited),
+            Wait::Forever => Duration::MAX,
+        };
+        if left.is_zero() {
+            let still = if first {
+                String::new()
+            } else {
+                format!(", still after {:.1} s", waited.as_secs_f64())
+            };
+            let advice = match wait {
+                Wait::No => "try again when it has finished, or wait for it with --wait",
+                _ => "try again when it has finished, or wait longer",
+            };
+            return Err(Error::Locked(refused(busy, &still, advice)));
         }
+        if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
+            return Err(Error::Locked(stopped()));
+        }
+        if first {
+            waiting();
+            first = false;
+        }
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(pauses.1);
     }
 }
 

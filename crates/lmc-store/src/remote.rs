@@ -29,9 +29,9 @@
 //! (once it has, the write fails on the condition).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lmc_remote::{Location, Put, Version};
 
@@ -194,45 +194,42 @@ impl LeaseLock {
             stop: Mutex::new(false),
             wake: Condvar::new(),
         };
-        let start = Instant::now();
-        let mut pause = FIRST_PAUSE;
-        let mut first = true;
-        loop {
-            let expires = unix_now() + shared.lease.as_secs();
-            let busy = match at.put(&shared.body(expires), Put::Create) {
-                Ok(v) => return Ok(LeaseLock::start(shared, v)),
-                Err(lmc_remote::Error::Exists { .. }) => match at.get()? {
-                    // Released and deleted in between: try again at once.
-                    None => continue,
-                    Some((bytes, v)) => {
-                        let held: LockBody = serde_json::from_slice(&bytes).map_err(|e| {
-                            Error::Corrupt(format!(
-                                "{}: not an lmc writer lock ({e}); if no lmc writer is at \
-                                 work, delete it",
-                                at.url()
-                            ))
-                        })?;
-                        if held.expires <= unix_now() {
-                            match at.put(&shared.body(expires), Put::Update(v)) {
-                                Ok(v) => return Ok(LeaseLock::start(shared, v)),
-                                // Another writer took it over first.
-                                Err(lmc_remote::Error::Changed { .. }) => None,
-                                Err(e) => return Err(e.into()),
+        let version = crate::fsutil::keep_trying(
+            wait,
+            cancel,
+            waiting,
+            (FIRST_PAUSE, LONGEST_PAUSE),
+            || loop {
+                let expires = unix_now() + shared.lease.as_secs();
+                return match at.put(&shared.body(expires), Put::Create) {
+                    Ok(v) => Ok(Ok(v)),
+                    Err(lmc_remote::Error::Exists { .. }) => match at.get()? {
+                        // Released and deleted in between: try again at once.
+                        None => continue,
+                        Some((bytes, v)) => {
+                            let held: LockBody = serde_json::from_slice(&bytes).map_err(|e| {
+                                Error::Corrupt(format!(
+                                    "{}: not an lmc writer lock ({e}); if no lmc writer is at \
+                                     work, delete it",
+                                    at.url()
+                                ))
+                            })?;
+                            if held.expires > unix_now() {
+                                Ok(Err(Some(held)))
+                            } else {
+                                match at.put(&shared.body(expires), Put::Update(v)) {
+                                    Ok(v) => Ok(Ok(v)),
+                                    // Another writer took it over first.
+                                    Err(lmc_remote::Error::Changed { .. }) => Ok(Err(None)),
+                                    Err(e) => Err(e.into()),
+                                }
                             }
-                        } else {
-                            Some(held)
                         }
-                    }
-                },
-                Err(e) => return Err(e.into()),
-            };
-            let waited = start.elapsed();
-            let left = match wait {
-                Wait::No => Duration::ZERO,
-                Wait::For(d) => d.saturating_sub(waited),
-                Wait::Forever => Duration::MAX,
-            };
-            if left.is_zero() {
+                    },
+                    Err(e) => Err(e.into()),
+                };
+            },
+            |busy: Option<LockBody>, still, advice| {
                 let holder = busy.map_or_else(
                     || "another writer, which has just taken it over".to_string(),
                     |h| {
@@ -244,34 +241,21 @@ impl LeaseLock {
                         )
                     },
                 );
-                return Err(Error::Locked(format!(
-                    "store {} is in use by another lmc writer: lock {} is held by {holder}{}; {}",
+                format!(
+                    "store {} is in use by another lmc writer: lock {} is held by \
+                     {holder}{still}; {advice}",
                     prefix.url(),
                     at.url(),
-                    if first {
-                        String::new()
-                    } else {
-                        format!(", still after {:.1} s", waited.as_secs_f64())
-                    },
-                    match wait {
-                        Wait::No => "try again when it has finished, or wait for it with --wait",
-                        _ => "try again when it has finished, or wait longer",
-                    }
-                )));
-            }
-            if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
-                return Err(Error::Locked(format!(
+                )
+            },
+            || {
+                format!(
                     "stopped waiting for another lmc writer to finish with store {}",
                     prefix.url()
-                )));
-            }
-            if first {
-                waiting();
-                first = false;
-            }
-            std::thread::sleep(pause.min(left));
-            pause = (pause * 2).min(LONGEST_PAUSE);
-        }
+                )
+            },
+        )?;
+        Ok(LeaseLock::start(shared, version))
     }
 
     /// Holds the lock written as `version`, renewing it on a thread.

@@ -69,6 +69,41 @@ pub fn decompress_golden_delta(dir: &str) -> Vec<u8> {
     std::fs::read(&dest).unwrap()
 }
 
+/// Checks a golden sparse-delta container, `DIR/next.safetensors.lmc`
+/// (`len` bytes) over the files of `tests/data/sparse`: the maps of its
+/// chunks of `transform` have the codecs `maps`, and it decodes with its
+/// base to exactly `next.safetensors`, whole, tensor `w` alone and through
+/// the CLI. Returns the container's header flags.
+pub fn check_sparse_golden(
+    dir: &str,
+    len: usize,
+    transform: lmc_core::format::Transform,
+    maps: &[lmc_core::codec::PlaneCodec],
+) -> u16 {
+    use lmc_core::Container;
+    let base = read_golden(&format!("{dir}/base.safetensors"), 163_984);
+    let next = read_golden(&format!("{dir}/next.safetensors"), 163_984);
+    let packed = read_golden(&format!("{dir}/next.safetensors.lmc"), len);
+    let c = Container::open(&packed).unwrap();
+    let found: Vec<_> = c
+        .chunks()
+        .iter()
+        .filter(|ch| ch.transform == transform)
+        .map(|ch| ch.planes[0].codec)
+        .collect();
+    assert_eq!(found, maps);
+    let flags = c.header().flags;
+    let c = c.with_base(&base).unwrap();
+    let mut out = Vec::new();
+    c.decompress_to(&mut out, &mut |_| true).unwrap();
+    assert!(out == next);
+    let mut w = vec![0u8; 131_072];
+    c.read_tensor_into("w", &mut w).unwrap();
+    assert!(w[..] == next[next.len() - 131_072..]);
+    assert!(decompress_golden_delta(dir) == next);
+    flags
+}
+
 /// The error a reader gives for golden container `p` (`len` bytes) with
 /// its header's flags set to `flags`: what lmc says of a plane whose codec
 /// the header does not announce.
