@@ -717,12 +717,12 @@ fn corrupt_header() {
     refused(&c, &["c.lmc: corrupt index: "], true);
     // Unknown flags (with a valid checksum).
     let mut c = small_lmc();
-    c[10] = 16;
+    c[10] = 32;
     let sum = xxh3_64(&c[..56]);
     c[56..64].copy_from_slice(&sum.to_le_bytes());
     refused(
         &c,
-        &["c.lmc: corrupt header: unknown flags 0x0010 or non-zero reserved bytes"],
+        &["c.lmc: corrupt header: unknown flags 0x0020 or non-zero reserved bytes"],
         true,
     );
 }
