@@ -24,7 +24,12 @@
 //!   parts ([`partition`], [`interleave`]), chosen at run time;
 //! - AVX2 and AVX-512 forms of the rANS32 decode and encode loops
 //!   ([`rans32_decode`], [`rans32_encode`]), chosen at run time, beside
-//!   their scalar twins.
+//!   their scalar twins;
+//! - the bitmap sparse delta chunk's passes: the XOR with its map
+//!   ([`xor_bitmap`]) and the gathering of the changed elements
+//!   ([`compact`]) in AVX-512, their expansion into the base copy
+//!   ([`expand_xor`]) in AVX-512, SSSE3 (two-byte elements) and AVX2
+//!   (four-byte), chosen at run time, beside their scalar twins.
 
 #![allow(unsafe_code)]
 
@@ -307,8 +312,18 @@ pub(crate) fn expand_xor(
             match width {
                 1 if vbmi2() => return unsafe { expand_simd::xor1(bits, values, base, out) },
                 2 if vbmi2() => return unsafe { expand_simd::xor2(bits, values, base, out) },
+                2 if has_ssse3() => {
+                    let done = unsafe { expand_simd::xor2_ssse3(bits, values, base, out) };
+                    finish_expand(2, done, bits, values, base, out);
+                    return true;
+                }
                 4 if has_avx512_bw() => {
                     return unsafe { expand_simd::xor4(bits, values, base, out) };
+                }
+                4 if std::arch::is_x86_feature_detected!("avx2") => {
+                    let done = unsafe { expand_simd::xor4_avx2(bits, values, base, out) };
+                    finish_expand(4, done, bits, values, base, out);
+                    return true;
                 }
                 8 if has_avx512_bw() => {
                     return unsafe { expand_simd::xor8(bits, values, base, out) };
@@ -319,6 +334,28 @@ pub(crate) fn expand_xor(
     }
     expand_xor_scalar(width, bits, values, base, out);
     true
+}
+
+/// Finishes with the scalar twin what a vector form of [`expand_xor`] left:
+/// it did the first `done.0` elements (a multiple of 8) and the first
+/// `done.1` values.
+#[cfg(target_arch = "x86_64")]
+fn finish_expand(
+    width: usize,
+    done: (usize, usize),
+    bits: &[u8],
+    values: &[u8],
+    base: &[u8],
+    out: &mut [u8],
+) {
+    let (e, k) = done;
+    expand_xor_scalar(
+        width,
+        &bits[e / 8..],
+        &values[k * width..],
+        &base[e * width..],
+        &mut out[e * width..],
+    );
 }
 
 /// The scalar twin of [`expand_xor`], for lengths it checked.
@@ -543,6 +580,110 @@ mod expand_simd {
                 true
             }
         };
+    }
+
+    /// `SHUF2[m]`: the byte shuffle that moves the changed values of a
+    /// block of 8 two-byte elements whose map byte is `m` into their lanes
+    /// (lane `j`, if bit `j` is set, gets the value whose rank among the
+    /// set bits is that of bit `j`; the other lanes zero).
+    static SHUF2: [[u8; 16]; 256] = {
+        let mut t = [[0x80u8; 16]; 256];
+        let mut m = 0;
+        while m < 256 {
+            let (mut j, mut k) = (0, 0);
+            while j < 8 {
+                if m >> j & 1 == 1 {
+                    t[m][2 * j] = 2 * k;
+                    t[m][2 * j + 1] = 2 * k + 1;
+                    k += 1;
+                }
+                j += 1;
+            }
+            m += 1;
+        }
+        t
+    };
+
+    /// `PERM4[m]`: the lanes' sources for a block of 8 four-byte elements
+    /// whose map byte is `m` (as `SHUF2`, lanes whose bit is clear masked
+    /// off afterwards).
+    static PERM4: [[u32; 8]; 256] = {
+        let mut t = [[0u32; 8]; 256];
+        let mut m = 0;
+        while m < 256 {
+            let (mut j, mut k) = (0, 0);
+            while j < 8 {
+                if m >> j & 1 == 1 {
+                    t[m][j] = k;
+                    k += 1;
+                }
+                j += 1;
+            }
+            m += 1;
+        }
+        t
+    };
+
+    /// SSSE3 form of the two-byte [`super::expand_xor`], 8 elements a step
+    /// while 8 values are left to load; returns the elements and values
+    /// done, for the scalar twin to finish. Requires: SSSE3, and the
+    /// lengths `expand_xor` checks.
+    #[target_feature(enable = "ssse3")]
+    pub(super) fn xor2_ssse3(
+        bits: &[u8],
+        values: &[u8],
+        base: &[u8],
+        out: &mut [u8],
+    ) -> (usize, usize) {
+        let n = out.len() / 2;
+        let m_total = values.len() / 2;
+        let (mut e, mut k) = (0usize, 0usize);
+        while e + 8 <= n && k + 8 <= m_total {
+            let m = bits[e / 8];
+            // SAFETY: 16 bytes of values from 2k (k + 8 <= m_total), of
+            // base and out from 2e (e + 8 <= n); the table has 256 rows.
+            unsafe {
+                let v = _mm_loadu_si128(values.as_ptr().add(2 * k).cast());
+                let x = _mm_shuffle_epi8(v, _mm_loadu_si128(SHUF2[m as usize].as_ptr().cast()));
+                let b = _mm_loadu_si128(base.as_ptr().add(2 * e).cast());
+                _mm_storeu_si128(out.as_mut_ptr().add(2 * e).cast(), _mm_xor_si128(b, x));
+            }
+            e += 8;
+            k += m.count_ones() as usize;
+        }
+        (e, k)
+    }
+
+    /// AVX2 form of the four-byte [`super::expand_xor`], as
+    /// [`xor2_ssse3`]. Requires: AVX2, and the lengths `expand_xor` checks.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn xor4_avx2(
+        bits: &[u8],
+        values: &[u8],
+        base: &[u8],
+        out: &mut [u8],
+    ) -> (usize, usize) {
+        let n = out.len() / 4;
+        let m_total = values.len() / 4;
+        let lane_bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+        let (mut e, mut k) = (0usize, 0usize);
+        while e + 8 <= n && k + 8 <= m_total {
+            let m = bits[e / 8];
+            // SAFETY: 32 bytes of values from 4k (k + 8 <= m_total), of
+            // base and out from 4e (e + 8 <= n); the table has 256 rows.
+            unsafe {
+                let v = _mm256_loadu_si256(values.as_ptr().add(4 * k).cast());
+                let idx = _mm256_loadu_si256(PERM4[m as usize].as_ptr().cast());
+                let mb = _mm256_set1_epi32(i32::from(m));
+                let keep = _mm256_cmpeq_epi32(_mm256_and_si256(mb, lane_bits), lane_bits);
+                let x = _mm256_and_si256(_mm256_permutevar8x32_epi32(v, idx), keep);
+                let b = _mm256_loadu_si256(base.as_ptr().add(4 * e).cast());
+                _mm256_storeu_si256(out.as_mut_ptr().add(4 * e).cast(), _mm256_xor_si256(b, x));
+            }
+            e += 8;
+            k += m.count_ones() as usize;
+        }
+        (e, k)
     }
 
     macro_rules! xor_map_kernel {
@@ -1779,6 +1920,27 @@ mod tests {
                     let mut twin = vec![0u8; n * width];
                     expand_xor_scalar(width, &bits, &values, &base, &mut twin);
                     assert!(twin == want, "{case}");
+                    // The SSSE3 and AVX2 forms, which the dispatch skips
+                    // on a CPU with AVX-512.
+                    #[cfg(target_arch = "x86_64")]
+                    {
+                        let mut v = vec![0u8; n * width];
+                        let done = match width {
+                            // SAFETY: the CPU has the feature (checked in
+                            // the same condition); lengths as checked above.
+                            2 if has_ssse3() => Some(unsafe {
+                                expand_simd::xor2_ssse3(&bits, &values, &base, &mut v)
+                            }),
+                            4 if std::arch::is_x86_feature_detected!("avx2") => Some(unsafe {
+                                expand_simd::xor4_avx2(&bits, &values, &base, &mut v)
+                            }),
+                            _ => None,
+                        };
+                        if let Some(done) = done {
+                            finish_expand(width, done, &bits, &values, &base, &mut v);
+                            assert!(v == want, "{case} (vector form)");
+                        }
+                    }
                     // One value too many or too few: refused, out untouched.
                     let mut out = vec![0xEEu8; n * width];
                     let longer = [values.clone(), vec![0; width]].concat();
