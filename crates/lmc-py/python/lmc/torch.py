@@ -71,7 +71,6 @@ import math
 import os
 import pickle
 import re
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -456,12 +455,9 @@ class StorageWriter(_StorageWriter, _Stager):  # type: ignore[misc]
             args = [arg for _, arg in resolved]
             meta = {"format": "pt", "lmc.dcp": "1"}
             if isinstance(self.path, str):
-                # Coded to a local file, then uploaded whole: the object
-                # appears complete or not at all.
-                with tempfile.TemporaryDirectory(prefix="lmc-dcp-") as tmp:
-                    local = os.path.join(tmp, file_name)
-                    _lmc.save_tensors(local, args, meta, self.chunk_size, False)
-                    _lmc.remote_upload(local, _join(self.path, file_name))
+                # Uploaded as it is coded (a multipart upload completed at
+                # the end): the object appears complete or not at all.
+                _lmc.save_tensors(_join(self.path, file_name), args, meta, self.chunk_size, False)
             else:
                 _lmc.save_tensors(str(self.path / file_name), args, meta, self.chunk_size, self.sync_files)
             del args
