@@ -95,43 +95,29 @@ impl Location {
             (s.clone(), Some(s), true)
         }
         type Parts = (Arc<dyn ObjectStore>, Option<Arc<dyn MultipartStore>>, bool);
+        // The three cloud builders share no trait: one macro configures
+        // each (the options, the URL, the retries).
+        macro_rules! cloud {
+            ($builder:expr) => {
+                numbered(Arc::new(
+                    options
+                        .iter()
+                        .try_fold($builder, |b, (k, v)| {
+                            Ok(b.with_config(k.parse().map_err(|e| bad_option(k, e))?, *v))
+                        })?
+                        .with_url(url)
+                        .with_retry(retry)
+                        .build()
+                        .map_err(store_err)?,
+                ))
+            };
+        }
         let (store, multipart, writable): Parts = match scheme.as_str() {
-            "s3" | "s3a" => numbered(Arc::new(
-                options
-                    .iter()
-                    .try_fold(
-                        object_store::aws::AmazonS3Builder::from_env(),
-                        |b, (k, v)| Ok(b.with_config(k.parse().map_err(|e| bad_option(k, e))?, *v)),
-                    )?
-                    .with_url(url)
-                    .with_retry(retry)
-                    .build()
-                    .map_err(store_err)?,
-            )),
-            "gs" => numbered(Arc::new(
-                options
-                    .iter()
-                    .try_fold(
-                        object_store::gcp::GoogleCloudStorageBuilder::from_env(),
-                        |b, (k, v)| Ok(b.with_config(k.parse().map_err(|e| bad_option(k, e))?, *v)),
-                    )?
-                    .with_url(url)
-                    .with_retry(retry)
-                    .build()
-                    .map_err(store_err)?,
-            )),
-            "az" | "azure" | "abfs" | "abfss" => numbered(Arc::new(
-                options
-                    .iter()
-                    .try_fold(
-                        object_store::azure::MicrosoftAzureBuilder::from_env(),
-                        |b, (k, v)| Ok(b.with_config(k.parse().map_err(|e| bad_option(k, e))?, *v)),
-                    )?
-                    .with_url(url)
-                    .with_retry(retry)
-                    .build()
-                    .map_err(store_err)?,
-            )),
+            "s3" | "s3a" => cloud!(object_store::aws::AmazonS3Builder::from_env()),
+            "gs" => cloud!(object_store::gcp::GoogleCloudStorageBuilder::from_env()),
+            "az" | "azure" | "abfs" | "abfss" => {
+                cloud!(object_store::azure::MicrosoftAzureBuilder::from_env())
+            }
             "http" | "https" => {
                 // The store is the server; the key is the URL's path.
                 let origin = parsed.origin().ascii_serialization();
