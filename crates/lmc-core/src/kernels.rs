@@ -604,26 +604,6 @@ mod expand_simd {
         t
     };
 
-    /// `PERM4[m]`: the lanes' sources for a block of 8 four-byte elements
-    /// whose map byte is `m` (as `SHUF2`, lanes whose bit is clear masked
-    /// off afterwards).
-    static PERM4: [[u32; 8]; 256] = {
-        let mut t = [[0u32; 8]; 256];
-        let mut m = 0;
-        while m < 256 {
-            let (mut j, mut k) = (0, 0);
-            while j < 8 {
-                if m >> j & 1 == 1 {
-                    t[m][j] = k;
-                    k += 1;
-                }
-                j += 1;
-            }
-            m += 1;
-        }
-        t
-    };
-
     /// SSSE3 form of the two-byte [`super::expand_xor`], 8 elements a step
     /// while 8 values are left to load; returns the elements and values
     /// done, for the scalar twin to finish. Requires: SSSE3, and the
@@ -655,7 +635,8 @@ mod expand_simd {
     }
 
     /// AVX2 form of the four-byte [`super::expand_xor`], as
-    /// [`xor2_ssse3`]. Requires: AVX2, and the lengths `expand_xor` checks.
+    /// [`xor2_ssse3`], the lanes whose bit is clear masked off after the
+    /// permutation. Requires: AVX2, and the lengths `expand_xor` checks.
     #[target_feature(enable = "avx2")]
     pub(super) fn xor4_avx2(
         bits: &[u8],
@@ -673,7 +654,8 @@ mod expand_simd {
             // base and out from 4e (e + 8 <= n); the table has 256 rows.
             unsafe {
                 let v = _mm256_loadu_si256(values.as_ptr().add(4 * k).cast());
-                let idx = _mm256_loadu_si256(PERM4[m as usize].as_ptr().cast());
+                let idx =
+                    _mm256_loadu_si256(super::rans32_simd::EXPAND8[m as usize].as_ptr().cast());
                 let mb = _mm256_set1_epi32(i32::from(m));
                 let keep = _mm256_cmpeq_epi32(_mm256_and_si256(mb, lane_bits), lane_bits);
                 let x = _mm256_and_si256(_mm256_permutevar8x32_epi32(v, idx), keep);
@@ -1562,8 +1544,9 @@ mod rans32_simd {
     use super::{RANS32_LANES, RANS32_LOW, RANS32_ROUND_BYTES, Rans32Table};
     use std::arch::x86_64::*;
 
-    /// `EXPAND8[m][j]`: for a set bit `j` of `m`, how many set bits are below it.
-    static EXPAND8: [[u32; 8]; 256] = {
+    /// `EXPAND8[m][j]`: for a set bit `j` of `m`, how many set bits are below it
+    /// (also the lanes' sources of the AVX2 bitmap expand).
+    pub(super) static EXPAND8: [[u32; 8]; 256] = {
         let mut t = [[0u32; 8]; 256];
         let mut m = 0;
         while m < 256 {
