@@ -5,7 +5,7 @@
 //! the README there).
 
 mod common;
-use common::{check_sparse_golden, decompress_golden_delta, golden_with_flags_error, read_golden};
+use common::{check_golden_decodes, check_sparse_golden, golden_with_flags_error, read_golden};
 
 use lmc_core::Container;
 use lmc_core::codec::PlaneCodec;
@@ -27,15 +27,7 @@ fn golden_runs_delta_decodes() {
     let split_at = tensor.stored_offset as usize + tensor.planes[0].stored_len as usize;
     assert_eq!(packed[split_at + 1], PlaneCodec::Runs as u8);
 
-    let c = c.with_base(&base).unwrap();
-    let mut out = Vec::new();
-    c.decompress_to(&mut out, &mut |_| true).unwrap();
-    assert!(out == next);
-    let mut w = vec![0u8; 131_072];
-    c.read_tensor_into("w", &mut w).unwrap();
-    assert!(w[..] == next[80..]);
-
-    assert!(decompress_golden_delta("runs") == next);
+    check_golden_decodes("runs", &packed, &base, &next);
 }
 
 /// lmc before runs refused the golden file by its header flag; a reader

@@ -264,22 +264,6 @@ fn truncated_answer(st: &State, head: &str, to_client: &mut TcpStream) -> std::i
     Ok(())
 }
 
-/// Creates bucket `name` on the server (moto takes unsigned requests).
-fn create_bucket(server: SocketAddr, name: &str) {
-    let mut s = TcpStream::connect(server).unwrap();
-    write!(
-        s,
-        "PUT /{name} HTTP/1.1\r\nHost: {server}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    assert!(
-        answer.starts_with("HTTP/1.1 200"),
-        "cannot create bucket {name}: {answer}"
-    );
-}
-
 /// object_store settings for the server at `endpoint`.
 fn options(endpoint: &str) -> Vec<(&'static str, String)> {
     vec![
@@ -356,7 +340,7 @@ fn setup(test: &str) -> Option<Setup> {
     let server = server()?;
     let model = checkpoint()?;
     let bucket = format!("lmc-{test}-{}", std::process::id());
-    create_bucket(server, &bucket);
+    common::create_bucket(&server.to_string(), &bucket);
     let dir = tempfile::tempdir().unwrap();
     let local = dir.path().join("model.lmc");
     common::ok(

@@ -11,8 +11,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -40,18 +38,7 @@ fn server() -> Option<String> {
 /// A new bucket for one test (moto takes unsigned requests).
 fn bucket(server: &str, test: &str) -> String {
     let name = format!("lmc-store-{test}-{}", std::process::id());
-    let mut s = TcpStream::connect(server).unwrap();
-    write!(
-        s,
-        "PUT /{name} HTTP/1.1\r\nHost: {server}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    assert!(
-        answer.starts_with("HTTP/1.1 200"),
-        "bucket {name}: {answer}"
-    );
+    common::create_bucket(server, &name);
     name
 }
 

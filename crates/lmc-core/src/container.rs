@@ -302,26 +302,30 @@ impl<'a> Container<'a> {
                 let n = c.raw_len as usize / width;
                 let (map, rest) = stored.split_at(c.planes[0].stored_len as usize);
                 let at = c.stored_offset + map.len() as u64;
-                CHANGED_BITS.with_borrow_mut(|(bits, values)| {
-                    bits.resize(n.div_ceil(8), 0);
-                    decode_plane(c.planes[0].codec, map, bits)
-                        .map_err(|d| plane_err(0, c.stored_offset, d))?;
-                    let m = crate::kernels::bitmap_count(bits, n).ok_or_else(|| {
-                        plane_err(
-                            0,
-                            c.stored_offset,
-                            DecodeError::BitmapPadding { elements: n },
-                        )
-                    })?;
-                    values.resize(m * width, 0);
-                    let shifted = |k: usize, off: u64, d: DecodeError| plane_err(k + 1, off, d);
-                    decode_planes(&c.planes[1..], seg, rest, at, values, &shifted)?;
-                    if !crate::kernels::expand_xor(width, bits, values, base, out) {
-                        // Not reached: the lengths were set above.
-                        let d = DecodeError::BitmapPadding { elements: n };
-                        return Err(plane_err(0, c.stored_offset, d));
-                    }
-                    Ok(())
+                // The bitmap in the map buffer, the values in the sparse
+                // chunks' (this path needs no positions).
+                MAP.with_borrow_mut(|bits| {
+                    CHANGED.with_borrow_mut(|(_, values)| {
+                        bits.resize(n.div_ceil(8), 0);
+                        decode_plane(c.planes[0].codec, map, bits)
+                            .map_err(|d| plane_err(0, c.stored_offset, d))?;
+                        let m = crate::kernels::bitmap_count(bits, n).ok_or_else(|| {
+                            plane_err(
+                                0,
+                                c.stored_offset,
+                                DecodeError::BitmapPadding { elements: n },
+                            )
+                        })?;
+                        values.resize(m * width, 0);
+                        let shifted = |k: usize, off: u64, d: DecodeError| plane_err(k + 1, off, d);
+                        decode_planes(&c.planes[1..], seg, rest, at, values, &shifted)?;
+                        if !crate::kernels::expand_xor(width, bits, values, base, out) {
+                            // Not reached: the lengths were set above.
+                            let d = DecodeError::BitmapPadding { elements: n };
+                            return Err(plane_err(0, c.stored_offset, d));
+                        }
+                        Ok(())
+                    })
                 })
             }
             (_, base) => {
@@ -684,10 +688,8 @@ thread_local! {
     /// Per-thread buffers for a sparse chunk's changed positions and values.
     static CHANGED: std::cell::RefCell<(Vec<u32>, Vec<u8>)> =
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
-    /// Per-thread buffers for a bitmap sparse chunk's map and changed values.
-    static CHANGED_BITS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
-        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
-    /// Per-thread buffer for a sparse chunk's map, where it must be decoded.
+    /// Per-thread buffer for a sparse chunk's map, where it must be decoded
+    /// (a bitmap always is).
     static MAP: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 

@@ -285,9 +285,10 @@ pub(crate) fn bitmap_count(bits: &[u8], n: usize) -> Option<usize> {
 /// `n` elements ([`bitmap_count`]) and `values` holds one element for each
 /// bit set: the kernel checks its own preconditions, whatever the caller.
 ///
-/// AVX-512 (with VBMI2 for widths 1 and 2) where the CPU has it, chosen at
-/// run time: a block of elements at a time, the changed ones moved into
-/// place by an expand; else (and with `safe-kernels`) the scalar twin.
+/// AVX-512 (with VBMI2 for widths 1 and 2) where the CPU has it, else
+/// SSSE3 (width 2) or AVX2 (width 4), chosen at run time: a block of
+/// elements at a time, the changed ones moved into place by an expand or a
+/// table shuffle; else (and with `safe-kernels`) the scalar twin.
 pub(crate) fn expand_xor(
     width: usize,
     bits: &[u8],

@@ -1,4 +1,5 @@
-"""Shared helpers: the lmc CLI binary, bitwise comparisons of tensors."""
+"""Shared helpers: the lmc CLI binary, bitwise comparisons of tensors, the S3
+test server."""
 
 from __future__ import annotations
 
@@ -47,3 +48,24 @@ def run_lmc(lmc_bin):
 def np_same(a: np.ndarray, b: np.ndarray) -> bool:
     """Same dtype, shape and bytes (so NaN payloads and -0.0 count)."""
     return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def s3_bucket(monkeypatch, endpoint: str, bucket: str, **extra: str) -> str:
+    """Points this process's environment at the S3 test server (moto, at
+    `endpoint`; `extra` adds variables) and creates `bucket` there. Returns
+    the bucket's name."""
+    import urllib.request
+
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        **extra,
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    # moto takes unsigned requests.
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/{bucket}", method="PUT"), timeout=30).read()
+    return bucket

@@ -7,7 +7,6 @@ snapshot stores under the prefix."""
 from __future__ import annotations
 
 import os
-import urllib.request
 import uuid
 import warnings
 
@@ -18,6 +17,7 @@ import torch.distributed.checkpoint as dcp
 import lmc
 import lmc.torch
 from _workers import build, state_of, train, tree_diff, zeros_like_tree
+from conftest import s3_bucket
 
 ENDPOINT = os.environ.get("LMC_TEST_S3_ENDPOINT")
 
@@ -33,17 +33,7 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 @pytest.fixture
 def prefix(monkeypatch) -> str:
     """A new bucket's prefix, with this process's environment pointing at the server."""
-    for k, v in {
-        "AWS_ENDPOINT_URL": ENDPOINT,
-        "AWS_ALLOW_HTTP": "true",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-        "LMC_RETRIES": "2",
-    }.items():
-        monkeypatch.setenv(k, v)
-    bucket = f"lmc-dcp-{uuid.uuid4().hex[:12]}"
-    urllib.request.urlopen(urllib.request.Request(f"{ENDPOINT}/{bucket}", method="PUT")).read()
+    bucket = s3_bucket(monkeypatch, ENDPOINT, f"lmc-dcp-{uuid.uuid4().hex[:12]}", LMC_RETRIES="2")
     return f"s3://{bucket}/ckpt"
 
 

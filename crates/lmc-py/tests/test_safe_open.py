@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import lmc
+from conftest import s3_bucket
 from lmc import _lmc
 
 
@@ -148,9 +149,7 @@ def test_safe_open_reads_a_url_in_ranges(tmp_path, monkeypatch):
     s = state()
     path = tmp_path / "m.lmc"
     lmc.save_file(s, path, metadata={"step": "7"}, chunk_size=4096)
-    bucket = f"lmc-py-{os.getpid()}"
-    # moto takes unsigned requests.
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/{bucket}", method="PUT"), timeout=30).read()
+    bucket = s3_bucket(monkeypatch, endpoint, f"lmc-py-{os.getpid()}")
     # Typed: urllib would call the body a form, which the server parses.
     put = urllib.request.Request(
         f"{endpoint}/{bucket}/m.lmc",
@@ -159,14 +158,6 @@ def test_safe_open_reads_a_url_in_ranges(tmp_path, monkeypatch):
         headers={"Content-Type": "application/octet-stream"},
     )
     urllib.request.urlopen(put, timeout=30).read()
-    for k, v in {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ALLOW_HTTP": "true",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(k, v)
     url = f"s3://{bucket}/m.lmc"
     with lmc.safe_open(url, framework="pt") as f:
         assert f.keys() == list(s)

@@ -8,12 +8,12 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-import urllib.request
 import uuid
 
 import pytest
 import lmc
 
+from conftest import s3_bucket
 from test_store import same, training_states
 
 ENDPOINT = os.environ.get("LMC_TEST_S3_ENDPOINT")
@@ -23,23 +23,12 @@ pytestmark = pytest.mark.skipif(
     reason="LMC_TEST_S3_ENDPOINT is not set: start `eval $(scripts/s3-server.sh start)` or run .ci/run",
 )
 
-S3_ENV = {
-    "AWS_ENDPOINT_URL": ENDPOINT or "",
-    "AWS_ALLOW_HTTP": "true",
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_REGION": "us-east-1",
-    "LMC_RETRIES": "2",
-}
 
 
 @pytest.fixture
 def prefix(monkeypatch) -> str:
     """A new bucket's prefix, with this process's environment pointing at the server."""
-    for k, v in S3_ENV.items():
-        monkeypatch.setenv(k, v)
-    bucket = f"lmc-py-{uuid.uuid4().hex[:12]}"
-    urllib.request.urlopen(urllib.request.Request(f"{ENDPOINT}/{bucket}", method="PUT")).read()
+    bucket = s3_bucket(monkeypatch, ENDPOINT, f"lmc-py-{uuid.uuid4().hex[:12]}", LMC_RETRIES="2")
     return f"s3://{bucket}/runs/a"
 
 

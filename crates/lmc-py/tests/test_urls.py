@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import lmc
+from conftest import s3_bucket
 
 
 def same(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -73,16 +74,7 @@ def s3(monkeypatch, request) -> S3:
     endpoint = os.environ.get("LMC_TEST_S3_ENDPOINT")
     if not endpoint:
         pytest.skip("*** LMC_TEST_S3_ENDPOINT is not set: no S3 server (see README, 'Object storage') ***")
-    bucket = f"lmc-urls-{os.getpid()}-{abs(hash(request.node.name)) % 10**8}"
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/{bucket}", method="PUT"), timeout=30).read()
-    for k, v in {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ALLOW_HTTP": "true",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(k, v)
+    bucket = s3_bucket(monkeypatch, endpoint, f"lmc-urls-{os.getpid()}-{abs(hash(request.node.name)) % 10**8}")
     return S3(endpoint, bucket)
 
 

@@ -92,8 +92,18 @@ pub fn check_sparse_golden(
         .map(|ch| ch.planes[0].codec)
         .collect();
     assert_eq!(found, maps);
-    let flags = c.header().flags;
-    let c = c.with_base(&base).unwrap();
+    check_golden_decodes(dir, &packed, &base, &next);
+    c.header().flags
+}
+
+/// Checks that golden delta container `packed` (of `DIR`) decodes with
+/// `base` to exactly `next`: whole, its BF16 tensor `w` (the file's last
+/// 131,072 bytes) alone, and through the CLI.
+pub fn check_golden_decodes(dir: &str, packed: &[u8], base: &[u8], next: &[u8]) {
+    let c = lmc_core::Container::open(packed)
+        .unwrap()
+        .with_base(base)
+        .unwrap();
     let mut out = Vec::new();
     c.decompress_to(&mut out, &mut |_| true).unwrap();
     assert!(out == next);
@@ -101,7 +111,6 @@ pub fn check_sparse_golden(
     c.read_tensor_into("w", &mut w).unwrap();
     assert!(w[..] == next[next.len() - 131_072..]);
     assert!(decompress_golden_delta(dir) == next);
-    flags
 }
 
 /// The error a reader gives for golden container `p` (`len` bytes) with
@@ -117,6 +126,24 @@ pub fn golden_with_flags_error(p: &str, len: usize, flags: u16) -> String {
     };
     packed[..HEADER_LEN].copy_from_slice(&h.to_bytes());
     Container::open(&packed).expect_err("refused").to_string()
+}
+
+/// Creates bucket `name` on the S3 test server at `server` (host:port;
+/// moto takes unsigned requests).
+pub fn create_bucket(server: &str, name: &str) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(server).unwrap();
+    write!(
+        s,
+        "PUT /{name} HTTP/1.1\r\nHost: {server}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "cannot create bucket {name}: {answer}"
+    );
 }
 
 /// Path of MiniLM's `model.safetensors`, fetched on first use.
