@@ -594,12 +594,13 @@ fn encode_runs(
         let mut lh = *hist;
         lh[fill as usize] = 0;
         let n = data.len();
-        let te = estimate(&th, tokens.len(), &stream_tuning(tuning, tokens.len(), n));
-        let le = estimate(
-            &lh,
-            literals.len(),
-            &stream_tuning(tuning, literals.len(), n),
-        );
+        // A stream's coder is chosen by the same bars as a plane's: the
+        // four-state rANS decodes a stream's symbols as slowly as a plane's
+        // (scaling its bar down by the stream's share of the plane had it
+        // chosen for 0.02% of a dense BF16 delta's size and 8% of its
+        // decoding time; docs/BENCHMARKS.md, "Dense deltas").
+        let te = estimate(&th, tokens.len(), tuning);
+        let le = estimate(&lh, literals.len(), tuning);
         let size = runs::OVERHEAD
             + stored_size(&te, tokens.len())
             + extra.len()
@@ -621,20 +622,6 @@ fn encode_runs(
         write_runs(fill, literals.len(), &streams, out);
         Some(out.len() - start)
     })
-}
-
-/// The tuning for a stream of `len` symbols inside a runs plane of `n`
-/// bytes: rANS decodes several times slower than Huffman, but on a stream
-/// a fraction of the plane's length, so it must save that fraction of the
-/// gain it must save on a whole plane.
-fn stream_tuning(tuning: &Tuning, len: usize, n: usize) -> Tuning {
-    Tuning {
-        // Already per symbol of the stream: a stream of `len` symbols must
-        // save that fraction of `len`.
-        rans32_min_gain: tuning.rans32_min_gain,
-        rans_min_gain: tuning.rans_min_gain * len as f64 / n.max(1) as f64,
-        ..*tuning
-    }
 }
 
 /// The bytes a plane of `len` bytes takes with the coder `e` chose.
@@ -698,7 +685,7 @@ pub fn encode_positions(
     RUNS.with_borrow_mut(|[tokens, extra, _]| {
         runs::tokens_at(positions, tokens, extra);
         let th = huffman::histogram(tokens);
-        let te = estimate(&th, m, &stream_tuning(tuning, m, n));
+        let te = estimate(&th, m, tuning);
         let mut lh = [0u32; 256];
         lh[1] = m as u32;
         let le = estimate(&lh, m, tuning);

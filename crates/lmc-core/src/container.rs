@@ -292,7 +292,7 @@ impl<'a> Container<'a> {
                         .map_err(|d| plane_err(0, c.stored_offset, d))?;
                     values.resize(positions.len() * width, 0);
                     let shifted = |k: usize, off: u64, d: DecodeError| plane_err(k + 1, off, d);
-                    decode_planes(&c.planes[1..], seg, rest, at, values, &shifted)?;
+                    decode_planes(&c.planes[1..], seg, rest, at, None, values, &shifted)?;
                     out.copy_from_slice(base);
                     xor_at(width, positions, values, out);
                     Ok(())
@@ -318,7 +318,7 @@ impl<'a> Container<'a> {
                         })?;
                         values.resize(m * width, 0);
                         let shifted = |k: usize, off: u64, d: DecodeError| plane_err(k + 1, off, d);
-                        decode_planes(&c.planes[1..], seg, rest, at, values, &shifted)?;
+                        decode_planes(&c.planes[1..], seg, rest, at, None, values, &shifted)?;
                         if !crate::kernels::expand_xor(width, bits, values, base, out) {
                             // Not reached: the lengths were set above.
                             let d = DecodeError::BitmapPadding { elements: n };
@@ -329,14 +329,19 @@ impl<'a> Container<'a> {
                 })
             }
             (_, base) => {
-                decode_planes(&c.planes, seg, stored, c.stored_offset, out, &plane_err)?;
+                // The base is XORed in as the planes are merged; a derived
+                // tensor's source after (XORs commute).
+                decode_planes(
+                    &c.planes,
+                    seg,
+                    stored,
+                    c.stored_offset,
+                    base,
+                    out,
+                    &plane_err,
+                )?;
                 if let Some(d) = &seg.derived {
                     self.apply_source(i, c, seg, d, out)?;
-                }
-                if let Some(base) = base {
-                    for (o, b) in out.iter_mut().zip(base) {
-                        *o ^= b;
-                    }
                 }
                 Ok(())
             }
@@ -773,12 +778,14 @@ pub(crate) enum Stored<'a> {
 
 /// Decodes the planes `entries` (stored back to back in `stored`, from
 /// container offset `offset`) of a chunk of segment `seg` and merges them
-/// into `out`, whose length sets the planes' length.
+/// into `out`, whose length sets the planes' length, XORed with `base`
+/// (as long as `out`) where given.
 fn decode_planes(
     entries: &[crate::format::PlaneEntry],
     seg: &Segment,
     stored: &[u8],
     offset: u64,
+    base: Option<&[u8]>,
     out: &mut [u8],
     plane_err: &dyn Fn(usize, u64, DecodeError) -> Error,
 ) -> Result<()> {
@@ -798,7 +805,13 @@ fn decode_planes(
         if p.codec == PlaneCodec::Raw && s.len() != plane_len {
             return Err(plane_err(0, offset, raw_mismatch(s.len())));
         }
-        return decode_plane(p.codec, s, out).map_err(|d| plane_err(0, offset, d));
+        decode_plane(p.codec, s, out).map_err(|d| plane_err(0, offset, d))?;
+        if let Some(base) = base {
+            for (o, b) in out.iter_mut().zip(base) {
+                *o ^= b;
+            }
+        }
+        return Ok(());
     }
     let SegmentKind::Tensor { dtype, .. } = &seg.kind else {
         unreachable!("only tensors have more than one plane")
@@ -835,7 +848,7 @@ fn decode_planes(
                 }
             }
         }
-        planes::merge(*dtype, &views, out);
+        planes::merge_xor(*dtype, &views, base, out);
         Ok(())
     })
 }

@@ -56,15 +56,19 @@ const IN_PER_ROUND: usize = 7;
 /// unchecked accesses of the kernel rely on those limits; the field is
 /// private, so the only way to get a table is [`HuffmanDecodeTable::new`],
 /// which checks every entry.
-pub(crate) struct HuffmanDecodeTable([u64; 1 << HUFFMAN_TABLE_BITS]);
+/// It borrows the entries (16 KiB, built on the decoder's stack): a copy
+/// a block showed in profiles.
+pub(crate) struct HuffmanDecodeTable<'a>(&'a [u64; 1 << HUFFMAN_TABLE_BITS]);
 
-impl HuffmanDecodeTable {
+impl HuffmanDecodeTable<'_> {
     /// The table of `entries`, or `None` if an entry is outside the limits.
-    pub(crate) fn new(entries: [u64; 1 << HUFFMAN_TABLE_BITS]) -> Option<HuffmanDecodeTable> {
-        let ok = entries.iter().all(|&e| {
+    pub(crate) fn new(entries: &[u64; 1 << HUFFMAN_TABLE_BITS]) -> Option<HuffmanDecodeTable<'_>> {
+        // A fold, not `all`: without the early exit the check vectorises
+        // (it is run on every block's table).
+        let ok = entries.iter().fold(true, |ok, &e| {
             let (bits, count) = (e & 0xFF, e >> 8 & 0xFF);
-            (1..=u64::from(HUFFMAN_TABLE_BITS)).contains(&bits)
-                && (1..=MULTI as u64).contains(&count)
+            ok & (1..=u64::from(HUFFMAN_TABLE_BITS)).contains(&bits)
+                & (1..=MULTI as u64).contains(&count)
         });
         ok.then_some(HuffmanDecodeTable(entries))
     }
@@ -97,7 +101,7 @@ fn has_bmi2() -> bool {
 /// [`huffman_decode`], compiled for BMI2 where the CPU has it.
 #[inline]
 pub(crate) fn huffman_decode_best<const N: usize, const CHECKED: bool>(
-    table: &HuffmanDecodeTable,
+    table: &HuffmanDecodeTable<'_>,
     data: &[u8],
     limit: [usize; N],
     out: &mut [u8],
@@ -119,7 +123,7 @@ pub(crate) fn huffman_decode_best<const N: usize, const CHECKED: bool>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "bmi2")]
 fn huffman_decode_bmi2<const N: usize, const CHECKED: bool>(
-    table: &HuffmanDecodeTable,
+    table: &HuffmanDecodeTable<'_>,
     data: &[u8],
     limit: [usize; N],
     out: &mut [u8],
@@ -174,7 +178,7 @@ fn huffman_encode_bmi2(
 /// leaves at least 57 fresh bits, enough for [`BURST`] lookups.
 #[inline(always)]
 pub(crate) fn huffman_decode<const N: usize, const CHECKED: bool>(
-    table: &HuffmanDecodeTable,
+    table: &HuffmanDecodeTable<'_>,
     data: &[u8],
     limit: [usize; N],
     out: &mut [u8],
@@ -541,6 +545,96 @@ mod expand_simd {
     #[inline(always)]
     fn low(k: usize) -> u64 {
         if k >= 64 { u64::MAX } else { (1u64 << k) - 1 }
+    }
+
+    /// The AVX-512 form of `partition`: 64 bytes a step, each part's bytes
+    /// gathered by a compress and stored under a mask of their count. Stops
+    /// before a step whose bytes would not fit a part (the scalar twin,
+    /// which the caller runs next, then panics as the contract says).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi2")]
+    pub(super) fn partition(
+        data: &[u8],
+        lead: &[u8],
+        key: u8,
+        a: &mut [u8],
+        b: &mut [u8],
+    ) -> (usize, usize, usize) {
+        let n = data.len().min(lead.len());
+        let k = _mm512_set1_epi8(key as i8);
+        let (mut i, mut ia, mut ib) = (0usize, 0usize, 0usize);
+        while i < n {
+            let lanes = (n - i).min(64);
+            let all = low(lanes);
+            // SAFETY: the masked loads read lanes bytes of lead and data
+            // from i (i + lanes <= n, within both).
+            let (m, d) = unsafe {
+                let l = _mm512_maskz_loadu_epi8(all, lead.as_ptr().add(i).cast());
+                let d = _mm512_maskz_loadu_epi8(all, data.as_ptr().add(i).cast());
+                (_mm512_mask_cmpeq_epi8_mask(all, l, k), d)
+            };
+            let pa = m.count_ones() as usize;
+            let pb = lanes - pa;
+            if ia + pa > a.len() || ib + pb > b.len() {
+                break;
+            }
+            // SAFETY: the masked stores write pa bytes of a from ia and pb
+            // of b from ib, within them (checked just above).
+            unsafe {
+                let ca = _mm512_maskz_compress_epi8(m, d);
+                let cb = _mm512_maskz_compress_epi8(!m & all, d);
+                _mm512_mask_storeu_epi8(a.as_mut_ptr().add(ia).cast(), low(pa), ca);
+                _mm512_mask_storeu_epi8(b.as_mut_ptr().add(ib).cast(), low(pb), cb);
+            }
+            i += lanes;
+            ia += pa;
+            ib += pb;
+        }
+        (i, ia, ib)
+    }
+
+    /// The AVX-512 form of `interleave`: 64 bytes a step, as many bytes
+    /// read from each part as the step takes (masked loads) and expanded
+    /// into the lanes the lead bytes name. Stops before a step whose bytes
+    /// a part does not hold (the scalar twin then panics).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi2")]
+    pub(super) fn interleave(
+        a: &[u8],
+        b: &[u8],
+        lead: &[u8],
+        key: u8,
+        out: &mut [u8],
+    ) -> (usize, usize, usize) {
+        let n = out.len().min(lead.len());
+        let k = _mm512_set1_epi8(key as i8);
+        let (mut i, mut ia, mut ib) = (0usize, 0usize, 0usize);
+        while i < n {
+            let lanes = (n - i).min(64);
+            let all = low(lanes);
+            // SAFETY: the masked load reads lanes bytes of lead from i.
+            let m = unsafe {
+                let l = _mm512_maskz_loadu_epi8(all, lead.as_ptr().add(i).cast());
+                _mm512_mask_cmpeq_epi8_mask(all, l, k)
+            };
+            let pa = m.count_ones() as usize;
+            let pb = lanes - pa;
+            if ia + pa > a.len() || ib + pb > b.len() {
+                break;
+            }
+            // SAFETY: the masked loads read pa bytes of a from ia and pb of
+            // b from ib (checked just above); the store writes lanes bytes
+            // of out from i (i + lanes <= n).
+            unsafe {
+                let xa = _mm512_maskz_loadu_epi8(low(pa), a.as_ptr().add(ia).cast());
+                let xb = _mm512_maskz_loadu_epi8(low(pb), b.as_ptr().add(ib).cast());
+                let o = _mm512_maskz_expand_epi8(!m & all, xb);
+                let o = _mm512_mask_expand_epi8(o, m, xa);
+                _mm512_mask_storeu_epi8(out.as_mut_ptr().add(i).cast(), all, o);
+            }
+            i += lanes;
+            ia += pa;
+            ib += pb;
+        }
+        (i, ia, ib)
     }
 
     macro_rules! expand_xor_kernel {
@@ -918,28 +1012,43 @@ fn split4_scalar<const ROTATE: bool>(input: &[u8], planes: [&mut [u8]; 4]) {
 }
 
 /// The inverse of [`split4`]: merges four planes into little-endian elements.
-pub(crate) fn merge4<const ROTATE: bool>(planes: [&[u8]; 4], out: &mut [u8]) {
+/// Merges four planes into 4-byte elements, XORed with `base` where given
+/// (as long as `out`).
+pub(crate) fn merge4<const ROTATE: bool>(planes: [&[u8]; 4], base: Option<&[u8]>, out: &mut [u8]) {
     let n = planes[0].len();
     assert!(out.len() == 4 * n && planes.iter().all(|p| p.len() == n));
+    assert!(base.is_none_or(|b| b.len() == out.len()));
     let done = if CHECKED {
         0
     } else {
-        sse2::merge4::<ROTATE>(planes, out)
+        sse2::merge4::<ROTATE>(planes, base, out)
     };
-    merge4_scalar::<ROTATE>(planes.map(|p| &p[done..]), &mut out[4 * done..]);
+    merge4_scalar::<ROTATE>(
+        planes.map(|p| &p[done..]),
+        base.map(|b| &b[4 * done..]),
+        &mut out[4 * done..],
+    );
 }
 
-fn merge4_scalar<const ROTATE: bool>(planes: [&[u8]; 4], out: &mut [u8]) {
+fn merge4_scalar<const ROTATE: bool>(planes: [&[u8]; 4], base: Option<&[u8]>, out: &mut [u8]) {
     let it = out
         .chunks_exact_mut(4)
         .zip(planes[0])
         .zip(planes[1])
         .zip(planes[2])
         .zip(planes[3]);
-    for ((((o, a), b), c), d) in it {
+    for (e, ((((o, a), b), c), d)) in it.enumerate() {
         let mut v = u32::from_be_bytes([*a, *b, *c, *d]);
         if ROTATE {
             v = v.rotate_right(1);
+        }
+        if let Some(base) = base {
+            v ^= u32::from_le_bytes([
+                base[4 * e],
+                base[4 * e + 1],
+                base[4 * e + 2],
+                base[4 * e + 3],
+            ]);
         }
         o.copy_from_slice(&v.to_le_bytes());
     }
@@ -958,12 +1067,9 @@ pub(crate) const PART_PAD: usize = 8;
 /// If a buffer is too short (a caller's error).
 pub(crate) fn partition(data: &[u8], lead: &[u8], key: u8, a: &mut [u8], b: &mut [u8]) {
     assert_eq!(data.len(), lead.len());
-    let (done, ia, ib) = if !CHECKED && has_ssse3() {
-        // SAFETY: the CPU has SSSE3 (checked just above).
-        unsafe { ssse3::partition(data, lead, key, a, b) }
-    } else {
-        (0, 0, 0)
-    };
+    let (done, ia, ib) = part_forms()
+        .first()
+        .map_or((0, 0, 0), |form| form.partition(data, lead, key, a, b));
     partition_scalar(
         &data[done..],
         &lead[done..],
@@ -995,12 +1101,9 @@ fn partition_scalar(data: &[u8], lead: &[u8], key: u8, a: &mut [u8], b: &mut [u8
 /// If a buffer is too short (a caller's error).
 pub(crate) fn interleave(a: &[u8], b: &[u8], lead: &[u8], key: u8, out: &mut [u8]) {
     assert_eq!(out.len(), lead.len());
-    let (done, ia, ib) = if !CHECKED && has_ssse3() {
-        // SAFETY: the CPU has SSSE3 (checked just above).
-        unsafe { ssse3::interleave(a, b, lead, key, out) }
-    } else {
-        (0, 0, 0)
-    };
+    let (done, ia, ib) = part_forms()
+        .first()
+        .map_or((0, 0, 0), |form| form.interleave(a, b, lead, key, out));
     interleave_scalar(&a[ia..], &b[ib..], &lead[done..], key, &mut out[done..]);
 }
 
@@ -1013,6 +1116,80 @@ fn interleave_scalar(a: &[u8], b: &[u8], lead: &[u8], key: u8, out: &mut [u8]) {
         *o = if sel { x } else { y };
         ia += usize::from(sel);
         ib += usize::from(!sel);
+    }
+}
+
+/// The vector forms of [`partition`] and [`interleave`] this CPU has,
+/// fastest first (none with `safe-kernels`). Each does whole blocks and
+/// returns how many bytes it did and where it left each part; the scalar
+/// twin does the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PartForm {
+    /// 64 bytes a step: a compare gives the step's mask, a compress (or
+    /// expand) moves each part's bytes (AVX-512 VBMI2).
+    Avx512,
+    /// 8 bytes a step, a table shuffle a part (SSSE3).
+    Ssse3,
+}
+
+fn part_forms() -> &'static [PartForm] {
+    static FORMS: std::sync::OnceLock<Vec<PartForm>> = std::sync::OnceLock::new();
+    FORMS.get_or_init(|| {
+        let mut forms = Vec::new();
+        if CHECKED {
+            return forms;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if has_avx512_bw() && std::arch::is_x86_feature_detected!("avx512vbmi2") {
+            forms.push(PartForm::Avx512);
+        }
+        if has_ssse3() {
+            forms.push(PartForm::Ssse3);
+        }
+        forms
+    })
+}
+
+impl PartForm {
+    /// Only for a form [`part_forms`] listed (its features are checked there).
+    fn partition(
+        self,
+        data: &[u8],
+        lead: &[u8],
+        key: u8,
+        a: &mut [u8],
+        b: &mut [u8],
+    ) -> (usize, usize, usize) {
+        match self {
+            // SAFETY: part_forms listed this form only where the CPU has
+            // its features; the kernels bound their own reads and writes.
+            #[cfg(target_arch = "x86_64")]
+            PartForm::Avx512 => unsafe { expand_simd::partition(data, lead, key, a, b) },
+            #[cfg(not(target_arch = "x86_64"))]
+            PartForm::Avx512 => (0, 0, 0),
+            // SAFETY: as above.
+            PartForm::Ssse3 => unsafe { ssse3::partition(data, lead, key, a, b) },
+        }
+    }
+
+    /// Only for a form [`part_forms`] listed.
+    fn interleave(
+        self,
+        a: &[u8],
+        b: &[u8],
+        lead: &[u8],
+        key: u8,
+        out: &mut [u8],
+    ) -> (usize, usize, usize) {
+        match self {
+            // SAFETY: as in partition.
+            #[cfg(target_arch = "x86_64")]
+            PartForm::Avx512 => unsafe { expand_simd::interleave(a, b, lead, key, out) },
+            #[cfg(not(target_arch = "x86_64"))]
+            PartForm::Avx512 => (0, 0, 0),
+            // SAFETY: as in partition.
+            PartForm::Ssse3 => unsafe { ssse3::interleave(a, b, lead, key, out) },
+        }
     }
 }
 
@@ -1263,18 +1440,23 @@ mod sse2 {
     /// and 2, then 1 and 0), the pairs interleaved into 32-bit lanes, then
     /// rotated back.
     #[cfg(target_arch = "x86_64")]
-    pub(super) fn merge4<const ROTATE: bool>(planes: [&[u8]; 4], out: &mut [u8]) -> usize {
+    pub(super) fn merge4<const ROTATE: bool>(
+        planes: [&[u8]; 4],
+        base: Option<&[u8]>,
+        out: &mut [u8],
+    ) -> usize {
         let n = planes
             .iter()
             .map(|p| p.len())
             .min()
             .unwrap_or(0)
-            .min(out.len() / 4);
+            .min(out.len() / 4)
+            .min(base.map_or(usize::MAX, |b| b.len() / 4));
         let blocks = n / 16;
         for i in 0..blocks {
             // SAFETY: SSE2 is always available on x86_64. Block i reads
-            // each plane's [16i..16i+16] and writes out[64i..64i+64],
-            // inside the slices since i < blocks <= n / 16.
+            // each plane's [16i..16i+16] and base[64i..64i+64], and writes
+            // out[64i..64i+64], inside the slices since i < blocks <= n / 16.
             unsafe {
                 let [a, b, c, d] = planes.map(|p| _mm_loadu_si128(p.as_ptr().add(16 * i).cast()));
                 let dc_lo = _mm_unpacklo_epi8(d, c);
@@ -1291,7 +1473,13 @@ mod sse2 {
                     w = w.map(|x| _mm_or_si128(_mm_srli_epi32(x, 1), _mm_slli_epi32(x, 31)));
                 }
                 let dst = out.as_mut_ptr().add(64 * i);
-                for (k, x) in w.into_iter().enumerate() {
+                for (k, mut x) in w.into_iter().enumerate() {
+                    if let Some(b) = base {
+                        x = _mm_xor_si128(
+                            x,
+                            _mm_loadu_si128(b.as_ptr().add(64 * i + 16 * k).cast()),
+                        );
+                    }
                     _mm_storeu_si128(dst.add(16 * k).cast(), x);
                 }
             }
@@ -1310,7 +1498,11 @@ mod sse2 {
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    pub(super) fn merge4<const ROTATE: bool>(_: [&[u8]; 4], _: &mut [u8]) -> usize {
+    pub(super) fn merge4<const ROTATE: bool>(
+        _: [&[u8]; 4],
+        _: Option<&[u8]>,
+        _: &mut [u8],
+    ) -> usize {
         0
     }
 }
@@ -2024,7 +2216,9 @@ mod tests {
     /// block size and lead densities from none to all.
     #[test]
     fn part_twins_agree() {
-        for n in [0, 1, 7, 8, 9, 15, 16, 17, 100, 1000, 4099] {
+        for n in [
+            0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 100, 127, 128, 129, 1000, 4099,
+        ] {
             let data = bytes(n, n as u64 + 1);
             for density in [0u64, 1, 50, 90, 255, 256] {
                 let mut rnd = lcg(density + 7 * n as u64);
@@ -2043,6 +2237,23 @@ mod tests {
                 let mut a = vec![0u8; na + PART_PAD];
                 let mut b = vec![0u8; nb + PART_PAD];
                 partition(&data, &lead, key, &mut a, &mut b);
+                for &form in part_forms() {
+                    let (mut fa, mut fb) = (vec![0u8; na + PART_PAD], vec![0u8; nb + PART_PAD]);
+                    let (done, ia, ib) = form.partition(&data, &lead, key, &mut fa, &mut fb);
+                    partition_scalar(
+                        &data[done..],
+                        &lead[done..],
+                        key,
+                        &mut fa[ia..],
+                        &mut fb[ib..],
+                    );
+                    assert_eq!(fa[..na], a[..na], "{form:?}, n {n}, density {density}");
+                    assert_eq!(fb[..nb], b[..nb], "{form:?}, n {n}, density {density}");
+                    let mut back = vec![3u8; n];
+                    let (done, ia, ib) = form.interleave(&a, &b, &lead, key, &mut back);
+                    interleave_scalar(&a[ia..], &b[ib..], &lead[done..], key, &mut back[done..]);
+                    assert_eq!(back, data, "{form:?}, n {n}, density {density}");
+                }
                 let (mut sa, mut sb) = (vec![0u8; na + PART_PAD], vec![0u8; nb + PART_PAD]);
                 partition_scalar(&data, &lead, key, &mut sa, &mut sb);
                 assert_eq!(a[..na], sa[..na], "n {n}, density {density}");
@@ -2100,14 +2311,26 @@ mod tests {
                 let planes: [&[u8]; 4] = std::array::from_fn(|k| &a[k][..]);
                 let (mut o1, mut o2) = (vec![0u8; 4 * n], vec![1u8; 4 * n]);
                 if rotate {
-                    merge4_scalar::<true>(planes, &mut o1);
-                    merge4::<true>(planes, &mut o2);
+                    merge4_scalar::<true>(planes, None, &mut o1);
+                    merge4::<true>(planes, None, &mut o2);
                 } else {
-                    merge4_scalar::<false>(planes, &mut o1);
-                    merge4::<false>(planes, &mut o2);
+                    merge4_scalar::<false>(planes, None, &mut o1);
+                    merge4::<false>(planes, None, &mut o2);
                 }
                 assert_eq!(o1, input, "merge4 scalar rotate {rotate}, {n}");
                 assert_eq!(o2, input, "merge4 rotate {rotate}, {n}");
+                // With a base XORed in.
+                let base = bytes(4 * n, n as u64 + 9);
+                let want: Vec<u8> = input.iter().zip(&base).map(|(x, b)| x ^ b).collect();
+                if rotate {
+                    merge4_scalar::<true>(planes, Some(&base), &mut o1);
+                    merge4::<true>(planes, Some(&base), &mut o2);
+                } else {
+                    merge4_scalar::<false>(planes, Some(&base), &mut o1);
+                    merge4::<false>(planes, Some(&base), &mut o2);
+                }
+                assert_eq!(o1, want, "merge4 scalar xor rotate {rotate}, {n}");
+                assert_eq!(o2, want, "merge4 xor rotate {rotate}, {n}");
             }
         }
     }
@@ -2117,7 +2340,7 @@ mod tests {
     #[test]
     fn huffman_tables_outside_the_limits_are_refused() {
         let good = 3 | 2 << 8 | 0xABCD << 32;
-        assert!(HuffmanDecodeTable::new([good; 1 << HUFFMAN_TABLE_BITS]).is_some());
+        assert!(HuffmanDecodeTable::new(&[good; 1 << HUFFMAN_TABLE_BITS]).is_some());
         // (bits, count): no bits, too many bits, no symbols, too many.
         for bad in [
             1 << 8,
@@ -2129,7 +2352,7 @@ mod tests {
         ] {
             let mut entries = [good; 1 << HUFFMAN_TABLE_BITS];
             entries[1000] = bad;
-            assert!(HuffmanDecodeTable::new(entries).is_none(), "{bad:#x}");
+            assert!(HuffmanDecodeTable::new(&entries).is_none(), "{bad:#x}");
         }
     }
 
@@ -2146,7 +2369,7 @@ mod tests {
                 let bits = 1 + rnd() % 11;
                 *e = bits | count << 8 | (rnd() & 0xFFFF_FFFF) << 32;
             }
-            let table = HuffmanDecodeTable::new(entries).expect("entries within the limits");
+            let table = HuffmanDecodeTable::new(&entries).expect("entries within the limits");
             let dlen = (rnd() % 400) as usize;
             let data: Vec<u8> = (0..dlen).map(|_| rnd() as u8).collect();
             let olen = (rnd() % 600) as usize;

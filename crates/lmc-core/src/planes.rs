@@ -71,31 +71,35 @@ pub fn split(dtype: Dtype, input: &[u8], planes: &mut [Vec<u8>]) {
 /// Merges planes produced by [`split`] back into little-endian elements.
 /// `out.len()` must be `planes[0].len() * width`.
 pub fn merge(dtype: Dtype, planes: &[&[u8]], out: &mut [u8]) {
+    merge_xor(dtype, planes, None, out);
+}
+
+/// [`merge`], and XORs the merged elements with `base` (as long as `out`)
+/// on the way out: an XOR delta chunk is restored in the pass that merges
+/// its planes, not in a second one over the chunk.
+pub fn merge_xor(dtype: Dtype, planes: &[&[u8]], base: Option<&[u8]>, out: &mut [u8]) {
     let w = dtype.width();
     assert_eq!(planes.len(), w);
     let n = out.len() / w;
     assert_eq!(out.len() % w, 0);
     assert!(planes.iter().all(|p| p.len() == n), "plane length mismatch");
+    assert!(
+        base.is_none_or(|b| b.len() == out.len()),
+        "base length mismatch"
+    );
     let rotate = dtype.grouping() == Grouping::RotateSign;
-    match w {
-        1 => out.copy_from_slice(planes[0]),
-        2 => {
-            let (p0, p1) = (planes[0], planes[1]);
-            for ((o, a), b) in out.chunks_exact_mut(2).zip(p0).zip(p1) {
-                let mut v = ((*a as u16) << 8) | *b as u16;
-                if rotate {
-                    v = v.rotate_right(1);
-                }
-                o.copy_from_slice(&v.to_le_bytes());
-            }
-        }
-        4 => {
+    match (w, rotate) {
+        (1, _) => out.copy_from_slice(planes[0]),
+        (2, false) => merge2::<false>(planes[0], planes[1], base, out),
+        (2, true) => merge2::<true>(planes[0], planes[1], base, out),
+        (4, _) => {
             let ps = [planes[0], planes[1], planes[2], planes[3]];
             if rotate {
-                kernels::merge4::<true>(ps, out);
+                kernels::merge4::<true>(ps, base, out);
             } else {
-                kernels::merge4::<false>(ps, out);
+                kernels::merge4::<false>(ps, base, out);
             }
+            return;
         }
         _ => {
             for (i, o) in out.chunks_exact_mut(w).enumerate() {
@@ -106,6 +110,35 @@ pub fn merge(dtype: Dtype, planes: &[&[u8]], out: &mut [u8]) {
                 let v = u64::from_be_bytes(be);
                 let v = if rotate { v.rotate_right(1) } else { v };
                 o.copy_from_slice(&v.to_le_bytes()[..w]);
+            }
+        }
+    }
+    if let Some(b) = base
+        && w != 2
+    {
+        for (o, b) in out.iter_mut().zip(b) {
+            *o ^= b;
+        }
+    }
+}
+
+/// Width 2: one loop (the compiler vectorises it), the base XORed in it.
+fn merge2<const ROTATE: bool>(p0: &[u8], p1: &[u8], base: Option<&[u8]>, out: &mut [u8]) {
+    let elem = |a: u8, b: u8| {
+        let v = (u16::from(a) << 8) | u16::from(b);
+        if ROTATE { v.rotate_right(1) } else { v }
+    };
+    match base {
+        None => {
+            for ((o, &a), &b) in out.chunks_exact_mut(2).zip(p0).zip(p1) {
+                o.copy_from_slice(&elem(a, b).to_le_bytes());
+            }
+        }
+        Some(base) => {
+            let it = out.chunks_exact_mut(2).zip(base.chunks_exact(2));
+            for (((o, x), &a), &b) in it.zip(p0).zip(p1) {
+                let v = elem(a, b) ^ u16::from_le_bytes([x[0], x[1]]);
+                o.copy_from_slice(&v.to_le_bytes());
             }
         }
     }
@@ -136,6 +169,11 @@ mod tests {
         let mut out = vec![0xAA; input.len()];
         merge(dtype, &refs, &mut out);
         assert_eq!(out, input, "{dtype}");
+        // With a base: the merge XORed with it, byte for byte.
+        let base: Vec<u8> = (0..input.len()).map(|i| (i * 37 + 11) as u8).collect();
+        merge_xor(dtype, &refs, Some(&base), &mut out);
+        let want: Vec<u8> = input.iter().zip(&base).map(|(x, b)| x ^ b).collect();
+        assert_eq!(out, want, "{dtype} with a base");
         planes
     }
 

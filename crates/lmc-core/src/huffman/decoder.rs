@@ -16,30 +16,44 @@ const _: () = assert!(MAX_CODE_LEN == kernels::HUFFMAN_TABLE_BITS);
 /// cheaper): 1024-symbol blocks decoded at 62 MB/s with the table and 93
 /// without; 4096-symbol blocks at 192 with and 117 without.
 const MULTI_MIN_SYMBOLS: usize = 2048;
+/// Nor where codes are long: a lookup then holds one or two codes, and the
+/// table's build (a walk of every code sequence that fits) costs more than
+/// the lookups it saves; those blocks go through the kernel one symbol a
+/// lookup.
+const MULTI_MAX_MEAN_BITS: f64 = 4.0;
+/// Blocks of fewer symbols are decoded by the plain loop alone.
+const FAST_MIN_SYMBOLS: usize = 256;
 
-/// Decode table: entry = `symbol << 8 | code length`, indexed by the next
-/// `MAX_CODE_LEN` bits of the stream.
-struct Table([u16; TABLE_SIZE]);
-
-impl Table {
-    /// `codes`: the canonical codes of the block's lengths.
-    fn new(codes: &[u32; 256]) -> Table {
-        let mut t = [0u16; TABLE_SIZE];
-        for (s, &c) in codes.iter().enumerate() {
-            let len = c >> 16;
-            if len == 0 {
-                continue;
-            }
-            let code = (c & 0xFFFF) as usize;
-            let entry = (s as u16) << 8 | len as u16;
-            let mut i = code;
-            while i < TABLE_SIZE {
-                t[i] = entry;
-                i += 1 << len;
-            }
+/// A one-symbol table in the kernel's entry format (`bits | 1 << 8 |
+/// symbol << 32`): what the kernel uses where a multi-symbol table would
+/// not pay for its build, and what the tails are decoded with.
+/// Every entry of `t` is written (the code is complete: the kernel's
+/// check refuses a table where one is not).
+fn single_table(codes: &[u32; 256], t: &mut [u64; TABLE_SIZE]) {
+    for (s, &c) in codes.iter().enumerate() {
+        let len = c >> 16;
+        if len == 0 {
+            continue;
         }
-        Table(t)
+        let code = (c & 0xFFFF) as usize;
+        let entry = u64::from(len) | 1 << 8 | (s as u64) << 32;
+        for e in t[code..].iter_mut().step_by(1 << len) {
+            *e = entry;
+        }
     }
+}
+
+/// The mean code length, in bits, under the probabilities the lengths
+/// imply (2^-len each): how many symbols a lookup of the multi-symbol
+/// table would emit, about `MAX_CODE_LEN` over it.
+fn implied_mean_bits(codes: &[u32; 256]) -> f64 {
+    let scaled: u64 = codes
+        .iter()
+        .map(|&c| u64::from(c >> 16))
+        .filter(|&len| len > 0)
+        .map(|len| len << (MAX_CODE_LEN as u64 - len))
+        .sum();
+    scaled as f64 / TABLE_SIZE as f64
 }
 
 /// Reads the bits of stream `data` from bit `bit` on, least significant
@@ -89,7 +103,7 @@ impl MultiTable {
     /// against 9 us decoding up to four codes per entry one after another
     /// and 15 us doing that without branches.)
     /// `codes`: the canonical codes of the block's lengths.
-    fn new(codes: &[u32; 256]) -> MultiTable {
+    fn build(&mut self, codes: &[u32; 256]) {
         // (symbol, code, length), shortest first, on the stack. The order
         // among codes of one length does not matter: their entries are
         // disjoint (the code is prefix-free).
@@ -103,9 +117,7 @@ impl MultiTable {
         }
         let syms = &mut syms[..n];
         syms.sort_unstable_by_key(|&(_, _, len)| len);
-        let mut t = MultiTable([0u64; TABLE_SIZE]);
-        t.fill(syms, 0, 0, 0, 0);
-        t
+        self.fill(syms, 0, 0, 0, 0);
     }
 
     /// Writes the entries of every sequence that extends `prefix` (its codes'
@@ -143,7 +155,8 @@ impl MultiTable {
 pub fn decode(block: &[u8], out: &mut [u8]) -> Result<(), DecodeError> {
     let (lengths, used) = read_description(block)?;
     let codes = super::table::canonical_codes(&lengths);
-    let table = Table::new(&codes);
+    let mut single = [0u64; TABLE_SIZE];
+    single_table(&codes, &mut single);
     let sizes_len = 4 * (STREAMS - 1);
     let sizes = block
         .get(used..used + sizes_len)
@@ -196,14 +209,20 @@ pub fn decode(block: &[u8], out: &mut [u8]) -> Result<(), DecodeError> {
     // 11 bits <= 55), each lookup emitting one to four symbols; then each
     // stream alone, since streams of unequal entropy stop the joint loop
     // at different distances from their ends.
-    if n >= MULTI_MIN_SYMBOLS {
+    if n >= FAST_MIN_SYMBOLS {
+        let mut built = MultiTable([0u64; TABLE_SIZE]);
+        let entries = if n >= MULTI_MIN_SYMBOLS && implied_mean_bits(&codes) <= MULTI_MAX_MEAN_BITS
+        {
+            built.build(&codes);
+            &built.0
+        } else {
+            &single
+        };
         // A complete code fills every entry within the kernel's limits.
-        let multi = kernels::HuffmanDecodeTable::new(MultiTable::new(&codes).0).ok_or(
-            DecodeError::BadTable {
-                codec: PlaneCodec::Huffman,
-                fault: TableFault::KernelLimits,
-            },
-        )?;
+        let multi = kernels::HuffmanDecodeTable::new(entries).ok_or(DecodeError::BadTable {
+            codec: PlaneCodec::Huffman,
+            fault: TableFault::KernelLimits,
+        })?;
         // Measured on MiniLM's BF16 exponent plane (examples/kernels.rs):
         // one symbol a lookup 1.39 GB/s; up to two, streams in pairs
         // 1.50 GB/s; up to two, four streams 1.63-1.78 GB/s; up to four,
@@ -235,9 +254,9 @@ pub fn decode(block: &[u8], out: &mut [u8]) -> Result<(), DecodeError> {
         let stream = &data[starts[k]..starts[k + 1]];
         let mut bit = pos[k].bit - starts[k] as u64 * 8;
         for x in out[pos[k].out..bounds[k + 1]].iter_mut() {
-            let e = table.0[(peek(stream, bit) & TABLE_MASK) as usize];
-            *x = (e >> 8) as u8;
-            bit += (e & 0xFF) as u64;
+            let e = single[(peek(stream, bit) & TABLE_MASK) as usize];
+            *x = (e >> 32) as u8;
+            bit += e & 0xFF;
         }
         check_consumed(k, stream.len(), bit)?;
     }
@@ -274,21 +293,23 @@ mod tests {
                 .collect();
             let lengths = super::super::code_lengths(&histogram(&data), MAX_CODE_LEN);
             let codes = super::super::table::canonical_codes(&lengths);
-            let single = Table::new(&codes);
-            let multi = MultiTable::new(&codes);
+            let mut single = [0u64; TABLE_SIZE];
+            single_table(&codes, &mut single);
+            let mut multi = MultiTable([0u64; TABLE_SIZE]);
+            multi.build(&codes);
             assert!(
-                kernels::HuffmanDecodeTable::new(multi.0).is_some(),
+                kernels::HuffmanDecodeTable::new(&multi.0).is_some(),
                 "case {case}"
             );
             for (i, &e) in multi.0.iter().enumerate() {
                 let (mut used, mut count, mut syms) = (0u32, 0u64, 0u64);
                 while count < MULTI as u64 {
-                    let next = single.0[i >> used];
+                    let next = single[i >> used];
                     let len = (next & 0xFF) as u32;
                     if used + len > MAX_CODE_LEN {
                         break;
                     }
-                    syms |= ((next >> 8) as u64) << (8 * count);
+                    syms |= (next >> 32) << (8 * count);
                     used += len;
                     count += 1;
                 }
