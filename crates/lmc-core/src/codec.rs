@@ -330,6 +330,14 @@ fn zstd_compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
     })
 }
 
+/// Tensor planes at least this long that run coding took are not tried
+/// with zstd: the runs coder already has their long runs, and there zstd
+/// lost on every plane of this size of the generated series' deltas
+/// (pretrain, finetune and finetune at lr 2e-5: BF16 weights, fp32
+/// masters, AdamW state), while its samples took about a tenth of the
+/// coding time of a dense BF16 delta. Skipping them grew those nine deltas
+/// by 0 to 0.007% (docs/BENCHMARKS.md, "Dense deltas").
+const RUNS_NO_ZSTD_MIN_PLANE: usize = 4096;
 /// Planes at least this long have zstd tried on a sample first.
 const ZSTD_SAMPLE_MIN_PLANE: usize = 64 << 10;
 /// zstd is tried on the whole plane only if the sample comes out at most
@@ -498,7 +506,11 @@ fn encode_counted(
 
     let try_zstd = match kind {
         PlaneKind::Generic | PlaneKind::TensorLz => true,
-        PlaneKind::Tensor => est.huffman < n / 4 && zstd_sample_promising(data, best.1),
+        PlaneKind::Tensor => {
+            est.huffman < n / 4
+                && !(best.0 == PlaneCodec::Runs && n >= RUNS_NO_ZSTD_MIN_PLANE)
+                && zstd_sample_promising(data, best.1)
+        }
     };
     if try_zstd {
         let level = match kind {
