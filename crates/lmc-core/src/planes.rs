@@ -90,8 +90,8 @@ pub fn merge_xor(dtype: Dtype, planes: &[&[u8]], base: Option<&[u8]>, out: &mut 
     let rotate = dtype.grouping() == Grouping::RotateSign;
     match (w, rotate) {
         (1, _) => out.copy_from_slice(planes[0]),
-        (2, false) => merge2::<false>(planes[0], planes[1], base, out),
-        (2, true) => merge2::<true>(planes[0], planes[1], base, out),
+        (2, false) => kernels::merge2::<false>(planes[0], planes[1], base, out),
+        (2, true) => kernels::merge2::<true>(planes[0], planes[1], base, out),
         (4, _) => {
             let ps = [planes[0], planes[1], planes[2], planes[3]];
             if rotate {
@@ -118,28 +118,6 @@ pub fn merge_xor(dtype: Dtype, planes: &[&[u8]], base: Option<&[u8]>, out: &mut 
     {
         for (o, b) in out.iter_mut().zip(b) {
             *o ^= b;
-        }
-    }
-}
-
-/// Width 2: one loop (the compiler vectorises it), the base XORed in it.
-fn merge2<const ROTATE: bool>(p0: &[u8], p1: &[u8], base: Option<&[u8]>, out: &mut [u8]) {
-    let elem = |a: u8, b: u8| {
-        let v = (u16::from(a) << 8) | u16::from(b);
-        if ROTATE { v.rotate_right(1) } else { v }
-    };
-    match base {
-        None => {
-            for ((o, &a), &b) in out.chunks_exact_mut(2).zip(p0).zip(p1) {
-                o.copy_from_slice(&elem(a, b).to_le_bytes());
-            }
-        }
-        Some(base) => {
-            let it = out.chunks_exact_mut(2).zip(base.chunks_exact(2));
-            for (((o, x), &a), &b) in it.zip(p0).zip(p1) {
-                let v = elem(a, b) ^ u16::from_le_bytes([x[0], x[1]]);
-                o.copy_from_slice(&v.to_le_bytes());
-            }
         }
     }
 }

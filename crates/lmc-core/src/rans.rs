@@ -95,7 +95,7 @@ fn top_symbol(f: &[u32; 256]) -> usize {
 fn lower_from_top(f: &mut [u32; 256], mut surplus: u32) {
     // Present symbols by frequency, largest first, lowest index first among equals.
     let mut order: Vec<u8> = (0..=255u8).filter(|&s| f[s as usize] > 0).collect();
-    order.sort_by_key(|&s| (std::cmp::Reverse(f[s as usize]), s));
+    order.sort_unstable_by_key(|&s| (std::cmp::Reverse(f[s as usize]), s));
     // The first `k` symbols of `order` are at `level` (all at or above the rest).
     let mut k = 1;
     let mut level = f[order[0] as usize];
@@ -589,7 +589,7 @@ mod tests {
                 *fs = ((u64::from(c) * u64::from(TOTAL) + n / 2) / n).max(1) as u32;
             }
         }
-    // Fix the total by moving the largest frequencies (rounding errors are
+        // Fix the total by moving the largest frequencies (rounding errors are
         // at most one per symbol, so this takes at most 256 steps).
         // Rounding leaves the sum a little off: the difference goes to the
         // most frequent symbol (then, if it cannot take all of a surplus without
