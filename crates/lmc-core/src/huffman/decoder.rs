@@ -348,7 +348,7 @@ mod tests {
         for n in [255, 256, 257, 8191, 8192, 8193, 16383, 16384, 16385, 70_000] {
             // Mostly zeros (about a bit a symbol), then 64 symbols (about 6).
             let short: Vec<u8> = (0..n)
-                .map(|_| (rnd() % 16 == 0) as u8 * (rnd() % 8) as u8)
+                .map(|_| u8::from(rnd().is_multiple_of(16)) * (rnd() % 8) as u8)
                 .collect();
             let long: Vec<u8> = (0..n).map(|_| (rnd() % 64) as u8).collect();
             for data in [short, long] {
