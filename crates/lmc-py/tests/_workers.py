@@ -160,6 +160,11 @@ def two_ranks(rank: int, world: int, tmp: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{tmp}/pg", rank=rank, world_size=world)
     try:
         _two_ranks(rank, world, tmp_path)
+        # Both ranks done before either tears gloo down: a rank that
+        # destroyed its group while the other's last collective was still
+        # in flight is one way gloo aborts ("terminate called without an
+        # active exception", seen once under load).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
