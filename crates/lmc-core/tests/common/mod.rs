@@ -103,6 +103,7 @@ pub fn craft(
         removed: Vec::new(),
         segments: segs,
         chunks,
+        ..Default::default()
     }
     .to_bytes();
     let header = Header {
