@@ -80,6 +80,7 @@ mod open;
 mod prune;
 mod remote;
 mod restore;
+mod sources;
 mod storage;
 mod verify;
 mod walk;
@@ -469,7 +470,7 @@ impl Store {
         let (Kind::File, [f]) = (snap.kind, snap.files.as_slice()) else {
             return Ok(None);
         };
-        if f.base.is_some() {
+        if f.base.is_some() || !f.sources.is_empty() {
             return Ok(None);
         }
         let path = self.objects().join(&f.object);
