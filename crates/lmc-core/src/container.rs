@@ -151,6 +151,24 @@ impl<'a> Container<'a> {
         &self.index.source_tensors
     }
 
+    /// Names a derived piece's source (its index, as in
+    /// [`crate::derive::Piece::source`]): `tensor "w"`, or for a tensor of
+    /// another file, `tensor "w" of "master.safetensors"`.
+    pub fn describe_source(&self, source: usize) -> String {
+        let segs = &self.index.segments;
+        match source.checked_sub(segs.len()) {
+            None => segs[source].describe(),
+            Some(k) => match self.index.source_tensors.get(k) {
+                Some(t) => format!(
+                    "{} of {}",
+                    t.segment.describe(),
+                    crate::error::quote_name(&self.index.source_files[t.file].name)
+                ),
+                None => format!("source {source}"),
+            },
+        }
+    }
+
     /// Gives the container its source files (one per
     /// [`Container::source_files`], in order), whose XXH3-128 the caller
     /// knows (typically because each was just decoded from a container
