@@ -124,7 +124,9 @@ impl CompressOptions {
     /// another tensor of the same file are stored as derived tensors (a
     /// reference plus a residue; see [`crate::derive`]), in delta
     /// containers ([`compress_delta`]) too, where such a tensor is coded
-    /// against its source instead of the base. With `false`, every tensor
+    /// against its source or against the base, whichever its middle chunk
+    /// codes smaller (an exact rounding or copy always against its source).
+    /// With `false`, every tensor
     /// is coded alone (or against the base), as lmc did before.
     pub fn cross_tensor(mut self, on: bool) -> Self {
         self.cross_tensor = on;
@@ -354,7 +356,7 @@ pub fn compress_with_sources<W: Write + Seek + Send>(
     }
     let (mut segments, mut jobs) = plan(parts, layout, base, &|_| options.chunk_size)?;
     // After plan(), which checked the parts against the layout.
-    let (derived, external) = if options.cross_tensor {
+    let (mut derived, external) = if options.cross_tensor {
         derive_with_sources(parts, layout, sources)?
     } else {
         (vec![None; layout.len()], External::default())
@@ -365,8 +367,37 @@ pub fn compress_with_sources<W: Write + Seek + Send>(
         .copied()
         .chain(external.parts.iter().copied())
         .collect();
-    // A derived tensor is coded against its source, not against the base
-    // (in a delta, an exact rounding costs nothing, its delta does).
+    // A tensor both derived and matched in the base is coded whichever way
+    // is smaller, judged on a chunk coded both ways (an exact rounding's
+    // residue, all zeros, always wins; a stochastic rounding's low bits may
+    // lose to a delta in which few elements changed).
+    if let Some(b) = base {
+        let keep: Vec<bool> = segments
+            .par_iter()
+            .zip(&derived)
+            .zip(parts.par_iter())
+            .map(|((s, d), p)| match (d, s.base_offset) {
+                (Some(d), Some(off)) => {
+                    let at = off as usize;
+                    derived_pays(
+                        &s.kind,
+                        p,
+                        &b.bytes[at..at + p.len()],
+                        d,
+                        &all_parts,
+                        options,
+                    )
+                }
+                _ => true,
+            })
+            .collect();
+        for (d, k) in derived.iter_mut().zip(keep) {
+            if !k {
+                *d = None;
+            }
+        }
+    }
+    // A derived tensor is coded against its source, not the base.
     let apply = |segments: &mut [Segment]| {
         for (s, d) in segments.iter_mut().zip(&derived) {
             if d.is_some() {
@@ -432,22 +463,7 @@ pub fn compress_with_sources<W: Write + Seek + Send>(
     // What each job of a derived tensor is a residue against.
     let source_of = |j: &Job| -> Option<Residue<'_>> {
         let s = &segments[j.segment];
-        let d = s.derived.as_ref()?;
-        let SegmentKind::Tensor { dtype, .. } = &s.kind else {
-            return None;
-        };
-        let (w, sw) = (dtype.width(), d.op.source_width(*dtype));
-        // derive::find checked that the pieces hold these elements.
-        let spans = d
-            .spans((j.start / w) as u64, (j.end / w) as u64)
-            .into_iter()
-            .map(|sp| {
-                let first = sp.source_elem as usize * sw;
-                let bytes = &all_parts[sp.source][first..first + sp.elems as usize * sw];
-                (sp.at as usize * w, sp.elems as usize * w, bytes)
-            })
-            .collect();
-        Some(Residue { op: d.op, spans })
+        Residue::of(&s.kind, s.derived.as_ref()?, j.start, j.end, &all_parts)
     };
 
     out.write_all(&[0u8; HEADER_LEN])?;
@@ -605,7 +621,10 @@ fn derive_with_sources<'a>(
     let mut all_layout: Vec<SegmentSpec> = Vec::new();
     for (f, s) in sources.iter().enumerate() {
         if s.parts.len() != s.layout.len()
-            || s.parts.iter().zip(&s.layout).any(|(p, l)| p.len() as u64 != l.len)
+            || s.parts
+                .iter()
+                .zip(&s.layout)
+                .any(|(p, l)| p.len() as u64 != l.len)
         {
             return Err(Error::InvalidInput(format!(
                 "source file {}: {} parts for a layout of {} segments, or a part of another length",
@@ -894,6 +913,80 @@ fn longer_chunks_pay(
 struct Residue<'a> {
     op: crate::derive::DeriveOp,
     spans: Vec<(usize, usize, &'a [u8])>,
+}
+
+impl<'a> Residue<'a> {
+    /// The residue of bytes `start..end` of a tensor of `kind` derived by
+    /// `d`, whose pieces name `parts` (the segments, then the source
+    /// tensors); `None` for bytes.
+    fn of(
+        kind: &SegmentKind,
+        d: &crate::derive::Derivation,
+        start: usize,
+        end: usize,
+        parts: &[&'a [u8]],
+    ) -> Option<Residue<'a>> {
+        let SegmentKind::Tensor { dtype, .. } = kind else {
+            return None;
+        };
+        let (w, sw) = (dtype.width(), d.op.source_width(*dtype));
+        // derive::find checked that the pieces hold these elements.
+        let spans = d
+            .spans((start / w) as u64, (end / w) as u64)
+            .into_iter()
+            .map(|sp| {
+                let first = sp.source_elem as usize * sw;
+                let bytes = &parts[sp.source][first..first + sp.elems as usize * sw];
+                (sp.at as usize * w, sp.elems as usize * w, bytes)
+            })
+            .collect();
+        Some(Residue { op: d.op, spans })
+    }
+}
+
+/// Whether a tensor (`data`, of `kind`) derived by `d` codes no larger as
+/// its residue than as its XOR with `base`, judged on its middle chunk
+/// coded both ways.
+fn derived_pays(
+    kind: &SegmentKind,
+    data: &[u8],
+    base: &[u8],
+    d: &crate::derive::Derivation,
+    parts: &[&[u8]],
+    options: &CompressOptions,
+) -> bool {
+    let width = kind.width();
+    let len = (options.chunk_size.min(data.len()) / width) * width;
+    let start = ((data.len() - len) / 2 / width) * width;
+    let Some(residue) = Residue::of(kind, d, start, start + len, parts) else {
+        return true;
+    };
+    let sample = &data[start..start + len];
+    let mut enc = EncodedChunk::default();
+    encode_chunk(
+        kind,
+        sample,
+        None,
+        Some(residue),
+        0,
+        &options.tuning,
+        &mut enc,
+    );
+    let derived = enc.bytes.len();
+    // Constant planes (an exact rounding or copy): no delta is smaller.
+    if derived <= 4 * width {
+        return true;
+    }
+    encode_chunk(
+        kind,
+        sample,
+        Some(&base[start..start + len]),
+        None,
+        0,
+        &options.tuning,
+        &mut enc,
+    );
+    derived <= enc.bytes.len()
 }
 
 /// Codes one chunk into `enc` (its buffers reused): XORs it with `base`

@@ -520,8 +520,7 @@ impl Index {
             }
             for k in 0..n {
                 let len = r.u64("source file length")?;
-                let hash =
-                    u128::from_le_bytes(r.take(16, "source file hash")?.try_into().unwrap());
+                let hash = u128::from_le_bytes(r.take(16, "source file hash")?.try_into().unwrap());
                 let name_len = r.u16("source file name length")? as usize;
                 let name = std::str::from_utf8(r.take(name_len, "source file name")?)
                     .map_err(|_| bad(format!("source file {k}: name is not UTF-8")))?
@@ -943,7 +942,11 @@ fn check_derived(
         };
         let sq = match file {
             None => quote_name(sname),
-            Some(f) => format!("{} of source file {}", quote_name(sname), quote_name(&f.name)),
+            Some(f) => format!(
+                "{} of source file {}",
+                quote_name(sname),
+                quote_name(&f.name)
+            ),
         };
         if std::ptr::eq(src, seg) {
             return Err(bad("it names itself as its source (a cycle)".into()));

@@ -310,7 +310,8 @@ impl Store {
         let plan = sources::plan(&inputs);
         let mut new_entries = Vec::with_capacity(old_files.len());
         let mut any_delta = false;
-        for (fi, ((of, old_entry), input)) in old_files.iter().zip(&p.files).zip(&inputs).enumerate()
+        for (fi, ((of, old_entry), input)) in
+            old_files.iter().zip(&p.files).zip(&inputs).enumerate()
         {
             let base = counterpart(
                 &files.iter().zip(entries).collect::<Vec<_>>(),

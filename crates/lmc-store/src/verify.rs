@@ -74,13 +74,15 @@ impl Store {
                             })
                     })
                     .collect::<Result<Vec<_>>>()?;
-                let (bytes, hash) = self.decode(f, base, &sources).map_err(|source| Error::Needs {
-                    step: s.step,
-                    of_step: s.step,
-                    path: f.path.clone(),
-                    object: f.object.clone(),
-                    source: Box::new(source),
-                })?;
+                let (bytes, hash) =
+                    self.decode(f, base, &sources)
+                        .map_err(|source| Error::Needs {
+                            step: s.step,
+                            of_step: s.step,
+                            path: f.path.clone(),
+                            object: f.object.clone(),
+                            source: Box::new(source),
+                        })?;
                 report.bytes += bytes.len() as u64;
                 report.files += 1;
                 cur.push((

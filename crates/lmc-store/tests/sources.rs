@@ -81,21 +81,22 @@ impl Run {
 
     /// The snapshot's files: weights (BF16), master (F32), optimizer (F32).
     fn files(&self, step: u64) -> Vec<(String, Vec<u8>)> {
-        let named = |prefix: &str, dtype: Dtype, vs: &[Vec<f32>]| -> Vec<(String, Dtype, Vec<u8>)> {
-            vs.iter()
-                .enumerate()
-                .map(|(k, v)| {
-                    let bytes = match dtype {
-                        Dtype::BF16 => v
-                            .iter()
-                            .flat_map(|x| bf16_bits(x.to_bits()).to_le_bytes())
-                            .collect(),
-                        _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                    };
-                    (format!("{prefix}layer{k}.weight"), dtype, bytes)
-                })
-                .collect()
-        };
+        let named =
+            |prefix: &str, dtype: Dtype, vs: &[Vec<f32>]| -> Vec<(String, Dtype, Vec<u8>)> {
+                vs.iter()
+                    .enumerate()
+                    .map(|(k, v)| {
+                        let bytes = match dtype {
+                            Dtype::BF16 => v
+                                .iter()
+                                .flat_map(|x| bf16_bits(x.to_bits()).to_le_bytes())
+                                .collect(),
+                            _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                        };
+                        (format!("{prefix}layer{k}.weight"), dtype, bytes)
+                    })
+                    .collect()
+            };
         vec![
             (
                 "weights-bf16.safetensors".into(),
@@ -170,7 +171,12 @@ fn bf16_weights_derive_from_their_masters_in_every_snapshot() {
         assert_eq!(w.sources, ["master-fp32.safetensors"], "step {step}");
         // Every tensor derived: no base, and next to nothing stored.
         assert_eq!(w.base, None, "step {step}");
-        assert!(w.stored * 10 < w.len, "step {step}: {} of {}", w.stored, w.len);
+        assert!(
+            w.stored * 10 < w.len,
+            "step {step}: {} of {}",
+            w.stored,
+            w.len
+        );
         for other in ["master-fp32.safetensors", "optim.safetensors"] {
             assert!(entry(&store, step, other).sources.is_empty());
         }
@@ -226,7 +232,10 @@ fn prune_and_remove_keep_sources_valid() {
     let (mut store, added) = series(&dir.path().join("s"), &steps, 8);
     store.remove(4).unwrap();
     let keep = |s: &[u64]| -> (Vec<u64>, Vec<Vec<(String, Vec<u8>)>>) {
-        let idx: Vec<usize> = s.iter().map(|x| steps.iter().position(|y| y == x).unwrap()).collect();
+        let idx: Vec<usize> = s
+            .iter()
+            .map(|x| steps.iter().position(|y| y == x).unwrap())
+            .collect();
         (s.to_vec(), idx.iter().map(|&i| added[i].clone()).collect())
     };
     let (s, a) = keep(&[1, 2, 3, 5, 6, 7]);
@@ -268,7 +277,10 @@ fn a_missing_or_damaged_source_is_refused_naming_it() {
     fs::write(&p, &bad).unwrap();
     let store = Store::open(&root).unwrap();
     let err = store.restore_files(3).unwrap_err().to_string();
-    assert!(err.contains("master-fp32.safetensors") && err.contains(&master), "{err}");
+    assert!(
+        err.contains("master-fp32.safetensors") && err.contains(&master),
+        "{err}"
+    );
     assert!(store.verify(&mut |_| {}).is_err());
     // Missing: named too, as the source of the weights.
     fs::remove_file(&p).unwrap();
@@ -306,16 +318,14 @@ fn a_missing_or_damaged_source_is_refused_naming_it() {
         "{err}"
     );
     let err = manifest(&|v| {
-        v["snapshots"][2]["files"][1]["sources"] =
-            serde_json::json!(["weights-bf16.safetensors"]);
+        v["snapshots"][2]["files"][1]["sources"] = serde_json::json!(["weights-bf16.safetensors"]);
     });
     assert!(
         err.contains("master-fp32.safetensors") && err.contains("cycles are refused"),
         "{err}"
     );
     let err = manifest(&|v| {
-        v["snapshots"][2]["files"][0]["sources"] =
-            serde_json::json!(["weights-bf16.safetensors"]);
+        v["snapshots"][2]["files"][0]["sources"] = serde_json::json!(["weights-bf16.safetensors"]);
     });
     assert!(err.contains("itself"), "{err}");
     // A manifest that lists another file than the object records opens;
