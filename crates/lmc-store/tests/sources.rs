@@ -114,6 +114,9 @@ impl Run {
     }
 }
 
+/// A snapshot's files: path and bytes.
+type Files = Vec<(String, Vec<u8>)>;
+
 fn add(store: &mut Store, step: u64, files: &[(String, Vec<u8>)]) {
     let inputs: Vec<FileInput<'_>> = files
         .iter()
@@ -123,7 +126,7 @@ fn add(store: &mut Store, step: u64, files: &[(String, Vec<u8>)]) {
 }
 
 /// A store of `steps`, and each snapshot's files as added.
-fn series(root: &Path, steps: &[u64], keyframe_every: u32) -> (Store, Vec<Vec<(String, Vec<u8>)>>) {
+fn series(root: &Path, steps: &[u64], keyframe_every: u32) -> (Store, Vec<Files>) {
     let mut store = Store::create(root, keyframe_every).unwrap();
     let mut run = Run::new(7);
     let mut added = Vec::new();
@@ -136,7 +139,7 @@ fn series(root: &Path, steps: &[u64], keyframe_every: u32) -> (Store, Vec<Vec<(S
     (store, added)
 }
 
-fn check_all(store: &Store, steps: &[u64], added: &[Vec<(String, Vec<u8>)>]) {
+fn check_all(store: &Store, steps: &[u64], added: &[Files]) {
     for (step, files) in steps.iter().zip(added) {
         let got: Vec<(String, Vec<u8>)> = store
             .restore_files(*step)
@@ -231,7 +234,7 @@ fn prune_and_remove_keep_sources_valid() {
     let steps = [1u64, 2, 3, 4, 5, 6, 7];
     let (mut store, added) = series(&dir.path().join("s"), &steps, 8);
     store.remove(4).unwrap();
-    let keep = |s: &[u64]| -> (Vec<u64>, Vec<Vec<(String, Vec<u8>)>>) {
+    let keep = |s: &[u64]| -> (Vec<u64>, Vec<Files>) {
         let idx: Vec<usize> = s
             .iter()
             .map(|x| steps.iter().position(|y| y == x).unwrap())
