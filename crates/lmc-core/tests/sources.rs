@@ -4,7 +4,7 @@
 //! given, and refuses to decode without it or with another file.
 
 mod common;
-use common::{Rng, tensor};
+use common::{Rng, refused, rewrite, tensor};
 
 use std::io::Cursor;
 
@@ -334,4 +334,64 @@ fn each_tensor_is_coded_derived_or_as_a_delta_whichever_is_smaller() {
     let mut out = vec![0u8; now.bytes.len()];
     c.decompress_into(&mut out, &mut |_| true).unwrap();
     assert_eq!(out, now.bytes);
+}
+
+#[test]
+fn bad_source_tables_are_refused_naming_the_tensor_and_the_file() {
+    let (master, optim, weights) = checkpoint(6);
+    let sources = [master.source("master.st"), optim.source("optim.st")];
+    let (packed, _) = with_sources(&weights, None, &sources);
+    let c = Container::open(&packed).unwrap();
+    let nseg = c.segments().len();
+    let a = c
+        .segments()
+        .iter()
+        .position(|s| matches!(&s.kind, SegmentKind::Tensor { name, .. } if name == "a"))
+        .unwrap();
+    // Source tensor 0 is master's "a" (the first used), 2560 elements.
+    assert_eq!(c.describe_source(nseg), "tensor \"a\" of \"master.st\"");
+
+    // A piece naming a source tensor that is not listed.
+    let e = refused(&rewrite(&packed, |ix, _| {
+        ix.segments[a].derived.as_mut().unwrap().pieces[0].source = nseg + 99;
+    }));
+    assert!(e.contains("\"a\"") && e.contains("does not exist"), "{e}");
+    // A source tensor running past the end of its file.
+    let e = refused(&rewrite(&packed, |ix, _| {
+        ix.source_tensors[0].segment.offset = ix.source_files[0].len - 100;
+    }));
+    assert!(e.contains("master.st") && e.contains("inside"), "{e}");
+    // A file index past the table.
+    let e = refused(&rewrite(&packed, |ix, _| ix.source_tensors[0].file = 7));
+    assert!(e.contains("file 7 does not exist"), "{e}");
+    // A source of another dtype than the op needs: named with its file.
+    let e = refused(&rewrite(&packed, |ix, _| {
+        if let SegmentKind::Tensor { dtype, shape, .. } = &mut ix.source_tensors[0].segment.kind {
+            *dtype = Dtype::BF16;
+            shape[1] *= 2;
+        }
+    }));
+    assert!(
+        e.contains("\"a\"")
+            && e.contains("of source file \"master.st\"")
+            && e.contains("round-bf16"),
+        "{e}"
+    );
+    // Elements beyond the source tensor.
+    let e = refused(&rewrite(&packed, |ix, _| {
+        ix.segments[a].derived.as_mut().unwrap().pieces[0].source_elem = 10;
+    }));
+    assert!(
+        e.contains("master.st") && e.contains("which has 2560"),
+        "{e}"
+    );
+    // The table without its flag is read as segments, and the flag without
+    // a table finds none: both refused.
+    let e = refused(&rewrite(&packed, |_, flags| *flags &= !FLAG_SOURCES));
+    assert!(!e.is_empty());
+    let e = refused(&rewrite(&packed, |ix, _| {
+        ix.source_files.clear();
+        ix.source_tensors.clear();
+    }));
+    assert!(!e.is_empty(), "{e}");
 }
