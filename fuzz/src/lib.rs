@@ -130,6 +130,8 @@ fn repair(data: &[u8]) -> Option<(Vec<u8>, bool)> {
         let index = Index {
             base: c.base_ref(),
             removed: c.removed().to_vec(),
+            source_files: c.source_files().to_vec(),
+            source_tensors: c.source_tensors().to_vec(),
             segments: c.segments().to_vec(),
             chunks: c.chunks().to_vec(),
         };
@@ -143,6 +145,8 @@ fn repair(data: &[u8]) -> Option<(Vec<u8>, bool)> {
     let Index {
         base,
         removed,
+        source_files,
+        source_tensors,
         segments,
         chunks,
     } = index_parts;
@@ -157,6 +161,8 @@ fn repair(data: &[u8]) -> Option<(Vec<u8>, bool)> {
     let index = Index {
         base,
         removed,
+        source_files,
+        source_tensors,
         segments,
         chunks,
     }

@@ -118,11 +118,39 @@ fn safetensors(step: u64) -> Vec<u8> {
     out
 }
 
-/// A checkpoint directory of step `step`: the weights and a config.
+/// The BF16 rounding of a safetensors file of F32 tensors (`safetensors`'s):
+/// the same header with BF16 for F32 and halved offsets, then the roundings.
+fn bf16_of(f32_file: &[u8]) -> Vec<u8> {
+    let n = u64::from_le_bytes(f32_file[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&f32_file[8..8 + n]).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(header).unwrap();
+    for t in v.as_object_mut().unwrap().values_mut() {
+        t["dtype"] = "BF16".into();
+        let o = t["data_offsets"].as_array().unwrap();
+        let half: Vec<u64> = o.iter().map(|x| x.as_u64().unwrap() / 2).collect();
+        t["data_offsets"] = serde_json::json!(half);
+    }
+    let header = serde_json::to_vec(&v).unwrap();
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&header);
+    for x in f32_file[8 + n..].chunks_exact(4) {
+        let bits = u32::from_le_bytes(x.try_into().unwrap());
+        out.extend_from_slice(&lmc_core::derive::bf16_bits(bits).to_le_bytes());
+    }
+    out
+}
+
+/// A checkpoint directory of step `step`: the fp32 weights, their BF16
+/// rounding (stored as derived from them) and a config.
 fn checkpoint(root: &Path, step: u64) -> PathBuf {
     let dir = root.join(format!("ckpt-{step}"));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("model.safetensors"), safetensors(step)).unwrap();
+    std::fs::write(
+        dir.join("weights-bf16.safetensors"),
+        bf16_of(&safetensors(step)),
+    )
+    .unwrap();
     std::fs::write(dir.join("config.json"), format!("{{\"step\": {step}}}")).unwrap();
     dir
 }
@@ -196,13 +224,37 @@ fn add_list_restore_verify_prune_on_s3() {
             "restore",
         );
         let ckpt = dir.path().join(format!("ckpt-{step}"));
-        for f in ["model.safetensors", "config.json"] {
+        for f in [
+            "model.safetensors",
+            "weights-bf16.safetensors",
+            "config.json",
+        ] {
             assert_eq!(
                 hash(&std::fs::read(out.join(f)).unwrap()),
                 hash(&std::fs::read(ckpt.join(f)).unwrap()),
                 "step {step} {f}"
             );
         }
+    }
+    // The BF16 file of every step is derived from the fp32 file beside it.
+    let (manifest, _) = location(&server, &url)
+        .join("manifest.json")
+        .get()
+        .unwrap()
+        .expect("a manifest");
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    for s in manifest["snapshots"].as_array().unwrap() {
+        let f = s["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == "weights-bf16.safetensors")
+            .unwrap();
+        assert_eq!(
+            f["sources"],
+            serde_json::json!(["model.safetensors"]),
+            "{s}"
+        );
     }
     // The prefix holds the manifest, the lock and the objects, nothing else.
     let k = keys(&server, &url);
@@ -229,7 +281,7 @@ fn add_list_restore_verify_prune_on_s3() {
         .iter()
         .filter(|k| k.starts_with("objects/"))
         .count();
-    assert_eq!(objects, 4, "two snapshots of two files");
+    assert_eq!(objects, 6, "two snapshots of three files");
 }
 
 #[test]

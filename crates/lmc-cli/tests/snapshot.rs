@@ -224,6 +224,109 @@ fn add_list_restore_verify_prune() {
     fx.check_all(n);
 }
 
+/// A directory checkpoint of a mixed-precision run: the fp32 master
+/// weights, their BF16 rounding, and a config (test data).
+fn mixed_precision_dir(root: &std::path::Path, step: u64, n: usize) -> PathBuf {
+    let dir = root.join(format!("ckpt-{step}"));
+    fs::create_dir_all(&dir).unwrap();
+    let file = |dtype: Dtype, data: &[u8]| {
+        let infos = [TensorInfo {
+            name: "w".into(),
+            dtype,
+            shape: vec![n as u64],
+        }];
+        let mut out = header(&infos, &Default::default()).unwrap();
+        out.extend_from_slice(data);
+        out
+    };
+    let (mut f, mut b) = (Vec::new(), Vec::new());
+    for i in 0..n as u64 {
+        let x = ((i.wrapping_mul(2654435761) % 20011) as f32 / 20011.0 - 0.5) * 0.1
+            + ((i + step) % 7) as f32 * 1e-5 * step as f32;
+        f.extend_from_slice(&x.to_le_bytes());
+        b.extend_from_slice(&lmc_core::derive::bf16_bits(x.to_bits()).to_le_bytes());
+    }
+    fs::write(dir.join("master-fp32.safetensors"), file(Dtype::F32, &f)).unwrap();
+    fs::write(dir.join("weights-bf16.safetensors"), file(Dtype::BF16, &b)).unwrap();
+    fs::write(dir.join("config.json"), format!("{{\"step\": {step}}}")).unwrap();
+    dir
+}
+
+#[test]
+fn directory_snapshots_derive_bf16_weights_from_their_masters() {
+    let fx = Fixture::new();
+    let n = 20_000;
+    let steps = [10u64, 20, 30];
+    for step in steps {
+        let dir = mixed_precision_dir(fx.dir.path(), step, n);
+        lmc()
+            .args(["snapshot", "add", "-q", "--step", &step.to_string()])
+            .arg(&fx.store)
+            .arg(&dir)
+            .assert()
+            .success();
+    }
+    let manifest: Value =
+        serde_json::from_slice(&fs::read(fx.store.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["version"], 5);
+    for s in manifest["snapshots"].as_array().unwrap() {
+        let w = s["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == "weights-bf16.safetensors")
+            .unwrap();
+        assert_eq!(w["sources"], serde_json::json!(["master-fp32.safetensors"]));
+        assert!(w["stored"].as_u64().unwrap() < 2_000, "{w}");
+    }
+    lmc()
+        .args(["snapshot", "verify", "-q"])
+        .arg(&fx.store)
+        .assert()
+        .success();
+    for step in steps {
+        let out = fx.dir.path().join(format!("restored-{step}"));
+        lmc()
+            .args(["snapshot", "restore", "-q"])
+            .arg(&fx.store)
+            .arg(step.to_string())
+            .arg("-o")
+            .arg(&out)
+            .assert()
+            .success();
+        let ckpt = fx.dir.path().join(format!("ckpt-{step}"));
+        for f in [
+            "master-fp32.safetensors",
+            "weights-bf16.safetensors",
+            "config.json",
+        ] {
+            assert!(
+                fs::read(out.join(f)).unwrap() == fs::read(ckpt.join(f)).unwrap(),
+                "step {step}: {f} does not restore byte-exactly"
+            );
+        }
+    }
+    // The object of a BF16 file alone is refused by decompress, naming its source.
+    let obj = manifest["snapshots"][2]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "weights-bf16.safetensors")
+        .unwrap()["object"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    expect(
+        lmc()
+            .arg("decompress")
+            .arg(fx.store.join("objects").join(obj))
+            .arg("-o")
+            .arg(fx.dir.path().join("alone.safetensors")),
+        false,
+        &["master-fp32.safetensors", "not given"],
+    );
+}
+
 #[test]
 fn a_second_writer_is_refused() {
     let fx = Fixture::new();

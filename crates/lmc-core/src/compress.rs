@@ -124,7 +124,9 @@ impl CompressOptions {
     /// another tensor of the same file are stored as derived tensors (a
     /// reference plus a residue; see [`crate::derive`]), in delta
     /// containers ([`compress_delta`]) too, where such a tensor is coded
-    /// against its source instead of the base. With `false`, every tensor
+    /// against its source or against the base, whichever its middle chunk
+    /// codes smaller (an exact rounding or copy always against its source).
+    /// With `false`, every tensor
     /// is coded alone (or against the base), as lmc did before.
     pub fn cross_tensor(mut self, on: bool) -> Self {
         self.cross_tensor = on;
@@ -154,6 +156,24 @@ pub struct CompressSummary {
     pub base_hash: Option<u128>,
     pub compressed_len: u64,
     pub chunks: usize,
+    /// Of the source files given ([`compress_with_sources`]), the ones the
+    /// container takes source elements from (indices, in increasing
+    /// order): decoding needs these, in this order.
+    pub sources: Vec<usize>,
+}
+
+/// Another file whose tensors the derived tensors of a new container may
+/// take their source elements from (FORMAT.md, "Sources in other files"):
+/// in a snapshot store, another file of the same checkpoint, such as the
+/// fp32 master weights of a BF16 weights file.
+#[derive(Debug, Clone)]
+pub struct SourceInput<'a> {
+    /// Recorded in the container and named in its errors (in a store, the
+    /// file's path in its checkpoint).
+    pub name: String,
+    /// The file as pieces, one slice per segment of `layout`.
+    pub parts: Vec<&'a [u8]>,
+    pub layout: Vec<SegmentSpec>,
 }
 
 /// Reports progress (bytes of input done so far) and asks whether to go
@@ -309,6 +329,26 @@ pub fn compress_parts<W: Write + Seek + Send>(
     out: &mut W,
     progress: Progress<'_>,
 ) -> Result<CompressSummary> {
+    compress_with_sources(parts, layout, base, &[], options, out, progress)
+}
+
+/// [`compress_parts`] where derived tensors may also take their source
+/// elements from the tensors of other files, `sources` (FORMAT.md,
+/// "Sources in other files"): [`crate::derive`]'s search runs over the
+/// sources' tensors and the file's together, the sources' never derived.
+/// The container records the source files it uses (by name, length and
+/// XXH3-128) and the tensors it takes from them; decoding needs those
+/// files ([`Container::with_sources_hashed`](crate::Container::with_sources_hashed)).
+/// With cross-tensor search off, the sources are not used.
+pub fn compress_with_sources<W: Write + Seek + Send>(
+    parts: &[&[u8]],
+    layout: &[SegmentSpec],
+    base: Option<&DeltaBase<'_>>,
+    sources: &[SourceInput<'_>],
+    options: &CompressOptions,
+    out: &mut W,
+    progress: Progress<'_>,
+) -> Result<CompressSummary> {
     check_chunk_size(options.chunk_size)?;
     if let Some(big) = options.tuning.lz_chunk_size {
         check_chunk_size(big)
@@ -316,13 +356,48 @@ pub fn compress_parts<W: Write + Seek + Send>(
     }
     let (mut segments, mut jobs) = plan(parts, layout, base, &|_| options.chunk_size)?;
     // After plan(), which checked the parts against the layout.
-    let derived = if options.cross_tensor {
-        crate::derive::find(parts, layout)
+    let (mut derived, external) = if options.cross_tensor {
+        derive_with_sources(parts, layout, sources)?
     } else {
-        vec![None; layout.len()]
+        (vec![None; layout.len()], External::default())
     };
-    // A derived tensor is coded against its source, not against the base
-    // (in a delta, an exact rounding costs nothing, its delta does).
+    // Every part a piece may name: the segments, then the source tensors.
+    let all_parts: Vec<&[u8]> = parts
+        .iter()
+        .copied()
+        .chain(external.parts.iter().copied())
+        .collect();
+    // A tensor both derived and matched in the base is coded whichever way
+    // is smaller, judged on a chunk coded both ways (an exact rounding's
+    // residue, all zeros, always wins; a stochastic rounding's low bits may
+    // lose to a delta in which few elements changed).
+    if let Some(b) = base {
+        let keep: Vec<bool> = segments
+            .par_iter()
+            .zip(&derived)
+            .zip(parts.par_iter())
+            .map(|((s, d), p)| match (d, s.base_offset) {
+                (Some(d), Some(off)) => {
+                    let at = off as usize;
+                    derived_pays(
+                        &s.kind,
+                        p,
+                        &b.bytes[at..at + p.len()],
+                        d,
+                        &all_parts,
+                        options,
+                    )
+                }
+                _ => true,
+            })
+            .collect();
+        for (d, k) in derived.iter_mut().zip(keep) {
+            if !k {
+                *d = None;
+            }
+        }
+    }
+    // A derived tensor is coded against its source, not the base.
     let apply = |segments: &mut [Segment]| {
         for (s, d) in segments.iter_mut().zip(&derived) {
             if d.is_some() {
@@ -331,6 +406,14 @@ pub fn compress_parts<W: Write + Seek + Send>(
             }
         }
     };
+    // Whether every tensor matched in the base is derived instead.
+    let on_base = |derived_too: bool| {
+        segments
+            .iter()
+            .zip(&derived)
+            .any(|(s, d)| s.base_offset.is_some() && d.is_some() == derived_too)
+    };
+    let base_only_derived = on_base(true) && !on_base(false);
     apply(&mut segments);
     // Planes that get zstd tried in every chunk, judged once per tensor.
     // Delta tensors are not judged: their XOR planes are mostly zero runs,
@@ -380,22 +463,7 @@ pub fn compress_parts<W: Write + Seek + Send>(
     // What each job of a derived tensor is a residue against.
     let source_of = |j: &Job| -> Option<Residue<'_>> {
         let s = &segments[j.segment];
-        let d = s.derived.as_ref()?;
-        let SegmentKind::Tensor { dtype, .. } = &s.kind else {
-            return None;
-        };
-        let (w, sw) = (dtype.width(), d.op.source_width(*dtype));
-        // derive::find checked that the pieces hold these elements.
-        let spans = d
-            .spans((j.start / w) as u64, (j.end / w) as u64)
-            .into_iter()
-            .map(|sp| {
-                let first = sp.source_elem as usize * sw;
-                let bytes = &parts[sp.source][first..first + sp.elems as usize * sw];
-                (sp.at as usize * w, sp.elems as usize * w, bytes)
-            })
-            .collect();
-        Some(Residue { op: d.op, spans })
+        Residue::of(&s.kind, s.derived.as_ref()?, j.start, j.end, &all_parts)
     };
 
     out.write_all(&[0u8; HEADER_LEN])?;
@@ -469,12 +537,18 @@ pub fn compress_parts<W: Write + Seek + Send>(
     // batches hashed above covered all of the input.
     debug_assert_eq!(done, total_len);
 
+    // A delta whose every matched tensor became derived needs no base: it
+    // records none (a version 1 container), so decoding it does not need
+    // the base decoded first.
+    let base = base.filter(|_| !base_only_derived);
     let index = Index {
         base: base.map(|b| BaseRef {
             len: b.bytes.len() as u64,
             hash: crate::hash::xxh3_128(b.bytes),
         }),
         removed: base.map(|b| b.removed.clone()).unwrap_or_default(),
+        source_files: external.files,
+        source_tensors: external.tensors,
         segments,
         chunks,
     };
@@ -490,6 +564,9 @@ pub fn compress_parts<W: Write + Seek + Send>(
     out.write_all(&index_bytes)?;
     if index.segments.iter().any(|s| s.derived.is_some()) {
         flags |= crate::format::FLAG_DERIVED;
+    }
+    if !index.source_files.is_empty() {
+        flags |= crate::format::FLAG_SOURCES;
     }
     let header = Header {
         version: index.version(),
@@ -509,7 +586,143 @@ pub fn compress_parts<W: Write + Seek + Send>(
         base_hash: index.base.map(|b| b.hash),
         compressed_len: HEADER_LEN as u64 + payload_len + index_bytes.len() as u64,
         chunks: index.chunks.len(),
+        sources: external.used,
     })
+}
+
+/// The tensors of other files that a container's derived tensors use.
+#[derive(Default)]
+struct External<'a> {
+    /// The source files used, as recorded.
+    files: Vec<crate::format::SourceFile>,
+    /// Their tensors used, as recorded (piece source `segments + k`).
+    tensors: Vec<crate::format::SourceTensor>,
+    /// Each tensor's bytes, as `tensors`.
+    parts: Vec<&'a [u8]>,
+    /// Indices of the used files among the sources given.
+    used: Vec<usize>,
+}
+
+/// Runs [`crate::derive::find_among`] over the tensors of `sources` and
+/// then those of the file, and keeps what the file's tensors take from
+/// the sources: the files and tensors used (in order), with the pieces'
+/// sources renumbered (the file's segments first, then the tensors used).
+fn derive_with_sources<'a>(
+    parts: &[&[u8]],
+    layout: &[SegmentSpec],
+    sources: &[SourceInput<'a>],
+) -> Result<(Vec<Option<crate::derive::Derivation>>, External<'a>)> {
+    if sources.is_empty() {
+        return Ok((crate::derive::find(parts, layout), External::default()));
+    }
+    // Each source tensor: (its file, its offset in the file, its part).
+    let mut at: Vec<(usize, u64, usize)> = Vec::new();
+    let mut all_parts: Vec<&[u8]> = Vec::new();
+    let mut all_layout: Vec<SegmentSpec> = Vec::new();
+    for (f, s) in sources.iter().enumerate() {
+        if s.parts.len() != s.layout.len()
+            || s.parts
+                .iter()
+                .zip(&s.layout)
+                .any(|(p, l)| p.len() as u64 != l.len)
+        {
+            return Err(Error::InvalidInput(format!(
+                "source file {}: {} parts for a layout of {} segments, or a part of another length",
+                crate::error::quote_name(&s.name),
+                s.parts.len(),
+                s.layout.len()
+            )));
+        }
+        if s.name.len() > u16::MAX as usize {
+            return Err(Error::InvalidInput(format!(
+                "source file {}: its name is longer than 65535 bytes",
+                crate::error::quote_name(&s.name)
+            )));
+        }
+        let mut off = 0u64;
+        for (k, (p, l)) in s.parts.iter().zip(&s.layout).enumerate() {
+            // Only tensors may be sources.
+            if matches!(l.kind, SegmentKind::Tensor { .. }) {
+                at.push((f, off, k));
+                all_parts.push(p);
+                all_layout.push(l.clone());
+            }
+            off += l.len;
+        }
+    }
+    let e = at.len();
+    all_parts.extend_from_slice(parts);
+    all_layout.extend_from_slice(layout);
+    let found = crate::derive::find_among(&all_parts, &all_layout, e);
+    // Source tensors used, in order of first use -> their number.
+    let mut number: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    let mut external = External::default();
+    let mut file_number: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    let mut derived = Vec::with_capacity(layout.len());
+    for d in found.into_iter().skip(e) {
+        derived.push(d.map(|mut d| {
+            for p in &mut d.pieces {
+                p.source = match p.source.checked_sub(e) {
+                    Some(own) => own,
+                    None => {
+                        let t = p.source;
+                        let n = *number.entry(t).or_insert_with(|| {
+                            let (f, offset, k) = at[t];
+                            let nf = *file_number.entry(f).or_insert_with(|| {
+                                external.used.push(f);
+                                external.used.len() - 1
+                            });
+                            external.tensors.push(crate::format::SourceTensor {
+                                file: nf,
+                                segment: Segment {
+                                    kind: all_layout[t].kind.clone(),
+                                    base_offset: None,
+                                    derived: None,
+                                    offset,
+                                    len: all_layout[t].len,
+                                    first_chunk: 0,
+                                    chunk_count: 0,
+                                },
+                            });
+                            external.parts.push(sources[f].parts[k]);
+                            external.tensors.len() - 1
+                        });
+                        layout.len() + n
+                    }
+                };
+            }
+            d
+        }));
+    }
+    // The files in the order given (decoders take them so), their tensors
+    // renumbered to match.
+    let mut order: Vec<usize> = (0..external.used.len()).collect();
+    order.sort_by_key(|&k| external.used[k]);
+    let mut renumber = vec![0usize; order.len()];
+    for (new, &old) in order.iter().enumerate() {
+        renumber[old] = new;
+    }
+    for t in &mut external.tensors {
+        t.file = renumber[t.file];
+    }
+    external.used.sort_unstable();
+    external.files = external
+        .used
+        .iter()
+        .map(|&f| {
+            let s = &sources[f];
+            let mut h = Xxh3_128::new();
+            for p in &s.parts {
+                h.update(p);
+            }
+            crate::format::SourceFile {
+                name: s.name.clone(),
+                len: s.parts.iter().map(|p| p.len() as u64).sum(),
+                hash: h.digest128(),
+            }
+        })
+        .collect();
+    Ok((derived, external))
 }
 
 /// Bytes a batch aims at per thread: four default chunks.
@@ -700,6 +913,80 @@ fn longer_chunks_pay(
 struct Residue<'a> {
     op: crate::derive::DeriveOp,
     spans: Vec<(usize, usize, &'a [u8])>,
+}
+
+impl<'a> Residue<'a> {
+    /// The residue of bytes `start..end` of a tensor of `kind` derived by
+    /// `d`, whose pieces name `parts` (the segments, then the source
+    /// tensors); `None` for bytes.
+    fn of(
+        kind: &SegmentKind,
+        d: &crate::derive::Derivation,
+        start: usize,
+        end: usize,
+        parts: &[&'a [u8]],
+    ) -> Option<Residue<'a>> {
+        let SegmentKind::Tensor { dtype, .. } = kind else {
+            return None;
+        };
+        let (w, sw) = (dtype.width(), d.op.source_width(*dtype));
+        // derive::find checked that the pieces hold these elements.
+        let spans = d
+            .spans((start / w) as u64, (end / w) as u64)
+            .into_iter()
+            .map(|sp| {
+                let first = sp.source_elem as usize * sw;
+                let bytes = &parts[sp.source][first..first + sp.elems as usize * sw];
+                (sp.at as usize * w, sp.elems as usize * w, bytes)
+            })
+            .collect();
+        Some(Residue { op: d.op, spans })
+    }
+}
+
+/// Whether a tensor (`data`, of `kind`) derived by `d` codes no larger as
+/// its residue than as its XOR with `base`, judged on its middle chunk
+/// coded both ways.
+fn derived_pays(
+    kind: &SegmentKind,
+    data: &[u8],
+    base: &[u8],
+    d: &crate::derive::Derivation,
+    parts: &[&[u8]],
+    options: &CompressOptions,
+) -> bool {
+    let width = kind.width();
+    let len = (options.chunk_size.min(data.len()) / width) * width;
+    let start = ((data.len() - len) / 2 / width) * width;
+    let Some(residue) = Residue::of(kind, d, start, start + len, parts) else {
+        return true;
+    };
+    let sample = &data[start..start + len];
+    let mut enc = EncodedChunk::default();
+    encode_chunk(
+        kind,
+        sample,
+        None,
+        Some(residue),
+        0,
+        &options.tuning,
+        &mut enc,
+    );
+    let derived = enc.bytes.len();
+    // Constant planes (an exact rounding or copy): no delta is smaller.
+    if derived <= 4 * width {
+        return true;
+    }
+    encode_chunk(
+        kind,
+        sample,
+        Some(&base[start..start + len]),
+        None,
+        0,
+        &options.tuning,
+        &mut enc,
+    );
+    derived <= enc.bytes.len()
 }
 
 /// Codes one chunk into `enc` (its buffers reused): XORs it with `base`

@@ -59,6 +59,9 @@ pub struct Container<'a> {
     pub(crate) index: std::sync::Arc<Index>,
     /// The base's bytes, for a delta container once [`Container::with_base`] gave them.
     pub(crate) base: Option<&'a [u8]>,
+    /// The source files' bytes, one per [`Index::source_files`], once
+    /// [`Container::with_sources_hashed`] gave them; empty before.
+    pub(crate) sources: Vec<&'a [u8]>,
 }
 
 impl<'a> Container<'a> {
@@ -73,6 +76,7 @@ impl<'a> Container<'a> {
             header,
             index: std::sync::Arc::new(index),
             base: None,
+            sources: Vec::new(),
         })
     }
 
@@ -133,6 +137,84 @@ impl<'a> Container<'a> {
         }
         self.base = Some(base);
         Ok(self)
+    }
+
+    /// The other files this container's derived tensors take source
+    /// elements from (FORMAT.md, "Sources in other files"); empty for most.
+    pub fn source_files(&self) -> &[crate::format::SourceFile] {
+        &self.index.source_files
+    }
+
+    /// The tensors of the source files that derived tensors name: piece
+    /// source `segments().len() + k` is tensor `k` of this list.
+    pub fn source_tensors(&self) -> &[crate::format::SourceTensor] {
+        &self.index.source_tensors
+    }
+
+    /// Names a derived piece's source (its index, as in
+    /// [`crate::derive::Piece::source`]): `tensor "w"`, or for a tensor of
+    /// another file, `tensor "w" of "master.safetensors"`.
+    pub fn describe_source(&self, source: usize) -> String {
+        let segs = &self.index.segments;
+        match source.checked_sub(segs.len()) {
+            None => segs[source].describe(),
+            Some(k) => match self.index.source_tensors.get(k) {
+                Some(t) => format!(
+                    "{} of {}",
+                    t.segment.describe(),
+                    crate::error::quote_name(&self.index.source_files[t.file].name)
+                ),
+                None => format!("source {source}"),
+            },
+        }
+    }
+
+    /// Gives the container its source files (one per
+    /// [`Container::source_files`], in order), whose XXH3-128 the caller
+    /// knows (typically because each was just decoded from a container
+    /// that checked it): each length and hash is compared with the ones
+    /// recorded before anything is used, and a mismatch names the file.
+    pub fn with_sources_hashed(mut self, files: &[(&'a [u8], u128)]) -> Result<Container<'a>> {
+        let want = &self.index.source_files;
+        if files.len() != want.len() {
+            return Err(Error::Source(format!(
+                "the container takes source elements from {} other files ({}), {} were given",
+                want.len(),
+                want.iter()
+                    .map(|f| crate::error::quote_name(&f.name))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                files.len()
+            )));
+        }
+        for (w, &(bytes, hash)) in want.iter().zip(files) {
+            if bytes.len() as u64 != w.len || hash != w.hash {
+                return Err(Error::Source(format!(
+                    "wrong source file {}: the container was coded against a {}-byte file with XXH3-128 {:032x}, the one given is a {}-byte file with {hash:032x}",
+                    crate::error::quote_name(&w.name),
+                    w.len,
+                    w.hash,
+                    bytes.len()
+                )));
+            }
+        }
+        self.sources = files.iter().map(|&(b, _)| b).collect();
+        Ok(self)
+    }
+
+    /// [`Container::with_sources_hashed`] for files whose hashes are not
+    /// known: each is hashed first.
+    pub fn with_sources(self, files: &[&'a [u8]]) -> Result<Container<'a>> {
+        let hashed: Vec<(&'a [u8], u128)> = files
+            .iter()
+            .map(|&b| (b, crate::hash::xxh3_128(b)))
+            .collect();
+        self.with_sources_hashed(&hashed)
+    }
+
+    /// Whether decoding needs source files that have not been given.
+    pub fn needs_sources(&self) -> bool {
+        !self.index.source_files.is_empty() && self.sources.is_empty()
     }
 
     /// Whether decoding needs a base that has not been given.
@@ -369,10 +451,23 @@ impl<'a> Container<'a> {
             // Index::parse checked each source: a tensor that is not derived
             // (a delta's chunks need the base, which decoding them checks),
             // holding every element asked for, whose chunks tile it.
-            let src = &self.index.segments[span.source];
             let first = span.source_elem * sw;
             let end = first + span.elems * sw;
             let out = &mut out[(span.at * w) as usize..((span.at + span.elems) * w) as usize];
+            let nseg = self.index.segments.len();
+            if let Some(k) = span.source.checked_sub(nseg) {
+                // A tensor of another file: its bytes as given (Index::parse
+                // checked that it lies inside the file, with_sources that
+                // the file is the one recorded).
+                let t = &self.index.source_tensors[k];
+                let Some(file) = self.sources.get(t.file) else {
+                    return Err(self.sources_missing(seg));
+                };
+                let at = (t.segment.offset + first) as usize;
+                d.op.xor_into(&file[at..at + (end - first) as usize], out);
+                continue;
+            }
+            let src = &self.index.segments[span.source];
             let chunks = &self.index.chunks[src.first_chunk..src.first_chunk + src.chunk_count];
             let k0 = chunks
                 .partition_point(|s| s.raw_offset - src.offset + u64::from(s.raw_len) <= first);
@@ -399,8 +494,39 @@ impl<'a> Container<'a> {
         Ok(())
     }
 
-    /// Refuses to decode a delta container whose base was not given.
+    /// The error of decoding derived tensor `seg` without the source files.
+    fn sources_missing(&self, seg: &Segment) -> Error {
+        Error::Source(format!(
+            "{} takes source elements from other files, which were not given: {}",
+            seg.describe(),
+            self.index
+                .source_files
+                .iter()
+                .map(|f| format!(
+                    "{} ({} bytes, XXH3-128 {:032x})",
+                    crate::error::quote_name(&f.name),
+                    f.len,
+                    f.hash
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+
+    /// Refuses to decode a delta container whose base was not given, or a
+    /// container whose source files were not.
     pub(crate) fn check_base_given(&self) -> Result<()> {
+        if self.needs_sources()
+            && let Some(seg) = self.index.segments.iter().find(|s| {
+                s.derived.as_ref().is_some_and(|d| {
+                    d.pieces
+                        .iter()
+                        .any(|p| p.source >= self.index.segments.len())
+                })
+            })
+        {
+            return Err(self.sources_missing(seg));
+        }
         if let (Some(b), None) = (self.index.base, self.base) {
             return Err(Error::Base(format!(
                 "this is a delta container: decoding it needs its base, a {}-byte file with XXH3-128 {:032x}",

@@ -318,6 +318,18 @@ fn short_name(name: &str) -> &str {
 /// a copy is byte-identical, a rounding is within the residue bound of
 /// [`rounds_to`]. Sources are never derived themselves.
 pub fn find(parts: &[&[u8]], layout: &[SegmentSpec]) -> Vec<Option<Derivation>> {
+    find_among(parts, layout, 0)
+}
+
+/// [`find`] where the segments before `first` are sources only (the
+/// tensors of other files, [`crate::compress_with_sources`]): they are
+/// never derived, and a tensor byte-identical to one of them is a copy of
+/// it.
+pub fn find_among(
+    parts: &[&[u8]],
+    layout: &[SegmentSpec],
+    first: usize,
+) -> Vec<Option<Derivation>> {
     let mut derived: Vec<Option<Derivation>> = vec![None; layout.len()];
     let big = |i: usize| layout[i].len >= MIN_DERIVED_LEN && tensor(&layout[i]).is_some();
 
@@ -337,7 +349,8 @@ pub fn find(parts: &[&[u8]], layout: &[SegmentSpec]) -> Vec<Option<Derivation>> 
         let mut seen: HashMap<u64, Vec<usize>> = HashMap::new();
         for i in g {
             let kept = seen.entry(sample_hash(parts[i])).or_default();
-            match kept.iter().find(|&&j| parts[j] == parts[i]) {
+            // Groups are in index order: sources-only tensors come first.
+            match kept.iter().find(|&&j| i >= first && parts[j] == parts[i]) {
                 Some(&j) => {
                     let n = layout[i].len / tensor(&layout[i]).expect("a tensor").1.width() as u64;
                     derived[i] = Some(Derivation::whole(DeriveOp::Copy, j, 0, n));
@@ -366,7 +379,7 @@ pub fn find(parts: &[&[u8]], layout: &[SegmentSpec]) -> Vec<Option<Derivation>> 
             .or_default()
             .push(i);
     }
-    let candidates: Vec<usize> = (0..layout.len())
+    let candidates: Vec<usize> = (first..layout.len())
         .filter(|&i| {
             big(i)
                 && derived[i].is_none()

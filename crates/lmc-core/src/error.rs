@@ -89,6 +89,12 @@ pub enum Error {
     #[error("{0}")]
     Base(String),
 
+    /// A container whose derived tensors take source elements from other
+    /// files (FORMAT.md, "Sources in other files") was decoded without
+    /// them, or with the wrong ones; names the file and what was expected.
+    #[error("{0}")]
+    Source(String),
+
     /// The operation was cancelled (for example by Ctrl-C).
     #[error("cancelled")]
     Cancelled,
@@ -111,7 +117,7 @@ impl From<Error> for std::io::Error {
     fn from(e: Error) -> Self {
         match e {
             Error::Io(io) => io,
-            Error::InvalidInput(_) | Error::NoSuchTensor(_) | Error::Base(_) => {
+            Error::InvalidInput(_) | Error::NoSuchTensor(_) | Error::Base(_) | Error::Source(_) => {
                 std::io::Error::new(std::io::ErrorKind::InvalidInput, e)
             }
             Error::Cancelled => std::io::Error::new(std::io::ErrorKind::Interrupted, e),

@@ -23,7 +23,7 @@
 //! |---|---|---|
 //! | 0  | 8  | magic `89 4C 4D 43 0D 0A 1A 0A` ("\x89LMC\r\n\x1a\n") |
 //! | 8  | 2  | format version (1, or 2 for a delta container) |
-//! | 10 | 2  | flags: bit 0 [`FLAG_RANS`], bit 1 [`FLAG_SPLIT`], bit 2 [`FLAG_RUNS`], bit 3 [`FLAG_RANS32`], bit 4 [`FLAG_BITMAP`], bit 15 [`FLAG_DERIVED`]; readers reject others |
+//! | 10 | 2  | flags: bit 0 [`FLAG_RANS`], bit 1 [`FLAG_SPLIT`], bit 2 [`FLAG_RUNS`], bit 3 [`FLAG_RANS32`], bit 4 [`FLAG_BITMAP`], bit 14 [`FLAG_SOURCES`], bit 15 [`FLAG_DERIVED`]; readers reject others |
 //! | 12 | 4  | reserved (0) |
 //! | 16 | 8  | original file length |
 //! | 24 | 16 | XXH3-128 of the original file |
@@ -68,9 +68,14 @@ pub const FLAG_BITMAP: u16 = 16;
 /// "Derived tensors"). The highest bit, so that flags for new plane codecs
 /// take the low ones. Readers that do not know it reject the file.
 pub const FLAG_DERIVED: u16 = 1 << 15;
+/// Header flag: the index holds a table of *source files*, other files
+/// whose tensors derived tensors take their source elements from
+/// (FORMAT.md, "Sources in other files"). Readers that do not know it
+/// reject the file, as they must.
+pub const FLAG_SOURCES: u16 = 1 << 14;
 /// Every flag this crate knows.
 const KNOWN_FLAGS: u16 =
-    FLAG_RANS | FLAG_SPLIT | FLAG_RUNS | FLAG_RANS32 | FLAG_BITMAP | FLAG_DERIVED;
+    FLAG_RANS | FLAG_SPLIT | FLAG_RUNS | FLAG_RANS32 | FLAG_BITMAP | FLAG_SOURCES | FLAG_DERIVED;
 
 /// Largest original size of one chunk: 4 MiB, the largest chunk lmc's
 /// encoder writes (its `--chunk-size` maximum, and the chunk size of tensors
@@ -213,6 +218,30 @@ pub struct BaseRef {
     pub hash: u128,
 }
 
+/// Another file that derived tensors of a container take source elements
+/// from (FORMAT.md, "Sources in other files"): known by its length and
+/// hash, as a base is, and by a name for the errors (in a store, its path
+/// in the snapshot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    pub name: String,
+    /// Length of the file in bytes.
+    pub len: u64,
+    /// XXH3-128 of the file.
+    pub hash: u128,
+}
+
+/// A tensor of a [`SourceFile`] that a derived tensor names as its source:
+/// piece source `segment_count + k` is the container's source tensor `k`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceTensor {
+    /// Index of its file in [`Index::source_files`].
+    pub file: usize,
+    /// A tensor segment (never derived, no base, no chunks) whose `offset`
+    /// is where the tensor starts in its file.
+    pub segment: Segment,
+}
+
 /// How the chunks of a delta tensor are coded against the base (FORMAT.md,
 /// "Transforms").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -331,6 +360,11 @@ pub struct Index {
     /// Names of the base's tensors that this file no longer has (delta
     /// containers only; informative).
     pub removed: Vec<String>,
+    /// Other files that derived tensors take source elements from (with
+    /// header flag [`FLAG_SOURCES`]); empty otherwise.
+    pub source_files: Vec<SourceFile>,
+    /// The tensors of `source_files` that derived tensors name.
+    pub source_tensors: Vec<SourceTensor>,
     pub segments: Vec<Segment>,
     pub chunks: Vec<ChunkEntry>,
 }
@@ -343,6 +377,11 @@ const PIECE_LEN: usize = 4 + 8 + 8;
 /// a reader looks through for each chunk few.
 pub const MAX_PIECES: usize = 256;
 const CHUNK_MIN_LEN: usize = 4 + 8 + 1;
+/// Most source files a container may name: the other files of one
+/// checkpoint that its derived tensors come from are few.
+pub const MAX_SOURCE_FILES: usize = 256;
+/// Smallest source tensor record: file, offset, dtype, name length, rank.
+const SOURCE_TENSOR_MIN_LEN: usize = 4 + 8 + 1 + 2 + 1;
 
 impl Index {
     /// The container version this index needs: 2 with a base, else 1.
@@ -367,6 +406,21 @@ impl Index {
                 b.extend_from_slice(name.as_bytes());
             }
         }
+        if !self.source_files.is_empty() {
+            b.extend_from_slice(&(self.source_files.len() as u32).to_le_bytes());
+            for f in &self.source_files {
+                b.extend_from_slice(&f.len.to_le_bytes());
+                b.extend_from_slice(&f.hash.to_le_bytes());
+                b.extend_from_slice(&(f.name.len() as u16).to_le_bytes());
+                b.extend_from_slice(f.name.as_bytes());
+            }
+            b.extend_from_slice(&(self.source_tensors.len() as u32).to_le_bytes());
+            for t in &self.source_tensors {
+                b.extend_from_slice(&(t.file as u32).to_le_bytes());
+                b.extend_from_slice(&t.segment.offset.to_le_bytes());
+                write_tensor_kind(&t.segment.kind, &mut b);
+            }
+        }
         b.extend_from_slice(&(self.segments.len() as u32).to_le_bytes());
         for s in &self.segments {
             match (&s.kind, s.base_offset, &s.derived) {
@@ -377,15 +431,7 @@ impl Index {
             }
             b.extend_from_slice(&s.len.to_le_bytes());
             b.extend_from_slice(&(s.chunk_count as u32).to_le_bytes());
-            if let SegmentKind::Tensor { name, dtype, shape } = &s.kind {
-                b.push(dtype.code());
-                b.extend_from_slice(&(name.len() as u16).to_le_bytes());
-                b.extend_from_slice(name.as_bytes());
-                b.push(shape.len() as u8);
-                for d in shape {
-                    b.extend_from_slice(&d.to_le_bytes());
-                }
-            }
+            write_tensor_kind(&s.kind, &mut b);
             if let Some(d) = &s.derived {
                 b.push(d.op as u8);
                 b.extend_from_slice(&(d.pieces.len() as u32).to_le_bytes());
@@ -464,6 +510,62 @@ impl Index {
             }
         }
 
+        let (mut source_files, mut source_tensors) = (Vec::new(), Vec::new());
+        if header.flags & FLAG_SOURCES != 0 {
+            let n = r.u32("source file count")? as usize;
+            if n == 0 || n > MAX_SOURCE_FILES {
+                return Err(bad(format!(
+                    "{n} source files (1 to {MAX_SOURCE_FILES} allowed)"
+                )));
+            }
+            for k in 0..n {
+                let len = r.u64("source file length")?;
+                let hash = u128::from_le_bytes(r.take(16, "source file hash")?.try_into().unwrap());
+                let name_len = r.u16("source file name length")? as usize;
+                let name = std::str::from_utf8(r.take(name_len, "source file name")?)
+                    .map_err(|_| bad(format!("source file {k}: name is not UTF-8")))?
+                    .to_string();
+                source_files.push(SourceFile { name, len, hash });
+            }
+            let n = r.u32("source tensor count")? as usize;
+            if n > body.len() / SOURCE_TENSOR_MIN_LEN {
+                return Err(too_many("source tensor count", n));
+            }
+            source_tensors.reserve(n);
+            for k in 0..n {
+                let file = r.u32("source tensor file")? as usize;
+                let offset = r.u64("source tensor offset")?;
+                let (kind, len) = read_tensor_kind(&mut r, &format!("source tensor {k}"))?;
+                let Some(f) = source_files.get(file) else {
+                    return Err(bad(format!(
+                        "source tensor {k}: file {file} does not exist ({} source files)",
+                        source_files.len()
+                    )));
+                };
+                let Some(len) = len.filter(|&l| offset.checked_add(l).is_some_and(|e| e <= f.len))
+                else {
+                    return Err(bad(format!(
+                        "source tensor {k} ({}): it does not lie inside the {}-byte source file {}",
+                        describe_kind(&kind, offset),
+                        f.len,
+                        quote_name(&f.name)
+                    )));
+                };
+                source_tensors.push(SourceTensor {
+                    file,
+                    segment: Segment {
+                        kind,
+                        base_offset: None,
+                        derived: None,
+                        offset,
+                        len,
+                        first_chunk: 0,
+                        chunk_count: 0,
+                    },
+                });
+            }
+        }
+
         let nseg = r.u32("segment count")? as usize;
         if nseg > body.len() / SEGMENT_MIN_LEN {
             return Err(too_many("segment count", nseg));
@@ -481,33 +583,17 @@ impl Index {
                         || (kind_code == 2 && base.is_some())
                         || (kind_code == 3 && header.flags & FLAG_DERIVED != 0) =>
                 {
-                    let code = r.u8("dtype")?;
-                    let dtype = Dtype::from_code(code)
-                        .ok_or_else(|| bad(format!("segment {i}: unknown dtype code {code}")))?;
-                    let name_len = r.u16("name length")? as usize;
-                    let name = std::str::from_utf8(r.take(name_len, "tensor name")?)
-                        .map_err(|_| bad(format!("segment {i}: tensor name is not UTF-8")))?
-                        .to_string();
-                    let rank = r.u8("rank")? as usize;
-                    if rank > MAX_RANK {
-                        return Err(bad(format!(
-                            "tensor {}: rank {rank} exceeds {MAX_RANK}",
-                            quote_name(&name)
-                        )));
-                    }
-                    let mut shape = Vec::with_capacity(rank);
-                    for _ in 0..rank {
-                        shape.push(r.u64("dimension")?);
-                    }
-                    let elems = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
-                    let bytes = elems.and_then(|e| e.checked_mul(dtype.width() as u64));
+                    let (kind, bytes) = read_tensor_kind(&mut r, &format!("segment {i}"))?;
                     if bytes != Some(len) {
+                        let SegmentKind::Tensor { name, dtype, shape } = &kind else {
+                            unreachable!("a tensor record")
+                        };
                         return Err(bad(format!(
                             "tensor {}: shape {shape:?} of {dtype} does not match its length {len}",
-                            quote_name(&name)
+                            quote_name(name)
                         )));
                     }
-                    SegmentKind::Tensor { name, dtype, shape }
+                    kind
                 }
                 k => {
                     return Err(bad(format!(
@@ -577,7 +663,7 @@ impl Index {
             segments.push(seg);
         }
         for seg in &segments {
-            check_derived(seg, &segments)?;
+            check_derived(seg, &segments, &source_files, &source_tensors)?;
         }
         if offset != header.original_len {
             return Err(index(Corruption::Coverage {
@@ -745,10 +831,53 @@ impl Index {
         Ok(Index {
             base,
             removed,
+            source_files,
+            source_tensors,
             segments,
             chunks,
         })
     }
+}
+
+/// Appends a tensor record's fields after its kind, length and chunk count
+/// (dtype, name, rank, dimensions); nothing for bytes.
+fn write_tensor_kind(kind: &SegmentKind, b: &mut Vec<u8>) {
+    if let SegmentKind::Tensor { name, dtype, shape } = kind {
+        b.push(dtype.code());
+        b.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        b.extend_from_slice(name.as_bytes());
+        b.push(shape.len() as u8);
+        for d in shape {
+            b.extend_from_slice(&d.to_le_bytes());
+        }
+    }
+}
+
+/// Reads what [`write_tensor_kind`] writes (for `what`, in the errors):
+/// the tensor and its length in bytes (`None` if that overflows).
+fn read_tensor_kind(r: &mut Reader<'_>, what: &str) -> Result<(SegmentKind, Option<u64>)> {
+    let bad = |d: String| Error::corrupt(Region::Index, d);
+    let code = r.u8("dtype")?;
+    let dtype =
+        Dtype::from_code(code).ok_or_else(|| bad(format!("{what}: unknown dtype code {code}")))?;
+    let name_len = r.u16("name length")? as usize;
+    let name = std::str::from_utf8(r.take(name_len, "tensor name")?)
+        .map_err(|_| bad(format!("{what}: tensor name is not UTF-8")))?
+        .to_string();
+    let rank = r.u8("rank")? as usize;
+    if rank > MAX_RANK {
+        return Err(bad(format!(
+            "tensor {}: rank {rank} exceeds {MAX_RANK}",
+            quote_name(&name)
+        )));
+    }
+    let mut shape = Vec::with_capacity(rank);
+    for _ in 0..rank {
+        shape.push(r.u64("dimension")?);
+    }
+    let elems = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+    let bytes = elems.and_then(|e| e.checked_mul(dtype.width() as u64));
+    Ok((SegmentKind::Tensor { name, dtype, shape }, bytes))
 }
 
 fn describe_kind(kind: &SegmentKind, offset: u64) -> String {
@@ -763,7 +892,12 @@ fn describe_kind(kind: &SegmentKind, offset: u64) -> String {
 /// there are no chains and no cycles), the op fits both dtypes, and the
 /// source holds every element the derived tensor takes from it. The errors
 /// name both tensors.
-fn check_derived(seg: &Segment, segments: &[Segment]) -> Result<()> {
+fn check_derived(
+    seg: &Segment,
+    segments: &[Segment],
+    files: &[SourceFile],
+    external: &[SourceTensor],
+) -> Result<()> {
     let Some(d) = &seg.derived else {
         return Ok(());
     };
@@ -779,12 +913,20 @@ fn check_derived(seg: &Segment, segments: &[Segment]) -> Result<()> {
     let elems = seg.len / dtype.width() as u64;
     let mut covered = 0u64;
     for (k, p) in d.pieces.iter().enumerate() {
-        let Some(src) = segments.get(p.source) else {
-            return Err(bad(format!(
-                "the source of piece {k}, segment {}, does not exist (the container has {} segments)",
-                p.source,
-                segments.len()
-            )));
+        // A source past the segments is a tensor of another file.
+        let (src, file) = match segments.get(p.source) {
+            Some(s) => (s, None),
+            None => match external.get(p.source - segments.len()) {
+                Some(t) => (&t.segment, Some(&files[t.file])),
+                None => {
+                    return Err(bad(format!(
+                        "the source of piece {k}, segment {}, does not exist (the container has {} segments and {} source tensors)",
+                        p.source,
+                        segments.len(),
+                        external.len()
+                    )));
+                }
+            },
         };
         let SegmentKind::Tensor {
             name: sname,
@@ -798,7 +940,14 @@ fn check_derived(seg: &Segment, segments: &[Segment]) -> Result<()> {
                 src.describe()
             )));
         };
-        let sq = quote_name(sname);
+        let sq = match file {
+            None => quote_name(sname),
+            Some(f) => format!(
+                "{} of source file {}",
+                quote_name(sname),
+                quote_name(&f.name)
+            ),
+        };
         if std::ptr::eq(src, seg) {
             return Err(bad("it names itself as its source (a cycle)".into()));
         }

@@ -61,8 +61,8 @@ pub struct ReadmeDoctests;
 pub use codec::Tuning;
 pub use compress::{
     CompressOptions, CompressSummary, DEFAULT_CHUNK_SIZE, DeltaBase, MAX_CHUNK_SIZE, MAX_THREADS,
-    MIN_CHUNK_SIZE, SegmentSpec, check_chunk_size, check_threads, compress, compress_delta,
-    compress_parts, max_threads,
+    MIN_CHUNK_SIZE, SegmentSpec, SourceInput, check_chunk_size, check_threads, compress,
+    compress_delta, compress_parts, compress_with_sources, max_threads,
 };
 pub use container::Container;
 pub use dtype::Dtype;

@@ -148,6 +148,7 @@ impl Container<'_> {
             header,
             index: std::sync::Arc::new(index),
             base: None,
+            sources: Vec::new(),
         })
     }
 
@@ -160,6 +161,7 @@ impl Container<'_> {
             header: self.header.clone(),
             index: self.index.clone(),
             base: self.base,
+            sources: self.sources.clone(),
         }
     }
 
@@ -176,7 +178,10 @@ impl Container<'_> {
         let (w, sw) = (dtype.width() as u64, d.op.source_width(*dtype) as u64);
         let e0 = (c.raw_offset - seg.offset) / w;
         for span in d.spans(e0, e0 + u64::from(c.raw_len) / w) {
-            let src = &self.index.segments[span.source];
+            // A tensor of another file needs no chunk of this one.
+            let Some(src) = self.index.segments.get(span.source) else {
+                continue;
+            };
             let first = span.source_elem * sw;
             let end = first + span.elems * sw;
             let chunks = &self.index.chunks[src.first_chunk..src.first_chunk + src.chunk_count];

@@ -5,12 +5,12 @@
 //! references that do not hold.
 
 mod common;
-use common::{Rng, tensor};
+use common::{Rng, refused, rewrite, tensor};
 
 use std::io::Cursor;
 
 use lmc_core::derive::{Derivation, DeriveOp, Piece, bf16_bits, f16_bits};
-use lmc_core::format::{FLAG_DERIVED, HEADER_LEN, Header, Index};
+use lmc_core::format::{FLAG_DERIVED, HEADER_LEN, Header};
 use lmc_core::{CompressOptions, Container, Dtype, Error, SegmentKind, SegmentSpec, compress};
 use proptest::prelude::*;
 
@@ -397,27 +397,6 @@ fn reading_a_derived_tensor_decodes_only_the_source_chunks_it_needs() {
     let mut out = Vec::new();
     let err = b.decompress_to(&mut out, &mut |_| true).unwrap_err();
     assert!(err.to_string().contains("flat"), "{err}");
-}
-
-/// Rewrites the index of `packed` (and the header's flags) through `f`.
-fn rewrite(packed: &[u8], f: impl FnOnce(&mut Index, &mut u16)) -> Vec<u8> {
-    let mut header = Header::parse(packed).unwrap();
-    let start = HEADER_LEN + header.payload_len as usize;
-    let mut index = Index::parse(&packed[start..], &header).unwrap();
-    f(&mut index, &mut header.flags);
-    let bytes = index.to_bytes();
-    header.index_len = bytes.len() as u64;
-    let mut out = header.to_bytes().to_vec();
-    out.extend_from_slice(&packed[HEADER_LEN..start]);
-    out.extend_from_slice(&bytes);
-    out
-}
-
-fn refused(file: &[u8]) -> String {
-    match Container::open(file) {
-        Ok(_) => panic!("a bad reference was accepted"),
-        Err(e) => e.to_string(),
-    }
 }
 
 #[test]

@@ -81,6 +81,8 @@ pub(crate) fn snapshot_dict<'py>(py: Python<'py>, s: &Snapshot) -> PyResult<Boun
         fd.set_item("original_len", f.len)?;
         fd.set_item("stored_len", f.stored)?;
         fd.set_item("delta", f.base.is_some())?;
+        // Other files of the snapshot its derived tensors come from.
+        fd.set_item("sources", &f.sources)?;
         files.append(fd)?;
     }
     d.set_item("files", files)?;

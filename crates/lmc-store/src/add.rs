@@ -216,9 +216,11 @@ impl Store {
         let generation = self.manifest.generation + 1;
         let mut created = self.cleanup();
         let mut entries = Vec::with_capacity(files.len());
+        let plan = sources::plan(files);
         for (i, f) in files.iter().enumerate() {
             let name = format!("{step:012}-{i:04}-g{generation}.lmc");
-            entries.push(self.write_object(f, None, &name, &mut created)?);
+            let srcs = sources::inputs(files, &plan[i]);
+            entries.push(self.write_object(f, None, &srcs, &name, &mut created)?);
         }
         failpoint("add:objects-written");
         let mut m = self.manifest.clone();
@@ -301,10 +303,16 @@ impl Store {
         let generation = self.manifest.generation + 1;
         // The parent as it is: whole in a store of this layout (one decode).
         let old_files = self.restore_files(p.step)?;
+        let inputs: Vec<FileInput<'_>> = old_files
+            .iter()
+            .map(|of| FileInput::from_bytes(of.path.clone(), &of.bytes, of.mode))
+            .collect();
+        let plan = sources::plan(&inputs);
         let mut new_entries = Vec::with_capacity(old_files.len());
         let mut any_delta = false;
-        for (fi, (of, old_entry)) in old_files.iter().zip(&p.files).enumerate() {
-            let input = FileInput::from_bytes(of.path.clone(), &of.bytes, of.mode);
+        for (fi, ((of, old_entry), input)) in
+            old_files.iter().zip(&p.files).zip(&inputs).enumerate()
+        {
             let base = counterpart(
                 &files.iter().zip(entries).collect::<Vec<_>>(),
                 |(f, _)| &f.path,
@@ -322,7 +330,8 @@ impl Store {
                 None if old_entry.base.is_none() => new_entries.push(old_entry.clone()),
                 _ => {
                     let name = format!("{:012}-{fi:04}-g{generation}.lmc", p.step);
-                    let e = self.write_object(&input, delta.as_ref(), &name, created)?;
+                    let srcs = sources::inputs(&inputs, &plan[fi]);
+                    let e = self.write_object(input, delta.as_ref(), &srcs, &name, created)?;
                     if let (Some(b), Some((_, be))) = (&e.base, base)
                         && *b != be.hash
                     {
@@ -360,11 +369,13 @@ impl Store {
     }
 
     /// Compresses one file into `objects/name` (a delta if `delta` is
-    /// given), durably, and describes it.
+    /// given; its derived tensors may take their sources from `sources`,
+    /// other files of its snapshot), durably, and describes it.
     pub(crate) fn write_object(
         &self,
         f: &FileInput<'_>,
         delta: Option<&DeltaBase<'_>>,
+        sources: &[lmc_core::SourceInput<'_>],
         name: &str,
         created: &mut Cleanup,
     ) -> Result<FileEntry> {
@@ -380,9 +391,15 @@ impl Store {
             ),
         );
         let summary = self.put_object(name, |w| {
-            lmc_core::compress_parts(&f.parts, &f.layout, delta, &self.options, w, &mut |_| {
-                self.go_on()
-            })
+            lmc_core::compress_with_sources(
+                &f.parts,
+                &f.layout,
+                delta,
+                sources,
+                &self.options,
+                w,
+                &mut |_| self.go_on(),
+            )
             .map_err(|source| Error::Codec {
                 context: format!("cannot compress {}", f.path),
                 source,
@@ -397,6 +414,11 @@ impl Store {
             stored: summary.compressed_len,
             base: summary.base_hash.map(hex),
             mode: f.mode.map(|m| m & lmc_files::MODE_MASK),
+            sources: summary
+                .sources
+                .iter()
+                .map(|&k| sources[k].name.clone())
+                .collect(),
         })
     }
 }

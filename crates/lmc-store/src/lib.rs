@@ -21,10 +21,15 @@
 //! in the delta as it is, so each snapshot is recovered whole from its
 //! delta and its successor. Stores written by lmc before reverse deltas
 //! (each snapshot a delta against the one before) are read as they are;
-//! [`Store::convert`] re-encodes them. The modules follow the operations:
-//! `add`, `background` (adds on another thread), `restore`, `verify`,
-//! `prune` (also remove and convert), `walk` (checkpoints on disk),
-//! `commit` (commits, retirement, garbage collection), `open`.
+//! [`Store::convert`] re-encodes them. In a directory snapshot, a file
+//! with BF16 or F16 tensors takes the sources of its derived tensors from
+//! the snapshot's F32-only files (`sources`; [`FileEntry::sources`]), so
+//! BF16 weights that round their fp32 masters cost a reference in every
+//! snapshot; a restore decodes those files first. The modules follow the
+//! operations: `add`, `background` (adds on another thread), `restore`,
+//! `verify`, `prune` (also remove and convert), `walk` (checkpoints on
+//! disk), `commit` (commits, retirement, garbage collection), `open`, and
+//! `sources` (which files take sources from which).
 //!
 //! Crash safety: a change writes its new objects first (fsync), then
 //! commits by replacing the manifest atomically, then removes objects no
@@ -80,6 +85,7 @@ mod open;
 mod prune;
 mod remote;
 mod restore;
+mod sources;
 mod storage;
 mod verify;
 mod walk;
@@ -469,7 +475,7 @@ impl Store {
         let (Kind::File, [f]) = (snap.kind, snap.files.as_slice()) else {
             return Ok(None);
         };
-        if f.base.is_some() {
+        if f.base.is_some() || !f.sources.is_empty() {
             return Ok(None);
         }
         let path = self.objects().join(&f.object);

@@ -33,6 +33,11 @@ pub const VERSION_REVERSE: u32 = 3;
 /// (whole until a writer re-encodes it, [`crate::Store::add_deferred`]);
 /// written only then. It may also hold reverse deltas.
 pub const VERSION_DEFERRED: u32 = 4;
+/// The version of a manifest in which some file takes the sources of its
+/// derived tensors from other files of its snapshot ([`FileEntry::sources`]);
+/// written only then. It may also hold everything version 4 may. An lmc
+/// from before refuses it (it could not decode such a file).
+pub const VERSION_SOURCES: u32 = 5;
 
 /// The whole manifest.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -122,6 +127,13 @@ pub struct FileEntry {
     pub base: Option<String>,
     /// Unix permission bits, restored with the file.
     pub mode: Option<u32>,
+    /// Paths of other files of the same snapshot whose tensors the derived
+    /// tensors of this file's object take their source elements from, in
+    /// the order the object lists them (FORMAT.md, "Sources in other
+    /// files"; the object records each one's hash). Such a source takes no
+    /// sources itself. Written only when not empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
 }
 
 impl Snapshot {
@@ -186,10 +198,10 @@ impl Manifest {
     /// The rules every manifest obeys; a manifest that breaks one was not
     /// written by lmc, and nothing is done with it.
     fn check(&self) -> std::result::Result<(), String> {
-        if self.format != FORMAT || !(VERSION..=VERSION_DEFERRED).contains(&self.version) {
+        if self.format != FORMAT || !(VERSION..=VERSION_SOURCES).contains(&self.version) {
             return Err(format!(
                 "format {:?} version {}, expected {FORMAT:?} version {VERSION} to \
-                 {VERSION_DEFERRED} (a newer lmc may read it)",
+                 {VERSION_SOURCES} (a newer lmc may read it)",
                 self.format, self.version
             ));
         }
@@ -256,6 +268,7 @@ impl Manifest {
                     s.files.len()
                 ));
             }
+            check_sources(s, self.version)?;
             let mut paths = std::collections::HashSet::new();
             for f in &s.files {
                 check_relative_path(&f.path).map_err(|e| format!("step {}: {e}", s.step))?;
@@ -365,13 +378,20 @@ impl Manifest {
             .any(|s| s.parent.is_some_and(|p| p > s.step))
     }
 
-    /// The manifest as written: version 4 exactly when a snapshot is
-    /// marked deferred, else 3 exactly when a snapshot is a delta against a
-    /// later one, else 2 exactly when it lists retired objects (the lowest
+    /// The manifest as written: version 5 exactly when a file takes
+    /// sources from other files, else 4 exactly when a snapshot is marked
+    /// deferred, else 3 exactly when a snapshot is a delta against a later
+    /// one, else 2 exactly when it lists retired objects (the lowest
     /// version that can say what it holds).
     pub fn to_json(&self) -> Vec<u8> {
         let mut m = self.clone();
-        m.version = if m.snapshots.iter().any(|s| s.deferred) {
+        m.version = if m
+            .snapshots
+            .iter()
+            .any(|s| s.files.iter().any(|f| !f.sources.is_empty()))
+        {
+            VERSION_SOURCES
+        } else if m.snapshots.iter().any(|s| s.deferred) {
             VERSION_DEFERRED
         } else if m.has_reverse_deltas() {
             VERSION_REVERSE
@@ -384,6 +404,47 @@ impl Manifest {
         v.push(b'\n');
         v
     }
+}
+
+/// The rules of [`FileEntry::sources`] in snapshot `s` of a manifest of
+/// `version`: each source is another file of the snapshot, listed once,
+/// that takes no sources itself (so there are no chains and no cycles).
+fn check_sources(s: &Snapshot, version: u32) -> std::result::Result<(), String> {
+    for f in &s.files {
+        if f.sources.is_empty() {
+            continue;
+        }
+        if version < VERSION_SOURCES {
+            return Err(format!(
+                "step {}: {:?} takes sources from other files in a version {version} manifest (only version {VERSION_SOURCES} or later may)",
+                s.step, f.path
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for src in &f.sources {
+            let why = if src == &f.path {
+                Some("itself (a cycle)".to_string())
+            } else if !seen.insert(src.as_str()) {
+                Some("twice".to_string())
+            } else {
+                match s.files.iter().find(|x| &x.path == src) {
+                    None => Some("a file the snapshot does not hold".to_string()),
+                    Some(x) if !x.sources.is_empty() => Some(format!(
+                        "a file that takes sources itself (from {:?}); chains and cycles are refused",
+                        x.sources
+                    )),
+                    Some(_) => None,
+                }
+            };
+            if let Some(why) = why {
+                return Err(format!(
+                    "step {}: {:?} takes sources from {src:?}, {why}",
+                    s.step, f.path
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// An object's name: a plain file name under `objects/`, not hidden.

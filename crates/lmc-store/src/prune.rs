@@ -191,16 +191,28 @@ impl Store {
                 None => None,
             };
             let mut entries = Vec::with_capacity(files.len());
-            for (fi, f) in files.iter().enumerate() {
-                let input = FileInput::from_bytes(f.path.clone(), &f.bytes, f.mode);
+            let inputs: Vec<FileInput<'_>> = files
+                .iter()
+                .map(|f| FileInput::from_bytes(f.path.clone(), &f.bytes, f.mode))
+                .collect();
+            let plan = crate::sources::plan(&inputs);
+            for (fi, (f, input)) in files.iter().zip(&inputs).enumerate() {
                 let base = p.zip(base_files.as_ref()).and_then(|(b, bf)| {
                     counterpart(bf, |x| &x.path, snaps[b].kind, s.kind, &f.path)
                 });
                 let base_layout = base.map(|b| layout_for(&b.bytes));
-                let delta = Store::delta_against(&input, base, base_layout.as_deref());
+                let delta = Store::delta_against(input, base, base_layout.as_deref());
                 let name = format!("{:012}-{fi:04}-g{generation}.lmc", s.step);
-                entries.push(self.write_object(&input, delta.as_ref(), &name, &mut created)?);
+                let srcs = crate::sources::inputs(&inputs, &plan[fi]);
+                entries.push(self.write_object(
+                    input,
+                    delta.as_ref(),
+                    &srcs,
+                    &name,
+                    &mut created,
+                )?);
             }
+            drop(inputs);
             let is_delta = entries.iter().any(|e| e.base.is_some());
             rebuilt.push((
                 i,

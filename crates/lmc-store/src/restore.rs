@@ -10,10 +10,11 @@ impl Store {
         &self,
         entry: &FileEntry,
         base: Option<(&[u8], u128)>,
+        sources: &[(&[u8], u128)],
         out: &mut Vec<u8>,
     ) -> Result<u128> {
         let bytes = self.read_object(entry)?;
-        let c = self.container(entry, &bytes[..], base)?;
+        let c = self.container(entry, &bytes[..], base, sources)?;
         let len = usize::try_from(entry.len)
             .map_err(|_| Error::Corrupt(format!("{}: {} bytes", entry.object, entry.len)))?;
         // Every byte is written by the decoder; a buffer reused along a
@@ -29,10 +30,11 @@ impl Store {
         &self,
         entry: &FileEntry,
         base: Option<(&[u8], u128)>,
+        sources: &[(&[u8], u128)],
         out: &mut (dyn Write + Send),
     ) -> Result<()> {
         let bytes = self.read_object(entry)?;
-        let c = self.container(entry, &bytes[..], base)?;
+        let c = self.container(entry, &bytes[..], base, sources)?;
         c.decompress_to(out, &mut |_| self.go_on())
             .map_err(self.codec_err(entry))
     }
@@ -64,12 +66,14 @@ impl Store {
     }
 
     /// The container in `bytes` (the object of `entry`), checked against
-    /// the manifest and given its base.
+    /// the manifest and given its base and its sources (the files
+    /// `entry.sources` names, decoded, with their hashes).
     fn container<'a>(
         &self,
         entry: &FileEntry,
         bytes: &'a [u8],
         base: Option<(&'a [u8], u128)>,
+        sources: &[(&'a [u8], u128)],
     ) -> Result<Container<'a>> {
         let path = self.objects().join(&entry.object);
         let ctx = self.codec_err(entry);
@@ -92,6 +96,20 @@ impl Store {
                 )));
             }
         };
+        let recorded: Vec<&str> = c.source_files().iter().map(|f| f.name.as_str()).collect();
+        if recorded != entry.sources {
+            return Err(Error::Corrupt(format!(
+                "{}: takes sources from {recorded:?}, the manifest says {:?}",
+                path.display(),
+                entry.sources
+            )));
+        }
+        let c = if sources.is_empty() {
+            c
+        } else {
+            // Each file's length and hash checked before it is used.
+            c.with_sources_hashed(sources).map_err(&ctx)?
+        };
         if c.header().original_len != entry.len {
             return Err(Error::Corrupt(format!(
                 "{}: holds a file of {} bytes, the manifest says {}",
@@ -108,9 +126,10 @@ impl Store {
         &self,
         entry: &FileEntry,
         base: Option<(&[u8], u128)>,
+        sources: &[(&[u8], u128)],
     ) -> Result<(Vec<u8>, u128)> {
         let mut out = Vec::new();
-        let hash = self.decode_into(entry, base, &mut out)?;
+        let hash = self.decode_into(entry, base, sources, &mut out)?;
         Ok((out, hash))
     }
 
@@ -161,15 +180,74 @@ impl Store {
     /// ends in, then each delta back to it, in two buffers used in turn.
     /// An object that cannot be read or decoded is named, with the step
     /// that holds it, in an [`Error::Needs`].
-    fn restore_file(&self, m: &Manifest, idx: usize, path: &str) -> Result<RestoredFile> {
+    ///
+    /// `siblings`: files of snapshot `idx` already decoded (with their
+    /// hashes), which a link of that snapshot takes its sources from
+    /// rather than decoding them again.
+    fn restore_file(
+        &self,
+        m: &Manifest,
+        idx: usize,
+        path: &str,
+        siblings: &[(RestoredFile, u128)],
+    ) -> Result<(RestoredFile, u128)> {
         let chain = Self::chain(m, idx, path)?;
-        let (cur, _) = self.decode_links(m, idx, &chain)?;
+        let (cur, hash) = self.decode_links(m, idx, &chain, siblings)?;
         let entry = chain[0].1;
-        Ok(RestoredFile {
-            path: entry.path.clone(),
-            bytes: cur,
-            mode: entry.mode,
-        })
+        Ok((
+            RestoredFile {
+                path: entry.path.clone(),
+                bytes: cur,
+                mode: entry.mode,
+            },
+            hash,
+        ))
+    }
+
+    /// The sources of `entry`, a file of the snapshot at `of_step`: taken
+    /// from `siblings` when that is the snapshot `idx` being restored,
+    /// else restored (each through its own chain; a source takes no
+    /// sources itself, as the manifest's checks guarantee).
+    fn sources_of<'s>(
+        &self,
+        m: &Manifest,
+        idx: usize,
+        of_step: u64,
+        entry: &FileEntry,
+        siblings: &'s [(RestoredFile, u128)],
+    ) -> Result<Vec<(std::borrow::Cow<'s, [u8]>, u128)>> {
+        let step = m.snapshots[idx].step;
+        let of = m.find(of_step).ok_or(Error::NoSuchStep(of_step))?;
+        entry
+            .sources
+            .iter()
+            .map(|src| {
+                if of_step == step
+                    && let Some((f, h)) = siblings.iter().find(|(f, _)| &f.path == src)
+                {
+                    return Ok((std::borrow::Cow::Borrowed(f.bytes.as_slice()), *h));
+                }
+                let (f, h) = self.restore_file(m, of, src, &[])?;
+                Ok((std::borrow::Cow::Owned(f.bytes), h))
+            })
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| match e {
+                // Named as the source of `entry`, with what failed.
+                Error::Needs {
+                    of_step: s,
+                    path,
+                    object,
+                    source,
+                    ..
+                } => Error::Needs {
+                    step,
+                    of_step: s,
+                    path: format!("{path}, a source of {}", entry.path),
+                    object,
+                    source,
+                },
+                other => other,
+            })
     }
 
     /// [`Store::restore_file`] streamed to `out`: the links before the last
@@ -184,10 +262,12 @@ impl Store {
         out: &mut (dyn Write + Send),
     ) -> Result<()> {
         let chain = Self::chain(m, idx, path)?;
-        let (base, hash) = self.decode_links(m, idx, &chain[1..])?;
+        let (base, hash) = self.decode_links(m, idx, &chain[1..], &[])?;
         let (of_step, e) = chain[0];
         let base = (chain.len() > 1).then_some((base.as_slice(), hash));
-        self.decode_to(e, base, out)
+        let sources = self.sources_of(m, idx, of_step, e, &[])?;
+        let sources: Vec<(&[u8], u128)> = sources.iter().map(|(b, h)| (&b[..], *h)).collect();
+        self.decode_to(e, base, &sources, out)
             .map_err(|source| needs(m.snapshots[idx].step, of_step, e, source))
     }
 
@@ -198,6 +278,7 @@ impl Store {
         m: &Manifest,
         idx: usize,
         links: &[(u64, &FileEntry)],
+        siblings: &[(RestoredFile, u128)],
     ) -> Result<(Vec<u8>, u128)> {
         let step = m.snapshots[idx].step;
         let mut cur: Vec<u8> = Vec::new();
@@ -205,8 +286,10 @@ impl Store {
         let mut hash = 0u128;
         for (i, &(of_step, e)) in links.iter().rev().enumerate() {
             let base = (i > 0).then_some((cur.as_slice(), hash));
+            let sources = self.sources_of(m, idx, of_step, e, siblings)?;
+            let sources: Vec<(&[u8], u128)> = sources.iter().map(|(b, h)| (&b[..], *h)).collect();
             hash = self
-                .decode_into(e, base, &mut next)
+                .decode_into(e, base, &sources, &mut next)
                 .map_err(|source| needs(step, of_step, e, source))?;
             std::mem::swap(&mut cur, &mut next);
         }
@@ -222,11 +305,28 @@ impl Store {
     fn restore_files_in(&self, m: &Manifest, step: u64) -> Result<(Kind, Vec<RestoredFile>)> {
         let idx = m.find(step).ok_or(Error::NoSuchStep(step))?;
         let s = &m.snapshots[idx];
+        // Files that take no sources first, so that those that do take
+        // them from here: each file is decoded once.
+        let mut done: Vec<(RestoredFile, u128)> = Vec::with_capacity(s.files.len());
+        for f in s.files.iter().filter(|f| f.sources.is_empty()) {
+            done.push(self.restore_file(m, idx, &f.path, &[])?);
+        }
+        for f in s.files.iter().filter(|f| !f.sources.is_empty()) {
+            let restored = self.restore_file(m, idx, &f.path, &done)?;
+            done.push(restored);
+        }
+        // In the snapshot's order.
         let files = s
             .files
             .iter()
-            .map(|f| self.restore_file(m, idx, &f.path))
-            .collect::<Result<_>>()?;
+            .map(|f| {
+                let k = done
+                    .iter()
+                    .position(|(d, _)| d.path == f.path)
+                    .expect("every file restored");
+                done.swap_remove(k).0
+            })
+            .collect();
         Ok((s.kind, files))
     }
 

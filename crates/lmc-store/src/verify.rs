@@ -31,8 +31,15 @@ impl Store {
         let mut seen = 0usize;
         while let Some((i, parent)) = stack.pop() {
             let s = &m.snapshots[i];
-            let mut cur = Vec::with_capacity(s.files.len());
-            for f in &s.files {
+            let mut cur: Vec<(RestoredFile, u128)> = Vec::with_capacity(s.files.len());
+            // Files that take no sources first: those that do take them
+            // from `cur`.
+            let order = s
+                .files
+                .iter()
+                .filter(|f| f.sources.is_empty())
+                .chain(s.files.iter().filter(|f| !f.sources.is_empty()));
+            for f in order {
                 let base = match (&f.base, &parent) {
                     (Some(_), Some(p)) => Some(
                         counterpart(&p.1, |x| &x.0.path, p.0, s.kind, &f.path)
@@ -52,13 +59,30 @@ impl Store {
                     }
                     (None, _) => None,
                 };
-                let (bytes, hash) = self.decode(f, base).map_err(|source| Error::Needs {
-                    step: s.step,
-                    of_step: s.step,
-                    path: f.path.clone(),
-                    object: f.object.clone(),
-                    source: Box::new(source),
-                })?;
+                let sources = f
+                    .sources
+                    .iter()
+                    .map(|src| {
+                        cur.iter()
+                            .find(|(x, _)| &x.path == src)
+                            .map(|(x, hash)| (x.bytes.as_slice(), *hash))
+                            .ok_or_else(|| {
+                                Error::Corrupt(format!(
+                                    "step {}: {:?} takes sources from {src:?}, which the snapshot does not hold",
+                                    s.step, f.path
+                                ))
+                            })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let (bytes, hash) =
+                    self.decode(f, base, &sources)
+                        .map_err(|source| Error::Needs {
+                            step: s.step,
+                            of_step: s.step,
+                            path: f.path.clone(),
+                            object: f.object.clone(),
+                            source: Box::new(source),
+                        })?;
                 report.bytes += bytes.len() as u64;
                 report.files += 1;
                 cur.push((

@@ -263,7 +263,7 @@ pub fn run(input: &Path, as_json: bool) -> Result<()> {
                         .iter()
                         .map(|p| format!(
                             "{} from element {}",
-                            c.segments()[p.source].describe(),
+                            c.describe_source(p.source),
                             p.source_elem
                         ))
                         .collect::<Vec<_>>()

@@ -103,6 +103,7 @@ pub fn craft(
         removed: Vec::new(),
         segments: segs,
         chunks,
+        ..Default::default()
     }
     .to_bytes();
     let header = Header {
@@ -117,4 +118,27 @@ pub fn craft(
     file.extend_from_slice(&payload);
     file.extend_from_slice(&index);
     file
+}
+
+/// Rewrites the index of `packed` (and the header's flags) through `f`.
+pub fn rewrite(packed: &[u8], f: impl FnOnce(&mut lmc_core::format::Index, &mut u16)) -> Vec<u8> {
+    use lmc_core::format::{HEADER_LEN, Header, Index};
+    let mut header = Header::parse(packed).unwrap();
+    let start = HEADER_LEN + header.payload_len as usize;
+    let mut index = Index::parse(&packed[start..], &header).unwrap();
+    f(&mut index, &mut header.flags);
+    let bytes = index.to_bytes();
+    header.index_len = bytes.len() as u64;
+    let mut out = header.to_bytes().to_vec();
+    out.extend_from_slice(&packed[HEADER_LEN..start]);
+    out.extend_from_slice(&bytes);
+    out
+}
+
+/// The error of opening `file`, which must be refused.
+pub fn refused(file: &[u8]) -> String {
+    match lmc_core::Container::open(file) {
+        Ok(_) => panic!("a bad reference was accepted"),
+        Err(e) => e.to_string(),
+    }
 }

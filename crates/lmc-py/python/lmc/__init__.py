@@ -589,7 +589,11 @@ class SnapshotStore:
 
     def list(self) -> List[Dict[str, Any]]:
         """The snapshots, oldest first: ``{"step", "kind", "parent", "depth",
-        "added", "original_len", "stored_len", "files"}`` each."""
+        "added", "original_len", "stored_len", "files"}`` each; each file
+        ``{"path", "original_len", "stored_len", "delta", "sources"}``
+        (``sources``: the other files of the snapshot its derived tensors
+        take their source elements from, such as the fp32 master weights of
+        BF16 weights)."""
         return _lmc.store_list(self.path)
 
     def steps(self) -> List[int]:
