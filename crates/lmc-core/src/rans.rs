@@ -48,16 +48,7 @@ const MAX_SYMBOLS_PER_BYTE: u64 = 22_730;
 /// Scales a histogram to frequencies summing to [`TOTAL`], every present
 /// symbol at least 1. `None` if no symbol is present.
 pub fn normalize(hist: &[u32; 256]) -> Option<[u32; 256]> {
-    let n: u64 = hist.iter().map(|&c| u64::from(c)).sum();
-    if n == 0 {
-        return None;
-    }
-    let mut f = [0u32; 256];
-    for (fs, &c) in f.iter_mut().zip(hist) {
-        if c > 0 {
-            *fs = ((u64::from(c) * u64::from(TOTAL) + n / 2) / n).max(1) as u32;
-        }
-    }
+    let mut f = scaled(hist)?;
     // Rounding leaves the sum a little off (at most one per symbol). A
     // deficit goes to the most frequent symbol (lowest index among equals),
     // where it costs the least. A surplus is taken from the top down, as if
@@ -73,6 +64,22 @@ pub fn normalize(hist: &[u32; 256]) -> Option<[u32; 256]> {
         f[i] += TOTAL - sum;
     } else if sum > TOTAL {
         lower_from_top(&mut f, sum - TOTAL);
+    }
+    Some(f)
+}
+
+/// Each present symbol's count scaled to [`TOTAL`], rounded, at least 1:
+/// the first step of [`normalize`], its sum a little off.
+fn scaled(hist: &[u32; 256]) -> Option<[u32; 256]> {
+    let n: u64 = hist.iter().map(|&c| u64::from(c)).sum();
+    if n == 0 {
+        return None;
+    }
+    let mut f = [0u32; 256];
+    for (fs, &c) in f.iter_mut().zip(hist) {
+        if c > 0 {
+            *fs = ((u64::from(c) * u64::from(TOTAL) + n / 2) / n).max(1) as u32;
+        }
     }
     Some(f)
 }
@@ -579,16 +586,7 @@ mod tests {
     /// The unit-at-a-time form of the rounding fix in [`normalize`]: what
     /// the closed form must equal.
     fn normalize_reference(hist: &[u32; 256]) -> Option<[u32; 256]> {
-        let n: u64 = hist.iter().map(|&c| u64::from(c)).sum();
-        if n == 0 {
-            return None;
-        }
-        let mut f = [0u32; 256];
-        for (fs, &c) in f.iter_mut().zip(hist) {
-            if c > 0 {
-                *fs = ((u64::from(c) * u64::from(TOTAL) + n / 2) / n).max(1) as u32;
-            }
-        }
+        let mut f = scaled(hist)?;
         // Fix the total by moving the largest frequencies (rounding errors are
         // at most one per symbol, so this takes at most 256 steps).
         // Rounding leaves the sum a little off: the difference goes to the

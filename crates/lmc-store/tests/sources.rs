@@ -12,20 +12,8 @@ use lmc_core::Dtype;
 use lmc_core::derive::bf16_bits;
 use lmc_store::{Error, FileInput, Kind, Store, manifest::VERSION_SOURCES};
 
-/// SplitMix64.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn small(&mut self) -> f32 {
-        ((self.next() >> 11) as f64 / (1u64 << 53) as f64 - 0.5) as f32 * 0.04
-    }
-}
+mod common;
+use common::Rng;
 
 /// A toy mixed-precision run (unit-test data; real series are measured in
 /// docs/BENCHMARKS.md): fp32 masters, their BF16 roundings, AdamW moments.
