@@ -1,5 +1,6 @@
 //! The fine-tuning model: MiniLM-L6 (a 6-layer BERT encoder) with a
-//! masked-language-model head.
+//! masked-language-model head, or (`Objective::Pairs`) trained as a sentence
+//! encoder the way all-MiniLM-L6-v2 itself was.
 //!
 //! The encoder is BERT's (Devlin et al., 2019): word + position +
 //! token-type embeddings, LayerNorm, then post-LayerNorm blocks of
@@ -84,13 +85,31 @@ impl BertConfig {
     }
 }
 
-/// Batch shape and masking of the MLM objective.
+/// Batch shape and objective.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MlmBatch {
-    /// Sequences per batch.
+    /// Sequences per batch (pairs of sequences with `Objective::Pairs`).
     pub batch: usize,
     /// Tokens per sequence, `[CLS]` and `[SEP]` included.
     pub seq_len: usize,
+    pub objective: Objective,
+}
+
+/// What the fine-tune trains for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Objective {
+    /// Masked-language modelling through the decoder tied to the word
+    /// embeddings: every embedding row gets a gradient every step.
+    #[default]
+    Mlm,
+    /// Sentence embeddings (mean-pooled, normalised) of a text window and
+    /// the window after it, scored against the batch's other windows
+    /// (in-batch negatives, scale 20: sentence-transformers'
+    /// MultipleNegativesRankingLoss, all-MiniLM-L6-v2's own objective).
+    /// Only the rows of the words a batch holds get a gradient, so the
+    /// AdamW moments of words never seen stay zero, as in real fine-tunes
+    /// of a sentence encoder.
+    Pairs,
 }
 
 impl Default for MlmBatch {
@@ -98,6 +117,7 @@ impl Default for MlmBatch {
         Self {
             batch: 8,
             seq_len: 64,
+            objective: Objective::Mlm,
         }
     }
 }
@@ -184,11 +204,13 @@ impl BertMlm {
                 params.push(Param::new(name, &shape, values)?)?;
             }
         }
-        params.push(Param::new(
-            "cls.predictions.bias",
-            &[config.vocab],
-            vec![0.0; config.vocab],
-        )?)?;
+        if shape.objective == Objective::Mlm {
+            params.push(Param::new(
+                "cls.predictions.bias",
+                &[config.vocab],
+                vec![0.0; config.vocab],
+            )?)?;
+        }
 
         let mlm = Self {
             config,
@@ -202,9 +224,14 @@ impl BertMlm {
         };
         mlm.check_shapes()
             .with_context(|| format!("{} does not match its config", model.display()))?;
-        if mlm.tokens.len() < shape.seq_len {
+        // A pair takes two windows of text.
+        let needed = match shape.objective {
+            Objective::Mlm => shape.seq_len,
+            Objective::Pairs => 2 * shape.seq_len,
+        };
+        if mlm.tokens.len() < needed {
             bail!(
-                "the training text has only {} tokens, fewer than --seq-len {}",
+                "the training text has only {} tokens, fewer than {needed} (--seq-len {})",
                 mlm.tokens.len(),
                 shape.seq_len
             );
@@ -279,6 +306,35 @@ impl BertMlm {
         positions: &Tensor,
         labels: &Tensor,
     ) -> Result<Tensor> {
+        let (batch, seq) = ids.dims2()?;
+        let h = self.config.hidden;
+        let x = self.encode(ids)?;
+        // Only the chosen positions go through the 30k-way decoder.
+        let words = self.params.get("embeddings.word_embeddings.weight")?;
+        let chosen = x.reshape((batch * seq, h))?.index_select(positions, 0)?;
+        let logits = chosen
+            .matmul(&words.t()?)?
+            .broadcast_add(self.params.get("cls.predictions.bias")?)?;
+        Ok(cross_entropy(&logits, labels)?)
+    }
+
+    /// In-batch contrastive loss of `ids` (`[2 * batch, seq]`): the first
+    /// `batch` rows are anchors, the last their positives (see
+    /// [`Objective::Pairs`]).
+    pub fn pairs_loss(&self, ids: &Tensor) -> Result<Tensor> {
+        let (rows, _) = ids.dims2()?;
+        let batch = rows / 2;
+        let pooled = self.encode(ids)?.mean(1)?;
+        let norm = pooled.sqr()?.sum_keepdim(1)?.affine(1.0, 1e-12)?.sqrt()?;
+        let e = pooled.broadcast_div(&norm)?;
+        let (a, b) = (e.narrow(0, 0, batch)?, e.narrow(0, batch, batch)?);
+        let scores = a.matmul(&b.t()?)?.affine(20.0, 0.0)?;
+        let targets = Tensor::arange(0u32, batch as u32, &Device::Cpu)?;
+        Ok(cross_entropy(&scores, &targets)?)
+    }
+
+    /// The encoder's output for `ids` (`[batch, seq]` u32): `[batch, seq, hidden]`.
+    fn encode(&self, ids: &Tensor) -> Result<Tensor> {
         let p = |name: &str| self.params.get(name);
         let (batch, seq) = ids.dims2()?;
         let BertConfig { hidden: h, eps, .. } = self.config;
@@ -341,19 +397,21 @@ impl BertMlm {
             )?;
         }
 
-        // Only the chosen positions go through the 30k-way decoder.
-        let chosen = x.reshape((batch * seq, h))?.index_select(positions, 0)?;
-        let logits = chosen
-            .matmul(&words.t()?)?
-            .broadcast_add(p("cls.predictions.bias")?)?;
-        Ok(cross_entropy(&logits, labels)?)
+        Ok(x)
     }
 }
 
 impl Model for BertMlm {
     fn name(&self) -> String {
         let c = self.config;
-        format!("minilm-{}l-{}d-{}h-mlm", c.layers, c.hidden, c.heads)
+        let objective = match self.shape.objective {
+            Objective::Mlm => "mlm",
+            Objective::Pairs => "pairs",
+        };
+        format!(
+            "minilm-{}l-{}d-{}h-{objective}",
+            c.layers, c.hidden, c.heads
+        )
     }
 
     fn params(&self) -> &ParamSet {
@@ -371,9 +429,30 @@ impl Model for BertMlm {
     /// `batch` windows of `seq_len - 2` tokens at random offsets, framed by
     /// `[CLS]` and `[SEP]`; 15% of the inner positions are chosen, and of
     /// those 80% become `[MASK]`, 10% a random token and 10% stay (BERT's rule).
+    /// With `Objective::Pairs`: `batch` windows and the window right after
+    /// each, framed the same way, nothing masked.
     fn loss(&self, rng: &mut Rng) -> Result<Tensor> {
-        let MlmBatch { batch, seq_len } = self.shape;
+        let MlmBatch {
+            batch,
+            seq_len,
+            objective,
+        } = self.shape;
         let inner = seq_len - 2;
+        if objective == Objective::Pairs {
+            let starts: Vec<usize> = (0..batch)
+                .map(|_| rng.below(self.tokens.len() - 2 * inner + 1))
+                .collect();
+            let mut ids = Vec::with_capacity(2 * batch * seq_len);
+            for shift in [0, inner] {
+                for &start in &starts {
+                    ids.push(self.cls);
+                    ids.extend_from_slice(&self.tokens[start + shift..start + shift + inner]);
+                    ids.push(self.sep);
+                }
+            }
+            let ids = Tensor::from_vec(ids, (2 * batch, seq_len), &Device::Cpu)?;
+            return self.pairs_loss(&ids);
+        }
         let mut ids = Vec::with_capacity(batch * seq_len);
         let mut positions = Vec::new();
         let mut labels = Vec::new();

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use lmc_gen::bert::MlmBatch;
+use lmc_gen::bert::{MlmBatch, Objective};
 use lmc_gen::gpt::GptConfig;
 use lmc_gen::series::{Common, MiniLmFiles, finetune, pretrain};
 
@@ -118,6 +118,12 @@ struct FinetuneArgs {
     /// Tokens per sequence, [CLS] and [SEP] included.
     #[arg(long, default_value_t = MlmBatch::default().seq_len)]
     seq_len: usize,
+    /// What to train for: masked-language modelling (every word embedding
+    /// updated every step), or sentence-embedding pairs with in-batch
+    /// negatives (all-MiniLM-L6-v2's objective: only the words a batch
+    /// holds are updated).
+    #[arg(long, default_value = "mlm", value_parser = ["mlm", "pairs"])]
+    objective: String,
 }
 
 impl CommonArgs {
@@ -163,6 +169,10 @@ fn main() -> ExitCode {
             let shape = MlmBatch {
                 batch: a.batch,
                 seq_len: a.seq_len,
+                objective: match a.objective.as_str() {
+                    "pairs" => Objective::Pairs,
+                    _ => Objective::Mlm,
+                },
             };
             finetune(
                 &a.common.into_common(a.steps, a.every, a.lr, a.weight_decay),

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use lmc_gen::bert::MlmBatch;
+use lmc_gen::bert::{MlmBatch, Objective};
 use lmc_gen::gpt::GptConfig;
 use lmc_gen::series::{Common, MiniLmFiles, finetune, pretrain};
 use lmc_gen::snapshot::{TensorBytes, write_safetensors};
@@ -311,7 +311,12 @@ fn tiny_bert(dir: &Path) -> (PathBuf, Vec<TensorBytes>) {
     (model, tensors)
 }
 
-fn tiny_finetune(dir: &Path, model: &Path, name: &str) -> (PathBuf, TrainReport) {
+fn tiny_finetune(
+    dir: &Path,
+    model: &Path,
+    name: &str,
+    objective: Objective,
+) -> (PathBuf, TrainReport) {
     let text = dir.join("text.txt");
     std::fs::write(&text, TEXT).unwrap();
     let out = dir.join(name);
@@ -326,6 +331,7 @@ fn tiny_finetune(dir: &Path, model: &Path, name: &str) -> (PathBuf, TrainReport)
         MlmBatch {
             batch: 8,
             seq_len: 16,
+            objective,
         },
     )
     .unwrap();
@@ -336,7 +342,7 @@ fn tiny_finetune(dir: &Path, model: &Path, name: &str) -> (PathBuf, TrainReport)
 fn tiny_finetune_keeps_the_original_names_and_frozen_tensors() {
     let dir = scratch("finetune");
     let (model, original) = tiny_bert(&dir);
-    let (out, report) = tiny_finetune(&dir, &model, "a");
+    let (out, report) = tiny_finetune(&dir, &model, "a", Objective::Mlm);
     let names = check_snapshots(&out, &report, "finetune");
 
     let mut expected: BTreeSet<String> = original.iter().map(|t| t.name.clone()).collect();
@@ -362,8 +368,38 @@ fn tiny_finetune_keeps_the_original_names_and_frozen_tensors() {
         );
     }
 
-    let (again, _) = tiny_finetune(&dir, &model, "b");
+    let (again, _) = tiny_finetune(&dir, &model, "b", Objective::Mlm);
     assert_same_bytes(&out, &again);
+}
+
+/// Sentence pairs: no MLM bias, and the AdamW moments of the word
+/// embeddings stay exactly zero on the rows of words the text never holds
+/// (special tokens, word pieces the whole words make unused), and only
+/// there.
+#[test]
+fn tiny_pairs_finetune_moves_only_the_words_it_reads() {
+    let dir = scratch("pairs");
+    let (model, _) = tiny_bert(&dir);
+    let (out, report) = tiny_finetune(&dir, &model, "a", Objective::Pairs);
+    let names = check_snapshots(&out, &report, "finetune");
+    assert!(!names.contains("cls.predictions.bias"));
+    assert!(report.tail_mean(5).is_finite());
+    let (optim, _) = read(&snapshot_path(&out, "optim", 30));
+    let h = 16; // tiny_bert's hidden size
+    for moment in ["exp_avg", "exp_avg_sq"] {
+        let m = f32s(&optim[&format!("embeddings.word_embeddings.weight.{moment}")].2);
+        let rows = m.len() / h;
+        let zero = m.chunks(h).filter(|r| r.iter().all(|&x| x == 0.0)).count();
+        assert!(
+            zero >= 3 && zero < rows / 2,
+            "{moment}: {zero} of {rows} rows never updated"
+        );
+    }
+    // The MLM objective reads every row through its tied decoder.
+    let (out, _) = tiny_finetune(&dir, &model, "b", Objective::Mlm);
+    let (optim, _) = read(&snapshot_path(&out, "optim", 30));
+    let m = f32s(&optim["embeddings.word_embeddings.weight.exp_avg"].2);
+    assert!(m.chunks(h).all(|r| r.iter().any(|&x| x != 0.0)));
 }
 
 /// The real MiniLM, when a test run of the main workspace has fetched it:
@@ -395,6 +431,7 @@ fn real_minilm_keeps_its_names() {
         MlmBatch {
             batch: 2,
             seq_len: 16,
+            ..MlmBatch::default()
         },
     )
     .unwrap();
