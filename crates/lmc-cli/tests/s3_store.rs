@@ -380,16 +380,27 @@ fn add_step(store: &mut Store, step: u64) -> lmc_store::Result<()> {
     store.add(step, Kind::File, &[input]).map(|_| ())
 }
 
+/// A writer's store under `url` on the test server, with these options.
+trait OpenAt {
+    fn open_at(self, server: &str, url: &str) -> lmc_store::Result<Store>;
+}
+
+impl OpenAt for WriteOptions {
+    fn open_at(self, server: &str, url: &str) -> lmc_store::Result<Store> {
+        self.open_location(location(server, url), &mut || {})
+    }
+}
+
 #[test]
 fn two_writers_at_once_the_second_is_refused_naming_the_lock() {
     let Some(server) = server() else { return };
     let url = format!("s3://{}/run", bucket(&server, "two-writers"));
     let mut first = WriteOptions::new()
         .create(true)
-        .open_location(location(&server, &url), &mut || {})
+        .open_at(&server, &url)
         .unwrap();
     add_step(&mut first, 1).unwrap();
-    let second = WriteOptions::new().open_location(location(&server, &url), &mut || {});
+    let second = WriteOptions::new().open_at(&server, &url);
     match second {
         Err(Error::Locked(msg)) => assert!(
             msg.contains(&format!("{url}/lock")) && msg.contains("is held by"),
@@ -403,7 +414,7 @@ fn two_writers_at_once_the_second_is_refused_naming_the_lock() {
         std::thread::spawn(move || {
             let mut s = WriteOptions::new()
                 .wait(Wait::For(Duration::from_secs(30)))
-                .open_location(location(&server, &url), &mut || {})
+                .open_at(&server, &url)
                 .unwrap();
             add_step(&mut s, 2).unwrap();
         })
@@ -423,7 +434,7 @@ fn a_writer_whose_lock_was_taken_over_commits_nothing() {
     let mut stale = WriteOptions::new()
         .create(true)
         .lease(Duration::from_secs(2))
-        .open_location(location(&server, &url), &mut || {})
+        .open_at(&server, &url)
         .unwrap();
     add_step(&mut stale, 1).unwrap();
     // As if this writer had stopped for longer than its lease: its lock,
@@ -437,9 +448,7 @@ fn a_writer_whose_lock_was_taken_over_commits_nothing() {
         lmc_remote::Put::Overwrite,
     )
     .unwrap();
-    let mut next = WriteOptions::new()
-        .open_location(location(&server, &url), &mut || {})
-        .unwrap();
+    let mut next = WriteOptions::new().open_at(&server, &url).unwrap();
     // The stale writer's next commit finds the lock taken over: refused,
     // nothing committed (even though the new writer has not committed yet).
     match add_step(&mut stale, 2) {
@@ -470,7 +479,7 @@ fn a_reader_restores_while_a_writer_adds() {
     let url = format!("s3://{}/run", bucket(&server, "reader"));
     let mut writer = WriteOptions::new()
         .create(true)
-        .open_location(location(&server, &url), &mut || {})
+        .open_at(&server, &url)
         .unwrap();
     add_step(&mut writer, 1).unwrap();
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -511,21 +520,19 @@ fn a_live_writer_keeps_its_lock_past_its_lease() {
     let mut writer = WriteOptions::new()
         .create(true)
         .lease(Duration::from_secs(2))
-        .open_location(location(&server, &url), &mut || {})
+        .open_at(&server, &url)
         .unwrap();
     add_step(&mut writer, 1).unwrap();
     // Three leases long: renewed all along, so nobody takes it over.
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(6) {
-        let other = WriteOptions::new().open_location(location(&server, &url), &mut || {});
+        let other = WriteOptions::new().open_at(&server, &url);
         assert!(matches!(other, Err(Error::Locked(_))), "{other:?}");
         std::thread::sleep(Duration::from_millis(500));
     }
     add_step(&mut writer, 2).unwrap();
     drop(writer);
     // Released on drop: the next writer gets it at once.
-    let mut next = WriteOptions::new()
-        .open_location(location(&server, &url), &mut || {})
-        .unwrap();
+    let mut next = WriteOptions::new().open_at(&server, &url).unwrap();
     add_step(&mut next, 3).unwrap();
 }

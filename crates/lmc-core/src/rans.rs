@@ -101,7 +101,15 @@ fn top_symbol(f: &[u32; 256]) -> usize {
 /// at most 256 symbols share 4096, so the level stays above that).
 fn lower_from_top(f: &mut [u32; 256], mut surplus: u32) {
     // Present symbols by frequency, largest first, lowest index first among equals.
-    let mut order: Vec<u8> = (0..=255u8).filter(|&s| f[s as usize] > 0).collect();
+    let mut all = [0u8; 256];
+    let mut present = 0;
+    for s in 0..=255u8 {
+        if f[s as usize] > 0 {
+            all[present] = s;
+            present += 1;
+        }
+    }
+    let order = &mut all[..present];
     order.sort_unstable_by_key(|&s| (std::cmp::Reverse(f[s as usize]), s));
     // The first `k` symbols of `order` are at `level` (all at or above the rest).
     let mut k = 1;
@@ -124,7 +132,7 @@ fn lower_from_top(f: &mut [u32; 256], mut surplus: u32) {
         rounds < level,
         "a surplus with every symbol at 1 cannot happen: at most 256 of 4096"
     );
-    let mut group = order[..k].to_vec();
+    let group = &mut order[..k];
     group.sort_unstable();
     for (j, &s) in group.iter().enumerate() {
         f[s as usize] = level - rounds - u32::from((j as u32) < rest);

@@ -12,8 +12,8 @@ const TABLE_MASK: u64 = TABLE_SIZE as u64 - 1;
 const _: () = assert!(MAX_CODE_LEN == kernels::HUFFMAN_TABLE_BITS);
 /// Whether a block of `n` symbols whose codes average `mean_bits` decodes
 /// faster with the multi-symbol table (a walk of every code sequence that
-/// fits in a lookup, several microseconds to build) than with the
-/// one-symbol table (a few hundred nanoseconds). Measured by decoding
+/// fits in a lookup) than with the one-symbol table (each entry written
+/// once), both built for the block. Measured by decoding
 /// slices of real planes (pretrain BF16 weights and their XOR delta), one
 /// symbol a lookup against up to four, in MB/s:
 ///
